@@ -1,0 +1,1 @@
+"""Drives the real npm packages (interop tests, benchmark). Not part of the installed library."""

@@ -1,0 +1,342 @@
+"""Key sets (RFC 7517): parsed once, looked up by kid, added to, removed from, exported.
+
+Every key is validated and turned into `cryptography` key objects when it enters a manager;
+requests only look keys up. Updates replace the kid -> key mapping as a whole (copy on
+write), so threads decrypting while an operator adds or removes a key never see half a set.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwcrypto.jwk import JWK
+
+from .errors import (
+    DecryptionError,
+    InvalidArgumentError,
+    InvalidJWKSError,
+    MissingKidError,
+    NoKeyFoundError,
+    PayloadTooLargeError,
+    UnsupportedAlgorithmError,
+)
+from .jwe import (
+    KEY_MANAGEMENT_ALGORITHMS,
+    CompactJWE,
+    decrypt_compact,
+    encrypt_compact,
+    parse_compact,
+)
+from .passphrase import KEY_LENGTH_IN_BYTES
+
+__all__ = [
+    "DEFAULT_ALG",
+    "MIN_KEY_SIZE",
+    "PRIVATE_MEMBERS",
+    "PUBLIC_MEMBERS",
+    "JWKDecryptResult",
+    "JWKManager",
+    "JWKMetadata",
+    "JWKSInput",
+    "JWKSManager",
+    "parse_jwks",
+]
+
+PUBLIC_MEMBERS = ("kty", "kid", "use", "alg", "e", "n")
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
+DEFAULT_ALG = "RSA-OAEP"
+MIN_KEY_SIZE = 2048
+#: The wrapped-key JWE of the `elastic` format: the original wraps with these, in this order.
+ELASTIC_KEY_HEADER = {"zip": "DEF", "enc": "A128CBC-HS256"}
+DEFAULT_MAX_TOKEN_SIZE = 64 * 1024 * 1024
+
+#: What a key set may be given as: a mapping, its JSON text, or another manager.
+JWKSInput = Union[Mapping[str, Any], str, bytes, "JWKSManager"]
+
+
+@dataclass(frozen=True)
+class JWKMetadata:
+    """What the JavaScript `getJWKMetadata` reports: the key, header member names, header."""
+
+    key: dict[str, Any]
+    protected: list[str]
+    header: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": dict(self.key),
+            "protected": list(self.protected),
+            "header": dict(self.header),
+        }
+
+
+@dataclass(frozen=True)
+class JWKDecryptResult:
+    """A decrypted compact JWE: the payload bytes and the metadata of the key that opened it."""
+
+    payload: bytes = field(repr=False)
+    key: dict[str, Any]
+    header: dict[str, Any]
+    protected: list[str]
+
+    @property
+    def metadata(self) -> JWKMetadata:
+        return JWKMetadata(self.key, self.protected, self.header)
+
+
+class _Key:
+    """One parsed RSA JWK: its exported members plus ready-to-use `cryptography` objects."""
+
+    __slots__ = ("alg", "jwk", "kid", "length", "private_key", "public_key", "use")
+
+    def __init__(self, jwk: Mapping[str, Any], position: str) -> None:
+        if not isinstance(jwk, Mapping):
+            raise InvalidJWKSError(f"{position} is not a JSON object")
+        kid = jwk.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidJWKSError(f"{position} has no 'kid'; every key needs a non-empty kid")
+        where = f"key {kid!r}"
+        if jwk.get("kty") != "RSA":
+            raise InvalidJWKSError(f"{where} has kty {jwk.get('kty')!r}; only RSA keys are used")
+        alg = jwk.get("alg", DEFAULT_ALG)
+        if alg not in KEY_MANAGEMENT_ALGORITHMS:
+            raise InvalidJWKSError(f"{where} has alg {alg!r}; use RSA-OAEP or RSA-OAEP-256")
+        use = jwk.get("use", "enc")
+        if use != "enc":
+            raise InvalidJWKSError(f"{where} has use {use!r}; encryption keys need use 'enc'")
+        present = [m for m in PRIVATE_MEMBERS if m in jwk]
+        if present and len(present) != len(PRIVATE_MEMBERS):
+            raise InvalidJWKSError(
+                f"{where} has only some private members ({', '.join(present)}); "
+                "a private key needs all of d, p, q, dp, dq, qi"
+            )
+        members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
+        for name in (*PUBLIC_MEMBERS[4:], *present):
+            value = jwk.get(name)
+            if not isinstance(value, str):
+                raise InvalidJWKSError(f"{where} lacks member {name!r} as a base64url string")
+            members[name] = value
+        try:
+            parsed = JWK(**members)
+            self.public_key: rsa.RSAPublicKey = parsed.get_op_key("wrapKey")
+            self.private_key: rsa.RSAPrivateKey | None = (
+                parsed.get_op_key("unwrapKey") if present else None
+            )
+        except Exception:
+            raise InvalidJWKSError(
+                f"{where} is not a valid RSA key (its numbers do not form a key pair)"
+            ) from None
+        self.length: int = self.public_key.key_size
+        if self.length < MIN_KEY_SIZE:
+            raise InvalidJWKSError(
+                f"{where} is {self.length} bits; keys must be at least {MIN_KEY_SIZE} bits"
+            )
+        self.kid: str = kid
+        self.alg: str = alg
+        self.use: str = use
+        self.jwk: dict[str, str] = members
+
+    @property
+    def public_jwk(self) -> dict[str, str]:
+        return {name: self.jwk[name] for name in PUBLIC_MEMBERS}
+
+    @property
+    def private_jwk(self) -> dict[str, str]:
+        return dict(self.jwk)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kid": self.kid,
+            "kty": "RSA",
+            "use": self.use,
+            "alg": self.alg,
+            "length": self.length,
+        }
+
+    def thumbprint(self) -> str:
+        """RFC 7638 SHA-256 thumbprint, base64url."""
+        return str(JWK(**self.public_jwk).thumbprint())
+
+    def __repr__(self) -> str:
+        private = "private" if self.private_key else "public"
+        return f"<{private} RSA-{self.length} key {self.kid!r} {self.alg}>"
+
+
+def _load_json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidJWKSError("the key set is not valid JSON") from None
+
+
+def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
+    """Validate a key set and parse every key; kids must be unique."""
+    document = _load_json(jwks) if isinstance(jwks, (str, bytes, bytearray)) else jwks
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise InvalidJWKSError('a key set is a JSON object {"keys": [...]}')
+    keys: dict[str, _Key] = {}
+    for index, jwk in enumerate(document["keys"]):
+        key = _Key(jwk, f"key #{index}")
+        if key.kid in keys:
+            raise InvalidJWKSError(f"kid {key.kid!r} appears twice in the key set")
+        keys[key.kid] = key
+    return keys
+
+
+def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:
+    if not isinstance(kid, str) or not kid:
+        raise InvalidArgumentError("a kid must be a non-empty string")
+    if not isinstance(size, int) or size < MIN_KEY_SIZE:
+        raise InvalidArgumentError(f"key size {size!r} refused: use at least {MIN_KEY_SIZE} bits")
+    if alg not in KEY_MANAGEMENT_ALGORITHMS:
+        raise InvalidArgumentError(f"alg {alg!r} refused: use RSA-OAEP or RSA-OAEP-256")
+    numbers = JWK.from_pyca(rsa.generate_private_key(65537, size)).export(as_dict=True)
+    members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
+    members.update((name, numbers[name]) for name in (*PUBLIC_MEMBERS[4:], *PRIVATE_MEMBERS))
+    return members
+
+
+class JWKSManager:
+    """A key set held by kid: the general store `JWKManager` builds on, as in the original."""
+
+    def __init__(self, jwks: JWKSInput | None = None) -> None:
+        self._lock = threading.Lock()
+        if isinstance(jwks, JWKSManager):
+            self._keys: dict[str, _Key] = jwks._keys
+        else:
+            self._keys = parse_jwks(jwks) if jwks is not None else {}
+
+    def add_key(
+        self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG, use: str = "enc"
+    ) -> dict[str, str]:
+        """Generate a new RSA key under `kid`; returns its public JWK."""
+        if kid in self._keys:
+            raise InvalidArgumentError(f"kid {kid!r} is already in the key set; pick a new kid")
+        key = _Key(_generate(kid, size, alg, use), f"new key {kid!r}")
+        self._store(key)
+        return key.public_jwk
+
+    def insert_key(self, jwk: Mapping[str, Any]) -> None:
+        """Add an existing JWK (public or private) to the set."""
+        self._store(_Key(jwk, "the inserted key"))
+
+    def _store(self, key: _Key) -> None:
+        with self._lock:
+            if key.kid in self._keys:
+                raise InvalidArgumentError(f"kid {key.kid!r} is already in the key set")
+            self._keys = {**self._keys, key.kid: key}
+
+    def remove_key(self, kid: str) -> None:
+        with self._lock:
+            if kid not in self._keys:
+                raise MissingKidError(kid)
+            self._keys = {k: v for k, v in self._keys.items() if k != kid}
+
+    def kids(self) -> list[str]:
+        """Kids in set order; the last one is the newest."""
+        return list(self._keys)
+
+    def has_private_key(self, kid: str) -> bool:
+        key = self._keys.get(kid)
+        return key is not None and key.private_key is not None
+
+    def get_public_jwk(self, kid: str) -> dict[str, str] | None:
+        key = self._keys.get(kid)
+        return key.public_jwk if key else None
+
+    def get_private_jwk(self, kid: str) -> dict[str, str] | None:
+        key = self._keys.get(kid)
+        return key.private_jwk if key else None
+
+    def get_public_jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [key.public_jwk for key in self._keys.values()]}
+
+    def get_private_jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [key.private_jwk for key in self._keys.values()]}
+
+    def thumbprint(self, kid: str) -> str | None:
+        key = self._keys.get(kid)
+        return key.thumbprint() if key else None
+
+    def key_metadata(self, kid: str) -> dict[str, Any] | None:
+        """The `key` part of JWK metadata (kid, kty, use, alg, length) for one kid."""
+        key = self._keys.get(kid)
+        return key.metadata if key else None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._keys
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self._keys.values())!r})"
+
+
+class JWKManager(JWKSManager):
+    """Encryption keys for request_crypto: wraps and unwraps data in a compact JWE by kid."""
+
+    def add_key(  # type: ignore[override]
+        self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG
+    ) -> dict[str, str]:
+        return super().add_key(kid, size=size, alg=alg, use="enc")
+
+    def encrypt(self, kid: str, data: bytes) -> str:
+        """The `elastic` wrapped key: a compact JWE of `data` (DEFLATE, A128CBC-HS256)."""
+        key = self._keys.get(kid)
+        if key is None:
+            raise MissingKidError(kid)
+        header = {**ELASTIC_KEY_HEADER, "alg": key.alg, "kid": kid}
+        return encrypt_compact(key.public_key, header, bytes(data))
+
+    def encrypt_jwe(self, kid: str, data: bytes, *, enc: str = "A256GCM") -> str:
+        """A standard compact JWE without compression: the `jwe` wire format."""
+        key = self._keys.get(kid)
+        if key is None:
+            raise MissingKidError(kid)
+        return encrypt_compact(key.public_key, {"alg": key.alg, "enc": enc, "kid": kid}, data)
+
+    def decrypt(
+        self,
+        token: str | bytes,
+        *,
+        max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
+        max_plaintext: int = DEFAULT_MAX_TOKEN_SIZE,
+    ) -> JWKDecryptResult:
+        """Decrypt a compact JWE with the private key its `kid` names."""
+        jwe, key, private_key = self._open(token, "the JWE", max_token_size)
+        payload = decrypt_compact(jwe, private_key, max_plaintext=max_plaintext)
+        return JWKDecryptResult(payload, key.metadata, jwe.header, list(jwe.header))
+
+    def unwrap_passphrase(self, token: str | bytes, *, max_token_size: int) -> JWKDecryptResult:
+        """Open the `elastic` wrapped key: it must inflate to exactly one 32-byte passphrase."""
+        jwe, key, private_key = self._open(token, "the wrapped key", max_token_size)
+        try:
+            passphrase = decrypt_compact(jwe, private_key, max_plaintext=KEY_LENGTH_IN_BYTES)
+        except PayloadTooLargeError:
+            raise DecryptionError() from None
+        if len(passphrase) != KEY_LENGTH_IN_BYTES:
+            raise DecryptionError()
+        return JWKDecryptResult(passphrase, key.metadata, jwe.header, list(jwe.header))
+
+    def _open(
+        self, token: str | bytes, what: str, max_token_size: int
+    ) -> tuple[CompactJWE, _Key, rsa.RSAPrivateKey]:
+        """Size check, parse and header checks, then the private key the kid names."""
+        if len(token) > max_token_size:
+            raise PayloadTooLargeError(what, len(token), max_token_size)
+        jwe = parse_compact(token)
+        key = self._keys.get(jwe.kid) if jwe.kid is not None else None
+        if key is None or key.private_key is None:
+            raise NoKeyFoundError(jwe.kid)
+        if jwe.alg != key.alg:
+            raise UnsupportedAlgorithmError(
+                f"the body uses {jwe.alg} but key {key.kid!r} is declared for {key.alg}"
+            )
+        return jwe, key, key.private_key

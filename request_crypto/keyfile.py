@@ -1,0 +1,133 @@
+"""Key-set files: private ones 0600 from the first byte, atomic replace, locked updates.
+
+A crash or kill at any moment leaves either the complete old file or the complete new one:
+new contents go to a temporary file in the same directory (created 0600 by mkstemp), are
+flushed and fsynced, renamed over the old file, and the directory is fsynced. Updates hold an
+exclusive `flock` on a sidecar ``PATH.lock`` for the whole read-modify-write, so concurrent
+`keys add` runs serialize instead of losing each other's keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidJWKSError, KeyFileError
+from .jwks import PRIVATE_MEMBERS
+
+__all__ = [
+    "PRIVATE_MODE",
+    "PUBLIC_MODE",
+    "is_private_set",
+    "locked",
+    "read_jwks",
+    "update_jwks",
+    "write_jwks",
+]
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+logger = logging.getLogger("request_crypto")
+
+
+def is_private_set(document: Mapping[str, Any]) -> bool:
+    keys = document.get("keys")
+    return isinstance(keys, list) and any(
+        isinstance(k, Mapping) and any(m in k for m in PRIVATE_MEMBERS) for k in keys
+    )
+
+
+def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a key-set file; logs a warning if a private set is readable by group or others."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such key-set file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read the key set ({exc.strerror})") from None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidJWKSError(f"{path}: not valid JSON; is this a key-set file?") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise InvalidJWKSError(f'{path}: a key set is a JSON object {{"keys": [...]}}')
+    if is_private_set(document) and stat.S_IMODE(mode) & 0o077:
+        logger.warning(
+            "%s holds private keys but is readable by group or others (mode %o); run: chmod 600 %s",
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
+    return document
+
+
+def write_jwks(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
+    """Atomically replace `path`; 0600 if the set holds private keys, else 0644."""
+    path = Path(path)
+    directory = path.parent
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    mode = PRIVATE_MODE if is_private_set(document) else PUBLIC_MODE
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot write in {directory} ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise KeyFileError(f"{path}: cannot write the key set ({exc.strerror})") from None
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``PATH.lock`` (kept, never deleted: deleting races)."""
+    lock_path = Path(f"{os.fspath(path)}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    except OSError as exc:
+        raise KeyFileError(f"{lock_path}: cannot create the lock file ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def update_jwks(path: str | os.PathLike[str], *, create: bool = False) -> Iterator[dict[str, Any]]:
+    """Locked read-modify-write: edit the yielded document; it is written back on success."""
+    with locked(path):
+        if create and not Path(path).exists():
+            document: dict[str, Any] = {"keys": []}
+        else:
+            document = read_jwks(path)
+        yield document
+        write_jwks(path, document)
