@@ -23,6 +23,17 @@ async function settle(items, fn) {
   return out;
 }
 
+// getJWKMetadata's `key` is a node-jose key object, whose toJSON() is the public JWK; report
+// the members request_crypto's JWKMetadata.key holds, read from that object.
+const describeMetadata = ({ key, protected: names, header }) => ({
+  key: { kid: key.kid, kty: key.kty, use: key.use, alg: key.alg, length: key.length },
+  protected: names,
+  header,
+});
+
+// node-crypto takes a Buffer or a human string as its encryptionKey.
+const passphraseOf = (hex, utf8) => (utf8 != null ? utf8 : Buffer.from(hex, 'hex'));
+
 async function timed(seconds, concurrency, fn) {
   // Sequential when concurrency is 1; otherwise rounds of Promise.all, as a Node service would.
   const deadline = performance.now() + seconds * 1000;
@@ -40,7 +51,7 @@ const ops = {
     const decryptor = await rc.createRequestDecryptor(jwks);
     return settle(bodies, async (body) => ({
       payload: await decryptor.decrypt(body),
-      metadata: await decryptor.getJWKMetadata(body),
+      metadata: describeMetadata(await decryptor.getJWKMetadata(body)),
     }));
   },
   async encrypt({ jwks, items }) {
@@ -52,13 +63,32 @@ const ops = {
     for (const kid of kids) await manager.addKey(kid);
     return { private: manager.getPrivateJWKS(), public: manager.getPublicJWKS() };
   },
-  async nodecrypto_encrypt({ passphrase_hex, items }) {
-    const aes = makeAESCryptoWith({ encryptionKey: Buffer.from(passphrase_hex, 'hex') });
+  async nodecrypto_encrypt({ passphrase_hex, passphrase_utf8, items }) {
+    const aes = makeAESCryptoWith({ encryptionKey: passphraseOf(passphrase_hex, passphrase_utf8) });
     return settle(items, ({ payload, aad }) => aes.encrypt(payload, aad ?? undefined));
   },
-  async nodecrypto_decrypt({ passphrase_hex, items }) {
-    const aes = makeAESCryptoWith({ encryptionKey: Buffer.from(passphrase_hex, 'hex') });
+  async nodecrypto_decrypt({ passphrase_hex, passphrase_utf8, items }) {
+    const aes = makeAESCryptoWith({ encryptionKey: passphraseOf(passphrase_hex, passphrase_utf8) });
     return settle(items, ({ encrypted, aad }) => aes.decrypt(encrypted, aad ?? undefined));
+  },
+  async stringify({ values }) {
+    return values.map((value) => JSON.stringify(value));
+  },
+  async pack_body({ items }) {
+    return items.map(([key, payload]) => rc.packBody(key, payload));
+  },
+  async unpack_body({ bodies }) {
+    return settle(bodies, (body) => rc.unpackBody(body));
+  },
+  async well_knowns({ jwks }) {
+    const decryptor = await rc.createRequestDecryptor(jwks);
+    return decryptor.getWellKnowns();
+  },
+  // Several ops in one node start: {"op": "batch", "requests": [{"op": ...}, ...]}.
+  async batch({ requests }) {
+    const out = [];
+    for (const request of requests) out.push(await ops[request.op](request));
+    return out;
   },
   async jose_encrypt({ jwk, enc, plaintexts }) {
     const key = await jose.importJWK(jwk, jwk.alg);
@@ -74,14 +104,56 @@ const ops = {
       return { plaintext: new TextDecoder().decode(plaintext), header: protectedHeader };
     });
   },
-  async bench({ private_jwks, public_jwks, kid, payload, seconds, concurrency }) {
+  // The JavaScript column of scripts/bench.py. `cases` is a list of
+  // {name, op, payload, concurrency, seconds}, op one of encrypt | decrypt (the original's
+  // API on payloads[payload]) | pbkdf2 | pbkdf2_sync | rsa_decrypt (the primitives underneath).
+  // Each case is warmed up once, then timed (sequential when concurrency is 1, otherwise rounds
+  // of Promise.all). Answers {results: {name: ops/s}, body_bytes, node, uv_threadpool_size}.
+  // The older single-payload form ({payload, seconds, concurrency}) still answers as before.
+  async bench({ private_jwks, public_jwks, kid, payload, payloads, cases, seconds, concurrency }) {
     const encryptor = await rc.createRequestEncryptor(public_jwks);
     const decryptor = await rc.createRequestDecryptor(private_jwks);
-    const body = await encryptor.encrypt(kid, payload);
+    if (!cases) {
+      const body = await encryptor.encrypt(kid, payload);
+      return {
+        encrypt_ops: await timed(seconds, concurrency, () => encryptor.encrypt(kid, payload)),
+        decrypt_ops: await timed(seconds, concurrency, () => decryptor.decrypt(body)),
+        body_bytes: body.length,
+      };
+    }
+    const crypto = await import('node:crypto');
+    const bodies = {};
+    const bodyBytes = {};
+    for (const [name, value] of Object.entries(payloads || {})) {
+      bodies[name] = await encryptor.encrypt(kid, value);
+      bodyBytes[name] = bodies[name].length;
+    }
+    const salt = crypto.randomBytes(64);
+    const password = crypto.randomBytes(32);
+    const rsaKey = crypto.createPrivateKey({ key: private_jwks.keys[0], format: 'jwk' });
+    const oaep = { key: rsaKey, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING };
+    const wrapped = crypto.publicEncrypt(oaep, password);
+    const makers = {
+      encrypt: (c) => () => encryptor.encrypt(kid, payloads[c.payload]),
+      decrypt: (c) => () => decryptor.decrypt(bodies[c.payload]),
+      pbkdf2: () => () =>
+        new Promise((resolve, reject) =>
+          crypto.pbkdf2(password, salt, 10000, 32, 'sha512', (err, key) =>
+            (err ? reject(err) : resolve(key)))),
+      pbkdf2_sync: () => async () => crypto.pbkdf2Sync(password, salt, 10000, 32, 'sha512'),
+      rsa_decrypt: () => async () => crypto.privateDecrypt(oaep, wrapped),
+    };
+    const results = {};
+    for (const c of cases) {
+      const fn = makers[c.op](c);
+      await fn(); // warm-up: JIT, key import caches
+      results[c.name] = await timed(c.seconds, c.concurrency || 1, fn);
+    }
     return {
-      encrypt_ops: await timed(seconds, concurrency, () => encryptor.encrypt(kid, payload)),
-      decrypt_ops: await timed(seconds, concurrency, () => decryptor.decrypt(body)),
-      body_bytes: body.length,
+      results,
+      body_bytes: bodyBytes,
+      node: process.version,
+      uv_threadpool_size: Number(process.env.UV_THREADPOOL_SIZE || 4),
     };
   },
 };

@@ -44,10 +44,16 @@ def _escape_surrogates(text: str) -> str:
 def loads_payload(data: bytes | str) -> Any:
     """Parse a decrypted payload; bad or absurdly nested JSON is a MalformedBodyError."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        # Strict UTF-8, as the JavaScript side reads it: json.loads(bytes) would also accept
+        # UTF-16/32 and a BOM, which JSON.parse(buffer.toString("utf8")) refuses.
+        text = data if isinstance(data, str) else str(data, "utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        raise MalformedBodyError("the decrypted payload is nested too deeply to parse") from None
+        problem = "the decrypted payload is nested too deeply to parse"
     except (ValueError, TypeError):
-        # UnicodeDecodeError and JSONDecodeError are ValueErrors; neither message is kept,
-        # because both quote the plaintext.
-        raise MalformedBodyError("the decrypted payload is not valid UTF-8 JSON") from None
+        # UnicodeDecodeError and JSONDecodeError are ValueErrors; neither is kept, because
+        # both hold the plaintext (.object, .doc) and quote it.
+        problem = "the decrypted payload is not valid UTF-8 JSON"
+    # Raised outside the handlers: `from None` would still keep the parser's exception, and
+    # the plaintext it holds, as __context__.
+    raise MalformedBodyError(problem)

@@ -6,12 +6,23 @@ that order, exactly as `@elastic/request-crypto`'s packBody writes it.
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from enum import Enum
 from typing import Any, NamedTuple
 
-from ._b64 import b64url_decode, b64url_encode
+from ._b64 import (
+    CHUNK,
+    Decline,
+    b64encode_standard,
+    b64url_decode,
+    b64url_encode,
+    b64url_encode_padded,
+    decode_standard_quads,
+    iter_b64url_decode,
+)
+from ._json import dumps_utf8
 from .errors import MalformedBodyError
 
 __all__ = ["ElasticBody", "Format", "detect_format", "pack_body", "unpack_body"]
@@ -40,12 +51,10 @@ _CANONICAL = re.compile(
 
 def pack_body(encrypted_aes_key: str, encrypted_payload: str) -> str:
     """Join the wrapped key and the encrypted payload into one base64url body."""
-    text = json.dumps(
-        {"encryptedAESKey": encrypted_aes_key, "encryptedPayload": encrypted_payload},
-        separators=(",", ":"),
-        ensure_ascii=False,
+    # JSON.stringify's text, as packBody writes it (lone surrogates escaped, not a crash).
+    return b64url_encode(
+        dumps_utf8({"encryptedAESKey": encrypted_aes_key, "encryptedPayload": encrypted_payload})
     )
-    return b64url_encode(text.encode("utf-8"))
 
 
 def unpack_body(body: str | bytes) -> ElasticBody:
@@ -55,6 +64,113 @@ def unpack_body(body: str | bytes) -> ElasticBody:
     if match:
         return ElasticBody(match.group(1).decode("ascii"), match.group(2).decode("ascii"))
     return _unpack_json(decoded)
+
+
+# The canonical form above, in pieces, for the streaming paths (large bodies in bounded memory).
+_PREFIX = b'{"encryptedAESKey":"'
+_SEPARATOR = b'","encryptedPayload":"'
+_SUFFIX = b'"}'
+_KEY_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_STANDARD_TAIL = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+#: A canonical body whose wrapped key has not ended this far in is left to the general path.
+_MAX_HEAD = 64 * 1024
+
+
+def pack_encrypted_payload(encrypted_aes_key: str, payload: bytes | bytearray | memoryview) -> str:
+    """`pack_body(key, standard_base64(payload))`, the same text, in bounded extra memory.
+
+    Neither base64 text is ever held whole: the standard base64 of `payload` is produced a
+    chunk at a time and fed straight into the outer base64url, written into one buffer the
+    size of the body.
+    """
+    key = encrypted_aes_key.encode("ascii", "replace")
+    if key.translate(None, _KEY_ALPHABET):  # would need JSON escaping: the general path
+        return pack_body(encrypted_aes_key, b64encode_standard(payload).decode("ascii"))
+    prefix = _PREFIX + key + _SEPARATOR
+    total = len(prefix) + 4 * ((len(payload) + 2) // 3) + len(_SUFFIX)
+    out = bytearray(4 * ((total + 2) // 3))
+    position = 0
+    carry = b""
+
+    def emit(data: bytes, final: bool = False) -> None:
+        nonlocal position, carry
+        data = carry + data if carry else data
+        cut = len(data) if final else len(data) - len(data) % 3
+        encoded = b64url_encode_padded(data[:cut])
+        out[position : position + len(encoded)] = encoded
+        position += len(encoded)
+        carry = data[cut:]
+
+    emit(prefix)
+    view = memoryview(payload)
+    step = CHUNK // 4 * 3  # whole groups: no padding until the last piece
+    for start in range(0, len(view), step):
+        emit(b64encode_standard(view[start : start + step]))
+    emit(_SUFFIX, final=True)
+    return str(memoryview(out)[: (total * 4 + 2) // 3], "ascii")
+
+
+def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
+    """`unpack_body` then the standard-base64 decode of the payload, in bounded extra memory.
+
+    For a body in packBody's canonical form (what both implementations write) this returns the
+    wrapped key and the decoded payload (salt, IV, tag, ciphertext), exactly what
+    `unpack_body` + `decode_standard_base64` give. For anything else it returns None, and the
+    caller takes that general path, which raises the error the body deserves.
+    """
+    try:
+        return _unpack_streaming(body)
+    except Decline:
+        return None
+
+
+def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
+    pieces = iter_b64url_decode(body)
+    head = b""
+    for decoded in pieces:
+        head += decoded
+        separator = head.find(_SEPARATOR, len(_PREFIX))
+        if separator >= 0:
+            break
+        if len(head) > _MAX_HEAD:
+            raise Decline
+    else:
+        raise Decline
+    key = head[len(_PREFIX) : separator]
+    if not head.startswith(_PREFIX) or key.translate(None, _KEY_ALPHABET):
+        raise Decline
+    pending = head[separator + len(_SEPARATOR) :]
+    del head
+    # The decoded body is at most 3/4 of the body's length; the payload at most 3/4 of that.
+    out = bytearray((max(len(body) * 3 // 4 - separator, 0) * 3) // 4 + 3)
+    view = memoryview(out)
+    position = 0
+    for decoded in pieces:
+        data = pending + decoded
+        cut = (len(data) - 8) & ~3  # hold back the end: padding and the suffix live there
+        if cut > 0:
+            chunk = decode_standard_quads(data[:cut])
+            if position + len(chunk) > len(out):  # pragma: no cover - sized above
+                raise Decline
+            view[position : position + len(chunk)] = chunk
+            position += len(chunk)
+            pending = data[cut:]
+        else:
+            pending = data
+    tail = pending[: -len(_SUFFIX)]
+    if not pending.endswith(_SUFFIX) or not _STANDARD_TAIL.fullmatch(tail):
+        raise Decline
+    try:
+        chunk = binascii.a2b_base64(tail)  # the rules of base64.b64decode(validate=True)
+    except binascii.Error:
+        raise Decline from None
+    if position + len(chunk) > len(out):  # pragma: no cover - sized above
+        raise Decline
+    view[position : position + len(chunk)] = chunk
+    position += len(chunk)
+    view.release()
+    del out[position:]
+    return key.decode("ascii"), out
 
 
 def _unpack_json(decoded: bytes) -> ElasticBody:

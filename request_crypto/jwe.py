@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jwcrypto.jwa import JWA
 
-from ._b64 import b64url_decode, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_encode
 from .errors import (
     DecryptionError,
     MalformedBodyError,
@@ -49,10 +49,24 @@ CONTENT_ENCRYPTION_ALGORITHMS: Mapping[str, Any] = {
     name: JWA.encryption_alg(name)
     for name in ("A128CBC-HS256", "A256CBC-HS512", "A128GCM", "A256GCM")
 }
+#: RFC 7518 §5.2 and §5.3: the IV and tag lengths, in bytes, of each content algorithm.
+IV_AND_TAG_LENGTHS: Mapping[str, tuple[int, int]] = {
+    "A128CBC-HS256": (16, 16),
+    "A256CBC-HS512": (16, 32),
+    "A128GCM": (12, 16),
+    "A256GCM": (12, 16),
+}
 #: The only compression JWE defines: raw DEFLATE (RFC 1951).
 DEFLATE = "DEF"
 #: A protected header this long (base64url characters) is an attack, not a header.
 MAX_PROTECTED_HEADER = 4096
+#: Header values nested deeper than this are refused: the header is handed back to callers
+#: in metadata, and a value nested hundreds deep would make their logging or JSON recurse.
+MAX_HEADER_DEPTH = 8
+#: Inflate writes pieces of at most this many bytes, from input fed in slices, so refusing a
+#: zip bomb costs the limit plus one piece, never twice the limit.
+_INFLATE_PIECE = 1024 * 1024
+_INFLATE_INPUT_SLICE = 64 * 1024
 
 _PART_NAMES = ("protected header", "encrypted key", "IV", "ciphertext", "tag")
 
@@ -99,9 +113,7 @@ def encrypt_compact(
 
 def parse_compact(token: str | bytes) -> CompactJWE:
     """Split and check a compact JWE; raises MalformedBodyError or UnsupportedAlgorithmError."""
-    if isinstance(token, str):
-        token = token.encode("ascii", "replace")  # non-ASCII fails the base64url check below
-    parts = token.split(b".")
+    parts = ascii_bytes(token, "the JWE").split(b".")
     if len(parts) != len(_PART_NAMES):
         raise MalformedBodyError(
             f"a compact JWE has 5 dot-separated parts; this one has {len(parts)}"
@@ -116,50 +128,99 @@ def parse_compact(token: str | bytes) -> CompactJWE:
     return CompactJWE(parts[0], header, *decoded[1:])
 
 
+class _DuplicateMember(Exception):
+    pass
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     header = dict(pairs)
     if len(header) != len(pairs):
-        raise MalformedBodyError("the JWE protected header repeats a member name")
+        raise _DuplicateMember
     return header
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_header(raw: bytes) -> dict[str, Any]:
+    problem = None
     try:
-        header = json.loads(raw, object_pairs_hook=_reject_duplicates)
-    except MalformedBodyError:
-        raise
+        # Strict UTF-8 (RFC 7516 §5.2): no UTF-16/32 detection, no BOM, no NaN or Infinity.
+        header = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except _DuplicateMember:
+        problem = "the JWE protected header repeats a member name"
     except (ValueError, RecursionError):
-        raise MalformedBodyError("the JWE protected header is not UTF-8 JSON") from None
+        problem = "the JWE protected header is not UTF-8 JSON"
+    # Raised outside the handlers, so no exception of the parser rides along as __context__.
+    if problem is not None:
+        raise MalformedBodyError(problem)
     if not isinstance(header, dict):
         raise MalformedBodyError("the JWE protected header is not a JSON object")
+    if _depth_exceeds(header, MAX_HEADER_DEPTH):
+        raise MalformedBodyError(
+            f"the JWE protected header nests values more than {MAX_HEADER_DEPTH} levels deep"
+        )
     _check_header(header)
     return header
 
 
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON `value` nests containers more than `limit` deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _check_header(header: dict[str, Any]) -> None:
-    alg, enc, zip_ = header.get("alg"), header.get("enc"), header.get("zip")
     if "crit" in header:
         raise UnsupportedAlgorithmError(
             "the JWE header has a 'crit' member; no extension is supported"
         )
+    alg = _string_member(header, "alg")
     if alg not in KEY_MANAGEMENT_ALGORITHMS:
         raise UnsupportedAlgorithmError(
             f"JWE key management {_shown(alg)} is not allowed; use RSA-OAEP or RSA-OAEP-256"
         )
+    enc = _string_member(header, "enc")
     if enc not in CONTENT_ENCRYPTION_ALGORITHMS:
         raise UnsupportedAlgorithmError(
             f"JWE content encryption {_shown(enc)} is not allowed; use one of "
             + ", ".join(CONTENT_ENCRYPTION_ALGORITHMS)
         )
-    if zip_ is not None and zip_ != DEFLATE:
-        raise UnsupportedAlgorithmError(f"JWE compression {_shown(zip_)} is not supported")
+    if "zip" in header and _string_member(header, "zip") != DEFLATE:
+        raise UnsupportedAlgorithmError(
+            f"JWE compression {_shown(header['zip'])} is not supported; only DEF is"
+        )
     if "kid" in header and not isinstance(header["kid"], str):
         raise MalformedBodyError("the JWE header's 'kid' is not a string")
 
 
-def _shown(value: object) -> str:
+def _string_member(header: dict[str, Any], name: str) -> str:
+    value = header.get(name)
+    if value is None and name not in header:
+        raise MalformedBodyError(f"the JWE protected header has no {name!r} member")
+    if not isinstance(value, str):
+        raise MalformedBodyError(
+            f"the JWE header's {name!r} is {type(value).__name__}, not a string"
+        )
+    return value
+
+
+def _shown(value: str) -> str:
     """Quote a header value from an untrusted body, bounded so logs stay readable."""
-    text = json.dumps(value) if isinstance(value, str) else type(value).__name__
+    text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -169,16 +230,31 @@ def decrypt_compact(
     """Unwrap the CEK, authenticate and decrypt, inflate at most `max_plaintext` bytes.
 
     Every failure here is the one DecryptionError, except an authentic plaintext that inflates
-    past the limit (PayloadTooLargeError: the body is genuine, just too big).
+    past the limit (PayloadTooLargeError: the body is genuine, just too big). The error is
+    raised outside any exception handler, so it carries no `__context__` naming the step.
     """
-    content = CONTENT_ENCRYPTION_ALGORITHMS[jwe.header["enc"]]
+    enc = jwe.header["enc"]
+    content = CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    cek_length = content.wrap_key_size // 8
+    iv_length, tag_length = IV_AND_TAG_LENGTHS[enc]
     try:
         cek = private_key.decrypt(jwe.encrypted_key, KEY_MANAGEMENT_ALGORITHMS[jwe.alg])
-        if len(cek) * 8 != content.wrap_key_size:
-            raise DecryptionError()
-        plaintext: bytes = content.decrypt(cek, jwe.protected, jwe.iv, jwe.ciphertext, jwe.tag)
-    except Exception:
-        raise DecryptionError() from None
+    except Exception:  # any RSA failure is the one error below
+        cek = b""
+    authentic = len(cek) == cek_length
+    if not authentic:
+        # RFC 7516 §11.5: carry on with a random CEK, so a bad key takes the same path (and
+        # about the same time) as a bad tag, and the two cannot be told apart.
+        cek = os.urandom(cek_length)
+    authentic = authentic and len(jwe.iv) == iv_length and len(jwe.tag) == tag_length
+    plaintext: bytes | None = None
+    try:
+        plaintext = content.decrypt(cek, jwe.protected, jwe.iv, jwe.ciphertext, jwe.tag)
+    except Exception:  # a bad tag, IV or padding: the one error below
+        authentic = False
+    del cek
+    if not authentic or plaintext is None:
+        raise DecryptionError()
     if jwe.header.get("zip") == DEFLATE:
         return _inflate(plaintext, max_plaintext)
     if len(plaintext) > max_plaintext:
@@ -187,14 +263,40 @@ def decrypt_compact(
 
 
 def _inflate(data: bytes, limit: int) -> bytes:
-    """Raw DEFLATE, stopping one byte past `limit`: a zip bomb costs at most `limit` bytes."""
+    """Raw DEFLATE, stopping one byte past `limit`: a zip bomb costs at most `limit` bytes.
+
+    Input is fed in small slices (so zlib's `unconsumed_tail` copies stay small) and output
+    taken in pieces of at most `_INFLATE_PIECE` bytes; the work stops as soon as the total
+    passes the limit. A bad stream (not DEFLATE, truncated, or followed by more bytes) is the
+    one DecryptionError.
+    """
     inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+    view = memoryview(data)
+    offset = 0
+    pending: bytes | memoryview = b""
+    pieces: list[bytes] = []
+    total = 0
+    full = False  # the last call filled its output budget: zlib may still hold output
+    valid = True
     try:
-        out = inflater.decompress(data, limit + 1)
+        while not inflater.eof and total <= limit:
+            if not pending and not full:
+                if offset >= len(view):
+                    break
+                pending = view[offset : offset + _INFLATE_INPUT_SLICE]
+                offset += _INFLATE_INPUT_SLICE
+            budget = min(limit + 1 - total, _INFLATE_PIECE)
+            piece = inflater.decompress(pending, budget)
+            pending = inflater.unconsumed_tail
+            full = len(piece) == budget
+            if piece:
+                pieces.append(piece)
+                total += len(piece)
     except zlib.error:
-        raise DecryptionError() from None
-    if len(out) > limit:
-        raise PayloadTooLargeError("the decompressed JWE plaintext", len(out), limit)
-    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        valid = False
+    # Raised outside the handler, so no zlib.error rides along as __context__.
+    if valid and total > limit:
+        raise PayloadTooLargeError("the decompressed JWE plaintext", total, limit)
+    if not valid or not inflater.eof or inflater.unused_data or offset < len(view):
         raise DecryptionError()
-    return out
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)

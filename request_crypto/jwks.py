@@ -20,6 +20,7 @@ from .errors import (
     DecryptionError,
     InvalidArgumentError,
     InvalidJWKSError,
+    MalformedBodyError,
     MissingKidError,
     NoKeyFoundError,
     PayloadTooLargeError,
@@ -320,8 +321,8 @@ class JWKManager(JWKSManager):
         try:
             passphrase = decrypt_compact(jwe, private_key, max_plaintext=KEY_LENGTH_IN_BYTES)
         except PayloadTooLargeError:
-            raise DecryptionError() from None
-        if len(passphrase) != KEY_LENGTH_IN_BYTES:
+            passphrase = b""
+        if len(passphrase) != KEY_LENGTH_IN_BYTES:  # raised here: no __context__ to tell why
             raise DecryptionError()
         return JWKDecryptResult(passphrase, key.metadata, jwe.header, list(jwe.header))
 
@@ -329,6 +330,8 @@ class JWKManager(JWKSManager):
         self, token: str | bytes, what: str, max_token_size: int
     ) -> tuple[CompactJWE, _Key, rsa.RSAPrivateKey]:
         """Size check, parse and header checks, then the private key the kid names."""
+        if not isinstance(token, (str, bytes, bytearray)):
+            raise MalformedBodyError(f"{what} must be str or bytes, not {type(token).__name__}")
         if len(token) > max_token_size:
             raise PayloadTooLargeError(what, len(token), max_token_size)
         jwe = parse_compact(token)

@@ -53,7 +53,7 @@ def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
             mode = os.fstat(handle.fileno()).st_mode
             text = handle.read()
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key-set file") from None
+        raise KeyFileError(f"{path}: no such key-set file; check the path") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key set ({exc.strerror})") from None
     try:
@@ -112,6 +112,10 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     lock_path = Path(f"{os.fspath(path)}.lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"{path}: the directory {lock_path.parent} does not exist; create it first"
+        ) from None
     except OSError as exc:
         raise KeyFileError(f"{lock_path}: cannot create the lock file ({exc.strerror})") from None
     try:

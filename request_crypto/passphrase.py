@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from ._b64 import b64encode_standard
 from ._json import dumps_utf8, loads_payload
 from .errors import DecryptionError, InvalidArgumentError, MalformedBodyError
 
@@ -66,7 +67,7 @@ def decode_standard_base64(text: str | bytes, what: str) -> bytes:
         raise MalformedBodyError(f"{what} is not valid standard base64") from None
 
 
-def check_layout(raw: bytes | memoryview) -> None:
+def check_layout(raw: bytes | bytearray | memoryview) -> None:
     """Refuse, before any PBKDF2 work, a payload too short to hold salt, IV and tag."""
     if len(raw) < HEADER_LENGTH:
         raise MalformedBodyError(
@@ -105,6 +106,13 @@ class PassphraseCipher:
 
     def encrypt_bytes(self, plaintext: bytes, aad: bytes | None = None) -> str:
         """Encrypt already-serialized bytes; the building block of `encrypt`."""
+        return b64encode_standard(self._seal(plaintext, aad)).decode("ascii")
+
+    def _seal(self, plaintext: bytes, aad: bytes | None = None) -> bytearray:
+        """Encrypt to the decoded layout ``salt || iv || tag || ciphertext``, not yet base64.
+
+        The ciphertext is written straight into the one output buffer (no joined copy).
+        """
         salt = os.urandom(SALT_LENGTH_IN_BYTES)
         iv = os.urandom(IV_LENGTH_IN_BYTES)
         encryptor = Cipher(
@@ -112,11 +120,19 @@ class PassphraseCipher:
         ).encryptor()
         if aad is not None:
             encryptor.authenticate_additional_data(aad)
-        ciphertext = encryptor.update(plaintext)
+        # update_into wants room for one block more than the input, even for GCM.
+        layout = bytearray(HEADER_LENGTH + len(plaintext) + 15)
+        view = memoryview(layout)
+        written = encryptor.update_into(plaintext, view[HEADER_LENGTH:])
         encryptor.finalize()
-        return base64.b64encode(b"".join((salt, iv, encryptor.tag, ciphertext))).decode("ascii")
+        view[:SALT_LENGTH_IN_BYTES] = salt
+        view[SALT_LENGTH_IN_BYTES : SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES] = iv
+        view[SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES : HEADER_LENGTH] = encryptor.tag
+        view.release()
+        del layout[HEADER_LENGTH + written :]
+        return layout
 
-    def decrypt_bytes(self, raw: bytes | memoryview, aad: bytes | None = None) -> bytes:
+    def decrypt_bytes(self, raw: bytes | bytearray | memoryview, aad: bytes | None = None) -> bytes:
         """Decrypt the decoded ``salt || iv || tag || ciphertext`` layout to plaintext bytes."""
         check_layout(raw)
         view = memoryview(raw)
@@ -132,5 +148,7 @@ class PassphraseCipher:
             plaintext = decryptor.update(view[HEADER_LENGTH:])
             decryptor.finalize()
         except (InvalidTag, ValueError):
-            raise DecryptionError() from None
+            plaintext = None
+        if plaintext is None:  # raised here, so no __context__ tells which step failed
+            raise DecryptionError()
         return plaintext

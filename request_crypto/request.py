@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 from ._json import dumps_utf8, loads_payload
-from .envelope import Format, detect_format, pack_body, unpack_body
+from .envelope import (
+    Format,
+    detect_format,
+    pack_encrypted_payload,
+    unpack_body,
+    unpack_encrypted_payload,
+)
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
 from .errors import RequestCryptoError as _Error
 from .jwks import PUBLIC_MEMBERS, JWKManager, JWKMetadata, JWKSInput, JWKSManager, _load_json
@@ -132,9 +138,11 @@ class RequestEncryptor:
         if self.format is Format.JWE:
             return self._keys.encrypt_jwe(kid, plaintext)
         passphrase = generate_passphrase()
-        encrypted_payload = PassphraseCipher(passphrase).encrypt_bytes(plaintext)
+        # pack_body(key, encrypt_bytes(plaintext)) without a whole base64 text in between:
+        # the sealed layout goes through both base64 layers a chunk at a time.
+        layout = PassphraseCipher(passphrase)._seal(plaintext)
         del plaintext
-        return pack_body(self._keys.encrypt(kid, passphrase), encrypted_payload)
+        return pack_encrypted_payload(self._keys.encrypt(kid, passphrase), layout)
 
     @overload
     def encrypt_many(
@@ -210,16 +218,25 @@ class RequestDecryptor:
                 body, max_token_size=self.max_body_size, max_plaintext=self.max_inflated_size
             )
             return DecryptedRequest(loads_payload(result.payload), Format.JWE, result.metadata)
-        parts = unpack_body(body)
         # The payload's structure is checked before any RSA or PBKDF2 work is spent on it.
-        encrypted_payload = decode_standard_base64(parts.encrypted_payload, "the encrypted payload")
-        check_layout(encrypted_payload)
+        # Canonical bodies (what both implementations write) are decoded in bounded memory;
+        # anything else takes the general path, which raises the error it deserves.
+        unpacked: tuple[str, bytes | bytearray] | None = unpack_encrypted_payload(body)
+        if unpacked is None:
+            parts = unpack_body(body)
+            encrypted_payload: bytes | bytearray = decode_standard_base64(
+                parts.encrypted_payload, "the encrypted payload"
+            )
+            unpacked = parts.encrypted_aes_key, encrypted_payload
+            del parts, encrypted_payload
+        encrypted_aes_key, raw = unpacked
+        del unpacked
+        check_layout(raw)
         wrapped = self._keys.unwrap_passphrase(
-            parts.encrypted_aes_key, max_token_size=self.max_wrapped_key_size
+            encrypted_aes_key, max_token_size=self.max_wrapped_key_size
         )
-        del parts
-        plaintext = PassphraseCipher(wrapped.payload).decrypt_bytes(encrypted_payload)
-        del encrypted_payload
+        plaintext = PassphraseCipher(wrapped.payload).decrypt_bytes(raw)
+        del raw  # freed before the JSON parse, which needs memory of its own
         return DecryptedRequest(loads_payload(plaintext), Format.ELASTIC, wrapped.metadata)
 
     def get_jwk_metadata(self, body: str | bytes) -> JWKMetadata:

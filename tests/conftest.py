@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from interop import node
+from request_crypto import JWKManager
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+#: The kids of `python_private_jwks`, by key-management algorithm.
+PYTHON_KIDS = {"RSA-OAEP": "py-oaep", "RSA-OAEP-256": "py-oaep256"}
 
 
 def load_fixture(name: str) -> Any:
@@ -36,6 +39,18 @@ def js_bodies() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def node_crypto_vectors() -> dict[str, Any]:
     return load_fixture("node_crypto.json")
+
+
+@pytest.fixture(scope="session")
+def python_private_jwks() -> dict[str, Any]:
+    """A private set made by this library, once per session: one key of each algorithm.
+
+    Kids are PYTHON_KIDS[alg]. Shared: copy it before changing it.
+    """
+    manager = JWKManager()
+    for alg, kid in PYTHON_KIDS.items():
+        manager.add_key(kid, alg=alg)
+    return manager.get_private_jwks()
 
 
 @pytest.fixture(scope="session")

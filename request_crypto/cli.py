@@ -1,0 +1,810 @@
+"""`request-crypto`: key sets for operators, bodies for debugging, and a guided demo.
+
+Commands are thin: they parse options, call the library and `keyfile`, and print. Results go
+to stdout (exact, for scripts); notes, warnings and errors go to stderr (for the person).
+Every RequestCryptoError becomes one `error:` line and exit code 1 in one place
+(`_Group.invoke`), so no command can show a traceback, or the key material a traceback's
+locals could hold. No command prints private key parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import shlex
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .envelope import Format, detect_format
+from .errors import (
+    DecryptionError,
+    InvalidJWKSError,
+    MalformedBodyError,
+    NoKeyFoundError,
+    RequestCryptoError,
+)
+from .jwks import PUBLIC_MEMBERS, JWKManager
+from .keyfile import is_private_set, locked, read_jwks, update_jwks, write_jwks
+from .request import RequestDecryptor, RequestEncryptor
+
+__all__ = ["CLIError", "app", "main", "next_kid"]
+
+PROG = "request-crypto"
+#: The prefix `keys rotate` uses when the existing kids share none.
+DEFAULT_KID_PREFIX = "key"
+_SEPARATORS = "-_.:/ "
+#: A kid `keys rotate` made: PREFIX-YYYY-MM-DD, then -2, -3... when that day's kid is taken.
+_DATED_KID = re.compile(r"(?P<stem>.*?)[-_.]?\d{4}-\d{2}-\d{2}(?:-\d+)?")
+_logger = logging.getLogger("request_crypto")
+
+
+class CLIError(RequestCryptoError):
+    """A problem with what the command line was given (an INPUT, a kid, a path)."""
+
+
+class _Group(TyperGroup):
+    """The root command group: turns library errors into one line and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer's Context base is in its private click
+        with _warnings_on_stderr():
+            try:
+                return super().invoke(ctx)
+            except RequestCryptoError as exc:
+                typer.echo(f"error: {_one_line(str(exc))}", err=True)
+                raise typer.Exit(1) from None
+
+
+class _StderrHandler(logging.Handler):
+    """Library warnings (a private set readable by others) as one `warning:` line each.
+
+    A command that reads a file twice (check, then locked update) still warns once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.shown: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _one_line(record.getMessage())
+        if message not in self.shown:
+            self.shown.add(message)
+            typer.echo(f"warning: {message}", err=True)
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """Show the library's warnings exactly once, and only while a command runs.
+
+    Not propagating keeps a host's root handlers from printing them a second time; undoing it
+    afterwards keeps the CLI from changing logging for code that imports it (tests, services).
+    """
+    handler = _StderrHandler()
+    saved = (_logger.level, _logger.propagate)
+    _logger.addHandler(handler)
+    _logger.setLevel(logging.WARNING)
+    _logger.propagate = False
+    try:
+        yield
+    finally:
+        _logger.removeHandler(handler)
+        _logger.setLevel(saved[0])
+        _logger.propagate = saved[1]
+
+
+def _one_line(text: str) -> str:
+    """Escape control characters: messages can quote a body's kid, which anyone can choose."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _shown(value: object) -> str:
+    return _one_line(repr(value))
+
+
+def _quoted(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _echo_json(value: Any) -> None:
+    """Indented JSON, UTF-8; escaped ASCII only if the value holds lone surrogates."""
+    try:
+        data = json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(value, indent=2).encode("ascii")
+    typer.echo(data)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name=PROG,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+keys_app = typer.Typer(
+    help="Create, rotate, list and publish key sets.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Hybrid RSA/AES request encryption with JWK key sets.
+
+    Byte-compatible with @elastic/request-crypto 2.x. New here? Run: request-crypto demo
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Options shared by several commands
+
+KeySetPath = Annotated[
+    Path, typer.Argument(metavar="PATH", help="The private key-set file.", show_default=False)
+]
+Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
+KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
+Alg = Annotated[
+    Literal["RSA-OAEP", "RSA-OAEP-256"],
+    typer.Option("--alg", help="Key management algorithm (the JavaScript library uses RSA-OAEP)."),
+]
+PrivateSet = Annotated[
+    Path,
+    typer.Option(
+        "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
+    ),
+]
+Input = Annotated[
+    str,
+    typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin."),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Key sets: loading with checks a person understands
+
+
+def _load(path: Path, *, private: bool = True) -> JWKManager:
+    """The set at `path`; with `private=False` only its public halves (see `_public_halves`)."""
+    document = read_jwks(path)
+    return _parse(path, document if private else _public_halves(document))
+
+
+def _public_halves(document: dict[str, Any]) -> dict[str, Any]:
+    """The set without private members: enough to check its shape and kids.
+
+    Building an RSA private key validates it, ~20-50 ms each: a command that neither decrypts
+    nor lists should not pay that for every key, least of all while it holds the file's lock.
+    """
+    return {
+        "keys": [
+            {m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk} if isinstance(jwk, dict) else jwk
+            for jwk in document["keys"]
+        ]
+    }
+
+
+def _parse(path: Path, document: dict[str, Any]) -> JWKManager:
+    """Validate a key set; errors name the file."""
+    try:
+        return JWKManager(document)
+    except InvalidJWKSError as exc:
+        raise InvalidJWKSError(f"{path}: {exc}") from None
+
+
+def _with_keys(path: Path, *, private: bool = True) -> JWKManager:
+    manager = _load(path, private=private)
+    if not len(manager):
+        raise CLIError(
+            f"{path} holds no keys; add one with: {PROG} keys add {_quoted(path)} --kid KID"
+        )
+    return manager
+
+
+def _private(path: Path, command: str) -> JWKManager:
+    """A set that can decrypt: a public set here is the most likely operator mistake."""
+    manager = _with_keys(path)
+    if not any(manager.has_private_key(kid) for kid in manager.kids()):
+        raise CLIError(
+            f"{path} holds no private keys; {command} needs the private set "
+            "(the one `keys init` made), not the public one senders get"
+        )
+    return manager
+
+
+def _require_kid(path: Path, manager: JWKManager, kid: str) -> None:
+    if kid not in manager:
+        raise CLIError(
+            f"{path} has no key {_shown(kid)}; its kids are {_kid_list(manager.kids())} "
+            f"(see: {PROG} keys list {_quoted(path)})"
+        )
+
+
+def _kid_list(kids: Sequence[str]) -> str:
+    return ", ".join(_shown(kid) for kid in kids) or "(none)"
+
+
+def _check_new_kid(path: Path, manager: JWKManager, kid: str) -> None:
+    if not kid or not kid.isprintable():
+        raise CLIError(f"kid {_shown(kid)} refused: use a non-empty kid without control characters")
+    if kid in manager:
+        raise CLIError(f"{path} already has a key {_shown(kid)}; pick another --kid")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kids for `keys rotate`
+
+
+def next_kid(kids: Sequence[str], today: date) -> str:
+    """A new kid: the existing kids' common prefix and `today`, e.g. `telemetry-2026-11-23`.
+
+    When that kid (or a later one the same day) exists, `-2`, `-3`... follow, so within a
+    prefix kids sort by age (up to nine rotations a day; `-10` would sort before `-2`).
+    """
+    base = f"{kid_prefix(kids)}-{today.isoformat()}"
+    taken = [_day_number(kid, base) for kid in kids]
+    numbers = [number for number in taken if number is not None]
+    return f"{base}-{max(numbers) + 1}" if numbers else base
+
+
+def kid_prefix(kids: Sequence[str]) -> str:
+    """The longest prefix the kids share, dates stripped, cut at a word or number boundary.
+
+    `telemetry-2026-11-01` alone gives `telemetry`; `prod1` and `prod2` give `prod`; `alpha`
+    and `alps` share no whole word, so (like an empty set) they give DEFAULT_KID_PREFIX.
+    """
+    stems = [_stem(kid) for kid in kids]
+    prefix = os.path.commonprefix(stems)  # noqa: RUF071 - a string prefix is what is meant
+    while prefix and not all(_is_boundary(stem, len(prefix)) for stem in stems):
+        prefix = prefix[:-1]
+    return prefix.rstrip(_SEPARATORS) or DEFAULT_KID_PREFIX
+
+
+def _stem(kid: str) -> str:
+    match = _DATED_KID.fullmatch(kid)
+    return match.group("stem") if match else kid
+
+
+def _is_boundary(stem: str, at: int) -> bool:
+    """Whether cutting `stem` before index `at` splits no word and no number."""
+    if at >= len(stem):
+        return True
+    before, after = stem[at - 1], stem[at]
+    return before in _SEPARATORS or after in _SEPARATORS or before.isdigit() != after.isdigit()
+
+
+def _day_number(kid: str, base: str) -> int | None:
+    """1 for `base` itself, N for `base-N`, None for any other kid."""
+    if kid == base:
+        return 1
+    rest = kid[len(base) + 1 :] if kid.startswith(f"{base}-") else ""
+    return int(rest) if rest.isascii() and rest.isdigit() else None
+
+
+def _utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the commands do, as functions `demo` can call too
+
+
+def _generate(size: int, alg: str) -> dict[str, str]:
+    """A new private JWK; its kid is set later, under the lock, once the set is known."""
+    manager = JWKManager()
+    manager.add_key("new", size=size, alg=alg)
+    jwk = manager.get_private_jwk("new")
+    assert jwk is not None
+    return jwk
+
+
+def _init_set(path: Path, kid: str, size: int, alg: str, force: bool) -> None:
+    with locked(path):
+        if path.exists() and not force:
+            raise CLIError(
+                f"{path} already exists; pass --force to replace it (its keys are then lost, "
+                "and bodies encrypted to them can no longer be decrypted)"
+            )
+        _check_new_kid(path, JWKManager(), kid)
+        write_jwks(path, {"keys": [{**_generate(size, alg), "kid": kid}]})
+
+
+def _append_key(path: Path, choose_kid: Callable[[list[str]], str], size: int, alg: str) -> str:
+    """Add a key as the newest; the file's other entries are kept exactly as they are.
+
+    The key is generated before taking the lock (it is the slow part), its kid chosen inside
+    it, so concurrent runs serialize only the short read-modify-write.
+    """
+    if not path.exists():
+        raise CLIError(
+            f"{path}: no such key-set file; create it with: "
+            f"{PROG} keys init {_quoted(path)} --kid KID"
+        )
+    jwk = _generate(size, alg)
+    with update_jwks(path) as document:
+        manager = _parse(path, _public_halves(document))
+        if len(manager) and not is_private_set(document):
+            raise CLIError(
+                f"{path} is a public set; add keys to the private set, then run `keys public`"
+            )
+        jwk["kid"] = choose_kid(manager.kids())
+        _check_new_kid(path, manager, jwk["kid"])
+        document["keys"].append(jwk)
+    return jwk["kid"]
+
+
+def _remove_key(path: Path, kid: str) -> list[str]:
+    """Remove `kid`; returns the kids left."""
+    with update_jwks(path) as document:
+        manager = _parse(path, _public_halves(document))
+        _require_kid(path, manager, kid)
+        document["keys"] = [jwk for jwk in document["keys"] if jwk.get("kid") != kid]
+        manager.remove_key(kid)
+    return manager.kids()
+
+
+def _publish(path: Path, output: Path | None) -> dict[str, Any]:
+    """The public set (`kty kid use alg e n` per key), written to `output` if given."""
+    public: dict[str, Any] = _with_keys(path, private=False).get_public_jwks()
+    if output is not None:
+        if output.resolve() == path.resolve():
+            raise CLIError(
+                f"-o {output} is the private set itself; write the public set to another file"
+            )
+        write_jwks(output, public)
+    return public
+
+
+def _key_rows(manager: JWKManager) -> list[dict[str, Any]]:
+    """What `keys list` shows; never a private parameter."""
+    kids = manager.kids()
+    rows = []
+    for kid in kids:
+        meta = manager.key_metadata(kid)
+        assert meta is not None
+        rows.append(
+            {
+                "kid": kid,
+                "kty": meta["kty"],
+                "alg": meta["alg"],
+                "use": meta["use"],
+                "size": meta["length"],
+                "private": manager.has_private_key(kid),
+                "thumbprint": manager.thumbprint(kid),
+                "newest": kid == kids[-1],
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row[column]
+        if isinstance(value, bool):
+            return ("yes" if value else "no") if column == "private" else ("*" if value else "")
+        return _one_line(str(value))
+
+    columns = ["kid", "kty", "alg", "use", "size", "private", "thumbprint", "newest"]
+    cells = [[column.upper() for column in columns]]
+    cells += [[cell(row, column) for column in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+def _encrypt(path: Path, payload: Any, kid: str | None, body_format: Format) -> tuple[str, str]:
+    """Encrypt to `kid`, or to the newest key; returns (kid, body)."""
+    manager = _with_keys(path, private=False)
+    kid = manager.kids()[-1] if kid is None else kid
+    _require_kid(path, manager, kid)
+    return kid, RequestEncryptor(manager, format=body_format).encrypt(kid, payload)
+
+
+@contextlib.contextmanager
+def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
+    """Say what a body failure most likely means for this operator, and what to try."""
+    try:
+        yield
+    except NoKeyFoundError as exc:
+        wanted = "names no kid" if exc.kid is None else f"is for kid {_shown(exc.kid)}"
+        raise CLIError(
+            f"no key found: the body {wanted}, and {path} holds no private key for it "
+            f"(its kids: {_kid_list(manager.kids())}); use the key set that has it"
+        ) from None
+    except MalformedBodyError as exc:
+        raise CLIError(f"{exc}; pass the body exactly as the sender sent it") from None
+    except DecryptionError as exc:
+        raise CLIError(
+            f"{exc}; check the sender used the public half of {path} and the body is unedited"
+        ) from None
+
+
+def _decrypt(path: Path, body: bytes) -> Any:
+    manager = _private(path, "decrypt")
+    with _explained(path, manager):
+        return RequestDecryptor(manager).decrypt(body)
+
+
+def _inspect(path: Path, body: bytes) -> dict[str, Any]:
+    manager = _private(path, "inspect")
+    with _explained(path, manager):
+        metadata = RequestDecryptor(manager).get_jwk_metadata(body)
+        return {"format": detect_format(body).value, **metadata.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------
+# INPUT
+
+
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        stdin = typer.get_binary_stream("stdin")
+        if stdin.isatty():
+            _note("reading from stdin; end with Ctrl-D")
+        return stdin.read()
+    try:
+        return Path(source).read_bytes()
+    except FileNotFoundError:
+        raise CLIError(f"{source}: no such file; pass an existing file, or - for stdin") from None
+    except OSError as exc:
+        raise CLIError(f"{source}: cannot read it ({exc.strerror})") from None
+
+
+def _input_name(source: str) -> str:
+    return "stdin" if source == "-" else source
+
+
+def _read_payload(source: str) -> Any:
+    try:
+        return json.loads(_read_input(source))
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise CLIError(
+            f"{_input_name(source)} is not valid JSON ({exc.msg} at {where}); "
+            "encrypt takes one JSON document"
+        ) from None
+    except ValueError:
+        raise CLIError(f"{_input_name(source)} is not UTF-8 JSON; encrypt takes one") from None
+
+
+def _read_body(source: str) -> bytes:
+    body = _read_input(source).strip()
+    if not body:
+        raise CLIError(f"{_input_name(source)} is empty; pass the body the sender sent")
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# keys ...
+
+
+@keys_app.command("init")
+def keys_init(
+    path: KeySetPath,
+    kid: Kid,
+    size: KeySize = 2048,
+    alg: Alg = "RSA-OAEP",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Create a private key set holding one new key (mode 0600)."""
+    _init_set(path, kid, size, alg, force)
+    _note(f"created {path} (mode 0600) with key {_shown(kid)}; keep it on receivers only")
+    _note(f"publish its public half with: {PROG} keys public {_quoted(path)} -o public_jwks.json")
+
+
+@keys_app.command("add")
+def keys_add(path: KeySetPath, kid: Kid, size: KeySize = 2048, alg: Alg = "RSA-OAEP") -> None:
+    """Add a new key under a new kid; it becomes the newest."""
+    _append_key(path, lambda _kids: kid, size, alg)
+    _note(f"added key {_shown(kid)} to {path}; it is now the newest")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    path: KeySetPath,
+    kid: Annotated[
+        str | None,
+        typer.Option(
+            "--kid",
+            help="The new key's id (default: common prefix + UTC date).",
+            show_default=False,
+        ),
+    ] = None,
+    size: KeySize = 2048,
+    alg: Alg = "RSA-OAEP",
+) -> None:
+    """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt."""
+    today = _utc_today()
+    new_kid = _append_key(
+        path, lambda kids: next_kid(kids, today) if kid is None else kid, size, alg
+    )
+    typer.echo(new_kid)
+    _note(
+        f"added {_shown(new_kid)} to {path}. Next: deploy it to every receiver, then ship "
+        f"`{PROG} keys public {_quoted(path)}` to senders; remove old keys only once no sender "
+        "uses them"
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    path: KeySetPath,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array, for scripts.")] = False,
+) -> None:
+    """Show each key: kid, kty, alg, use, size, private part, RFC 7638 thumbprint, newest."""
+    rows = _key_rows(_load(path))
+    if as_json:
+        _echo_json(rows)
+    elif rows:
+        typer.echo(_table(rows))
+    else:
+        _note(f"{path} holds no keys; add one with: {PROG} keys add {_quoted(path)} --kid KID")
+
+
+@keys_app.command("public")
+def keys_public(
+    path: KeySetPath,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="OUT", help="Write here (mode 0644) instead of stdout."
+        ),
+    ] = None,
+) -> None:
+    """Write the public set senders ship: only `kty kid use alg e n` per key."""
+    public = _publish(path, output)
+    if output is None:
+        _echo_json(public)
+    else:
+        kids = [jwk["kid"] for jwk in public["keys"]]
+        _note(f"wrote the public set ({_kid_list(kids)}) to {output}; ship it to senders")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    path: KeySetPath,
+    kid: Kid,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a key. Bodies encrypted to it can no longer be decrypted with this set."""
+    _require_kid(path, _load(path, private=False), kid)
+    if not yes:
+        typer.confirm(
+            f"Remove key {_shown(kid)} from {path}? Bodies encrypted to it can no longer be "
+            "decrypted with this set",
+            abort=True,
+        )
+    left = _remove_key(path, kid)
+    newest = f"the newest is now {_shown(left[-1])}" if left else "the set is now empty"
+    _note(
+        f"removed {_shown(kid)} from {path}: bodies encrypted to it can no longer be "
+        f"decrypted with this set; {newest}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+
+@app.command()
+def encrypt(
+    jwks: Annotated[
+        Path,
+        typer.Option(
+            "--jwks", metavar="PUBLIC_SET", help="The public key set.", show_default=False
+        ),
+    ],
+    source: Input = "-",
+    kid: Annotated[
+        str | None,
+        typer.Option(
+            "--kid", help="Encrypt to this key (default: the newest).", show_default=False
+        ),
+    ] = None,
+    body_format: Annotated[
+        Format, typer.Option("--format", help="elastic: JavaScript-compatible; jwe: compact JWE.")
+    ] = Format.ELASTIC,
+) -> None:
+    """Encrypt a JSON document (as a sender would) and write the body to stdout."""
+    typer.echo(_encrypt(jwks, _read_payload(source), kid, body_format)[1])
+
+
+@app.command()
+def decrypt(jwks: PrivateSet, source: Input = "-") -> None:
+    """Decrypt a body (either format) and write its JSON payload to stdout."""
+    _echo_json(_decrypt(jwks, _read_body(source)))
+
+
+@app.command()
+def inspect(jwks: PrivateSet, source: Input = "-") -> None:
+    """Show which key a body is for (JWK metadata, after authenticating it) and its format."""
+    _echo_json(_inspect(jwks, _read_body(source)))
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+DEMO_PAYLOAD: dict[str, Any] = {
+    "cluster_uuid": "5b2de169-2785-441b",
+    "version": "8.15.0",
+    "usage": {"dashboards": 12, "spaces": 2},
+}
+
+
+class _Demo:
+    """Prints each step the way a newcomer would type it, and runs it for real."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.step = 0
+
+    def title(self, text: str) -> None:
+        self.step += 1
+        typer.echo("")
+        typer.secho(f"{self.step}. {text}", bold=True)
+
+    def command(self, *args: str, redirect: str = "") -> None:
+        line = " ".join([PROG, *map(shlex.quote, args)])
+        typer.secho(f"   $ {line}{f' > {redirect}' if redirect else ''}", fg=typer.colors.CYAN)
+
+    def say(self, text: str) -> None:
+        for line in text.splitlines():
+            typer.echo(f"     {line}")
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def save(self, name: str, body: str) -> str:
+        """Keep the body where the command shown would have put it."""
+        self.path(name).write_text(body + "\n")
+        return body
+
+    @staticmethod
+    def mode(path: Path) -> str:
+        return f"{path.stat().st_mode & 0o777:04o}"
+
+
+def _run_demo(demo: _Demo) -> None:
+    private, public, payload = (
+        demo.path("private_jwks.json"),
+        demo.path("public_jwks.json"),
+        demo.path("payload.json"),
+    )
+    old_kid = f"telemetry-{_utc_today() - timedelta(days=30)}"
+
+    demo.title("Receiver: make a private key set (one RSA-2048 key)")
+    demo.command("keys", "init", private.name, "--kid", old_kid)
+    _init_set(private, old_kid, 2048, "RSA-OAEP", force=False)
+    demo.say(f"{private.name}: mode {demo.mode(private)}, only the receiver may read it")
+
+    demo.title("Receiver: publish the public half; senders ship this file")
+    demo.command("keys", "public", private.name, "-o", public.name)
+    members = " ".join(_publish(private, public)["keys"][0])
+    demo.say(f"{public.name}: mode {demo.mode(public)}, members {members} (nothing secret)")
+
+    demo.title("Sender: encrypt a telemetry payload with the public set")
+    payload.write_text(json.dumps(DEMO_PAYLOAD, indent=2) + "\n")
+    demo.command("encrypt", "--jwks", public.name, payload.name, redirect="body.txt")
+    old_body = demo.save("body.txt", _encrypt(public, DEMO_PAYLOAD, None, Format.ELASTIC)[1])
+    demo.say(f"{payload.name}: {json.dumps(DEMO_PAYLOAD)}")
+    demo.say(f"body ({len(old_body)} chars, elastic format): {old_body[:60]}...")
+
+    demo.title("Receiver: decrypt it with the private set")
+    demo.command("decrypt", "--jwks", private.name, "body.txt")
+    _show_decrypted(demo, private, old_body, show=True)
+
+    demo.title("Receiver: see which key it was encrypted to")
+    demo.command("inspect", "--jwks", private.name, "body.txt")
+    demo.say(_json_members(_inspect(private, old_body.encode())))
+
+    demo.title("Rotate: add a new key on (every) receiver first, then publish the public set")
+    demo.command("keys", "rotate", private.name)
+    demo.say(_append_key(private, lambda kids: next_kid(kids, _utc_today()), 2048, "RSA-OAEP"))
+    demo.command("keys", "public", private.name, "-o", public.name)
+    _publish(private, public)
+    demo.command("keys", "list", private.name)
+    demo.say(_table(_key_rows(_load(private))))
+
+    demo.title("Senders now encrypt to the newest key; the old body still decrypts")
+    demo.command("encrypt", "--jwks", public.name, payload.name, redirect="body2.txt")
+    used, new_body = _encrypt(public, DEMO_PAYLOAD, None, Format.ELASTIC)
+    demo.save("body2.txt", new_body)
+    demo.say(f"encrypted to {used}, the newest (pick another with --kid)")
+    demo.command("decrypt", "--jwks", private.name, "body.txt")
+    _show_decrypted(demo, private, old_body)
+
+    demo.title("The standard format: one compact JWE that any JOSE library reads")
+    demo.command(
+        "encrypt", "--jwks", public.name, "--format", "jwe", payload.name, redirect="jwe.txt"
+    )
+    jwe_body = demo.save("jwe.txt", _encrypt(public, DEMO_PAYLOAD, None, Format.JWE)[1])
+    demo.say(f"body ({len(jwe_body)} chars, jwe format): {jwe_body[:60]}...")
+    demo.command("decrypt", "--jwks", private.name, "jwe.txt")
+    _show_decrypted(demo, private, jwe_body)
+    demo.say("a receiver accepts both formats at once and tells them apart by shape")
+
+
+def _show_decrypted(demo: _Demo, private: Path, body: str, *, show: bool = False) -> None:
+    """Decrypt for real and check the payload came back unchanged."""
+    payload = _decrypt(private, body.encode())
+    if payload != DEMO_PAYLOAD:
+        raise CLIError("the demo payload did not round-trip; please report this as a bug")
+    if show:
+        demo.say(json.dumps(payload))
+    kid = _inspect(private, body.encode())["key"]["kid"]
+    demo.say(f"ok: the same payload, opened with key {kid}")
+
+
+def _json_members(document: dict[str, Any]) -> str:
+    """JSON with one top-level member per line: what `inspect` prints, but short."""
+    members = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in document.items())
+    return f"{{\n{members}\n}}"
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole flow in a temporary directory, step by step: keys, encrypt, decrypt, rotate."""
+    with tempfile.TemporaryDirectory(prefix="request-crypto-demo-") as directory:
+        typer.echo(f"Working in {directory} (removed when the demo ends).")
+        _run_demo(_Demo(Path(directory)))
+    typer.echo("")
+    typer.echo(
+        "Done. For real key sets, follow the key-rotation runbook in README.md; "
+        f"`{PROG} --help` lists every command."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _register_receiver_commands() -> None:
+    """Add `serve` and `send` when the receiver package (and its server extra) is installed."""
+    try:
+        module = importlib.import_module(f"{__package__}.receiver.cli")
+    except ImportError:  # the receiver module is optional
+        return
+    register: Callable[[typer.Typer], None] = module.register
+    register(app)
+
+
+_register_receiver_commands()
+
+
+def main() -> None:
+    """The `request-crypto` console script."""
+    app(prog_name=PROG)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

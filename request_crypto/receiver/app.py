@@ -1,0 +1,625 @@
+"""The receiver as an ASGI application (Starlette): decrypt, store, publish keys, follow rotation.
+
+Routes:
+
+- ``POST /v1/payloads``: the raw body is an ``elastic`` body or a ``jwe`` compact JWE. It is
+  read with a running byte count (``413`` as soon as it passes the limit, or at once when
+  ``Content-Length`` says so), decrypted on a worker thread, handed to the sink, and answered
+  ``202 {"id", "kid", "format", "received_at"}`` only after the sink has made it durable.
+- ``GET /.well-known/jwks.json``: the public key set, with ``Cache-Control`` and an ``ETag``.
+- ``GET /healthz``: ``{"status": "ok", "keys": N}``, or ``503`` when the sink writer is down.
+
+Errors are JSON ``{"error": "..."}``: ``400`` malformed or undecryptable, ``422`` unknown kid,
+``413`` too large, ``503`` when the sink failed, ``404``/``405`` as usual. Neither errors nor
+logs ever carry payloads or key material.
+
+When built from a key-set *file*, the app polls it (inode, size, mtime) and, when it changes,
+parses it on a worker thread and swaps in a new decryptor in one reference assignment:
+requests in flight finish with the keys they started with. A file that does not parse, or
+holds no private key, is logged and ignored; the old keys stay in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._json import dumps_utf8
+from ..errors import (
+    InvalidArgumentError,
+    MalformedBodyError,
+    NoKeyFoundError,
+    PayloadTooLargeError,
+    RequestCryptoError,
+)
+from ..jwks import JWKSManager
+from ..keyfile import read_jwks
+from ..request import DecryptedRequest, RequestDecryptor
+from .config import (
+    DEFAULT_JWKS_MAX_AGE,
+    DEFAULT_MAX_BODY,
+    DEFAULT_RELOAD_INTERVAL,
+    ReceiverConfig,
+    format_size,
+)
+from .sinks import DEFAULT_SINK, ReceivedPayload, Sink, open_sink, parse_sink_url
+
+__all__ = ["KeySetSource", "app_from_env", "create_app"]
+
+logger = logging.getLogger("request_crypto.receiver")
+
+#: What `create_app` accepts as keys: a key-set file (watched) or an already loaded set.
+KeySetSource = str | os.PathLike[str] | Mapping[str, Any] | JWKSManager | RequestDecryptor
+
+_LOG_SCOPE_KEY = "request_crypto.receiver.log"
+_SAFE_LOG_VALUE = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
+_MAX_BATCH = 256
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class SinkUnavailableError(RuntimeError):
+    """The sink writer is stopped or the sink raised: the payload was not stored."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys: one immutable generation, swapped as a whole on reload
+
+
+@dataclass(frozen=True)
+class _KeyGeneration:
+    decryptor: RequestDecryptor
+    well_known: bytes
+    etag: str
+    count: int
+
+
+def _generation(decryptor: RequestDecryptor) -> _KeyGeneration:
+    body = json.dumps(decryptor.get_well_knowns(), separators=(",", ":")).encode("utf-8")
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return _KeyGeneration(decryptor, body, etag, len(decryptor.keys))
+
+
+def _private_count(decryptor: RequestDecryptor) -> int:
+    keys = decryptor.keys
+    return sum(1 for kid in keys.kids() if keys.has_private_key(kid))
+
+
+def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
+    # A payload may be no larger than a body may be, also after decompression (`zip`).
+    return RequestDecryptor(jwks, max_body_size=max_body, max_inflated_size=max_body)
+
+
+def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:
+    decryptor = _decryptor(read_jwks(path), max_body)
+    if _private_count(decryptor) == 0:
+        raise InvalidArgumentError(
+            f"{path} holds no private key: a receiver needs the private key set"
+        )
+    return decryptor
+
+
+def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sink writer: one thread, group commit
+
+
+class _SinkWriter:
+    """Feeds one sink from one thread, batching whatever is waiting into one `write_batch`.
+
+    Under load, requests that arrive while a batch is being committed wait for the next batch,
+    so a commit (and its fsync) is shared by many requests; each request still gets its answer
+    only after the batch holding its record is durable.
+    """
+
+    _STOP = object()
+
+    def __init__(self, sink: Sink, max_batch: int = _MAX_BATCH) -> None:
+        self._sink = sink
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="request-crypto-sink", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
+    def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise SinkUnavailableError("the receiver is shutting down")
+            self._queue.put((record, future))
+        return future
+
+    async def write(self, record: ReceivedPayload) -> None:
+        await asyncio.wrap_future(self.submit(record))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking records, write every record already taken, and stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(self._STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is self._STOP:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is self._STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[None]]]) -> None:
+        # A record whose request was cancelled meanwhile is still written: it was decrypted
+        # and accepted; only its answer is lost (the sender will retry, at least once).
+        futures = [f for _, f in batch if f.set_running_or_notify_cancel()]
+        try:
+            self._sink.write_batch([record for record, _ in batch])
+        except Exception as exc:
+            logger.error(
+                "the sink failed to store a batch of %d payloads (%s: %s); answering 503",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            for future in futures:
+                future.set_exception(SinkUnavailableError("the sink failed"))
+        else:
+            for future in futures:
+                future.set_result(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging: one line per request
+
+
+def _log_value(value: object) -> str:
+    text = str(value)
+    if _SAFE_LOG_VALUE.fullmatch(text):
+        return text
+    return json.dumps(text[:128])  # quoted and escaped: no line breaks, no spoofed fields
+
+
+class _AccessLog:
+    """Pure ASGI middleware: one ``logfmt`` line per request on ``request_crypto.receiver``.
+
+    Fields: method, path, status, kid, format, size (body bytes), duration_ms, id, error. The
+    same fields are attached as ``record.request_crypto`` for structured (JSON) formatters.
+    Never the body or the payload.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        fields: dict[str, object] = {"method": scope["method"], "path": scope["path"]}
+        scope[_LOG_SCOPE_KEY] = fields
+        status = 500
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            fields["status"] = status
+            fields["duration_ms"] = round((time.perf_counter() - start) * 1000, 2)
+            ordered = {
+                key: fields[key]
+                for key in (
+                    "method",
+                    "path",
+                    "status",
+                    "kid",
+                    "format",
+                    "size",
+                    "duration_ms",
+                    "id",
+                    "error",
+                )
+                if key in fields
+            }
+            line = " ".join(f"{key}={_log_value(value)}" for key, value in ordered.items())
+            level = logging.ERROR if status >= 500 else logging.INFO
+            logger.log(level, "%s", line, extra={"request_crypto": ordered})
+
+
+def _log_fields(request: Request) -> MutableMapping[str, object]:
+    fields = request.scope.get(_LOG_SCOPE_KEY)
+    return fields if isinstance(fields, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The application
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str]:
+    """Runs on a worker thread: decrypt, then serialize the payload once for the sink."""
+    decrypted = decryptor.decrypt_request(body.strip())
+    try:
+        payload_json = dumps_utf8(decrypted.payload).decode("utf-8")
+    except InvalidArgumentError:
+        # e.g. a number like 1e999, which parses to infinity and has no JSON form.
+        raise MalformedBodyError("the decrypted payload holds a number out of range") from None
+    return decrypted, payload_json
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, counting while reading: stop and fail as soon as it passes `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _BodyTooLarge()
+    return bytes(body)
+
+
+class _Receiver:
+    """The state behind one app: current keys, the sink writer, the key-file watcher."""
+
+    def __init__(
+        self,
+        jwks: KeySetSource,
+        *,
+        sink: Sink | str,
+        max_body: int,
+        reload_interval: float | None,
+        jwks_max_age: int,
+        decrypt_threads: int | None,
+        max_batch: int,
+    ) -> None:
+        if max_body < 1:
+            raise InvalidArgumentError("max_body must be at least 1 byte")
+        self.max_body = max_body
+        self.jwks_max_age = jwks_max_age
+        self.max_batch = max_batch
+        self.decrypt_threads = decrypt_threads or max(2, os.cpu_count() or 1)
+        self.path: Path | None = None
+        if isinstance(jwks, (str, os.PathLike)):
+            self.path = Path(jwks)
+            self._signature = _file_signature(self.path)
+            decryptor = _load_decryptor(self.path, max_body)
+        elif isinstance(jwks, RequestDecryptor):
+            decryptor = jwks
+        else:
+            decryptor = _decryptor(jwks, max_body)
+        if _private_count(decryptor) == 0:
+            raise InvalidArgumentError(
+                "the key set holds no private key: a receiver needs the private key set"
+            )
+        self.keys = _generation(decryptor)
+        self.reload_interval = reload_interval if self.path is not None else None
+        if isinstance(sink, str):
+            parse_sink_url(sink)  # a bad URL fails here, not at startup
+        self.sink_spec = sink
+        self.sink: Sink | None = None
+        self.writer: _SinkWriter | None = None
+        self.limiter: anyio.CapacityLimiter | None = None
+
+    # -- lifespan ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.limiter = anyio.CapacityLimiter(self.decrypt_threads)
+        owned = isinstance(self.sink_spec, str)
+        if isinstance(self.sink_spec, str):
+            self.sink = await anyio.to_thread.run_sync(open_sink, self.sink_spec)
+        else:
+            self.sink = self.sink_spec
+        self.writer = _SinkWriter(self.sink, self.max_batch)
+        self.writer.start()
+        try:
+            async with anyio.create_task_group() as tasks:
+                if self.reload_interval:
+                    tasks.start_soon(self._watch, self.reload_interval)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            writer, sink = self.writer, self.sink
+            await anyio.to_thread.run_sync(writer.close)
+            if owned:
+                await anyio.to_thread.run_sync(sink.close)
+
+    # -- key reload -------------------------------------------------------------------------
+
+    async def _watch(self, interval: float) -> None:
+        assert self.path is not None
+        while True:
+            await anyio.sleep(interval)
+            await self.check_key_file()
+
+    async def check_key_file(self) -> bool:
+        """Reload the key file if it changed since the last look; True if new keys are in use."""
+        assert self.path is not None
+        signature = _file_signature(self.path)
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        if signature is None:
+            logger.error(
+                "key file %s is gone; keeping the %d keys in use", self.path, self.keys.count
+            )
+            return False
+        try:
+            decryptor = await anyio.to_thread.run_sync(_load_decryptor, self.path, self.max_body)
+        except RequestCryptoError as exc:
+            logger.error(
+                "key file %s changed but cannot be used (%s); keeping the %d keys in use",
+                self.path,
+                exc,
+                self.keys.count,
+            )
+            return False
+        except Exception as exc:  # never let the watcher die
+            logger.error(
+                "key file %s changed but loading it failed (%s); keeping the old keys",
+                self.path,
+                type(exc).__name__,
+            )
+            return False
+        self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
+        logger.info(
+            "key file %s reloaded: %d keys (%s)",
+            self.path,
+            self.keys.count,
+            ", ".join(decryptor.keys.kids()),
+        )
+        return True
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def well_known(self, request: Request) -> Response:
+        keys = self.keys
+        headers = {
+            "Cache-Control": f"public, max-age={self.jwks_max_age}",
+            "ETag": keys.etag,
+        }
+        match = request.headers.get("if-none-match")
+        if match is not None and keys.etag in {tag.strip() for tag in match.split(",")}:
+            return Response(status_code=304, headers=headers)
+        return Response(keys.well_known, media_type="application/json", headers=headers)
+
+    async def healthz(self, request: Request) -> Response:
+        if self.writer is None or not self.writer.alive:
+            return JSONResponse({"status": "unavailable", "keys": self.keys.count}, 503)
+        return JSONResponse({"status": "ok", "keys": self.keys.count})
+
+    async def receive(self, request: Request) -> Response:
+        fields = _log_fields(request)
+        try:
+            record = await self._accept(request, fields)
+        except _Refused as refused:
+            fields["error"] = refused.tag
+            return _error(refused.status, refused.message)
+        return JSONResponse(
+            {
+                "id": record.id,
+                "kid": record.kid,
+                "format": record.format,
+                "received_at": record.received_at,
+            },
+            status_code=202,
+        )
+
+    async def _accept(
+        self, request: Request, fields: MutableMapping[str, object]
+    ) -> ReceivedPayload:
+        """Read, decrypt and store one body; every refusal is a `_Refused`."""
+        writer, limiter = self.writer, self.limiter
+        if writer is None or limiter is None:
+            raise _Refused(503, "not-started", "the receiver is not started (no ASGI lifespan)")
+        try:
+            body = await _read_body(request, self.max_body)
+        except _BodyTooLarge:
+            raise _Refused(
+                413, "too-large", f"the body is over the limit of {format_size(self.max_body)}"
+            ) from None
+        except ClientDisconnect:
+            raise _Refused(400, "client-disconnected", "the client disconnected") from None
+        size = fields["size"] = len(body)
+        keys = self.keys  # the generation this request uses, even if a reload happens now
+        try:
+            decrypted, payload_json = await anyio.to_thread.run_sync(
+                _decrypt, keys.decryptor, body, limiter=limiter
+            )
+        except Exception as exc:
+            raise _refusal(exc, fields) from None
+        del body
+        record = ReceivedPayload(
+            id=str(uuid.uuid4()),
+            received_at=_now(),
+            kid=decrypted.kid,
+            format=decrypted.format.value,
+            size=size,
+            payload=decrypted.payload,
+            payload_json=payload_json,
+            metadata=decrypted.metadata,
+        )
+        fields.update(kid=record.kid, format=record.format, id=record.id)
+        try:
+            await writer.write(record)
+        except SinkUnavailableError as exc:
+            raise _Refused(
+                503, "sink", f"the payload could not be stored ({exc}); retry later"
+            ) from None
+        return record
+
+
+class _Refused(Exception):
+    """A request answered with an error: status, a log tag, and the message for the sender."""
+
+    def __init__(self, status: int, tag: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.tag = tag
+        self.message = message
+
+
+def _refusal(exc: Exception, fields: MutableMapping[str, object]) -> _Refused:
+    """The answer to a body that failed to decrypt. Messages never quote the body or keys."""
+    if isinstance(exc, NoKeyFoundError):
+        if exc.kid is not None:
+            fields["kid"] = exc.kid  # untrusted: the log quotes and escapes it
+        return _Refused(
+            422,
+            "unknown-kid",
+            "no key found: the body is encrypted to a kid this receiver does not hold; "
+            "fetch /.well-known/jwks.json",
+        )
+    if isinstance(exc, PayloadTooLargeError):
+        return _Refused(413, "too-large", str(exc))
+    if isinstance(exc, MalformedBodyError):
+        return _Refused(400, "malformed", str(exc))
+    if isinstance(exc, RequestCryptoError):
+        return _Refused(400, "decryption", str(exc))
+    logger.error("decrypting a body failed unexpectedly (%s)", type(exc).__name__)
+    return _Refused(500, f"internal:{type(exc).__name__}", "internal error decrypting the body")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    fields = _log_fields(request)
+    fields["error"] = "not-found" if exc.status_code == 404 else f"http-{exc.status_code}"
+    return _error(exc.status_code, str(exc.detail), exc.headers)
+
+
+def create_app(
+    jwks: KeySetSource,
+    *,
+    sink: Sink | str = DEFAULT_SINK,
+    max_body: int = DEFAULT_MAX_BODY,
+    reload_interval: float | None = DEFAULT_RELOAD_INTERVAL,
+    jwks_max_age: int = DEFAULT_JWKS_MAX_AGE,
+    decrypt_threads: int | None = None,
+    max_batch: int = _MAX_BATCH,
+) -> Starlette:
+    """Build the receiver's ASGI app.
+
+    `jwks`: the private key set, as a file path (watched every `reload_interval` seconds and
+    reloaded when it changes; ``None`` or ``0`` turns watching off) or as an already loaded set
+    (a mapping, a `JWKSManager` or a `RequestDecryptor`; never reloaded). The file is read now,
+    so a missing or invalid set fails here.
+
+    `sink`: a sink URL (``sqlite:///payloads.db``, ``jsonl:///payloads.jsonl``, ``-``), opened
+    when the app starts and closed when it stops, or an object with the `Sink` protocol, which
+    the caller keeps ownership of (the app never closes it).
+
+    `max_body`: the largest body accepted, in bytes (larger: ``413``). `jwks_max_age`: the
+    ``Cache-Control: max-age`` of the well-known key set. `decrypt_threads`: how many bodies
+    are decrypted at once (default: the number of cores, at least 2). `max_batch`: the most
+    records per `write_batch` call.
+    """
+    receiver = _Receiver(
+        jwks,
+        sink=sink,
+        max_body=max_body,
+        reload_interval=reload_interval,
+        jwks_max_age=jwks_max_age,
+        decrypt_threads=decrypt_threads,
+        max_batch=max_batch,
+    )
+    routes = [
+        Route("/.well-known/jwks.json", receiver.well_known, methods=["GET"]),
+        Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/v1/payloads", receiver.receive, methods=["POST"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        HTTPException: _http_error
+    }
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(_AccessLog)],
+        exception_handlers=handlers,
+        lifespan=receiver.lifespan,
+    )
+    app.state.receiver = receiver
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app for Uvicorn's ``--factory`` (and ``--workers``): settings from the environment.
+
+    ``REQUEST_CRYPTO_RECEIVER_JWKS`` (required), ``..._SINK``, ``..._MAX_BODY``,
+    ``..._RELOAD_INTERVAL``, ``..._JWKS_MAX_AGE``; see `ReceiverConfig`.
+    """
+    config = ReceiverConfig.from_env()
+    return create_app(
+        config.jwks,
+        sink=config.sink,
+        max_body=config.max_body,
+        reload_interval=config.reload_interval,
+        jwks_max_age=config.jwks_max_age,
+    )

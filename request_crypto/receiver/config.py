@@ -1,0 +1,122 @@
+"""The receiver's settings: sizes like ``64MiB``, and passing settings to worker processes.
+
+With ``--workers N`` Uvicorn starts N fresh processes that import the application by name, so
+`request-crypto serve` puts its settings in environment variables and each worker builds its
+app with `request_crypto.receiver.app:app_from_env`. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidArgumentError
+from .sinks import DEFAULT_SINK
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_JWKS_MAX_AGE",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_PORT",
+    "DEFAULT_RELOAD_INTERVAL",
+    "ENV_PREFIX",
+    "ReceiverConfig",
+    "format_size",
+    "parse_size",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_RELOAD_INTERVAL = 0.5
+DEFAULT_JWKS_MAX_AGE = 300
+ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``512KiB``, ``10MB`` (10**7), ``64MiB``, ``1G`` (binary) -> bytes (>= 1)."""
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise InvalidArgumentError(
+            f"size {text!r} is not understood: write a number of bytes, optionally with a unit "
+            "(KiB, MiB, GiB, KB, MB, GB), e.g. 64MiB"
+        )
+    number = match.group(1)
+    size = int(float(number) * _UNITS[unit]) if "." in number else int(number) * _UNITS[unit]
+    if size < 1:
+        raise InvalidArgumentError(f"size {text!r} is below one byte")
+    return size
+
+
+def format_size(size: int) -> str:
+    """64 MiB, 10000000 bytes...: the largest binary unit that divides `size` exactly."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Everything `create_app` needs that can travel as text to a worker process."""
+
+    jwks: Path
+    sink: str = DEFAULT_SINK
+    max_body: int = DEFAULT_MAX_BODY
+    reload_interval: float = DEFAULT_RELOAD_INTERVAL
+    jwks_max_age: int = DEFAULT_JWKS_MAX_AGE
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            f"{ENV_PREFIX}JWKS": str(Path(self.jwks).resolve()),
+            f"{ENV_PREFIX}SINK": self.sink,
+            f"{ENV_PREFIX}MAX_BODY": str(self.max_body),
+            f"{ENV_PREFIX}RELOAD_INTERVAL": repr(self.reload_interval),
+            f"{ENV_PREFIX}JWKS_MAX_AGE": str(self.jwks_max_age),
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
+        env = os.environ if environ is None else environ
+        jwks = env.get(f"{ENV_PREFIX}JWKS")
+        if not jwks:
+            raise InvalidArgumentError(
+                f"{ENV_PREFIX}JWKS is not set: it names the private key-set file to serve"
+            )
+
+        def number(name: str, default: float) -> float:
+            text = env.get(f"{ENV_PREFIX}{name}")
+            if text is None:
+                return default
+            try:
+                return float(text)
+            except ValueError:
+                raise InvalidArgumentError(f"{ENV_PREFIX}{name}={text!r} is not a number") from None
+
+        max_body_text = env.get(f"{ENV_PREFIX}MAX_BODY")
+        return cls(
+            jwks=Path(jwks),
+            sink=env.get(f"{ENV_PREFIX}SINK", DEFAULT_SINK),
+            max_body=parse_size(max_body_text) if max_body_text else DEFAULT_MAX_BODY,
+            reload_interval=number("RELOAD_INTERVAL", DEFAULT_RELOAD_INTERVAL),
+            jwks_max_age=int(number("JWKS_MAX_AGE", DEFAULT_JWKS_MAX_AGE)),
+        )

@@ -1,0 +1,101 @@
+"""_json.py: payloads are serialized as JSON.stringify writes them, in both wire formats.
+
+The serialized bytes are read back through public APIs: the plaintext of a node-crypto
+output (`decrypt_bytes`) and of a `jwe` body (`JWKManager.decrypt`). The live comparison with
+node's JSON.stringify is in test_interop.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import pytest
+
+from request_crypto import Format, JWKManager, PassphraseCipher, RequestEncryptor, unpack_body
+from request_crypto.errors import InvalidArgumentError
+
+# (value, the bytes JSON.stringify + UTF-8 gives for it)
+STRINGIFY_CASES: list[tuple[Any, bytes]] = [
+    ({"b": 1, "a": [1, 2, {"c": None}]}, b'{"b":1,"a":[1,2,{"c":null}]}'),
+    ([True, False, 0, -5, 1.5, ""], b'[true,false,0,-5,1.5,""]'),
+    ("héllo — 日本語 🚀", '"héllo — 日本語 🚀"'.encode()),
+    ("\ud800", b'"\\ud800"'),
+    ("a\udc00b\udbff", b'"a\\udc00b\\udbff"'),
+    ("\ud83d\ude80", '"🚀"'.encode()),
+    ({"\udfff": ["\ud800\ud800", "ok"]}, b'{"\\udfff":["\\ud800\\ud800","ok"]}'),
+    ('\x00\x1f\x7f\u2028"\\/', b'"\\u0000\\u001f\x7f\xe2\x80\xa8\\"\\\\/"'),
+    ("\\ud800 is text", b'"\\\\ud800 is text"'),
+]
+IDS = [
+    "compact-in-order",
+    "scalars",
+    "raw-non-ascii",
+    "lone-high-surrogate",
+    "lone-surrogates-in-text",
+    "surrogate-pair-joined",
+    "surrogates-in-keys",
+    "controls-and-escapes",
+    "escaped-text-untouched",
+]
+
+PASSPHRASE = b"k" * 32
+
+
+def node_crypto_plaintext(value: Any) -> bytes:
+    cipher = PassphraseCipher(PASSPHRASE)
+    return cipher.decrypt_bytes(base64.b64decode(cipher.encrypt(value)))
+
+
+@pytest.fixture(scope="module")
+def manager(private_jwks: dict[str, Any]) -> JWKManager:
+    return JWKManager(private_jwks)
+
+
+def body_plaintext(manager: JWKManager, body: str) -> bytes:
+    """The exact plaintext bytes of a body of either format, opened step by step."""
+    if "." in body:
+        return manager.decrypt(body).payload
+    parts = unpack_body(body)
+    passphrase = manager.decrypt(parts.encrypted_aes_key).payload
+    return PassphraseCipher(passphrase).decrypt_bytes(base64.b64decode(parts.encrypted_payload))
+
+
+@pytest.mark.parametrize(("value", "expected"), STRINGIFY_CASES, ids=IDS)
+def test_node_crypto_serializes_like_json_stringify(value: Any, expected: bytes) -> None:
+    assert node_crypto_plaintext(value) == expected
+
+
+@pytest.mark.parametrize("body_format", list(Format))
+@pytest.mark.parametrize(("value", "expected"), STRINGIFY_CASES[:5], ids=IDS[:5])
+def test_request_bodies_serialize_like_json_stringify(
+    manager: JWKManager, body_format: Format, value: Any, expected: bytes
+) -> None:
+    encryptor = RequestEncryptor(manager, format=body_format)
+    assert body_plaintext(manager, encryptor.encrypt("kibana_1", value)) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), STRINGIFY_CASES, ids=IDS)
+def test_decrypt_returns_what_the_text_means(value: Any, expected: bytes) -> None:
+    # Lone surrogates survive; a surrogate pair comes back as the one character it encodes.
+    cipher = PassphraseCipher(PASSPHRASE)
+    assert cipher.decrypt(cipher.encrypt(value)) == json.loads(expected)
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, math.inf, -math.inf, {"x": [math.nan]}, {1, 2}, object(), b"bytes", nested(10**5)],
+    ids=["nan", "inf", "-inf", "nested-nan", "set", "object", "bytes", "too-deep"],
+)
+def test_values_json_cannot_hold_are_refused(value: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="must be a JSON value"):
+        PassphraseCipher(PASSPHRASE).encrypt(value)

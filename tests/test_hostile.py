@@ -1,0 +1,1043 @@
+"""Issue 5: hostile input. Every bad body gets a clear error, nothing crashes, nothing leaks.
+
+The bodies are crafted the way an attacker would: with the *public* key set only (it ships
+with every sender) and the library's own primitives, so post-key cases are validly encrypted
+and fail exactly where the case says. Each case asserts the exact error class.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import threading
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from jwcrypto.jwk import JWK
+
+from request_crypto import (
+    DecryptedRequest,
+    JWKDecryptResult,
+    JWKManager,
+    JWKSManager,
+    PassphraseCipher,
+    RequestDecryptor,
+    RequestEncryptor,
+    pack_body,
+    unpack_body,
+)
+from request_crypto._b64 import b64url_encode
+from request_crypto.errors import (
+    DecryptionError,
+    MalformedBodyError,
+    NoKeyFoundError,
+    PayloadTooLargeError,
+    RequestCryptoError,
+    UnsupportedAlgorithmError,
+)
+from request_crypto.jwe import CONTENT_ENCRYPTION_ALGORITHMS, KEY_MANAGEMENT_ALGORITHMS
+from request_crypto.request import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_INFLATED_SIZE
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+PAYLOAD = {"hostile": "test", "n": 1}
+PLAIN = json.dumps(PAYLOAD, separators=(",", ":")).encode()
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
+MiB = 1024 * 1024
+
+
+# -- the attacker's toolbox: public keys and the library's primitives ---------------------
+
+
+class Kit:
+    """A receiver (kibana_1, kibana_2: RSA-OAEP; oaep256: RSA-OAEP-256; public-only: no
+    private half) and the public keys an attacker holds."""
+
+    def __init__(self, private_jwks: dict[str, Any]) -> None:
+        self.keys = JWKManager(private_jwks)
+        self.keys.add_key("oaep256", alg="RSA-OAEP-256")
+        self.keys.insert_key({**self.keys.get_public_jwk("kibana_2"), "kid": "public-only"})
+        self.decryptor = RequestDecryptor(self.keys)
+        public_set = self.keys.get_public_jwks()
+        self.elastic = RequestEncryptor(public_set)
+        self.jwe = RequestEncryptor(public_set, format="jwe")
+        self.publics = {jwk["kid"]: JWK(**jwk).get_op_key("wrapKey") for jwk in public_set["keys"]}
+        self.vectors = json.loads((FIXTURES / "bodies.json").read_text(encoding="utf-8"))
+
+    def public(self, kid: str) -> rsa.RSAPublicKey:
+        return self.publics[kid]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def kit(private_jwks: dict[str, Any]) -> Kit:
+    return Kit(private_jwks)
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def header(kid: str | None = "kibana_1", **members: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"alg": "RSA-OAEP", "enc": "A256GCM"}
+    if kid is not None:
+        base["kid"] = kid
+    return {**base, **members}
+
+
+def craft(
+    kit: Kit,
+    protected: dict[str, Any] | bytes,
+    plaintext: bytes = PLAIN,
+    *,
+    to: str = "kibana_1",
+    alg: str = "RSA-OAEP",
+    enc: str | None = None,
+    cek: bytes | None = None,
+    iv: bytes | None = None,
+    wrap: Callable[[rsa.RSAPublicKey, bytes], bytes] | None = None,
+) -> list[str]:
+    """The five parts of a JWE really encrypted to `to`'s public key, with any header bytes.
+
+    `alg`/`enc` choose the cryptography actually used (the header may claim anything).
+    """
+    raw = protected if isinstance(protected, bytes) else json.dumps(protected).encode()
+    claimed = protected.get("enc") if isinstance(protected, dict) else None
+    if enc is None:
+        enc = claimed if isinstance(claimed, str) and claimed in IV_LENGTHS else "A256GCM"
+    aad = b64url_encode(raw)
+    content = CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    cek = os.urandom(content.wrap_key_size // 8) if cek is None else cek
+    public = kit.public(to)
+    encrypted_key = (
+        wrap(public, cek) if wrap else public.encrypt(cek, KEY_MANAGEMENT_ALGORITHMS[alg])
+    )
+    if iv is not None:  # GCM with a chosen IV
+        sealed = AESGCM(cek).encrypt(iv, plaintext, aad.encode())
+        ciphertext, tag = sealed[:-16], sealed[-16:]
+    else:
+        iv, ciphertext, tag = content.encrypt(cek, aad.encode(), plaintext)
+    return [aad, *(b64url_encode(part) for part in (encrypted_key, iv, ciphertext, tag))]
+
+
+IV_LENGTHS = {"A128CBC-HS256": 16, "A256CBC-HS512": 16, "A128GCM": 12, "A256GCM": 12}
+
+
+def token(kit: Kit, protected: dict[str, Any] | bytes, plaintext: bytes = PLAIN, **kw: Any) -> str:
+    return ".".join(craft(kit, protected, plaintext, **kw))
+
+
+def dummy(protected: dict[str, Any] | bytes) -> str:
+    """A token whose header is refused before any key is used: the other parts are filler."""
+    raw = protected if isinstance(protected, bytes) else json.dumps(protected).encode()
+    return b64url_encode(raw) + ".AAAA.AAAA.AAAA.AAAA"
+
+
+def flip(part: str, index: int = -1, bit: int = 0) -> str:
+    raw = bytearray(b64url_decode(part))
+    raw[index] ^= 1 << bit
+    return b64url_encode(bytes(raw))
+
+
+URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def noncanonical(part: str) -> str:
+    """The same bytes with a nonzero unused bit in the last character (len % 4 must be 2)."""
+    assert len(part) % 4 == 2
+    return part[:-1] + URL_ALPHABET[URL_ALPHABET.index(part[-1]) | 1]
+
+
+def replace(parts: list[str], index: int, value: str) -> str:
+    changed = list(parts)
+    changed[index] = value
+    return ".".join(changed)
+
+
+ELASTIC_KEY_HEADER = {"zip": "DEF", "enc": "A128CBC-HS256", "alg": "RSA-OAEP"}
+
+
+def wrapped_key(
+    kit: Kit,
+    passphrase: bytes,
+    *,
+    kid: str | None = "kibana_1",
+    raw: bytes | None = None,
+    to: str = "kibana_1",
+    **members: Any,
+) -> str:
+    """The `elastic` K: `passphrase` deflated (or `raw` as the compressed bytes) in a JWE."""
+    protected: dict[str, Any] = {**ELASTIC_KEY_HEADER, **members}
+    if kid is not None:
+        protected["kid"] = kid
+    plain = deflate(passphrase) if raw is None else raw
+    return token(kit, protected, plain, to=to, alg=protected.get("alg", "RSA-OAEP"))
+
+
+def encrypted_payload(passphrase: bytes, plaintext: bytes = PLAIN) -> str:
+    return PassphraseCipher(passphrase).encrypt_bytes(plaintext)
+
+
+def elastic(
+    kit: Kit,
+    plaintext: bytes = PLAIN,
+    *,
+    key: str | None = None,
+    payload: str | None = None,
+    kid: str = "kibana_1",
+) -> str:
+    passphrase = os.urandom(32)
+    return pack_body(
+        key if key is not None else wrapped_key(kit, passphrase, kid=kid),
+        payload if payload is not None else encrypted_payload(passphrase, plaintext),
+    )
+
+
+def tamper_payload(text: str, index: int) -> str:
+    raw = bytearray(base64.b64decode(text))
+    raw[index] ^= 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def envelope(document: Any) -> str:
+    return b64url_encode(json.dumps(document).encode())
+
+
+def parts_of(body: str) -> tuple[str, str]:
+    document = json.loads(b64url_decode(body))
+    return document["encryptedAESKey"], document["encryptedPayload"]
+
+
+def elastic_with_length_mod(kit: Kit, mod: int) -> str:
+    for extra in range(64):
+        body = elastic(kit, json.dumps({"pad": "x" * extra}).encode())
+        if len(body) % 4 == mod:
+            return body
+    raise AssertionError("no body of that length")  # pragma: no cover
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return header(x=value)
+
+
+# -- the table ---------------------------------------------------------------------------
+
+SAME = "same"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Kit], Any]
+    error: type[RequestCryptoError]
+    #: get_jwk_metadata: SAME error, or None when it succeeds (elastic payload-level failures:
+    #: it only opens the wrapped key, as the JavaScript original does).
+    metadata: str | None = SAME
+    #: The compact JWE itself is at fault, so JWKManager.decrypt(body) raises the same error.
+    token_level: bool = False
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+# Short names keep the table one case per line.
+Bad, Alg, NoKey = MalformedBodyError, UnsupportedAlgorithmError, NoKeyFoundError
+Dec, Big = DecryptionError, PayloadTooLargeError
+T = {"token_level": True}  # the compact JWE itself is at fault
+P = {"metadata": None}  # elastic payload-level: get_jwk_metadata (key only) succeeds
+
+
+def J(k: Kit, **members: Any) -> list[str]:
+    """The parts of a valid `jwe` body to kibana_1, header members overridden."""
+    return craft(k, header(**members))
+
+
+def tampered(k: Kit, index: int, change: Callable[[str], str], **members: Any) -> str:
+    parts = J(k, **members)
+    return replace(parts, index, change(parts[index]))
+
+
+def cut(n: int) -> Callable[[str], str]:
+    return lambda part: b64url_encode(b64url_decode(part)[:-n])
+
+
+def grow(part: str) -> str:
+    return b64url_encode(b64url_decode(part) + b"\0")
+
+
+def K(k: Kit, passphrase: bytes | None = None, **kw: Any) -> str:
+    """An elastic wrapped key (see `wrapped_key`); a fresh 32-byte passphrase by default."""
+    return wrapped_key(k, os.urandom(32) if passphrase is None else passphrase, **kw)
+
+
+def EK(k: Kit, passphrase: bytes | None = None, **kw: Any) -> str:
+    """An elastic body whose wrapped key is `K(...)` (the payload is fine on its own)."""
+    return elastic(k, key=K(k, passphrase, **kw))
+
+
+def EP(k: Kit, change: Callable[[str], str]) -> str:
+    """An elastic body with a genuine wrapped key and its payload changed."""
+    key, payload = parts_of(elastic(k))
+    return elastic(k, key=key, payload=change(payload))
+
+
+def random_part(size: int) -> str:
+    return b64url_encode(os.urandom(size))
+
+
+def insert(body: str, at: int, text: str) -> str:
+    return body[:at] + text + body[at:]
+
+
+def url_to_standard(k: Kit) -> str:
+    while True:
+        body = elastic(k)
+        if "-" in body or "_" in body:
+            return body.translate(str.maketrans("-_", "+/"))
+
+
+def key_part_swap(k: Kit) -> str:
+    return elastic(k, key=parts_of(elastic(k))[0], payload=parts_of(elastic(k))[1])
+
+
+def members(document: dict[str, Any]) -> Callable[[Kit], str]:
+    """An envelope with these members; "K"/"P" stand for a genuine wrapped key/payload."""
+
+    def build(k: Kit) -> str:
+        key, payload = parts_of(elastic(k))
+        real = {"K": key, "P": payload}
+        return envelope(
+            {m: real.get(v, v) if isinstance(v, str) else v for m, v in document.items()}
+        )
+
+    return build
+
+
+def rsa1_5(public: rsa.RSAPublicKey, cek: bytes) -> bytes:
+    return public.encrypt(cek, padding.PKCS1v15())
+
+
+DEEP_HEADER = b'{"alg":"RSA-OAEP","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+REFUSED_ALGS = (
+    "none",
+    "dir",
+    "RSA1_5",
+    "RSA-OAEP-384",
+    "RSA-OAEP-512",
+    "rsa-oaep",
+    "RSA-OAEP ",
+    "HS256",
+    "ECDH-ES",
+    "ECDH-ES+A128KW",
+    "A128KW",
+    "A256KW",
+    "A128GCMKW",
+    "PBES2-HS256+A128KW",
+    "PBES2-HS512+A256KW",
+)
+REFUSED_ENCS = ("A192GCM", "A192CBC-HS384", "a256gcm", "A256GCM\u0000", "", "A256GCMKW")
+BAD_PAYLOADS = {
+    "not-json": b"not json",
+    "empty": b"",
+    "not-utf8": b'"\xff\xfe"',
+    "utf16": json.dumps(PAYLOAD).encode("utf-16"),
+    "bom": b"\xef\xbb\xbf" + PLAIN,
+    "nan": b"[NaN]",
+    "infinity": b"-Infinity",
+    "huge-int": b"9" * 5000,
+    "deep": b"[" * 100_000,
+    "trailing": PLAIN + b" x",
+}
+
+# fmt: off
+CASES = [
+    # ---- not a body at all: types, encodings --------------------------------------------
+    Case("type-None", lambda k: None, Bad, **T),
+    Case("type-int", lambda k: 42, Bad, **T),
+    Case("type-list", lambda k: ["a.b.c.d.e"], Bad, **T),
+    Case("type-dict", lambda k: {"encryptedAESKey": "x"}, Bad, **T),
+    Case("type-memoryview", lambda k: memoryview(b"AAAA"), Bad, **T),
+    Case("E-empty", lambda k: "", Bad),
+    Case("E-not-base64", lambda k: "this is not base64!", Bad),
+    Case("E-not-base64-bytes", lambda k: b"\x00\x01\x02\xff", Bad),
+    Case("E-non-ascii-str", lambda k: insert(elastic(k), 40, "\u00e9"), Bad),
+    Case("E-lone-surrogate", lambda k: elastic(k) + "\udc80", Bad),
+    Case("E-whitespace", lambda k: insert(elastic(k), 50, "\n"), Bad),
+    Case("E-standard-alphabet", url_to_standard, Bad),
+    Case("J-non-ascii-str", lambda k: ".".join(J(k)).replace(".", ".\u00e9", 2), Bad, **T),
+    Case("J-non-ascii-bytes", lambda k: ".".join(J(k)).encode().replace(b".", b".\xc3\xa9"), Bad,
+         **T),
+    Case("J-standard-alphabet-part", lambda k: replace(J(k), 3, "ab+/"), Bad, **T),
+    Case("J-whitespace-in-part", lambda k: tampered(k, 3, lambda p: " " + p), Bad, **T),
+    # ---- padding games ------------------------------------------------------------------
+    Case("E-padding-too-long", lambda k: (lambda b: b + "=" * (-len(b) % 4 + 4))(elastic(k)), Bad),
+    Case("E-padding-short", lambda k: elastic_with_length_mod(k, 2) + "=", Bad),
+    Case("E-padding-inside", lambda k: insert(elastic(k), 100, "="), Bad),
+    Case("J-padding-too-long-on-part", lambda k: tampered(k, 2, lambda p: p + "==="), Bad, **T),
+    Case("J-padding-on-4n-part", lambda k: replace(J(k), 2, "AAAA=="), Bad, **T),
+    Case("J-noncanonical-trailing-bits", lambda k: tampered(k, 4, noncanonical), Bad, **T),
+    # ---- elastic structure --------------------------------------------------------------
+    Case("E-not-json", lambda k: b64url_encode(b"hello"), Bad),
+    Case("E-json-array", lambda k: envelope(["encryptedAESKey", "encryptedPayload"]), Bad),
+    Case("E-json-deep", lambda k: b64url_encode(b"[" * 100_000), Bad),
+    Case("E-missing-payload", members({"encryptedAESKey": "K"}), Bad),
+    Case("E-missing-key", members({"encryptedPayload": "P"}), Bad),
+    Case("E-key-not-string", members({"encryptedAESKey": 1, "encryptedPayload": "P"}), Bad),
+    Case("E-payload-not-string", members({"encryptedAESKey": "K", "encryptedPayload": ["x"]}), Bad),
+    Case("E-payload-base64url", lambda k: EP(k, lambda p: "ab-_" * 40), Bad, **P),
+    Case("E-payload-non-ascii", lambda k: EP(k, lambda p: "\u00e9" * 200), Bad, **P),
+    Case("E-payload-too-short", lambda k: EP(k, lambda p: p[:120]), Bad, **P),
+    Case("E-key-3-parts", lambda k: elastic(k, key="a.b.c"), Bad),
+    Case("E-key-6-parts", lambda k: elastic(k, key=K(k) + ".AAAA"), Bad),
+    Case("E-key-not-base64url", lambda k: elastic(k, key="!!!!.AAAA.AAAA.AAAA.AAAA"), Bad),
+    # ---- compact JWE structure ----------------------------------------------------------
+    Case("J-2-parts", lambda k: "abc.def", Bad, **T),
+    Case("J-4-parts", lambda k: ".".join(J(k)[:4]), Bad, **T),
+    Case("J-6-parts", lambda k: ".".join(J(k)) + ".AAAA", Bad, **T),
+    Case("J-empty-parts", lambda k: "....", Bad, **T),
+    Case("J-header-not-json", lambda k: dummy(b"not json"), Bad, **T),
+    Case("J-header-array", lambda k: dummy(b'["alg","enc"]'), Bad, **T),
+    Case("J-header-utf16", lambda k: dummy(json.dumps(header()).encode("utf-16")), Bad, **T),
+    Case("J-header-bom", lambda k: dummy(b"\xef\xbb\xbf" + json.dumps(header()).encode()), Bad,
+         **T),
+    Case("J-header-nan", lambda k: dummy(json.dumps(header(x=float("nan"))).encode()), Bad, **T),
+    Case("J-header-nested-9", lambda k: dummy(nested(9)), Bad, **T),
+    Case("J-header-nested-1000", lambda k: dummy(DEEP_HEADER), Bad, **T),
+    Case("J-header-missing-alg", lambda k: dummy({"enc": "A256GCM", "kid": "kibana_1"}), Bad, **T),
+    Case("J-header-missing-enc", lambda k: dummy({"alg": "RSA-OAEP", "kid": "kibana_1"}), Bad, **T),
+    Case("J-alg-list", lambda k: dummy(header(alg=["RSA-OAEP"])), Bad, **T),
+    Case("J-alg-null", lambda k: dummy(header(alg=None)), Bad, **T),
+    Case("J-enc-object", lambda k: dummy(header(enc={"A256GCM": 1})), Bad, **T),
+    Case("J-zip-null", lambda k: dummy(header(zip=None)), Bad, **T),
+    Case("J-zip-int", lambda k: dummy(header(zip=1)), Bad, **T),
+    Case("J-kid-int", lambda k: token(k, header(kid=1)), Bad, **T),
+    Case("J-kid-list", lambda k: token(k, header(kid=["kibana_1"])), Bad, **T),
+    Case("J-kid-null", lambda k: token(k, {**header(None), "kid": None}), Bad, **T),
+    Case("J-duplicate-alg", lambda k: token(k, b'{"alg":"RSA-OAEP","alg":"RSA1_5",'
+                                              b'"enc":"A256GCM","kid":"kibana_1"}'), Bad, **T),
+    Case("J-duplicate-kid", lambda k: token(k, b'{"alg":"RSA-OAEP","enc":"A256GCM",'
+                                              b'"kid":"kibana_1","kid":"kibana_2"}'), Bad, **T),
+    Case("J-duplicate-nested", lambda k: token(k, b'{"alg":"RSA-OAEP","enc":"A256GCM",'
+                                                 b'"kid":"kibana_1","x":{"a":1,"a":2}}'), Bad, **T),
+    Case("J-huge-header", lambda k: token(k, header(x="a" * 4000)), Big, **T),
+    # ---- the allow-lists ----------------------------------------------------------------
+    *(Case(f"J-alg-{alg}", lambda k, a=alg: dummy(header(alg=a)), Alg, **T)
+      for alg in REFUSED_ALGS),
+    # validly wrapped with PKCS#1 v1.5 to the real key: refused all the same (Bleichenbacher)
+    Case("J-alg-RSA1_5-real", lambda k: token(k, header(alg="RSA1_5"), wrap=rsa1_5), Alg, **T),
+    Case("J-alg-PBES2-p2c", lambda k: dummy(header(alg="PBES2-HS512+A256KW", p2c=10**9)), Alg, **T),
+    *(Case(f"J-enc-{enc!r}", lambda k, e=enc: dummy(header(enc=e)), Alg, **T)
+      for enc in REFUSED_ENCS),
+    Case("J-zip-GZIP", lambda k: dummy(header(zip="GZIP")), Alg, **T),
+    Case("J-zip-lowercase", lambda k: dummy(header(zip="def")), Alg, **T),
+    Case("J-crit", lambda k: token(k, header(crit=["exp"], exp=1)), Alg, **T),
+    Case("J-crit-empty", lambda k: token(k, header(crit=[])), Alg, **T),
+    Case("J-alg-differs-256-to-oaep-key",
+         lambda k: token(k, header(alg="RSA-OAEP-256"), alg="RSA-OAEP-256"), Alg, **T),
+    Case("J-alg-differs-oaep-to-256-key",
+         lambda k: token(k, header("oaep256"), to="oaep256"), Alg, **T),
+    Case("E-key-alg-differs", lambda k: EK(k, alg="RSA-OAEP-256"), Alg),
+    Case("E-key-crit", lambda k: EK(k, crit=["b64"]), Alg),
+    Case("E-key-alg-none", lambda k: elastic(k, key=dummy(header(alg="none", zip="DEF"))), Alg),
+    # ---- which key ----------------------------------------------------------------------
+    Case("J-missing-kid", lambda k: token(k, header(None)), NoKey, **T),
+    Case("J-unknown-kid", lambda k: token(k, header("nobody")), NoKey, **T),
+    Case("J-empty-kid", lambda k: token(k, header("")), NoKey, **T),
+    Case("J-public-only-kid",
+         lambda k: token(k, header("public-only"), to="public-only"), NoKey, **T),
+    Case("E-key-missing-kid", lambda k: EK(k, kid=None), NoKey),
+    Case("E-key-unknown-kid", lambda k: EK(k, kid="nobody"), NoKey),
+    Case("E-js-foreign-body", lambda k: k.vectors["foreign_body"], NoKey),
+    # ---- after the key is chosen: one DecryptionError -----------------------------------
+    Case("J-cek-short", lambda k: token(k, header(), cek=os.urandom(16)), Dec, **T),
+    Case("J-cek-long", lambda k: token(k, header(enc="A128GCM"), cek=os.urandom(32)), Dec, **T),
+    Case("J-cek-empty", lambda k: token(k, header(), cek=b""), Dec, **T),
+    Case("J-cek-enc-confusion",
+         lambda k: token(k, header(enc="A256CBC-HS512"), enc="A128CBC-HS256"), Dec, **T),
+    *(Case(f"J-tag-flip-{enc}", lambda k, e=enc: tampered(k, 4, flip, enc=e), Dec, **T)
+      for enc in CONTENT_ENCRYPTION_ALGORITHMS),
+    Case("J-tag-truncated", lambda k: tampered(k, 4, cut(1)), Dec, **T),
+    Case("J-tag-extended", lambda k: tampered(k, 4, grow), Dec, **T),
+    Case("J-tag-empty", lambda k: replace(J(k), 4, ""), Dec, **T),
+    Case("J-ciphertext-truncated", lambda k: tampered(k, 3, cut(1)), Dec, **T),
+    Case("J-ciphertext-truncated-cbc",
+         lambda k: tampered(k, 3, cut(16), enc="A128CBC-HS256"), Dec, **T),
+    Case("J-ciphertext-flip", lambda k: tampered(k, 3, lambda p: flip(p, 0)), Dec, **T),
+    Case("J-iv-flip", lambda k: tampered(k, 2, flip), Dec, **T),
+    Case("J-iv-16-bytes-gcm", lambda k: token(k, header(), iv=os.urandom(16)), Dec, **T),
+    Case("J-encrypted-key-garbage", lambda k: replace(J(k), 1, random_part(256)), Dec, **T),
+    Case("J-encrypted-key-short", lambda k: replace(J(k), 1, random_part(10)), Dec, **T),
+    Case("J-encrypted-key-empty", lambda k: replace(J(k), 1, ""), Dec, **T),
+    Case("J-encrypted-to-other-key", lambda k: token(k, header(), to="kibana_2"), Dec, **T),
+    # same members in another order: the AAD no longer matches
+    Case("J-header-swapped", lambda k: replace(J(k), 0, b64url_encode(json.dumps(
+        {"kid": "kibana_1", "enc": "A256GCM", "alg": "RSA-OAEP"}).encode())), Dec, **T),
+    Case("J-zip-bad-deflate", lambda k: token(k, header(zip="DEF"), b"\xff\xff\xff\xff"), Dec, **T),
+    Case("J-zip-trailing-bytes",
+         lambda k: token(k, header(zip="DEF"), deflate(PLAIN) + b"x"), Dec, **T),
+    Case("J-zip-truncated", lambda k: token(k, header(zip="DEF"), deflate(PLAIN)[:-3]), Dec, **T),
+    Case("J-zip-empty", lambda k: token(k, header(zip="DEF"), b""), Dec, **T),
+    Case("E-key-tag-flip", lambda k: elastic(k, key=(lambda p: replace(p, 4, flip(p[4])))(
+        K(k).split("."))), Dec),
+    Case("E-key-encrypted-key-garbage", lambda k: elastic(k, key=replace(
+        K(k).split("."), 1, b64url_encode(os.urandom(256)))), Dec),
+    Case("E-passphrase-31-bytes", lambda k: EK(k, os.urandom(31)), Dec),
+    Case("E-passphrase-33-bytes", lambda k: EK(k, os.urandom(33)), Dec),
+    Case("E-passphrase-0-bytes", lambda k: EK(k, b""), Dec),
+    Case("E-passphrase-1-MiB", lambda k: EK(k, b"\0" * MiB), Dec),
+    Case("E-passphrase-bad-deflate", lambda k: EK(k, raw=b"\xff" * 40), Dec),
+    Case("E-passphrase-trailing-bytes", lambda k: EK(k, raw=deflate(os.urandom(32)) + b"\0"), Dec),
+    Case("E-passphrase-truncated-deflate", lambda k: EK(k, raw=deflate(os.urandom(32))[:-2]), Dec),
+    Case("E-key-encrypted-to-other-key", lambda k: EK(k, to="kibana_2"), Dec),
+    Case("E-payload-tag-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64 + 12)), Dec, **P),
+    Case("E-payload-salt-flip", lambda k: EP(k, lambda p: tamper_payload(p, 0)), Dec, **P),
+    Case("E-payload-iv-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64)), Dec, **P),
+    Case("E-payload-ciphertext-flip", lambda k: EP(k, lambda p: tamper_payload(p, -1)), Dec, **P),
+    Case("E-payload-truncated", lambda k: EP(k, lambda p: base64.b64encode(
+        base64.b64decode(p)[:-1]).decode()), Dec, **P),
+    Case("E-payload-other-passphrase", lambda k: EP(k, lambda p: encrypted_payload(
+        os.urandom(32))), Dec, **P),
+    Case("E-payload-header-only", lambda k: EP(k, lambda p: base64.b64encode(
+        os.urandom(92)).decode()), Dec, **P),
+    Case("E-keys-swapped-between-bodies", key_part_swap, Dec, **P),
+    # ---- authentic, but the payload is not JSON -----------------------------------------
+    *(Case(f"J-payload-{name}", lambda k, p=plain: token(k, header(), p), Bad)
+      for name, plain in BAD_PAYLOADS.items()),
+    Case("E-payload-deep", lambda k: elastic(k, b"[" * 100_000), Bad, **P),
+    Case("E-payload-not-json", lambda k: elastic(k, b"{'single': 'quotes'}"), Bad, **P),
+    # ---- limits -------------------------------------------------------------------------
+    Case("J-body-over-limit", lambda k: token(k, header()), Big, limits={"max_body_size": 300}),
+    Case("E-body-over-limit", elastic, Big, limits={"max_body_size": 900}),
+    Case("E-key-over-wrapped-limit", lambda k: EK(k, raw=os.urandom(7000)), Big),
+    Case("J-zip-inflates-over-limit", lambda k: token(k, header(zip="DEF"), deflate(
+        b"[" + b" " * 1000 + b"]")), Big, limits={"max_inflated_size": 1001}),
+    Case("J-plaintext-over-limit", lambda k: token(k, header(), b'"' + b"a" * 100 + b'"'), Big,
+         limits={"max_inflated_size": 101}),
+]
+# fmt: on
+
+
+def _decryptor(kit: Kit, case: Case) -> RequestDecryptor:
+    return RequestDecryptor(kit.keys, **case.limits) if case.limits else kit.decryptor
+
+
+@pytest.fixture(scope="module")
+def bodies(kit: Kit) -> dict[str, Any]:
+    """Each case's body, built once per module (elastic ones cost a PBKDF2 to make)."""
+    return {case.id: case.build(kit) for case in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_body_gets_exactly_its_error(kit: Kit, bodies: dict[str, Any], case: Case) -> None:
+    body = bodies[case.id]
+    decryptor = _decryptor(kit, case)
+    with pytest.raises(RequestCryptoError) as caught:
+        decryptor.decrypt(body)
+    assert type(caught.value) is case.error, f"{case.id}: {caught.value!r}"
+    if case.error is DecryptionError:
+        # One error, one message, and nothing chained that would tell which step failed.
+        assert str(caught.value) == DecryptionError.MESSAGE
+        assert caught.value.__cause__ is None
+        assert caught.value.__context__ is None
+
+    if case.metadata == SAME:
+        with pytest.raises(RequestCryptoError) as again:
+            decryptor.get_jwk_metadata(body)
+        assert type(again.value) is case.error
+    else:
+        assert decryptor.get_jwk_metadata(body).key["kid"] == "kibana_1"
+
+    if case.token_level:
+        with pytest.raises(RequestCryptoError) as direct:
+            kit.keys.decrypt(body)
+        assert type(direct.value) is case.error
+
+
+def test_table_covers_every_error_class() -> None:
+    classes = {c.error for c in CASES}
+    assert classes == {
+        MalformedBodyError,
+        UnsupportedAlgorithmError,
+        NoKeyFoundError,
+        DecryptionError,
+        PayloadTooLargeError,
+    }
+
+
+def test_unpack_body_only_raises_library_errors(bodies: dict[str, Any]) -> None:
+    for body in bodies.values():
+        with contextlib.suppress(RequestCryptoError):
+            unpack_body(body)
+
+
+# -- the crafted bodies are otherwise valid: each case fails for its one reason -----------
+
+
+def test_baselines_decrypt(kit: Kit) -> None:
+    d = kit.decryptor
+    for enc in CONTENT_ENCRYPTION_ALGORITHMS:
+        assert d.decrypt(token(kit, header(enc=enc))) == PAYLOAD
+    assert d.decrypt(token(kit, header(zip="DEF"), deflate(PLAIN))) == PAYLOAD
+    assert (
+        d.decrypt(
+            token(kit, header("oaep256", alg="RSA-OAEP-256"), to="oaep256", alg="RSA-OAEP-256")
+        )
+        == PAYLOAD
+    )
+    assert d.decrypt(token(kit, header(x=[[[[[[["seven deep"]]]]]]]))) == PAYLOAD
+    assert d.decrypt(token(kit, header(x="a" * 3000))) == PAYLOAD
+    assert d.decrypt(elastic(kit)) == PAYLOAD
+    assert d.get_jwk_metadata(elastic(kit)).key["kid"] == "kibana_1"
+    assert d.decrypt(kit.elastic.encrypt("oaep256", PAYLOAD)) == PAYLOAD
+    # Correct padding is accepted (the JavaScript side omits it; other encoders may not).
+    body = elastic_with_length_mod(kit, 2)
+    assert d.decrypt(body + "==") == PAYLOAD
+    parts = craft(kit, header())
+    assert d.decrypt(".".join(p + "=" * (-len(p) % 4) for p in parts)) == PAYLOAD
+    assert d.decrypt(token(kit, header()).encode()) == PAYLOAD
+    assert d.decrypt(bytearray(elastic(kit).encode())) == PAYLOAD
+    # The limits are inclusive.
+    exact = RequestDecryptor(kit.keys, max_inflated_size=1002)
+    assert exact.decrypt(token(kit, header(zip="DEF"), deflate(b"[" + b" " * 1000 + b"]"))) == []
+    small = elastic(kit)
+    assert RequestDecryptor(kit.keys, max_body_size=len(small)).decrypt(small) == PAYLOAD
+
+
+def test_nesting_within_bounds_decrypts(kit: Kit) -> None:
+    value: Any = []
+    for _ in range(99):
+        value = [value]
+    assert kit.decryptor.decrypt(token(kit, header(), b"[" * 100 + b"]" * 100)) == value
+
+
+def test_javascript_vectors_still_decrypt(kit: Kit) -> None:
+    for vector in kit.vectors["bodies"]:
+        assert kit.decryptor.decrypt(vector["body"]) == vector["payload"]
+
+
+# -- bounded work and memory ----------------------------------------------------------------
+
+
+def zip_bomb(gib: int = 1) -> bytes:
+    """Raw DEFLATE of `gib` GiB of zeros (~1 MB), built in milliseconds.
+
+    A full flush ends a segment byte-aligned with no reference to earlier data, so one
+    compressed MiB can be repeated; an empty final block closes the stream.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    segment = compressor.compress(b"\0" * MiB) + compressor.flush(zlib.Z_FULL_FLUSH)
+    final = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).flush()
+    return segment * (1024 * gib) + final
+
+
+def test_zip_bomb_is_what_it_claims() -> None:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    bomb = zip_bomb()
+    assert len(bomb) < 2 * MiB
+    total, tail = 0, bomb
+    while tail:
+        total += len(inflater.decompress(tail, 256 * MiB))
+        tail = inflater.unconsumed_tail
+    assert inflater.eof
+    assert total == 1024 * MiB
+
+
+def _measure(function: Callable[[], Any]) -> tuple[BaseException | None, float, int]:
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        function()
+    except BaseException as exc:
+        error: BaseException | None = exc
+    else:
+        error = None
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return error, elapsed, peak
+
+
+def test_zip_bomb_jwe_refused_fast_within_the_limit(kit: Kit) -> None:
+    body = token(kit, header(zip="DEF"), zip_bomb())
+    decryptor = RequestDecryptor(kit.keys)  # the default 64 MiB decompressed limit
+    error, elapsed, peak = _measure(lambda: decryptor.decrypt(body))
+    assert isinstance(error, PayloadTooLargeError)
+    assert error.limit == DEFAULT_MAX_INFLATED_SIZE
+    assert elapsed < 1.0, f"{elapsed:.2f}s"
+    # The limit, plus the ~1.4 MB body decoded and decrypted; never twice the limit.
+    assert peak < DEFAULT_MAX_INFLATED_SIZE + 8 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def test_zip_bomb_memory_follows_the_limit_not_the_bomb(kit: Kit) -> None:
+    body = token(kit, header(zip="DEF"), zip_bomb())
+    decryptor = RequestDecryptor(kit.keys, max_inflated_size=MiB)
+    error, elapsed, peak = _measure(lambda: decryptor.decrypt(body))
+    assert isinstance(error, PayloadTooLargeError)
+    assert elapsed < 0.5
+    assert peak < 12 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def test_zip_bomb_as_elastic_passphrase(kit: Kit) -> None:
+    key = wrapped_key(kit, b"", raw=zip_bomb())
+    body = elastic(kit, key=key)
+    decryptor = RequestDecryptor(kit.keys, max_wrapped_key_size=4 * MiB)
+    error, elapsed, peak = _measure(lambda: decryptor.decrypt(body))
+    assert isinstance(error, DecryptionError)
+    assert elapsed < 0.5
+    assert peak < 16 * MiB, f"peak {peak / MiB:.1f} MiB"
+    # At the default wrapped-key limit it never gets that far.
+    with pytest.raises(PayloadTooLargeError):
+        kit.decryptor.decrypt(body)
+
+
+class _Expensive(Exception):
+    pass
+
+
+@pytest.fixture
+def no_expensive_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Any PBKDF2, RSA or JWE parsing during the test raises (and is not a library error)."""
+    calls: list[str] = []
+
+    def spy(name: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise _Expensive(name)
+
+        return refuse
+
+    monkeypatch.setattr("request_crypto.passphrase._derive_key", spy("pbkdf2"))
+    monkeypatch.setattr("request_crypto.jwks.decrypt_compact", spy("rsa"))
+    monkeypatch.setattr("request_crypto.jwks.parse_compact", spy("parse"))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("build", "limits", "error", "metadata_too"),
+    [
+        pytest.param(
+            lambda k: token(k, header()),
+            {"max_body_size": 500},
+            PayloadTooLargeError,
+            True,
+            id="jwe-over-body-limit",
+        ),
+        pytest.param(
+            elastic,
+            {"max_body_size": 900},
+            PayloadTooLargeError,
+            True,
+            id="elastic-over-body-limit",
+        ),
+        pytest.param(
+            lambda k: elastic(k, key=wrapped_key(k, b"", raw=os.urandom(7000))),
+            {},
+            PayloadTooLargeError,
+            True,
+            id="elastic-key-over-limit",
+        ),
+        pytest.param(
+            lambda k: b64url_encode(b"[" * 10_000),
+            {},
+            MalformedBodyError,
+            True,
+            id="elastic-not-json",
+        ),
+        pytest.param(lambda k: "a.b.c", {}, MalformedBodyError, True, id="wrong-part-count"),
+        # The payload's layout is checked before its wrapped key is opened (metadata, which
+        # only opens the key, is not concerned).
+        pytest.param(
+            lambda k: elastic(k, payload=base64.b64encode(b"x" * 91).decode()),
+            {},
+            MalformedBodyError,
+            False,
+            id="elastic-payload-too-short",
+        ),
+        pytest.param(
+            lambda k: elastic(k, payload="not base64!"),
+            {},
+            MalformedBodyError,
+            False,
+            id="elastic-payload-not-base64",
+        ),
+    ],
+)
+def test_refused_before_any_expensive_work(
+    kit: Kit,
+    no_expensive_work: list[str],
+    build: Callable[[Kit], Any],
+    limits: dict[str, int],
+    error: type[Exception],
+    metadata_too: bool,
+) -> None:
+    body = build(kit)
+    decryptor = RequestDecryptor(kit.keys, **limits)
+    with pytest.raises(error):
+        decryptor.decrypt(body)
+    if metadata_too:
+        with pytest.raises(error):
+            decryptor.get_jwk_metadata(body)
+    assert no_expensive_work == []
+
+
+def test_default_body_limit_refuses_a_huge_body_at_once(
+    kit: Kit, no_expensive_work: list[str]
+) -> None:
+    huge_elastic = "A" * (DEFAULT_MAX_BODY_SIZE + 1)
+    huge_jwe = b"A.A.A.A." + b"A" * DEFAULT_MAX_BODY_SIZE
+    for body in (huge_elastic, huge_jwe):
+        started = time.perf_counter()
+        with pytest.raises(PayloadTooLargeError) as caught:
+            kit.decryptor.decrypt(body)
+        assert time.perf_counter() - started < 0.5
+        assert caught.value.limit == DEFAULT_MAX_BODY_SIZE
+    assert no_expensive_work == []
+
+
+@pytest.mark.parametrize("fmt", ["elastic", "jwe"])
+def test_deep_nesting_is_malformed_not_a_crash(kit: Kit, fmt: str) -> None:
+    deep = b"[" * 100_000
+    body = elastic(kit, deep) if fmt == "elastic" else token(kit, header(), deep)
+    with pytest.raises(MalformedBodyError, match="nested too deeply") as caught:
+        kit.decryptor.decrypt(body)
+    assert caught.value.__context__ is None
+
+    outcome: list[BaseException | None] = []
+
+    def in_thread() -> None:
+        try:
+            kit.decryptor.decrypt(body)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=in_thread)
+    worker.start()
+    worker.join(30)
+    assert len(outcome) == 1
+    assert type(outcome[0]) is MalformedBodyError
+
+
+# -- secret hygiene ------------------------------------------------------------------------
+
+
+def _secret_strings(private_jwks: dict[str, Any]) -> list[str]:
+    """Every private parameter as base64url, decimal and hex (a prefix is enough to leak)."""
+    found: list[str] = []
+    for jwk in private_jwks["keys"]:
+        for member in PRIVATE_MEMBERS:
+            value = jwk[member]
+            number = int.from_bytes(b64url_decode(value), "big")
+            found += [value[:24], str(number)[:24], f"{number:x}"[:24], f"{number:X}"[:24]]
+    return found
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [item.__cause__, item.__context__]
+    return seen
+
+
+def _exception_texts(exc: BaseException) -> str:
+    texts = []
+    for item in _chain(exc):
+        texts += [str(item), repr(item), *(repr(a) for a in item.args)]
+        for attribute in ("doc", "object", "msg"):
+            if hasattr(item, attribute):
+                texts.append(repr(getattr(item, attribute)))
+        texts += [repr(v) for v in vars(item).values() if not isinstance(v, list)]
+    return "\n".join(texts)
+
+
+def test_repr_and_str_of_public_objects_hide_key_material(
+    kit: Kit, private_jwks: dict[str, Any]
+) -> None:
+    secrets = _secret_strings(private_jwks) + _secret_strings(kit.keys.get_private_jwks())
+    passphrase = os.urandom(32)
+    word = "correct horse battery staple"
+    marker = "TOPSECRET-" + os.urandom(8).hex()
+    payload = {"secret": marker}
+    jwe_body = kit.jwe.encrypt("kibana_1", payload)
+    elastic_body = kit.elastic.encrypt("kibana_2", payload)
+    objects: list[Any] = [
+        kit.keys,
+        JWKManager(private_jwks),
+        JWKSManager(private_jwks),
+        kit.decryptor,
+        RequestDecryptor(private_jwks),
+        RequestEncryptor(private_jwks),  # given a private set: it keeps only the public half
+        kit.elastic,
+        kit.jwe,
+        PassphraseCipher(passphrase),
+        PassphraseCipher(word),
+        kit.keys.decrypt(jwe_body),
+        kit.decryptor.decrypt_request(jwe_body),
+        kit.decryptor.decrypt_request(elastic_body),
+        kit.decryptor.get_jwk_metadata(elastic_body),
+        kit.keys.unwrap_passphrase(parts_of(elastic_body)[0], max_token_size=8192),
+    ]
+    assert isinstance(objects[10], JWKDecryptResult)
+    assert isinstance(objects[11], DecryptedRequest)
+    forbidden = [*secrets, repr(passphrase)[2:30], passphrase.hex()[:24], word, marker]
+    for thing in objects:
+        for text in (repr(thing), str(thing), f"{thing}"):
+            leaked = [s for s in forbidden if s in text]
+            assert not leaked, f"{type(thing).__name__} shows {leaked[0][:12]}..."
+
+
+def test_exceptions_carry_no_plaintext_or_key_material(
+    kit: Kit, private_jwks: dict[str, Any]
+) -> None:
+    marker = "TOPSECRET-" + os.urandom(8).hex()
+    secret = marker.encode()
+    passphrase = os.urandom(32)
+    key_secrets = _secret_strings(private_jwks)
+    # (attempt, whether it must raise with nothing chained: the parser's and the primitives'
+    # exceptions hold the plaintext, or tell which step failed)
+    failing: list[tuple[Callable[[], Any], bool]] = [
+        (lambda: kit.decryptor.decrypt(token(kit, header(), b"\xff" + secret)), True),
+        (lambda: kit.decryptor.decrypt(token(kit, header(), secret)), True),
+        (lambda: kit.decryptor.decrypt(token(kit, header(), b'{"a":"' + secret)), True),
+        (lambda: kit.decryptor.decrypt(token(kit, header(), b"[" * 5000 + secret)), True),
+        (lambda: kit.decryptor.decrypt(token(kit, header(), b"[" + secret + b"\x00]")), True),
+        (
+            lambda: kit.decryptor.decrypt(
+                token(kit, header(), json.dumps(marker).encode("utf-16"))
+            ),
+            True,
+        ),
+        (lambda: kit.decryptor.decrypt(elastic(kit, b"\xc3" + secret)), True),
+        (lambda: kit.decryptor.decrypt(elastic(kit, secret)), True),
+        (lambda: kit.decryptor.decrypt(token(kit, header(zip="DEF"), secret)), True),
+        (
+            lambda: kit.decryptor.decrypt(
+                replace(craft(kit, header(), secret), 4, flip(craft(kit, header(), secret)[4]))
+            ),
+            True,
+        ),
+        (
+            lambda: kit.decryptor.decrypt(elastic(kit, key=wrapped_key(kit, passphrase + b"!"))),
+            True,
+        ),
+        (
+            lambda: PassphraseCipher(passphrase).decrypt(
+                PassphraseCipher(os.urandom(32)).encrypt(marker)
+            ),
+            True,
+        ),
+        (
+            lambda: PassphraseCipher(passphrase).decrypt(
+                PassphraseCipher(passphrase).encrypt_bytes(b"\xff" + secret)
+            ),
+            True,
+        ),
+        (
+            lambda: PassphraseCipher(passphrase).decrypt(
+                PassphraseCipher(passphrase).encrypt(marker), aad="x"
+            ),
+            True,
+        ),
+        (lambda: kit.elastic.encrypt("kibana_1", {"secret": marker, "bad": float("nan")}), False),
+        (lambda: kit.jwe.encrypt("kibana_1", {"secret": marker, "bad": object()}), False),
+        (lambda: kit.decryptor.decrypt_many([kit.jwe.encrypt("kibana_1", marker), "x.y"]), False),
+        (
+            lambda: JWKManager(
+                {"keys": [{**private_jwks["keys"][0], "p": private_jwks["keys"][1]["p"]}]}
+            ),
+            False,
+        ),
+        (
+            lambda: JWKManager(
+                {"keys": [{**private_jwks["keys"][0], "d": private_jwks["keys"][1]["d"]}]}
+            ),
+            False,
+        ),
+        (lambda: JWKManager({"keys": [{**private_jwks["keys"][0], "qi": 5}]}), False),
+        (
+            lambda: JWKManager(
+                {"keys": [{k: v for k, v in private_jwks["keys"][0].items() if k != "dq"}]}
+            ),
+            False,
+        ),
+    ]
+    forbidden = [marker, repr(passphrase)[2:30], passphrase.hex()[:24], *key_secrets]
+    for index, (attempt, nothing_chained) in enumerate(failing):
+        with pytest.raises(RequestCryptoError) as caught:
+            attempt()
+        texts = _exception_texts(caught.value)
+        leaked = [s for s in forbidden if s in texts]
+        assert not leaked, (
+            f"attempt #{index} ({type(caught.value).__name__}) leaks {leaked[0][:12]}"
+        )
+        if nothing_chained:
+            assert caught.value.__cause__ is None, f"attempt #{index}"
+            assert caught.value.__context__ is None, f"attempt #{index}"
+
+
+# -- thread safety -------------------------------------------------------------------------
+
+
+def test_one_decryptor_shared_by_8_threads(kit: Kit) -> None:
+    """1,000 bodies (both formats, three kids, some tampered) through one shared decryptor."""
+    kids = ["kibana_1", "kibana_2", "oaep256"]
+    jobs: list[tuple[str, Any]] = []
+    for i in range(1000):
+        kid = kids[i % 3]
+        payload = {"i": i, "nonce": os.urandom(6).hex(), "kid": kid}
+        if i % 10 < 3:  # 300 elastic (PBKDF2 each, both sides): the expensive ones
+            body = kit.elastic.encrypt(kid, payload)
+        elif i % 10 < 9:
+            body = kit.jwe.encrypt(kid, payload)
+        else:  # 100 tampered jwe bodies: each must fail alone, with the one error
+            parts = kit.jwe.encrypt(kid, payload).split(".")
+            body = replace(parts, 4, flip(parts[4]))
+            payload = DecryptionError
+        jobs.append((body, payload))
+
+    results: list[Any] = [None] * len(jobs)
+    barrier = threading.Barrier(8)
+
+    def work(offset: int) -> None:
+        barrier.wait()
+        for index in range(offset, len(jobs), 8):
+            body, _ = jobs[index]
+            try:
+                results[index] = (
+                    kit.decryptor.decrypt(body),
+                    kit.decryptor.get_jwk_metadata(body).key["kid"] if index % 7 == 0 else None,
+                )
+            except RequestCryptoError as exc:
+                results[index] = (type(exc), None)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    for index, (_, expected) in enumerate(jobs):
+        value, kid = results[index]
+        assert value == expected, f"body #{index}"
+        if kid is not None:
+            assert kid == expected["kid"]

@@ -1,0 +1,399 @@
+"""`request-crypto serve` and `request-crypto send`.
+
+CliRunner checks the commands' answers and errors against a receiver in a thread; real
+subprocesses run the console script (serve, send, keys rotate) and the multi-worker server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from request_crypto import JWKManager, RequestEncryptor
+from request_crypto.keyfile import write_jwks
+from request_crypto.receiver import create_app
+from request_crypto.receiver.cli import register
+from request_crypto.receiver.testing import ReceiverThread
+
+runner = CliRunner()
+STARTUP = re.compile(r"listening on (http://[^ ]+) ")
+
+
+def receiver_cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def run(*args: str, stdin: str | None = None) -> Result:
+    return runner.invoke(receiver_cli(), list(args), input=stdin)
+
+
+def assert_fails(result: Result, *needles: str) -> str:
+    """Exit 1, exactly one `error:` line on stderr saying what is wrong."""
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def keys() -> JWKManager:
+    manager = JWKManager()
+    manager.add_key("cli-old")
+    manager.add_key("cli-new")
+    return manager
+
+
+@pytest.fixture
+def key_files(tmp_path: Path, keys: JWKManager) -> tuple[Path, Path]:
+    private, public = tmp_path / "private.json", tmp_path / "public.json"
+    write_jwks(private, keys.get_private_jwks())
+    write_jwks(public, keys.get_public_jwks())
+    return private, public
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, keys: JWKManager) -> Iterator[tuple[ReceiverThread, Path]]:
+    db = tmp_path / "payloads.db"
+    with ReceiverThread(create_app(keys.get_private_jwks(), sink=f"sqlite:///{db}")) as thread:
+        yield thread, db
+
+
+def rows(db: Path) -> list[tuple[str, str, str, Any]]:
+    with sqlite3.connect(db) as connection:
+        found = connection.execute("SELECT id, kid, format, payload FROM payloads").fetchall()
+    return [(i, k, f, json.loads(p)) for i, k, f, p in found]
+
+
+# ---------------------------------------------------------------------------------------------
+# send, through CliRunner
+
+
+def test_send_encrypts_posts_and_prints_the_answer(
+    tmp_path: Path, key_files: tuple[Path, Path], receiver: tuple[ReceiverThread, Path]
+) -> None:
+    _, public = key_files
+    thread, db = receiver
+    document = {"cluster_uuid": str(uuid.uuid4()), "count": 3}
+    source = tmp_path / "doc.json"
+    source.write_text(json.dumps(document))
+
+    result = run("send", "--jwks", str(public), "--url", thread.url, str(source))
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["kid"] == "cli-new"  # the newest (last) kid by default
+    assert answer["format"] == "elastic"
+
+    piped = run(
+        "send", "--jwks", str(public), "--url", f"{thread.url}/v1/payloads",
+        "--kid", "cli-old", "--format", "jwe", "-",
+        stdin=json.dumps([1, "two"]),
+    )  # fmt: skip
+    assert piped.exit_code == 0, piped.stderr
+    assert (json.loads(piped.stdout)["kid"], json.loads(piped.stdout)["format"]) == (
+        "cli-old",
+        "jwe",
+    )
+    stored = {row[0]: row[1:] for row in rows(db)}
+    assert stored[answer["id"]] == ("cli-new", "elastic", document)
+    assert stored[json.loads(piped.stdout)["id"]] == ("cli-old", "jwe", [1, "two"])
+
+
+def test_send_errors(
+    tmp_path: Path, key_files: tuple[Path, Path], receiver: tuple[ReceiverThread, Path]
+) -> None:
+    _, public = key_files
+    thread, db = receiver
+    good = tmp_path / "doc.json"
+    good.write_text('{"a": 1}')
+
+    # the receiver refuses: a set whose kid it does not hold -> 422, exit 1, its message
+    stranger = JWKManager()
+    stranger.add_key("stranger")
+    foreign = tmp_path / "foreign.json"
+    write_jwks(foreign, stranger.get_public_jwks())
+    line = assert_fails(
+        run("send", "--jwks", str(foreign), "--url", thread.url, str(good)),
+        "422",
+        "no key found",
+    )
+    assert "stranger" not in line  # the receiver never echoes a body's (untrusted) kid
+
+    # nobody listening
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        free_port = closed.getsockname()[1]
+    assert_fails(
+        run("send", "--jwks", str(public), "--url", f"http://127.0.0.1:{free_port}", str(good)),
+        "cannot send to",
+    )
+    # a 404 is an error status too
+    assert_fails(
+        run("send", "--jwks", str(public), "--url", f"{thread.url}/elsewhere", str(good)),
+        "404",
+    )
+    assert_fails(run("send", "--jwks", str(public), "--url", thread.url, "-", stdin="{nope"),
+                 "not valid JSON")  # fmt: skip
+    assert_fails(
+        run("send", "--jwks", str(public), "--url", thread.url, str(tmp_path / "missing.json")),
+        "cannot read",
+    )
+    assert_fails(
+        run("send", "--jwks", str(public), "--url", thread.url, "--kid", "nope", str(good)),
+        "Missing kid (nope).",
+    )
+    assert_fails(
+        run("send", "--jwks", str(tmp_path / "none.json"), "--url", thread.url, str(good)),
+        "none.json",
+    )
+    assert_fails(run("send", "--jwks", str(public), "--url", "ftp://x", str(good)), "http")
+    # usage errors exit 2
+    assert run("send", "--jwks", str(public), "--url", thread.url, "--format", "xml").exit_code == 2
+    assert run("send", "--url", thread.url, str(good)).exit_code == 2
+    assert rows(db) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# serve: errors before it listens, through CliRunner
+
+
+def test_serve_refuses_bad_settings(
+    tmp_path: Path, key_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private, public = key_files
+    assert run("serve", "--jwks", str(private), "--max-body", "lots").exit_code == 2
+    assert run("serve", "--jwks", str(private), "--workers", "0").exit_code == 2
+    assert run("serve", "--jwks", str(private), "--port", "70000").exit_code == 2
+    assert run("serve").exit_code == 2
+    assert_fails(run("serve", "--jwks", str(tmp_path / "absent.json")), "absent.json")
+    assert_fails(run("serve", "--jwks", str(public)), "no private key")
+    assert_fails(run("serve", "--jwks", str(private), "--sink", "mysql://db"), "sink")
+    assert_fails(
+        run("serve", "--jwks", str(private), "--sink", f"sqlite:///{tmp_path}/no/such/dir.db"),
+        "cannot",
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_fails(
+            run("serve", "--jwks", str(private), "--port", str(port), "--sink", "-"),
+            f"cannot listen on 127.0.0.1:{port}",
+        )
+
+    real_import = importlib.import_module
+
+    def without_uvicorn(name: str, package: str | None = None) -> Any:
+        if name == "uvicorn":
+            raise ImportError("No module named 'uvicorn'")
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_uvicorn)
+    assert_fails(run("serve", "--jwks", str(private)), "request_crypto[server]")
+
+
+# ---------------------------------------------------------------------------------------------
+# real processes
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without proxies (loopback only) and with unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def console_script() -> list[str]:
+    script = Path(sys.executable).parent / "request-crypto"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "request_crypto"]
+
+
+class Server:
+    """A `serve` subprocess; stderr is drained continuously (request lines go there)."""
+
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        assert self.process.stderr is not None
+        stream = self.process.stderr
+        self._reader = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _drain(self, stream: Any) -> None:
+        for line in stream:
+            self.stderr.append(line)
+            self.lines.put(line)
+
+    def wait_listening(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    pytest.fail(f"serve exited {self.process.returncode}: {''.join(self.stderr)}")
+                continue
+            match = STARTUP.search(line)
+            if match:
+                url = match.group(1)
+                with httpx.Client(trust_env=False, timeout=30) as http:
+                    assert http.get(f"{url}/healthz").json()["status"] == "ok"
+                return url
+        pytest.fail(f"no startup line within {timeout} s: {''.join(self.stderr)}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            pytest.fail("serve did not stop within 30 s of SIGTERM")
+        self._reader.join(10)
+        return code
+
+
+def run_cli(
+    command: list[str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=cwd, env=clean_env(), input=stdin, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_console_script_serve_send_rotate(tmp_path: Path) -> None:
+    """The README flow: serve a key set, send with the CLI, rotate, send to the new kid."""
+    cli = console_script()
+    first = JWKManager()
+    first.add_key("telemetry-1")
+    private, public, db = tmp_path / "private.json", tmp_path / "public.json", tmp_path / "p.db"
+    write_jwks(private, first.get_private_jwks())
+    assert (
+        run_cli([*cli, "keys", "public", str(private), "-o", str(public)], tmp_path).returncode == 0
+    )
+    marker = str(uuid.uuid4())
+    document = {"cluster_uuid": marker, "stats": {"nodes": 3, "name": "grüße"}}
+    (tmp_path / "doc.json").write_text(json.dumps(document), encoding="utf-8")
+
+    server = Server(
+        [*cli, "serve", "--jwks", str(private), "--port", "0", "--sink", f"sqlite:///{db}"],
+        tmp_path,
+    )
+    try:
+        url = server.wait_listening()
+        sent = run_cli([*cli, "send", "--jwks", str(public), "--url", url, "doc.json"], tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["kid"] == "telemetry-1"
+        piped = run_cli(
+            [*cli, "send", "--jwks", str(public), "--url", url, "--format", "jwe"],
+            tmp_path,
+            stdin=json.dumps(document),
+        )
+        assert piped.returncode == 0, piped.stderr
+
+        rotated = run_cli([*cli, "keys", "rotate", str(private), "--kid", "telemetry-2"], tmp_path)
+        assert rotated.returncode == 0, rotated.stderr
+        assert (
+            run_cli([*cli, "keys", "public", str(private), "-o", str(public)], tmp_path).returncode
+            == 0
+        )
+        deadline = time.monotonic() + 20
+        while True:  # each try is a new process (~0.5 s); the receiver needs < 2 s
+            new = run_cli([*cli, "send", "--jwks", str(public), "--url", url, "doc.json"], tmp_path)
+            if new.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert new.returncode == 0, new.stderr
+        assert json.loads(new.stdout)["kid"] == "telemetry-2"
+    finally:
+        code = server.stop()
+    assert code == 0, "".join(server.stderr)
+
+    stored = rows(db)
+    assert [(kid, fmt) for _, kid, fmt, _ in stored] == [
+        ("telemetry-1", "elastic"),
+        ("telemetry-1", "jwe"),
+        ("telemetry-2", "elastic"),
+    ]
+    assert all(payload == document for *_, payload in stored)
+    log = "".join(server.stderr)
+    assert "with 1 key (telemetry-1)" in log
+    assert f"SQLite file {db}" in log
+    assert log.count("status=202") == 3
+    assert "reloaded: 2 keys" in log
+    assert marker not in log
+    assert first.get_private_jwk("telemetry-1")["d"] not in log  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_serve_with_two_workers_shares_one_sqlite_file(tmp_path: Path) -> None:
+    manager = JWKManager()
+    manager.add_key("w-1")
+    private, db = tmp_path / "private.json", tmp_path / "payloads.db"
+    write_jwks(private, manager.get_private_jwks())
+    command = [
+        *[sys.executable, "-m", "request_crypto.receiver", "serve", "--jwks", str(private)],
+        *["--port", "0", "--workers", "2", "--max-body", "4KiB", "--sink", f"sqlite:///{db}"],
+    ]
+    elastic = RequestEncryptor(manager.get_public_jwks())
+    jwe = RequestEncryptor(manager.get_public_jwks(), format="jwe")
+    bodies = [(elastic if i % 2 else jwe).encrypt("w-1", {"i": i}) for i in range(40)]
+    too_big = jwe.encrypt("w-1", {"pad": "x" * 8192})
+
+    server = Server(command, tmp_path)
+    try:
+        url = server.wait_listening()
+
+        def post(body: str) -> int:
+            with httpx.Client(trust_env=False, timeout=30) as http:
+                return http.post(f"{url}/v1/payloads", content=body).status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(post, bodies))
+        assert statuses == [202] * len(bodies)
+        assert post(too_big) == 413  # --max-body reached the worker processes
+    finally:
+        code = server.stop()
+    assert code == 0, "".join(server.stderr)
+    assert sorted(payload["i"] for *_, payload in rows(db)) == list(range(40))
+    log = "".join(server.stderr)
+    assert "2 workers" in log
+    assert log.count("status=202") == 40
