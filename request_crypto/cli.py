@@ -44,7 +44,7 @@ PROG = "request-crypto"
 #: The prefix `keys rotate` uses when the existing kids share none.
 DEFAULT_KID_PREFIX = "key"
 _SEPARATORS = "-_.:/ "
-#: A kid `keys rotate` made: PREFIX-YYYY-MM-DD, then -2, -3... when that day's kid is taken.
+#: A dated kid, as `keys rotate` makes them: STEM-YYYY-MM-DD, maybe followed by -2, -3...
 _DATED_KID = re.compile(r"(?P<stem>.*?)[-_.]?\d{4}-\d{2}-\d{2}(?:-\d+)?")
 _logger = logging.getLogger("request_crypto")
 
@@ -90,16 +90,14 @@ def _warnings_on_stderr() -> Iterator[None]:
     afterwards keeps the CLI from changing logging for code that imports it (tests, services).
     """
     handler = _StderrHandler()
-    saved = (_logger.level, _logger.propagate)
+    propagate = _logger.propagate
     _logger.addHandler(handler)
-    _logger.setLevel(logging.WARNING)
     _logger.propagate = False
     try:
         yield
     finally:
         _logger.removeHandler(handler)
-        _logger.setLevel(saved[0])
-        _logger.propagate = saved[1]
+        _logger.propagate = propagate
 
 
 def _one_line(text: str) -> str:
@@ -168,7 +166,7 @@ def _root(
 # Options shared by several commands
 
 KeySetPath = Annotated[
-    Path, typer.Argument(metavar="PATH", help="The private key-set file.", show_default=False)
+    Path, typer.Argument(metavar="PATH", help="The key-set file.", show_default=False)
 ]
 Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
 KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
@@ -306,7 +304,7 @@ def _day_number(kid: str, base: str) -> int | None:
     if kid == base:
         return 1
     rest = kid[len(base) + 1 :] if kid.startswith(f"{base}-") else ""
-    return int(rest) if rest.isascii() and rest.isdigit() else None
+    return int(rest) if rest.isascii() and rest.isdigit() and len(rest) < 10 else None
 
 
 def _utc_today() -> date:
@@ -375,12 +373,21 @@ def _publish(path: Path, output: Path | None) -> dict[str, Any]:
     """The public set (`kty kid use alg e n` per key), written to `output` if given."""
     public: dict[str, Any] = _with_keys(path, private=False).get_public_jwks()
     if output is not None:
-        if output.resolve() == path.resolve():
+        if _holds_private_keys(output):
             raise CLIError(
-                f"-o {output} is the private set itself; write the public set to another file"
+                f"{output} holds private keys (is it the private set?); "
+                "write the public set to another file"
             )
         write_jwks(output, public)
     return public
+
+
+def _holds_private_keys(path: Path) -> bool:
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and is_private_set(document)
 
 
 def _key_rows(manager: JWKManager) -> list[dict[str, Any]]:
@@ -788,10 +795,13 @@ def demo() -> None:
 # Entry points
 
 
-def _register_receiver_commands() -> None:
-    """Add `serve` and `send` when the receiver package (and its server extra) is installed."""
+RECEIVER_COMMANDS = f"{__package__}.receiver.cli"
+
+
+def _register_receiver_commands(module_name: str = RECEIVER_COMMANDS) -> None:
+    """Add `serve` and `send` when the receiver module is installed; the CLI works without it."""
     try:
-        module = importlib.import_module(f"{__package__}.receiver.cli")
+        module = importlib.import_module(module_name)
     except ImportError:  # the receiver module is optional
         return
     register: Callable[[typer.Typer], None] = module.register

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+import sys
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -413,10 +413,20 @@ def test_public_long_option(private_set: Path, tmp_path: Path) -> None:
     assert kids(tmp_path / "p.json") == [OLD, NEW]
 
 
-def test_public_refuses_to_overwrite_the_private_set(private_set: Path) -> None:
-    before = private_set.read_bytes()
-    fails("keys", "public", private_set, "-o", private_set)
-    assert private_set.read_bytes() == before
+def test_public_refuses_to_overwrite_a_private_set(
+    private_set: Path, made: SimpleNamespace, tmp_path: Path
+) -> None:
+    other = Path(shutil.copy2(made.other, tmp_path / "other.json"))
+    for target in (private_set, other):
+        before = target.read_bytes()
+        assert "holds private keys" in fails("keys", "public", private_set, "-o", target)
+        assert target.read_bytes() == before
+
+
+def test_public_replaces_an_older_public_set(private_set: Path, public_set: Path) -> None:
+    ok("keys", "add", private_set, "--kid", "third")
+    ok("keys", "public", private_set, "-o", public_set)
+    assert kids(public_set) == [OLD, NEW, "third"]
 
 
 def test_public_of_an_empty_set_fails(tmp_path: Path) -> None:
@@ -732,29 +742,14 @@ def test_demo_runs_the_whole_flow() -> None:
     assert result.stderr == ""
 
 
-@pytest.fixture
-def bare_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[typer.Typer]:
-    bare = typer.Typer()
-    monkeypatch.setattr(cli_module, "app", bare)
-    yield bare
-
-
-def test_receiver_commands_are_registered_when_present(
-    bare_app: typer.Typer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_receiver_commands_are_registered_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[typer.Typer] = []
-    fake = SimpleNamespace(register=calls.append)
-    monkeypatch.setattr(cli_module.importlib, "import_module", lambda name: fake)
-    cli_module._register_receiver_commands()
-    assert calls == [bare_app]
+    monkeypatch.setitem(sys.modules, "fake_receiver_cli", SimpleNamespace(register=calls.append))
+    cli_module._register_receiver_commands("fake_receiver_cli")
+    assert calls == [app]
 
 
-def test_receiver_commands_are_optional(
-    bare_app: typer.Typer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def missing(name: str) -> None:
-        raise ModuleNotFoundError(name)
-
-    monkeypatch.setattr(cli_module.importlib, "import_module", missing)
-    cli_module._register_receiver_commands()  # no error
-    assert not bare_app.registered_commands
+def test_receiver_commands_are_optional() -> None:
+    before = list(app.registered_commands)
+    cli_module._register_receiver_commands("request_crypto.receiver.no_such_module")
+    assert app.registered_commands == before

@@ -7,7 +7,7 @@ import re
 import stat
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,6 @@ def test_a_full_rotation(tmp_path: Path) -> None:
     assert json.loads(ok("decrypt", "--jwks", private, stdin=new_body)) == [1, 2]
 
 
-def test_rotation_the_next_day_gets_a_new_date(tmp_path: Path) -> None:
-    private = tmp_path / "private.json"
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
-    ok("keys", "init", private, "--kid", f"telemetry-{yesterday}")
-    first, second = ok("keys", "rotate", private).strip(), ok("keys", "rotate", private).strip()
-    assert first > f"telemetry-{yesterday}"
-    assert second == f"{first}-2"
-    assert kids(private) == sorted(kids(private))
-
-
 def test_encrypt_piped_into_decrypt(tmp_path: Path) -> None:
     private, public = tmp_path / "private.json", tmp_path / "public.json"
     ok("keys", "init", private, "--kid", "k")
@@ -135,18 +125,19 @@ def test_encrypt_piped_into_decrypt(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == PAYLOAD
 
 
-@pytest.mark.parametrize("umask", [0o000, 0o077])
-def test_file_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
+def test_file_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    """0600 even when the umask would allow everything; 0644 even when it would allow nothing."""
     private, public = tmp_path / "private.json", tmp_path / "public.json"
-    ok("keys", "init", private, "--kid", "k", umask=umask)
-    ok("keys", "public", private, "-o", public, umask=umask)
+    ok("keys", "init", private, "--kid", "k", umask=0o000)
     assert mode(private) == 0o600
+    ok("keys", "public", private, "-o", public, umask=0o077)
     assert mode(public) == 0o644
-    ok("keys", "add", private, "--kid", "k2", umask=umask)
+    ok("keys", "add", private, "--kid", "k2", umask=0o000)
     assert mode(private) == 0o600
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_adds_all_land(tmp_path: Path) -> None:
     private = tmp_path / "private.json"
     ok("keys", "init", private, "--kid", "base")

@@ -156,22 +156,11 @@ def test_sender_to_receiver_to_sqlite(
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_bodies_made_by_the_javascript_library_are_accepted(
-    tmp_path: Path,
-    private_jwks: dict[str, Any],
-    public_jwks: dict[str, Any],
-    js_bodies: dict[str, Any],
-    js: Any,
+def post_javascript_bodies(
+    tmp_path: Path, private_jwks: dict[str, Any], cases: list[tuple[str, Any, str]], foreign: str
 ) -> None:
+    """POST (kid, payload, body) cases made by the npm package; all stored, `foreign` 422."""
     db = tmp_path / "payloads.db"
-    live_payload = {"from": "node", "marker": str(uuid.uuid4()), "nested": {"a": [True, None]}}
-    kids = [key["kid"] for key in public_jwks["keys"]]
-    made = js("encrypt", jwks=public_jwks, items=[[kid, live_payload] for kid in kids])
-    assert all(item["ok"] for item in made), made
-    # Bodies the npm package made just now, plus the committed vectors it made earlier.
-    cases = [(kid, live_payload, item["value"]) for kid, item in zip(kids, made, strict=True)]
-    cases += [(v["kid"], v["payload"], v["body"]) for v in js_bodies["bodies"]]
-
     with (
         ReceiverThread(create_app(private_jwks, sink=f"sqlite:///{db}")) as receiver,
         client(receiver.url) as http,
@@ -183,12 +172,36 @@ def test_bodies_made_by_the_javascript_library_are_accepted(
             assert response.json()["kid"] == kid
             assert response.json()["format"] == "elastic"
             answers.append((response.json()["id"], payload))
-        foreign = http.post(PAYLOADS, content=js_bodies["foreign_body"])
-        assert foreign.status_code == 422
+        assert http.post(PAYLOADS, content=foreign).status_code == 422
     rows = stored_rows(db)
     assert len(rows) == len(cases)
     for row_id, payload in answers:
         assert rows[row_id]["payload"] == payload
+
+
+def test_committed_javascript_bodies_are_accepted(
+    tmp_path: Path, private_jwks: dict[str, Any], js_bodies: dict[str, Any]
+) -> None:
+    """The vectors @elastic/request-crypto 2.0.3 made (fixtures/bodies.json); no node needed."""
+    cases = [(v["kid"], v["payload"], v["body"]) for v in js_bodies["bodies"]]
+    assert cases
+    post_javascript_bodies(tmp_path, private_jwks, cases, js_bodies["foreign_body"])
+
+
+@pytest.mark.interop
+def test_bodies_the_javascript_library_makes_now_are_accepted(
+    tmp_path: Path,
+    private_jwks: dict[str, Any],
+    public_jwks: dict[str, Any],
+    js_bodies: dict[str, Any],
+    js: Any,
+) -> None:
+    payload = {"from": "node", "marker": str(uuid.uuid4()), "nested": {"a": [True, None, 1.5]}}
+    kids = [key["kid"] for key in public_jwks["keys"]]
+    made = js("encrypt", jwks=public_jwks, items=[[kid, payload] for kid in kids])
+    assert all(item["ok"] for item in made), made
+    cases = [(kid, payload, item["value"]) for kid, item in zip(kids, made, strict=True)]
+    post_javascript_bodies(tmp_path, private_jwks, cases, js_bodies["foreign_body"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,6 +596,7 @@ def test_rotation_under_load(
             assert set(statuses) <= {422, 202}
             published = http.get(WELL_KNOWN)
             assert [k["kid"] for k in published.json()["keys"]] == ["rx-a", "rx-b", "rx-new"]
+            assert all(set(k) <= set(PUBLIC_MEMBERS) for k in published.json()["keys"])
             assert published.headers["etag"] != etag_before
             senders.join(60)
             assert not senders.is_alive()

@@ -346,6 +346,7 @@ class _Receiver:
         self.max_batch = max_batch
         self.decrypt_threads = decrypt_threads or max(2, os.cpu_count() or 1)
         self.path: Path | None = None
+        self._signature: tuple[int, int, int, int] | None = None
         if isinstance(jwks, (str, os.PathLike)):
             self.path = Path(jwks)
             self._signature = _file_signature(self.path)
@@ -399,7 +400,10 @@ class _Receiver:
         assert self.path is not None
         while True:
             await anyio.sleep(interval)
-            await self.check_key_file()
+            try:
+                await self.check_key_file()
+            except Exception as exc:  # the watcher must outlive any surprise
+                logger.error("watching key file %s failed (%s)", self.path, type(exc).__name__)
 
     async def check_key_file(self) -> bool:
         """Reload the key file if it changed since the last look; True if new keys are in use."""

@@ -59,7 +59,7 @@ def _max_body(text: str) -> int:
     try:
         return parse_size(text)
     except RequestCryptoError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint="--max-body") from None
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def serve(
         ),
     ] = format_size(DEFAULT_MAX_BODY).replace(" ", ""),
     workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes (each decrypts on every core).")
+        int, typer.Option(min=1, help="Worker processes sharing the port; about one per core.")
     ] = 1,
     log_level: Annotated[
         str, typer.Option(help="Log level of the request lines: debug, info, warning, error.")
