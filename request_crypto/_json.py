@@ -7,9 +7,11 @@ non-ASCII, lone surrogates escaped) keeps bodies comparable across the two imple
 from __future__ import annotations
 
 import json
+import marshal
 import re
 from typing import Any
 
+from . import _accel
 from .errors import InvalidArgumentError, MalformedBodyError
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -21,6 +23,10 @@ def _reject_constant(name: str) -> Any:
 
 def dumps_utf8(value: Any) -> bytes:
     """Serialize like JSON.stringify and encode as UTF-8; NaN and Infinity are refused."""
+    if _accel.orjson is not None:
+        fast = _fast_dumps(value)
+        if fast is not None:
+            return fast
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -34,6 +40,154 @@ def dumps_utf8(value: Any) -> bytes:
         return _escape_surrogates(text).encode("utf-8")
 
 
+# --- the orjson fast paths: used only where they give exactly the bytes / values above ------
+
+#: orjson passes these to `default`, which declines: the standard path decides for them.
+_ORJSON_OPTIONS = 0
+if _accel.orjson is not None:
+    _ORJSON_OPTIONS = (
+        _accel.orjson.OPT_PASSTHROUGH_SUBCLASS
+        | _accel.orjson.OPT_PASSTHROUGH_DATACLASS
+        | _accel.orjson.OPT_PASSTHROUGH_DATETIME
+    )
+#: Floats in marshal's output are a type byte, `g` (or `g` | FLAG_REF = 0xe7), then the 8
+#: little-endian bytes of the double; the last two hold the sign and the exponent bits.
+#: Exponent bits all ones: NaN or Infinity.
+_NON_FINITE = rb"[\xf0-\xff][\x7f\xff]"
+#: Or a magnitude of about 1e-10 to 1.2e-4 (biased exponent 989 to 1009), where orjson's text
+#: may differ from json's; a superset, so a miss means no such float.
+_SMALL = rb"[\xd0-\xff][\x3d\xbd]|[\x00-\xff][\x3e\xbe]|[\x00-\x1f][\x3f\xbf]"
+#: One pattern per type byte: a literal first byte keeps the scan at memchr speed.
+_SUSPECT_FLOATS = tuple(
+    re.compile(prefix + rb"[\x00-\xff]{6}(?:" + _NON_FINITE + rb"|" + _SMALL + rb")", re.DOTALL)
+    for prefix in (rb"g", rb"\xe7")
+)
+_NON_FINITE_FLOATS = tuple(
+    re.compile(prefix + rb"[\x00-\xff]{6}" + _NON_FINITE, re.DOTALL) for prefix in (rb"g", rb"\xe7")
+)
+_DIGITS = b"0123456789"
+_NUMBER_CHARS = frozenset(b"0123456789.-+eE")
+_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+#: More places to look at than this, and the standard path is quicker.
+_MAX_FLOAT_SPOTS = 4096
+_SHORT_NEGATIVE_EXPONENT = re.compile(rb"e-[6-9]")
+#: 19 digits in a row: an integer that may not fit orjson's 64 bits (it would become a float).
+_DIGIT_MARK = bytes.maketrans(_DIGITS, b"\x01" * 10)
+_LONG_DIGIT_RUN = b"\x01" * 19
+
+
+def _decline(value: Any) -> Any:
+    raise TypeError
+
+
+def _fast_dumps(value: Any) -> bytes | None:
+    """orjson's bytes when they are exactly json.dumps' (see dumps_utf8); otherwise None.
+
+    orjson differs from json.dumps in four ways, each guarded here: it accepts a few types
+    json refuses (Enum, UUID: marshal, which takes only exact built-in types, rules them
+    out); it writes NaN and Infinity as null (so `null` in the output sends us to look for a
+    non-finite float in marshal's bytes); it writes 1e-05..1e-09 as 0.00001 / 1e-7 where
+    json writes 1e-05 / 1e-07 (rewritten, see _with_python_floats); and it refuses what it
+    cannot write exactly (big ints, non-str keys, lone surrogates, deep nesting), raising.
+    Any doubt returns None: the standard path then gives its bytes or its error.
+    """
+    assert _accel.orjson is not None
+    try:
+        out: bytes = _accel.orjson.dumps(value, default=_decline, option=_ORJSON_OPTIONS)
+        exact_types = marshal.dumps(value, 4)
+    except Exception:  # orjson.JSONEncodeError (a TypeError), marshal's ValueError, ...
+        return None
+    if not any(pattern.search(exact_types) for pattern in _SUSPECT_FLOATS):
+        return out  # no NaN or Infinity (written as null) and no float written differently
+    if b"null" in out and any(pattern.search(exact_types) for pattern in _NON_FINITE_FLOATS):
+        return None
+    del exact_types
+    return _with_python_floats(out)
+
+
+def _float_spots(out: bytes) -> list[int] | None:
+    """Where orjson's text of a float may differ from json's, in order; None if too many.
+
+    orjson writes 1e-5 <= |x| < 1e-4 as 0.0000..., and 1e-10 < |x| < 1e-5 as ...e-6 to e-9.
+    """
+    spots = {match.start() for match in _SHORT_NEGATIVE_EXPONENT.finditer(out)}
+    index = out.find(b"0.0000")
+    while index >= 0 and len(spots) <= _MAX_FLOAT_SPOTS:
+        spots.add(index)
+        index = out.find(b"0.0000", index + 1)
+    return sorted(spots) if len(spots) <= _MAX_FLOAT_SPOTS else None
+
+
+def _with_python_floats(out: bytes) -> bytes | None:
+    """orjson's output with each float written as json.dumps writes it (float.__repr__).
+
+    The two differ only for magnitudes 1e-4 to 1e-10, where orjson writes 0.0000... or
+    <digits>e-<one digit>. Those spots are found with two fast searches; a spot is a float
+    when it is a whole number token between JSON punctuation and outside every string
+    (an even count of unescaped quotes before it). None when unsure: the caller falls back.
+    """
+    spots = _float_spots(out)
+    if not spots:
+        return out if spots is not None else None
+    edits: list[tuple[int, int, bytes]] = []
+    done = 0
+    counted = quotes = 0  # unescaped quotes in out[:counted]
+    backslash = b"\\" in out
+    if backslash and b"\\\\" in out:
+        return None  # an escaped backslash: quotes can no longer be counted simply
+    for index in spots:
+        if index < done:
+            continue
+        start, end = index, index
+        while start > 0 and out[start - 1] in _NUMBER_CHARS:
+            start -= 1
+        while end < len(out) and out[end] in _NUMBER_CHARS:
+            end += 1
+        done = end
+        token = out[start:end]
+        if (
+            not _NUMBER.fullmatch(token)
+            or (start > 0 and out[start - 1] not in b":,[")
+            or (end < len(out) and out[end] not in b",]}")
+        ):
+            continue
+        quotes += out.count(b'"', counted, start)
+        if backslash:  # then every \" is an escaped quote, not the end of a string
+            quotes -= out.count(b'\\"', counted, start)
+        counted = start
+        if quotes % 2:
+            continue  # inside a string
+        text = repr(float(token)).encode("ascii")
+        if text != token:
+            edits.append((start, end, text))
+    if not edits:
+        return out
+    pieces: list[bytes] = []
+    position = 0
+    for start, end, text in edits:
+        pieces += (out[position:start], text)
+        position = end
+    pieces.append(out[position:])
+    return b"".join(pieces)
+
+
+def _fast_loads(data: bytes | bytearray | memoryview) -> tuple[bool, Any]:
+    """(True, value) when orjson parses `data` to exactly what json.loads gives; else (False,).
+
+    orjson refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, trailing text)
+    and some it accepts (lone surrogate escapes, 1e400, very deep nesting): a refusal just
+    sends the text to the standard path. The one silent difference, integers past 64 bits
+    read as floats, is ruled out by refusing any run of 19 digits.
+    """
+    assert _accel.orjson is not None
+    if _LONG_DIGIT_RUN in bytes(data).translate(_DIGIT_MARK):
+        return False, None
+    try:
+        return True, _accel.orjson.loads(data)
+    except Exception:  # orjson.JSONDecodeError (a ValueError), RecursionError, ...
+        return False, None
+
+
 def _escape_surrogates(text: str) -> str:
     # Pair surrogates that form a character, as JavaScript's UTF-16 strings would, then escape
     # the ones left alone the way JSON.stringify does (lowercase \udxxx).
@@ -43,6 +197,10 @@ def _escape_surrogates(text: str) -> str:
 
 def loads_payload(data: bytes | str) -> Any:
     """Parse a decrypted payload; bad or absurdly nested JSON is a MalformedBodyError."""
+    if _accel.orjson is not None and not isinstance(data, str):
+        parsed, value = _fast_loads(data)
+        if parsed:
+            return value
     try:
         # Strict UTF-8, as the JavaScript side reads it: json.loads(bytes) would also accept
         # UTF-16/32 and a BOM, which JSON.parse(buffer.toString("utf8")) refuses.

@@ -319,7 +319,7 @@ class Primitives(Section):
         key = JWKManager(ctx.private_jwks)._keys[ctx.kid]
         assert key.private_key is not None
         private_key, public_key = key.private_key, key.public_key
-        oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)  # noqa: S303
+        oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
         wrapped = public_key.encrypt(password, oaep)
         g = "1KB"  # measured beside the 1 KB cases: the bound they are compared with
         ctx.py_loop(

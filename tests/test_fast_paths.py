@@ -1,0 +1,288 @@
+"""The throughput paths give exactly what the general paths give, or step aside for them.
+
+- Streaming `elastic` pack/unpack (request.py's encrypt and decrypt, envelope.py) against
+  pack_body / unpack_body + the standard base64 decode, on bodies and on mutations of them,
+  with chunks small enough to split every structure, with and without pybase64.
+- The orjson JSON paths (_json.py) against the json module: same bytes out, same values in,
+  the same refusals; skipped when orjson is not installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import datetime
+import enum
+import json
+import math
+import os
+import random
+import struct
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from request_crypto import _accel, _b64, _json, envelope
+from request_crypto.envelope import (
+    pack_body,
+    pack_encrypted_payload,
+    unpack_body,
+    unpack_encrypted_payload,
+)
+from request_crypto.errors import InvalidArgumentError, MalformedBodyError
+from request_crypto.passphrase import decode_standard_base64
+
+ACCELERATORS = {"stdlib": False, "accelerated": True}
+
+
+@pytest.fixture(params=list(ACCELERATORS), ids=list(ACCELERATORS))
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a test on the standard library, then on the accelerators (when installed)."""
+    if ACCELERATORS[request.param]:
+        if _accel.pybase64 is None:
+            pytest.skip("pybase64 is not installed")
+    else:
+        monkeypatch.setattr(_accel, "pybase64", None)
+        monkeypatch.setattr(_accel, "orjson", None)
+    monkeypatch.setattr(_b64, "_ACCELERATE_FROM", 8)  # accelerate even the small pieces
+    yield request.param
+
+
+def general(body: str | bytes) -> tuple[str, bytes] | None:
+    try:
+        parts = unpack_body(body)
+        return parts.encrypted_aes_key, decode_standard_base64(parts.encrypted_payload, "p")
+    except MalformedBodyError:
+        return None
+
+
+def mutations(body: str, rng: random.Random) -> Iterator[str | bytes]:
+    yield body
+    yield body.encode()
+    yield body + "=" * (-len(body) % 4)
+    for _ in range(8):
+        chars = list(body)
+        position = rng.randrange(len(chars))
+        char = rng.choice(["A", "/", "+", "-", "_", "=", ".", " ", "\u00e9", "Q", '"'])
+        action = rng.randrange(4)
+        if action == 0:
+            chars[position] = char
+        elif action == 1:
+            chars.insert(position, char)
+        elif action == 2:
+            del chars[position]
+        else:
+            chars += ["="] * rng.randrange(1, 5)
+        yield "".join(chars)
+
+
+KEYS = ["", "a.b.c.d.e", "eyJ.x-y_z.QQ", "k" * 700]
+
+
+@pytest.mark.parametrize("chunk", [8, 12, 64, _b64.CHUNK])
+def test_streaming_envelope_matches_the_general_path(
+    backend: str, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(_b64, "CHUNK", chunk)
+    monkeypatch.setattr(envelope, "CHUNK", chunk)
+    rng = random.Random(chunk)
+    fast_seen = 0
+    for round_ in range(60):
+        key = KEYS[round_ % len(KEYS)]
+        layout = os.urandom(rng.choice([0, 1, 2, 3, 91, 92, 93, 500, 3000]) + rng.randrange(3))
+        body = pack_encrypted_payload(key, layout)
+        assert body == pack_body(key, base64.b64encode(layout).decode())
+        inner = base64.b64encode(layout).decode()
+        variants = [inner + "=", inner.rstrip("="), inner[:-1], inner + "A", "-" + inner,
+                    inner + "==", "QUJD=", "QQ", "Q===", inner + "\\/",
+                    inner[:-4] + "=" + inner[-3:]]  # fmt: skip
+        candidates = [*mutations(body, rng), *(pack_body(key, v) for v in variants)]
+        for candidate in candidates:
+            fast = unpack_encrypted_payload(candidate)
+            if fast is not None:
+                fast_seen += 1
+                assert (fast[0], bytes(fast[1])) == general(candidate), candidate[:60]
+    assert fast_seen > 200  # the streaming path did take the ordinary bodies
+
+
+def test_keys_that_need_json_escaping_take_the_general_pack(backend: str) -> None:
+    for key in ['quote"d', "back\\slash", "\u00e9", "\ud800"]:
+        assert pack_encrypted_payload(key, b"xyz") == pack_body(key, "eHl6")
+
+
+def test_standard_and_url_quads_refuse_what_b64url_decode_refuses(backend: str) -> None:
+    good = base64.b64encode(bytes(range(48)))
+    to_url = bytes.maketrans(b"+/", b"-_")
+    for byte in range(256):
+        raw = bytearray(good)
+        raw[17] = byte
+        standard_ok = byte in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        for decode, alphabet_ok, source in [
+            (_b64.decode_standard_quads, standard_ok, bytes(raw)),
+            (_b64._decode_url_quads, byte in b"-_" or (standard_ok and byte not in b"+/"),
+             bytes(raw).translate(to_url) if byte not in b"+/" else bytes(raw)),
+        ]:  # fmt: skip
+            if alphabet_ok:
+                decode(source)
+            else:
+                with pytest.raises(_b64.Decline):
+                    decode(source)
+
+
+# --- JSON -----------------------------------------------------------------------------------
+
+orjson_needed = pytest.mark.skipif(_accel.orjson is None, reason="orjson is not installed")
+
+
+def stdlib_dumps(value: Any) -> bytes | str:
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return "refused"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _json._escape_surrogates(text).encode()
+
+
+def ours(value: Any) -> bytes | str:
+    try:
+        return _json.dumps_utf8(value)
+    except InvalidArgumentError:
+        return "refused"
+
+
+SPECIAL_FLOATS = ["1e-5", "1e-6", "1e-7", "1e-9", "1e-10", "1e-4", "1e16", "1e21", "-0.0",
+                  "5e-324", "1.7976931348623157e308", "9.99e-5"]  # fmt: skip
+
+
+def random_float(rng: random.Random) -> float:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return float(struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0])
+    if kind == 1:
+        return rng.random() * 10 ** rng.randint(-12, 25) * rng.choice([1, -1])
+    if kind == 2:
+        return float(rng.choice(SPECIAL_FLOATS))
+    return round(rng.random(), rng.randrange(1, 12))
+
+
+TRICKY_STRINGS = ["", "e-7", "1e-7", ":1e-7,", 'a"b', "x\\y", "0.00001", '"1e-7"', "\u00e9",
+                  "\u2028", ",0.000001]", "\\", '\\"', "kube-system", "[0.00002,"]  # fmt: skip
+
+
+def random_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind in (0, 4):
+        return random_float(rng)
+    if kind == 1:
+        return rng.choice(TRICKY_STRINGS) + rng.choice(TRICKY_STRINGS)
+    if kind == 2:
+        return rng.choice([None, True, False, 0, -1, 2**63 - 1, 2**64, -(2**63) - 1, 10**19])
+    if kind == 3:
+        return rng.randrange(-(10**6), 10**6)
+    if kind == 5:
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if kind == 6:
+        return {
+            rng.choice(TRICKY_STRINGS) + str(i): random_value(rng, depth + 1)
+            for i in range(rng.randrange(4))
+        }
+    return (random_value(rng, depth + 1), random_value(rng, depth + 1))
+
+
+@orjson_needed
+def test_orjson_dumps_gives_the_json_module_bytes() -> None:
+    rng = random.Random(7)
+    fast = 0
+    for _ in range(4000):
+        value = random_value(rng)
+        expected = stdlib_dumps(value)
+        assert ours(value) == expected, repr(value)[:200]
+        fast += expected != "refused" and _json._fast_dumps(value) is not None
+    assert fast > 3000  # the fast path is taken, not just stepped aside from
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Text(str):
+    pass
+
+
+@dataclasses.dataclass
+class Point:
+    x: int = 1
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@orjson_needed
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, [1, math.inf], {"a": -math.inf}, [None, math.nan], [None, 1e-7], Color.RED,
+     Level.LOW, Text("x"), {Text("k"): 1}, uuid.UUID(int=1), collections.OrderedDict(a=1),
+     datetime.date(2020, 1, 1), Point(), {1: 2}, {None: 1}, b"x", {1, 2}, ["\ud800"],
+     "\ud83d\ude80", nested(10), nested(10**5), [[1e-7, "\\"], 'x"']],
+)  # fmt: skip
+def test_orjson_dumps_refuses_and_accepts_what_json_does(value: Any) -> None:
+    assert ours(value) == stdlib_dumps(value)
+
+
+@orjson_needed
+def test_orjson_dumps_refuses_a_cycle() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    assert ours(cycle) == "refused"
+
+
+def stdlib_loads(data: bytes) -> Any:
+    try:
+        return json.loads(str(data, "utf-8"), parse_constant=_json._reject_constant)
+    except (ValueError, TypeError, RecursionError):
+        return "refused"
+
+
+def our_loads(data: bytes) -> Any:
+    try:
+        return _json.loads_payload(data)
+    except MalformedBodyError:
+        return "refused"
+
+
+LOAD_CASES = [b"1e400", b"-1e400", b"1e-400", str(2**64).encode(), str(2**64 - 1).encode(),
+              str(-(2**63)).encode(), str(-(2**63) - 1).encode(), b"-9999999999999999999",
+              b"-0", b"-0.0", b'{"a":1,"a":2}', b'"\\ud800"', b'"\\ud83d\\ude00"', b"1E5",
+              b"[" * 1100 + b"]" * 1100, b"\xef\xbb\xbf1", b'"\\u0000"', b" 1 ", b"NaN",
+              b"[Infinity]", b'"\xed\xa0\x80"', b"\xff", b'"a"x', b"", b"01", b"1.", b".5",
+              b'"\t"', b"[1,]", '"\u00e9"'.encode("utf-16"), b"123456789012345678901234567890",
+              b"0.1234567890123456789"]  # fmt: skip
+
+
+@orjson_needed
+def test_orjson_loads_gives_the_json_module_values() -> None:
+    rng = random.Random(3)
+    cases = list(LOAD_CASES)
+    for _ in range(3000):
+        bits = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+        cases.append(repr(bits).encode())
+        cases.append(json.dumps([rng.random() * 10 ** rng.randint(-30, 30), "x"]).encode())
+        cases.append(f"{rng.randrange(10 ** rng.randrange(1, 25))}e{rng.randrange(-330, 330)}"
+                     .encode())  # fmt: skip
+    for data in cases:
+        expected, got = stdlib_loads(data), our_loads(data)
+        assert repr(got) == repr(expected), data[:60]
+        assert type(got) is type(expected)
