@@ -3,8 +3,9 @@
 Commands are thin: they parse options, call the library and `keyfile`, and print. Results go
 to stdout (exact, for scripts); notes, warnings and errors go to stderr (for the person).
 Every RequestCryptoError becomes one `error:` line and exit code 1 in one place
-(`_Group.invoke`), so no command can show a traceback, or the key material a traceback's
-locals could hold. No command prints private key parameters.
+(`_Group.invoke`, through `_cli_common.reported`), so no command can show a traceback, or the
+key material a traceback's locals could hold. No command prints private key parameters.
+What `serve` and `send` share with these commands (input, key sets, errors) is in `_cli_common`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import logging
 import os
 import re
 import shlex
@@ -26,95 +26,47 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .envelope import Format, detect_format
-from .errors import (
-    DecryptionError,
-    InvalidJWKSError,
-    MalformedBodyError,
-    NoKeyFoundError,
-    RequestCryptoError,
+from ._cli_common import (
+    PROG,
+    CLIError,
+    encrypt_document,
+    input_name,
+    kid_list,
+    load_private,
+    load_set,
+    note,
+    one_line,
+    parse_set,
+    public_halves,
+    quoted,
+    read_input,
+    read_json_input,
+    reported,
+    require_kid,
+    shown,
+    with_keys,
 )
-from .jwks import PUBLIC_MEMBERS, JWKManager
-from .keyfile import is_private_set, locked, read_jwks, update_jwks, write_jwks
-from .request import RequestDecryptor, RequestEncryptor
+from .envelope import Format, detect_format
+from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
+from .jwks import JWKManager
+from .keyfile import is_private_set, locked, update_jwks, write_jwks
+from .request import RequestDecryptor
 
 __all__ = ["CLIError", "app", "main", "next_kid"]
 
-PROG = "request-crypto"
 #: The prefix `keys rotate` uses when the existing kids share none.
 DEFAULT_KID_PREFIX = "key"
 _SEPARATORS = "-_.:/ "
 #: A dated kid, as `keys rotate` makes them: STEM-YYYY-MM-DD, maybe followed by -2, -3...
 _DATED_KID = re.compile(r"(?P<stem>.*?)[-_.]?\d{4}-\d{2}-\d{2}(?:-\d+)?")
-_logger = logging.getLogger("request_crypto")
-
-
-class CLIError(RequestCryptoError):
-    """A problem with what the command line was given (an INPUT, a kid, a path)."""
 
 
 class _Group(TyperGroup):
     """The root command group: turns library errors into one line and exit code 1."""
 
     def invoke(self, ctx: Any) -> Any:  # Any: typer's Context base is in its private click
-        with _warnings_on_stderr():
-            try:
-                return super().invoke(ctx)
-            except RequestCryptoError as exc:
-                typer.echo(f"error: {_one_line(str(exc))}", err=True)
-                raise typer.Exit(1) from None
-
-
-class _StderrHandler(logging.Handler):
-    """Library warnings (a private set readable by others) as one `warning:` line each.
-
-    A command that reads a file twice (check, then locked update) still warns once.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.shown: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = _one_line(record.getMessage())
-        if message not in self.shown:
-            self.shown.add(message)
-            typer.echo(f"warning: {message}", err=True)
-
-
-@contextlib.contextmanager
-def _warnings_on_stderr() -> Iterator[None]:
-    """Show the library's warnings exactly once, and only while a command runs.
-
-    Not propagating keeps a host's root handlers from printing them a second time; undoing it
-    afterwards keeps the CLI from changing logging for code that imports it (tests, services).
-    """
-    handler = _StderrHandler()
-    propagate = _logger.propagate
-    _logger.addHandler(handler)
-    _logger.propagate = False
-    try:
-        yield
-    finally:
-        _logger.removeHandler(handler)
-        _logger.propagate = propagate
-
-
-def _one_line(text: str) -> str:
-    """Escape control characters: messages can quote a body's kid, which anyone can choose."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-def _shown(value: object) -> str:
-    return _one_line(repr(value))
-
-
-def _quoted(path: Path | str) -> str:
-    return shlex.quote(str(path))
-
-
-def _note(message: str) -> None:
-    typer.echo(message, err=True)
+        with reported():
+            return super().invoke(ctx)
 
 
 def _echo_json(value: Any) -> None:
@@ -187,74 +139,14 @@ Input = Annotated[
 
 
 # ---------------------------------------------------------------------------------------------
-# Key sets: loading with checks a person understands
-
-
-def _load(path: Path, *, private: bool = True) -> JWKManager:
-    """The set at `path`; with `private=False` only its public halves (see `_public_halves`)."""
-    document = read_jwks(path)
-    return _parse(path, document if private else _public_halves(document))
-
-
-def _public_halves(document: dict[str, Any]) -> dict[str, Any]:
-    """The set without private members: enough to check its shape and kids.
-
-    Building an RSA private key validates it, ~20-50 ms each: a command that neither decrypts
-    nor lists should not pay that for every key, least of all while it holds the file's lock.
-    """
-    return {
-        "keys": [
-            {m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk} if isinstance(jwk, dict) else jwk
-            for jwk in document["keys"]
-        ]
-    }
-
-
-def _parse(path: Path, document: dict[str, Any]) -> JWKManager:
-    """Validate a key set; errors name the file."""
-    try:
-        return JWKManager(document)
-    except InvalidJWKSError as exc:
-        raise InvalidJWKSError(f"{path}: {exc}") from None
-
-
-def _with_keys(path: Path, *, private: bool = True) -> JWKManager:
-    manager = _load(path, private=private)
-    if not len(manager):
-        raise CLIError(
-            f"{path} holds no keys; add one with: {PROG} keys add {_quoted(path)} --kid KID"
-        )
-    return manager
-
-
-def _private(path: Path, command: str) -> JWKManager:
-    """A set that can decrypt: a public set here is the most likely operator mistake."""
-    manager = _with_keys(path)
-    if not any(manager.has_private_key(kid) for kid in manager.kids()):
-        raise CLIError(
-            f"{path} holds no private keys; {command} needs the private set "
-            "(the one `keys init` made), not the public one senders get"
-        )
-    return manager
-
-
-def _require_kid(path: Path, manager: JWKManager, kid: str) -> None:
-    if kid not in manager:
-        raise CLIError(
-            f"{path} has no key {_shown(kid)}; its kids are {_kid_list(manager.kids())} "
-            f"(see: {PROG} keys list {_quoted(path)})"
-        )
-
-
-def _kid_list(kids: Sequence[str]) -> str:
-    return ", ".join(_shown(kid) for kid in kids) or "(none)"
+# Kids
 
 
 def _check_new_kid(path: Path, manager: JWKManager, kid: str) -> None:
     if not kid or not kid.isprintable():
-        raise CLIError(f"kid {_shown(kid)} refused: use a non-empty kid without control characters")
+        raise CLIError(f"kid {shown(kid)} refused: use a non-empty kid without control characters")
     if kid in manager:
-        raise CLIError(f"{path} already has a key {_shown(kid)}; pick another --kid")
+        raise CLIError(f"{path} already has a key {shown(kid)}; pick another --kid")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,11 +236,11 @@ def _append_key(path: Path, choose_kid: Callable[[list[str]], str], size: int, a
     if not path.exists():
         raise CLIError(
             f"{path}: no such key-set file; create it with: "
-            f"{PROG} keys init {_quoted(path)} --kid KID"
+            f"{PROG} keys init {quoted(path)} --kid KID"
         )
     jwk = _generate(size, alg)
     with update_jwks(path) as document:
-        manager = _parse(path, _public_halves(document))
+        manager = parse_set(path, public_halves(document))
         if len(manager) and not is_private_set(document):
             raise CLIError(
                 f"{path} is a public set; add keys to the private set, then run `keys public`"
@@ -362,8 +254,8 @@ def _append_key(path: Path, choose_kid: Callable[[list[str]], str], size: int, a
 def _remove_key(path: Path, kid: str) -> list[str]:
     """Remove `kid`; returns the kids left."""
     with update_jwks(path) as document:
-        manager = _parse(path, _public_halves(document))
-        _require_kid(path, manager, kid)
+        manager = parse_set(path, public_halves(document))
+        require_kid(path, manager, kid)
         document["keys"] = [jwk for jwk in document["keys"] if jwk.get("kid") != kid]
         manager.remove_key(kid)
     return manager.kids()
@@ -371,7 +263,7 @@ def _remove_key(path: Path, kid: str) -> list[str]:
 
 def _publish(path: Path, output: Path | None) -> dict[str, Any]:
     """The public set (`kty kid use alg e n` per key), written to `output` if given."""
-    public: dict[str, Any] = _with_keys(path, private=False).get_public_jwks()
+    public: dict[str, Any] = with_keys(path, private=False).get_public_jwks()
     if output is not None:
         if _holds_private_keys(output):
             raise CLIError(
@@ -385,7 +277,7 @@ def _publish(path: Path, output: Path | None) -> dict[str, Any]:
 def _holds_private_keys(path: Path) -> bool:
     try:
         document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
         return False
     return isinstance(document, dict) and is_private_set(document)
 
@@ -417,7 +309,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         value = row[column]
         if isinstance(value, bool):
             return ("yes" if value else "no") if column == "private" else ("*" if value else "")
-        return _one_line(str(value))
+        return one_line(str(value))
 
     columns = ["kid", "kty", "alg", "use", "size", "private", "thumbprint", "newest"]
     cells = [[column.upper() for column in columns]]
@@ -429,24 +321,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _encrypt(path: Path, payload: Any, kid: str | None, body_format: Format) -> tuple[str, str]:
-    """Encrypt to `kid`, or to the newest key; returns (kid, body)."""
-    manager = _with_keys(path, private=False)
-    kid = manager.kids()[-1] if kid is None else kid
-    _require_kid(path, manager, kid)
-    return kid, RequestEncryptor(manager, format=body_format).encrypt(kid, payload)
-
-
 @contextlib.contextmanager
 def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
     """Say what a body failure most likely means for this operator, and what to try."""
     try:
         yield
     except NoKeyFoundError as exc:
-        wanted = "names no kid" if exc.kid is None else f"is for kid {_shown(exc.kid)}"
+        wanted = "names no kid" if exc.kid is None else f"is for kid {shown(exc.kid)}"
         raise CLIError(
             f"no key found: the body {wanted}, and {path} holds no private key for it "
-            f"(its kids: {_kid_list(manager.kids())}); use the key set that has it"
+            f"(its kids: {kid_list(manager.kids())}); use the key set that has it"
         ) from None
     except MalformedBodyError as exc:
         raise CLIError(f"{exc}; pass the body exactly as the sender sent it") from None
@@ -457,13 +341,13 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
 
 
 def _decrypt(path: Path, body: bytes) -> Any:
-    manager = _private(path, "decrypt")
+    manager = load_private(path, "decrypt")
     with _explained(path, manager):
         return RequestDecryptor(manager).decrypt(body)
 
 
 def _inspect(path: Path, body: bytes) -> dict[str, Any]:
-    manager = _private(path, "inspect")
+    manager = load_private(path, "inspect")
     with _explained(path, manager):
         metadata = RequestDecryptor(manager).get_jwk_metadata(body)
         return {"format": detect_format(body).value, **metadata.to_dict()}
@@ -473,41 +357,10 @@ def _inspect(path: Path, body: bytes) -> dict[str, Any]:
 # INPUT
 
 
-def _read_input(source: str) -> bytes:
-    if source == "-":
-        stdin = typer.get_binary_stream("stdin")
-        if stdin.isatty():
-            _note("reading from stdin; end with Ctrl-D")
-        return stdin.read()
-    try:
-        return Path(source).read_bytes()
-    except FileNotFoundError:
-        raise CLIError(f"{source}: no such file; pass an existing file, or - for stdin") from None
-    except OSError as exc:
-        raise CLIError(f"{source}: cannot read it ({exc.strerror})") from None
-
-
-def _input_name(source: str) -> str:
-    return "stdin" if source == "-" else source
-
-
-def _read_payload(source: str) -> Any:
-    try:
-        return json.loads(_read_input(source))
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise CLIError(
-            f"{_input_name(source)} is not valid JSON ({exc.msg} at {where}); "
-            "encrypt takes one JSON document"
-        ) from None
-    except ValueError:
-        raise CLIError(f"{_input_name(source)} is not UTF-8 JSON; encrypt takes one") from None
-
-
 def _read_body(source: str) -> bytes:
-    body = _read_input(source).strip()
+    body = read_input(source).strip()
     if not body:
-        raise CLIError(f"{_input_name(source)} is empty; pass the body the sender sent")
+        raise CLIError(f"{input_name(source)} is empty; pass the body the sender sent")
     return body
 
 
@@ -525,15 +378,15 @@ def keys_init(
 ) -> None:
     """Create a private key set holding one new key (mode 0600)."""
     _init_set(path, kid, size, alg, force)
-    _note(f"created {path} (mode 0600) with key {_shown(kid)}; keep it on receivers only")
-    _note(f"publish its public half with: {PROG} keys public {_quoted(path)} -o public_jwks.json")
+    note(f"created {path} (mode 0600) with key {shown(kid)}; keep it on receivers only")
+    note(f"publish its public half with: {PROG} keys public {quoted(path)} -o public_jwks.json")
 
 
 @keys_app.command("add")
 def keys_add(path: KeySetPath, kid: Kid, size: KeySize = 2048, alg: Alg = "RSA-OAEP") -> None:
     """Add a new key under a new kid; it becomes the newest."""
     _append_key(path, lambda _kids: kid, size, alg)
-    _note(f"added key {_shown(kid)} to {path}; it is now the newest")
+    note(f"added key {shown(kid)} to {path}; it is now the newest")
 
 
 @keys_app.command("rotate")
@@ -556,9 +409,9 @@ def keys_rotate(
         path, lambda kids: next_kid(kids, today) if kid is None else kid, size, alg
     )
     typer.echo(new_kid)
-    _note(
-        f"added {_shown(new_kid)} to {path}. Next: deploy it to every receiver, then ship "
-        f"`{PROG} keys public {_quoted(path)}` to senders; remove old keys only once no sender "
+    note(
+        f"added {shown(new_kid)} to {path}. Next: deploy it to every receiver, then ship "
+        f"`{PROG} keys public {quoted(path)}` to senders; remove old keys only once no sender "
         "uses them"
     )
 
@@ -569,13 +422,13 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array, for scripts.")] = False,
 ) -> None:
     """Show each key: kid, kty, alg, use, size, private part, RFC 7638 thumbprint, newest."""
-    rows = _key_rows(_load(path))
+    rows = _key_rows(load_set(path))
     if as_json:
         _echo_json(rows)
     elif rows:
         typer.echo(_table(rows))
     else:
-        _note(f"{path} holds no keys; add one with: {PROG} keys add {_quoted(path)} --kid KID")
+        note(f"{path} holds no keys; add one with: {PROG} keys add {quoted(path)} --kid KID")
 
 
 @keys_app.command("public")
@@ -594,7 +447,7 @@ def keys_public(
         _echo_json(public)
     else:
         kids = [jwk["kid"] for jwk in public["keys"]]
-        _note(f"wrote the public set ({_kid_list(kids)}) to {output}; ship it to senders")
+        note(f"wrote the public set ({kid_list(kids)}) to {output}; ship it to senders")
 
 
 @keys_app.command("remove")
@@ -604,17 +457,17 @@ def keys_remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a key. Bodies encrypted to it can no longer be decrypted with this set."""
-    _require_kid(path, _load(path, private=False), kid)
+    require_kid(path, load_set(path, private=False), kid)
     if not yes:
         typer.confirm(
-            f"Remove key {_shown(kid)} from {path}? Bodies encrypted to it can no longer be "
+            f"Remove key {shown(kid)} from {path}? Bodies encrypted to it can no longer be "
             "decrypted with this set",
             abort=True,
         )
     left = _remove_key(path, kid)
-    newest = f"the newest is now {_shown(left[-1])}" if left else "the set is now empty"
-    _note(
-        f"removed {_shown(kid)} from {path}: bodies encrypted to it can no longer be "
+    newest = f"the newest is now {shown(left[-1])}" if left else "the set is now empty"
+    note(
+        f"removed {shown(kid)} from {path}: bodies encrypted to it can no longer be "
         f"decrypted with this set; {newest}"
     )
 
@@ -643,7 +496,7 @@ def encrypt(
     ] = Format.ELASTIC,
 ) -> None:
     """Encrypt a JSON document (as a sender would) and write the body to stdout."""
-    typer.echo(_encrypt(jwks, _read_payload(source), kid, body_format)[1])
+    typer.echo(encrypt_document(jwks, read_json_input(source, "encrypt"), kid, body_format)[1])
 
 
 @app.command()
@@ -722,7 +575,9 @@ def _run_demo(demo: _Demo) -> None:
     demo.title("Sender: encrypt a telemetry payload with the public set")
     payload.write_text(json.dumps(DEMO_PAYLOAD, indent=2) + "\n")
     demo.command("encrypt", "--jwks", public.name, payload.name, redirect="body.txt")
-    old_body = demo.save("body.txt", _encrypt(public, DEMO_PAYLOAD, None, Format.ELASTIC)[1])
+    old_body = demo.save(
+        "body.txt", encrypt_document(public, DEMO_PAYLOAD, None, Format.ELASTIC)[1]
+    )
     demo.say(f"{payload.name}: {json.dumps(DEMO_PAYLOAD)}")
     demo.say(f"body ({len(old_body)} chars, elastic format): {old_body[:60]}...")
 
@@ -740,11 +595,11 @@ def _run_demo(demo: _Demo) -> None:
     demo.command("keys", "public", private.name, "-o", public.name)
     _publish(private, public)
     demo.command("keys", "list", private.name)
-    demo.say(_table(_key_rows(_load(private))))
+    demo.say(_table(_key_rows(load_set(private))))
 
     demo.title("Senders now encrypt to the newest key; the old body still decrypts")
     demo.command("encrypt", "--jwks", public.name, payload.name, redirect="body2.txt")
-    used, new_body = _encrypt(public, DEMO_PAYLOAD, None, Format.ELASTIC)
+    used, new_body = encrypt_document(public, DEMO_PAYLOAD, None, Format.ELASTIC)
     demo.save("body2.txt", new_body)
     demo.say(f"encrypted to {used}, the newest (pick another with --kid)")
     demo.command("decrypt", "--jwks", private.name, "body.txt")
@@ -754,7 +609,7 @@ def _run_demo(demo: _Demo) -> None:
     demo.command(
         "encrypt", "--jwks", public.name, "--format", "jwe", payload.name, redirect="jwe.txt"
     )
-    jwe_body = demo.save("jwe.txt", _encrypt(public, DEMO_PAYLOAD, None, Format.JWE)[1])
+    jwe_body = demo.save("jwe.txt", encrypt_document(public, DEMO_PAYLOAD, None, Format.JWE)[1])
     demo.say(f"body ({len(jwe_body)} chars, jwe format): {jwe_body[:60]}...")
     demo.command("decrypt", "--jwks", private.name, "jwe.txt")
     _show_decrypted(demo, private, jwe_body)
@@ -799,10 +654,17 @@ RECEIVER_COMMANDS = f"{__package__}.receiver.cli"
 
 
 def _register_receiver_commands(module_name: str = RECEIVER_COMMANDS) -> None:
-    """Add `serve` and `send` when the receiver module is installed; the CLI works without it."""
+    """Add `serve` and `send` when the receiver module is installed; the CLI works without it.
+
+    Only that module (or its package) being absent is tolerated: an import failing inside it
+    is a bug or a broken install, and is raised rather than turned into two missing commands.
+    """
     try:
         module = importlib.import_module(module_name)
-    except ImportError:  # the receiver module is optional
+    except ImportError as exc:
+        missing = exc.name or ""
+        if missing != module_name and not module_name.startswith(f"{missing}."):
+            raise
         return
     register: Callable[[typer.Typer], None] = module.register
     register(app)

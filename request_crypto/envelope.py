@@ -175,7 +175,9 @@ def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
 
 def _unpack_json(decoded: bytes) -> ElasticBody:
     try:
-        document: Any = json.loads(decoded)
+        # Strict UTF-8 as the JavaScript side reads it (json.loads(bytes) would also take
+        # UTF-16/32 and a BOM): the same body must not mean something here and fail there.
+        document: Any = json.loads(decoded.decode("utf-8"))
     except (ValueError, RecursionError):
         raise MalformedBodyError("the decoded body is not UTF-8 JSON") from None
     if not isinstance(document, dict):

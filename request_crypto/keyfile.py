@@ -20,15 +20,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidJWKSError, KeyFileError
-from .jwks import PRIVATE_MEMBERS
+from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
+from .jwks import PRIVATE_MEMBERS, JWKSManager
 
 __all__ = [
     "PRIVATE_MODE",
     "PUBLIC_MODE",
     "is_private_set",
     "locked",
+    "private_kids",
     "read_jwks",
+    "require_private_keys",
     "update_jwks",
     "write_jwks",
 ]
@@ -43,6 +45,25 @@ def is_private_set(document: Mapping[str, Any]) -> bool:
     return isinstance(keys, list) and any(
         isinstance(k, Mapping) and any(m in k for m in PRIVATE_MEMBERS) for k in keys
     )
+
+
+def private_kids(keys: JWKSManager) -> list[str]:
+    """The kids `keys` holds a private key for, in set order."""
+    return [kid for kid in keys.kids() if keys.has_private_key(kid)]
+
+
+def require_private_keys(keys: JWKSManager, where: object, needed_by: str) -> list[str]:
+    """`private_kids(keys)`, refusing a set without any: the likeliest operator mistake.
+
+    `where` names the set (a path) and `needed_by` what needs it (``decrypt``, ``serve``...).
+    """
+    kids = private_kids(keys)
+    if not kids:
+        raise InvalidArgumentError(
+            f"{where} holds no private keys; {needed_by} needs the private set (the one "
+            "`keys init` made), not the public one senders get"
+        )
+    return kids
 
 
 def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -95,7 +116,13 @@ def write_jwks(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Non
         if isinstance(exc, OSError):
             raise KeyFileError(f"{path}: cannot write the key set ({exc.strerror})") from None
         raise
-    _fsync_directory(directory)
+    try:
+        _fsync_directory(directory)
+    except OSError as exc:
+        raise KeyFileError(
+            f"{path}: written, but syncing its directory {directory} failed ({exc.strerror}); "
+            "the change may not survive a crash: check the disk"
+        ) from None
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -22,7 +22,9 @@ cannot rot.
 
 from __future__ import annotations
 
+import atexit
 import base64
+import collections
 import hashlib
 import json
 import os
@@ -79,6 +81,8 @@ class Target:
         payloads = SEED_PAYLOADS + [v["payload"] for v in vectors["bodies"]]
         self.known_payloads = {_canonical(p) for p in payloads}
         self.calls = 0
+        #: What `decrypt` made of the inputs: "payload" or the error class, for the summary.
+        self.outcomes: collections.Counter[str] = collections.Counter()
 
     def seeds(self) -> list[bytes]:
         """Valid bodies of both formats (fresh Python ones plus the JavaScript vectors)."""
@@ -102,7 +106,9 @@ class Target:
         data = expand(data)
         text = data.decode("utf-8", "surrogateescape")  # non-UTF-8 bytes become lone surrogates
         decryptor = self.tight if len(data) % 2 else self.decryptor
-        payload = _attempt(decryptor.decrypt, data)
+        payload = _attempt(decryptor.decrypt, data, self.outcomes)
+        if self.calls & (self.calls - 1) == 0 and self.calls >= 1 << 16:
+            self.report()
         if payload is not _REFUSED and _canonical(payload) not in self.known_payloads:
             raise AssertionError("decrypt returned a payload no seed carried: a forgery")
         metadata = _attempt(decryptor.get_jwk_metadata, text)
@@ -110,6 +116,11 @@ class Target:
             raise AssertionError("get_jwk_metadata reported a kid the receiver does not hold")
         _attempt(unpack_body, data)
         _attempt(unpack_body, text)
+
+    def report(self) -> None:
+        """One line: how far the inputs got (a DecryptionError means a key was chosen)."""
+        shares = ", ".join(f"{name} {count}" for name, count in self.outcomes.most_common())
+        print(f"#{self.calls} decrypt outcomes: {shares}", file=sys.stderr, flush=True)
 
 
 _REFUSED = object()
@@ -143,12 +154,21 @@ def _b64url(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-def _attempt(function: Callable[[Any], Any], argument: Any) -> Any:
+def _attempt(
+    function: Callable[[Any], Any],
+    argument: Any,
+    outcomes: collections.Counter[str] | None = None,
+) -> Any:
     """Call; a RequestCryptoError is a refusal (fine), anything else propagates as a crash."""
     try:
-        return function(argument)
-    except RequestCryptoError:
+        result = function(argument)
+    except RequestCryptoError as exc:
+        if outcomes is not None:
+            outcomes[type(exc).__name__] += 1
         return _REFUSED
+    if outcomes is not None:
+        outcomes["payload"] += 1
+    return result
 
 
 # -- the plain fallback -------------------------------------------------------------------
@@ -304,6 +324,7 @@ def main(argv: list[str]) -> int:
     if not any(a.startswith("-artifact_prefix=") for a in args):
         args.insert(1, f"-artifact_prefix={corpus_dir.parent}/")
     print(f"seeded {len(seeds)} valid bodies into {corpus_dir}", file=sys.stderr)
+    atexit.register(target.report)
 
     try:
         if plain:

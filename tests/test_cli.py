@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from jwcrypto.jwk import JWK
 from typer.testing import CliRunner, Result
 
-from request_crypto import RequestDecryptor, __version__, detect_format
+from request_crypto import RequestDecryptor, __version__, detect_format, keyfile
 from request_crypto import cli as cli_module
 from request_crypto.cli import DEMO_PAYLOAD, app, kid_prefix, next_kid
 
@@ -622,6 +623,18 @@ def test_encrypt_errors(made: SimpleNamespace, tmp_path: Path) -> None:
     assert "no such file" in fails("encrypt", "--jwks", made.public, tmp_path / "nope.json")
 
 
+def test_deeply_nested_json_is_an_error_not_a_traceback(
+    made: SimpleNamespace, private_set: Path, tmp_path: Path
+) -> None:
+    deep = "[" * 100_000
+    assert "nested too deeply" in fails("encrypt", "--jwks", made.public, stdin=deep)
+    # `keys public -o` looks into the file it would replace: such a file is no key set
+    target = tmp_path / "deep.json"
+    target.write_text(deep)
+    ok("keys", "public", private_set, "-o", target)
+    assert kids(target) == [OLD, NEW]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -637,6 +650,27 @@ def test_encrypt_errors(made: SimpleNamespace, tmp_path: Path) -> None:
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:
     usage_error(*args)
+
+
+class FailingDirectorySync:
+    """`os` for keyfile, where fsync of a directory fails (as on some network file systems)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def fsync(self, fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        os.fsync(fd)
+
+
+def test_a_failed_directory_sync_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyfile, "os", FailingDirectorySync())
+    message = fails("keys", "init", tmp_path / "keys.json", "--kid", "a")
+    assert "syncing its directory" in message
+    assert "Input/output error" in message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,7 +759,8 @@ def test_help_shows_every_flag_of_the_contract(
     monkeypatch.setenv("COLUMNS", "200")  # no wrapping inside the help table
     shown = ok(*command, "--help").stdout
     for flag in CONTRACT[command]:
-        assert flag in shown, flag
+        # a whole word: "-o" inside "--output" does not count
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", shown), flag
 
 
 def test_version() -> None:
@@ -752,4 +787,17 @@ def test_receiver_commands_are_registered_when_present(monkeypatch: pytest.Monke
 def test_receiver_commands_are_optional() -> None:
     before = list(app.registered_commands)
     cli_module._register_receiver_commands("request_crypto.receiver.no_such_module")
+    cli_module._register_receiver_commands("no_such_package.cli")
+    assert app.registered_commands == before
+
+
+def test_a_broken_receiver_module_is_not_mistaken_for_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_receiver_cli.py").write_text("import no_such_dependency_of_it\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = list(app.registered_commands)
+    with pytest.raises(ImportError) as raised:
+        cli_module._register_receiver_commands("broken_receiver_cli")
+    assert raised.value.name == "no_such_dependency_of_it"
     assert app.registered_commands == before

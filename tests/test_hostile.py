@@ -39,6 +39,7 @@ from request_crypto import (
 from request_crypto._b64 import b64url_encode
 from request_crypto.errors import (
     DecryptionError,
+    InvalidJWKSError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
@@ -322,6 +323,13 @@ def url_to_standard(k: Kit) -> str:
     return url_alphabet_body(k).translate(str.maketrans("-_", "+/"))
 
 
+def reencoded_envelope(k: Kit, codec: str) -> str:
+    """A genuine envelope, as JSON in another encoding (the JavaScript side reads UTF-8)."""
+    key, payload = parts_of(elastic(k))
+    text = json.dumps({"encryptedAESKey": key, "encryptedPayload": payload})
+    return b64url_encode(text.encode(codec))
+
+
 def key_part_swap(k: Kit) -> str:
     return elastic(k, key=parts_of(elastic(k))[0], payload=parts_of(elastic(k))[1])
 
@@ -343,7 +351,7 @@ def rsa1_5(public: rsa.RSAPublicKey, cek: bytes) -> bytes:
     return public.encrypt(cek, padding.PKCS1v15())
 
 
-SAME_32 = os.urandom(32)
+P32 = os.urandom(32)  # one passphrase for the cases that need it in two places
 DEEP_HEADER = b'{"alg":"RSA-OAEP","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
 REFUSED_ALGS = (
     "none",
@@ -407,6 +415,9 @@ CASES = [
     Case("E-not-json", lambda k: b64url_encode(b"hello"), Bad),
     Case("E-json-array", lambda k: envelope(["encryptedAESKey", "encryptedPayload"]), Bad),
     Case("E-json-deep", lambda k: b64url_encode(b"[" * 100_000), Bad),
+    Case("E-json-utf16", lambda k: reencoded_envelope(k, "utf-16"), Bad),
+    Case("E-json-utf32", lambda k: reencoded_envelope(k, "utf-32"), Bad),
+    Case("E-json-bom", lambda k: reencoded_envelope(k, "utf-8-sig"), Bad),
     Case("E-missing-payload", members({"encryptedAESKey": "K"}), Bad),
     Case("E-missing-key", members({"encryptedPayload": "P"}), Bad),
     Case("E-key-not-string", members({"encryptedAESKey": 1, "encryptedPayload": "P"}), Bad),
@@ -513,8 +524,8 @@ CASES = [
     Case("E-passphrase-0-bytes", lambda k: EK(k, b""), Dec),
     Case("E-passphrase-1-MiB", lambda k: EK(k, b"\0" * MiB), Dec),
     Case("E-passphrase-bad-deflate", lambda k: EK(k, raw=b"\xff" * 40), Dec),
-    Case("E-passphrase-trailing-bytes", lambda k: EK(k, SAME_32, raw=deflate(SAME_32) + b"\0"), Dec),
-    Case("E-passphrase-truncated-deflate", lambda k: EK(k, SAME_32, raw=deflate(SAME_32)[:-2]), Dec),
+    Case("E-passphrase-trailing-bytes", lambda k: EK(k, P32, raw=deflate(P32) + b"\0"), Dec),
+    Case("E-passphrase-truncated-deflate", lambda k: EK(k, P32, raw=deflate(P32)[:-2]), Dec),
     Case("E-key-encrypted-to-other-key", lambda k: EK(k, to="kibana_2"), Dec),
     Case("E-payload-tag-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64 + 12)), Dec, **P),
     Case("E-payload-salt-flip", lambda k: EP(k, lambda p: tamper_payload(p, 0)), Dec, **P),
@@ -561,6 +572,7 @@ def test_hostile_body_gets_exactly_its_error(kit: Kit, bodies: dict[str, Any], c
     with pytest.raises(RequestCryptoError) as caught:
         decryptor.decrypt(body)
     assert type(caught.value) is case.error, f"{case.id}: {caught.value!r}"
+    _assert_quotes_nothing_of(body, str(caught.value))
     if case.error is DecryptionError:
         # One error, one message, and nothing chained that would tell which step failed.
         assert str(caught.value) == DecryptionError.MESSAGE
@@ -578,6 +590,63 @@ def test_hostile_body_gets_exactly_its_error(kit: Kit, bodies: dict[str, Any], c
         with pytest.raises(RequestCryptoError) as direct:
             kit.keys.decrypt(body)
         assert type(direct.value) is case.error
+
+
+def _assert_quotes_nothing_of(body: Any, message: str) -> None:
+    """A message names the problem; it never echoes the body (nor the secret parts in it)."""
+    assert len(message) < 300
+    if isinstance(body, (str, bytes)):
+        text = body if isinstance(body, str) else body.decode("latin-1")
+        for start in range(0, max(len(text) - 24, 0), 8):
+            assert text[start : start + 24] not in message
+
+
+MESSAGES = {
+    "J-2-parts": "has 2 dot-separated parts",
+    "J-6-parts": "has 6 dot-separated parts",
+    "E-missing-payload": "'encryptedPayload'",
+    "E-key-not-string": "'encryptedAESKey'",
+    "E-not-base64": "base64",
+    "E-non-ascii-str": "non-ASCII",
+    "E-payload-base64url": "standard base64",
+    "E-payload-too-short": "shorter than",
+    "J-header-not-json": "protected header is not UTF-8 JSON",
+    "J-header-missing-alg": "'alg'",
+    "J-alg-list": "'alg'",
+    "J-kid-int": "'kid'",
+    "J-duplicate-alg": "repeats",
+    "J-alg-none": "RSA-OAEP or RSA-OAEP-256",
+    "J-enc-'A192GCM'": "A256GCM",
+    "J-crit": "crit",
+    "J-alg-differs-256-to-oaep-key": "declared for RSA-OAEP",
+    "J-huge-header": "protected header is",
+    "J-payload-deep": "nested too deeply",
+    "J-payload-not-json": "not valid UTF-8 JSON",
+    "E-body-over-limit": "over the limit of 900 bytes",
+    "E-key-over-wrapped-limit": "the wrapped key is",
+    "J-zip-inflates-over-limit": "decompressed",
+    "type-None": "str or bytes, not NoneType",
+}
+
+
+@pytest.mark.parametrize(("case_id", "words"), MESSAGES.items())
+def test_messages_name_what_is_wrong(
+    kit: Kit, bodies: dict[str, Any], case_id: str, words: str
+) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    with pytest.raises(case.error) as caught:
+        _decryptor(kit, case).decrypt(bodies[case_id])
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("alg", [*REFUSED_ALGS, None, 1])
+def test_a_key_declaring_a_refused_alg_is_refused(private_jwks: dict[str, Any], alg: Any) -> None:
+    """The allow-list holds for keys too: no key can be declared for RSA1_5 & co, so the
+    header-must-match-the-key rule can never let one through."""
+    with pytest.raises(InvalidJWKSError):
+        JWKManager({"keys": [{**private_jwks["keys"][0], "alg": alg}]})
+    with pytest.raises(RequestCryptoError):
+        JWKManager().add_key("k", alg=alg)
 
 
 def test_table_covers_every_error_class() -> None:

@@ -297,6 +297,8 @@ def check_mutant(world: World, mutant: str | bytes, payloads: list[Any], deep: b
     if deep:
         with contextlib.suppress(RequestCryptoError):
             world.decryptor.get_jwk_metadata(mutant)
+        with contextlib.suppress(RequestCryptoError):
+            world.keys.decrypt(mutant)
 
 
 def test_mutated_bodies_give_the_payload_or_a_library_error(world: World) -> None:

@@ -7,22 +7,29 @@ Every test starts its own server (ReceiverThread: Uvicorn in a background thread
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import io
 import json
 import logging
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from request_crypto import JWKManager, RequestEncryptor
 from request_crypto._b64 import b64url_decode, b64url_encode
@@ -34,12 +41,15 @@ from request_crypto.receiver import (
     ReceivedPayload,
     Sink,
     SinkURLError,
+    SQLiteSink,
     StdoutSink,
     create_app,
     open_sink,
     parse_sink_url,
     parse_size,
 )
+from request_crypto.receiver import sinks as sinks_module
+from request_crypto.receiver.app import SMALL_BODY
 from request_crypto.receiver.testing import ReceiverThread
 
 PAYLOADS = "/v1/payloads"
@@ -66,7 +76,7 @@ def client(base_url: str) -> httpx.Client:
 
 
 def stored_rows(db: Path) -> dict[str, dict[str, Any]]:
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         rows = connection.execute(
             "SELECT id, received_at, kid, format, payload FROM payloads"
         ).fetchall()
@@ -152,7 +162,7 @@ def test_sender_to_receiver_to_sqlite(
             body_format,
             answer["received_at"],
         )
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -424,13 +434,16 @@ def read_status(sock: socket.socket) -> int:
     return int(data.split(b" ", 2)[1])
 
 
-def test_oversize_bodies_get_413_while_streaming(tmp_path: Path, keys: JWKManager) -> None:
+def test_oversize_bodies_get_413_while_streaming(
+    tmp_path: Path, keys: JWKManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
     limit = 256 * 1024
     db = tmp_path / "payloads.db"
     app = create_app(keys.get_private_jwks(), sink=f"sqlite:///{db}", max_body=limit)
     with ReceiverThread(app) as receiver:
         # 1. Chunked, no length announced: send a little over the limit, then nothing more.
-        #    The answer must come while the client still holds the rest of a 2x-limit body.
+        #    The answer must come although the body never ends (else: a timeout, a failure).
         with socket.create_connection((receiver.host, receiver.port), timeout=10) as sock:
             sock.sendall(
                 b"POST /v1/payloads HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -440,7 +453,6 @@ def test_oversize_bodies_get_413_while_streaming(tmp_path: Path, keys: JWKManage
             while sent <= limit + 2 * len(chunk):
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 sent += len(chunk)
-            assert sent < 2 * limit
             assert read_status(sock) == 413
 
         # 2. Content-Length over the limit: refused before a byte of the body is sent.
@@ -451,19 +463,27 @@ def test_oversize_bodies_get_413_while_streaming(tmp_path: Path, keys: JWKManage
             )
             assert read_status(sock) == 413
 
-        # 3. An ordinary client streaming 2x the limit from a generator gets the JSON 413.
-        produced = 0
+        # 3. An ordinary client streaming 4x the limit from a generator gets the JSON 413, and
+        #    the receiver answered (and logged it) while the generator was still producing.
+        refused_mid_stream = False
+
+        def refused() -> bool:
+            return any("status=413" in r.getMessage() for r in caplog.records)
 
         def generate() -> Iterator[bytes]:
-            nonlocal produced
-            for _ in range(2 * limit // 16384):
-                produced += 16384
+            nonlocal refused_mid_stream
+            for produced in range(0, 4 * limit, 16384):
+                if produced > limit + 16384 and not refused_mid_stream:
+                    wait_for(refused, 10, "the 413 before the body's end")
+                    refused_mid_stream = True
                 yield b"B" * 16384
 
+        caplog.clear()
         with client(receiver.url) as http:
             response = http.post(PAYLOADS, content=generate())
             assert response.status_code == 413
             assert "limit" in response.json()["error"]
+            assert refused_mid_stream
             # exactly at the limit is not "over" it: refused for its content, not its size
             assert http.post(PAYLOADS, content=b"C" * limit).status_code == 400
             assert http.post(PAYLOADS, content=b"C" * (limit + 1)).status_code == 413
@@ -471,6 +491,40 @@ def test_oversize_bodies_get_413_while_streaming(tmp_path: Path, keys: JWKManage
             assert http.post(PAYLOADS, content=good).status_code == 202
             assert http.get("/healthz").json()["status"] == "ok"
     assert len(stored_rows(db)) == 1
+
+
+def post_raw(port: int, body: bytes) -> socket.socket:
+    """Start a POST with Content-Length, sending `body` (maybe only a part of it)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"POST /v1/payloads HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (2 * SMALL_BODY)
+    )
+    sock.sendall(body)
+    return sock
+
+
+def test_large_bodies_wait_for_a_slot_and_small_ones_do_not(keys: JWKManager) -> None:
+    """Bodies over SMALL_BODY are buffered one per slot; a slow large upload blocks no small one."""
+    app = create_app(keys.get_private_jwks(), sink=ListSink(), large_bodies=1)
+    with ReceiverThread(app) as receiver, client(receiver.url) as http:
+        junk = b"x" * (2 * SMALL_BODY)
+        # A declares a large body and sends half of it: it holds the only slot meanwhile.
+        with post_raw(receiver.port, junk[:SMALL_BODY]) as first:
+            # B sends a whole large body (from a thread: it may fill the socket buffers).
+            second = post_raw(receiver.port, b"")
+            sender = threading.Thread(target=second.sendall, args=(junk,), daemon=True)
+            sender.start()
+            with second:
+                # a small body is answered at once, though both large ones are unanswered
+                assert http.post(PAYLOADS, content=b"small junk").status_code == 400
+                second.settimeout(0.5)
+                with pytest.raises(TimeoutError):
+                    second.recv(1)  # B waits for A's slot, its body unread
+                first.sendall(junk[SMALL_BODY:])
+                assert read_status(first) == 400
+                second.settimeout(10)
+                assert read_status(second) == 400
+                sender.join(10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +601,35 @@ def test_load_2000_bodies_16_clients_each_stored_once(tmp_path: Path, keys: JWKM
 # key rotation
 
 
+def post_until_stopped(
+    url: str,
+    bodies: Sequence[str],
+    stop: threading.Event,
+    results: list[tuple[int, int, float]],
+    clients: int = 8,
+) -> None:
+    """POST the bodies round and round from `clients` threads until `stop` is set.
+
+    Appends (index, status, monotonic time of the answer) per request to `results`.
+    """
+    lock = threading.Lock()
+    sent = 0
+
+    def worker() -> None:
+        nonlocal sent
+        with client(url) as http:
+            while not stop.is_set():
+                with lock:
+                    index = sent % len(bodies)
+                    sent += 1
+                status = http.post(PAYLOADS, content=bodies[index]).status_code
+                results.append((index, status, time.monotonic()))
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        for future in [pool.submit(worker) for _ in range(clients)]:
+            future.result()
+
+
 @pytest.mark.slow
 def test_rotation_under_load(
     tmp_path: Path, keys: JWKManager, caplog: pytest.LogCaptureFixture
@@ -556,52 +639,71 @@ def test_rotation_under_load(
     key_file = write_private_set(tmp_path / "private.json", old)
     db = tmp_path / "payloads.db"
     old_public = old.get_public_jwks()
+    # body i carries {"old": i}; both kids, both formats
     old_bodies = RequestEncryptor(old_public, format="jwe").encrypt_many(
-        [("rx-a", {"old": i}) for i in range(300)]
-    ) + RequestEncryptor(old_public).encrypt_many([("rx-b", {"old": 300 + i}) for i in range(60)])
+        [("rx-a", {"old": i}) for i in range(100)]
+    ) + RequestEncryptor(old_public).encrypt_many([("rx-b", {"old": 100 + i}) for i in range(20)])
 
     with ReceiverThread(create_app(key_file, sink=f"sqlite:///{db}")) as receiver:
         with client(receiver.url) as http:
             etag_before = http.get(WELL_KNOWN).headers["etag"]
-        results: list[tuple[int, int, dict[str, Any]]] = []
-        senders = threading.Thread(
-            target=lambda: results.extend(post_all(receiver.url, old_bodies, clients=8))
-        )
-        senders.start()
-        wait_for(lambda: len(stored_rows(db)) >= 40, 30, "senders under way")
+        results: list[tuple[int, int, float]] = []
+        failures: list[BaseException] = []
+        stop = threading.Event()
 
-        # rotate as `request-crypto keys rotate` does: locked read-modify-write, atomic replace
-        with update_jwks(key_file) as document:
-            manager = JWKManager(document)
-            manager.add_key("rx-new")
-            document["keys"] = manager.get_private_jwks()["keys"]
-        rotated_at = time.monotonic()
-        new_body = RequestEncryptor(manager.get_public_jwks(), format="jwe").encrypt(
-            "rx-new", {"new": True}
-        )
+        def send_old_bodies() -> None:
+            try:
+                post_until_stopped(receiver.url, old_bodies, stop, results)
+            except BaseException as exc:
+                failures.append(exc)
+
+        senders = threading.Thread(target=send_old_bodies)
+        senders.start()
+        try:
+            wait_for(lambda: len(stored_rows(db)) >= 40, 30, "senders under way")
+
+            # rotate as `request-crypto keys rotate` does: locked read-modify-write, replace
+            with update_jwks(key_file) as document:
+                manager = JWKManager(document)
+                manager.add_key("rx-new")
+                document["keys"] = manager.get_private_jwks()["keys"]
+            rotated_at = time.monotonic()
+            new_body = RequestEncryptor(manager.get_public_jwks(), format="jwe").encrypt(
+                "rx-new", {"new": True}
+            )
+
+            with client(receiver.url) as http:
+                statuses = []
+
+                def new_kid_accepted() -> bool:
+                    response = http.post(PAYLOADS, content=new_body)
+                    statuses.append(response.status_code)
+                    return response.status_code == 202
+
+                wait_for(new_kid_accepted, 5, "a body for the new kid accepted")
+                accepted_at = time.monotonic()
+                took = accepted_at - rotated_at
+                assert took < 2.0, f"the new kid was accepted only {took:.2f} s after the rotation"
+                assert set(statuses) <= {422, 202}
+                published = http.get(WELL_KNOWN)
+                assert [k["kid"] for k in published.json()["keys"]] == ["rx-a", "rx-b", "rx-new"]
+                assert all(set(k) <= set(PUBLIC_MEMBERS) for k in published.json()["keys"])
+                assert published.headers["etag"] != etag_before
+            # the old-kid senders kept going through the rotation: this was a rotation under load
+            wait_for(
+                lambda: any(at > accepted_at for *_, at in list(results)),
+                10,
+                "old-kid bodies accepted after the rotation",
+            )
+        finally:
+            stop.set()
+            senders.join(60)
+        assert not senders.is_alive()
+        assert not failures, failures
+        sent_statuses = [status for _, status, _ in results]
+        assert set(sent_statuses) == {202}, {s: sent_statuses.count(s) for s in sent_statuses}
 
         with client(receiver.url) as http:
-            statuses = []
-
-            def new_kid_accepted() -> bool:
-                response = http.post(PAYLOADS, content=new_body)
-                statuses.append(response.status_code)
-                return response.status_code == 202
-
-            wait_for(new_kid_accepted, 5, "a body for the new kid accepted")
-            took = time.monotonic() - rotated_at
-            # the old-kid senders are still going: this was a rotation under load
-            assert senders.is_alive(), "the load ended before the rotation was picked up"
-            assert took < 2.0, f"the new kid was accepted only {took:.2f} s after the rotation"
-            assert set(statuses) <= {422, 202}
-            published = http.get(WELL_KNOWN)
-            assert [k["kid"] for k in published.json()["keys"]] == ["rx-a", "rx-b", "rx-new"]
-            assert all(set(k) <= set(PUBLIC_MEMBERS) for k in published.json()["keys"])
-            assert published.headers["etag"] != etag_before
-            senders.join(60)
-            assert not senders.is_alive()
-            assert senders_done_before_rotation_check(results, len(old_bodies))
-
             # a broken replacement is ignored (error log), the keys in use stay
             def reload_refused() -> bool:
                 return any(
@@ -626,18 +728,9 @@ def test_rotation_under_load(
             wait_for(lambda: http.get("/healthz").json()["keys"] == 4, 2, "third key loaded")
 
     rows = stored_rows(db)
-    assert len(rows) == len(old_bodies) + 3
+    assert len(rows) == len(results) + 3  # and the new kid's body twice, old body 0 once more
     old_payloads = sorted(r["payload"]["old"] for r in rows.values() if "old" in r["payload"])
-    assert old_payloads == sorted([*range(360), 0])  # the extra copy of body 0 sent above
-
-
-def senders_done_before_rotation_check(
-    results: list[tuple[int, int, dict[str, Any]]], expected: int
-) -> bool:
-    statuses = [status for _, status, _ in results]
-    assert len(statuses) == expected
-    assert set(statuses) == {202}, {s: statuses.count(s) for s in set(statuses)}
-    return True
+    assert old_payloads == sorted([*(index for index, _, _ in results), 0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,6 +867,93 @@ def test_stdout_and_jsonl_sinks_write_json_lines(tmp_path: Path) -> None:
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
+def test_sink_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """They hold decrypted payloads: the database, its -wal and -shm, and the JSON lines."""
+    previous = os.umask(0o022)
+    try:
+        sqlite = open_sink(f"sqlite:///{tmp_path / 'p.db'}")
+        jsonl = open_sink(f"jsonl:///{tmp_path / 'p.jsonl'}")
+    finally:
+        os.umask(previous)
+    try:
+        sqlite.write_batch([make_record({"a": 1})])
+        jsonl.write_batch([make_record({"a": 1})])
+        names = sorted(path.name for path in tmp_path.iterdir())
+        assert names == ["p.db", "p.db-shm", "p.db-wal", "p.jsonl"]  # while the db is open
+        assert {
+            name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in names
+        } == dict.fromkeys(names, 0o600)
+    finally:
+        sqlite.close()
+        jsonl.close()
+
+
+def test_sqlite_sink_writes_on_after_a_failed_commit(tmp_path: Path) -> None:
+    """A COMMIT that fails leaves the transaction open: it is rolled back, the next batch works.
+
+    A deferred foreign key is checked at COMMIT, and SQLite keeps the transaction open when
+    that check fails: a trigger turns kid "bad" into such a violation.
+    """
+    db = tmp_path / "p.db"
+    sink = SQLiteSink(db)
+    with contextlib.closing(sqlite3.connect(db)) as setup:
+        setup.executescript(
+            """
+            CREATE TABLE parent (id INTEGER PRIMARY KEY);
+            CREATE TABLE child (
+                parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED
+            );
+            CREATE TRIGGER bad_kid AFTER INSERT ON payloads WHEN NEW.kid = 'bad'
+            BEGIN INSERT INTO child (parent) VALUES (42); END;
+            """
+        )
+    sink._db.execute("PRAGMA foreign_keys = ON")
+    good, bad = make_record({"n": 1}), replace(make_record({"n": 2}), kid="bad")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        sink.write_batch([good, bad])
+    later = make_record({"n": 3})
+    sink.write_batch([later])  # before the fix: "cannot start a transaction within a transaction"
+    sink.close()
+    assert list(stored_rows(db)) == [later.id]
+
+
+class ShortWrites:
+    """`os` for the sinks module, whose writes stop halfway and then fail: a full disk."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def write(self, fd: int, data: bytes) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, bytes(data)[: len(data) // 2])
+
+
+def test_jsonl_sink_cuts_off_a_batch_that_failed_halfway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "p.jsonl"
+    sink = JSONLSink(path)
+    first, failed, later = (make_record({"n": n, "pad": "x" * 100}) for n in range(3))
+    sink.write_batch([first])
+    size = path.stat().st_size
+    with monkeypatch.context() as patch:
+        patch.setattr(sinks_module, "os", ShortWrites())
+        with pytest.raises(OSError, match="No space"):
+            sink.write_batch([failed])
+    assert path.stat().st_size == size  # the half line is gone
+    sink.write_batch([later])
+    sink.close()
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [
+        first.id,
+        later.id,
+    ]
+
+
 def test_sqlite_sink_shared_by_two_writers(tmp_path: Path) -> None:
     """Two sinks on one file (as two worker processes have), each fed by its own thread."""
     db = tmp_path / "shared.db"
@@ -824,3 +1004,43 @@ def test_create_app_refuses_bad_settings(tmp_path: Path, keys: JWKManager) -> No
     write_jwks(public_file, keys.get_public_jwks())
     with pytest.raises(InvalidArgumentError, match="no private key"):
         create_app(public_file, sink="-")
+
+
+# ---------------------------------------------------------------------------------------------
+# ReceiverThread
+
+
+def lifespan_app(startup: Callable[[], Any]) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await startup()
+        yield
+
+    return Starlette(lifespan=lifespan)
+
+
+def test_receiver_thread_stop_before_start_closes_its_socket() -> None:
+    receiver = ReceiverThread(lifespan_app(anyio.lowlevel.checkpoint))
+    receiver.stop()
+    assert receiver._socket.fileno() == -1
+
+
+async def failing_startup() -> None:
+    raise RuntimeError("the sink cannot be opened")
+
+
+def test_receiver_thread_start_failure_stops_and_closes() -> None:
+    receiver = ReceiverThread(lifespan_app(failing_startup))
+    with pytest.raises(RuntimeError, match="stopped during startup"):
+        receiver.start()
+    assert receiver._socket.fileno() == -1
+    receiver.stop()  # harmless after a failed start
+
+
+def test_receiver_thread_start_timeout_stops_and_closes() -> None:
+    receiver = ReceiverThread(lifespan_app(lambda: anyio.sleep(1.5)))
+    with pytest.raises(TimeoutError, match="did not start"):
+        receiver.start(timeout=0.1)
+    assert receiver._socket.fileno() == -1
+    receiver._thread.join(10)  # the slow startup ends, then the server stops by itself
+    assert not receiver._thread.is_alive()

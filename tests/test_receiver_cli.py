@@ -6,6 +6,7 @@ subprocesses run the console script (serve, send, keys rotate) and the multi-wor
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,16 +29,32 @@ from typing import Any
 import httpx
 import pytest
 import typer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from typer.testing import CliRunner, Result
 
 from request_crypto import JWKManager, RequestEncryptor
 from request_crypto.keyfile import write_jwks
-from request_crypto.receiver import create_app
+from request_crypto.receiver import ReceiverConfig, create_app
+from request_crypto.receiver import cli as receiver_cli_module
 from request_crypto.receiver.cli import register
+from request_crypto.receiver.config import ENV_PREFIX
 from request_crypto.receiver.testing import ReceiverThread
 
 runner = CliRunner()
 STARTUP = re.compile(r"listening on (http://[^ ]+) ")
+PROXY_VARIABLES = [
+    name for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY") for name in (base, base.lower())
+]
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`send` runs in this process and honours proxy variables: loopback must stay direct."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def receiver_cli() -> typer.Typer:
@@ -85,8 +103,11 @@ def receiver(tmp_path: Path, keys: JWKManager) -> Iterator[tuple[ReceiverThread,
 
 
 def rows(db: Path) -> list[tuple[str, str, str, Any]]:
-    with sqlite3.connect(db) as connection:
-        found = connection.execute("SELECT id, kid, format, payload FROM payloads").fetchall()
+    """The stored rows, in the order they were received."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        found = connection.execute(
+            "SELECT id, kid, format, payload FROM payloads ORDER BY received_at, rowid"
+        ).fetchall()
     return [(i, k, f, json.loads(p)) for i, k, f, p in found]
 
 
@@ -158,14 +179,18 @@ def test_send_errors(
         "404",
     )
     assert_fails(run("send", "--jwks", str(public), "--url", thread.url, "-", stdin="{nope"),
-                 "not valid JSON")  # fmt: skip
+                 "not valid JSON", "line 1 column 2")  # fmt: skip
+    assert_fails(run("send", "--jwks", str(public), "--url", thread.url, "-",
+                     stdin="[" * 100_000), "nested too deeply")  # fmt: skip
     assert_fails(
         run("send", "--jwks", str(public), "--url", thread.url, str(tmp_path / "missing.json")),
-        "cannot read",
+        "missing.json: no such file",
     )
+    # the same helpful message as `request-crypto encrypt --kid nope`: the kids it could use
     assert_fails(
         run("send", "--jwks", str(public), "--url", thread.url, "--kid", "nope", str(good)),
-        "Missing kid (nope).",
+        "has no key 'nope'",
+        "'cli-old', 'cli-new'",
     )
     assert_fails(
         run("send", "--jwks", str(tmp_path / "none.json"), "--url", thread.url, str(good)),
@@ -178,20 +203,56 @@ def test_send_errors(
     assert rows(db) == []
 
 
+def hostile_receiver() -> Starlette:
+    """Answers every POST 400 with an `error` that tries to rewrite the terminal."""
+
+    async def refuse(request: Request) -> JSONResponse:
+        return JSONResponse({"error": "bad\x1b[2J\r\nerror: forged line\u202e"}, 400)
+
+    return Starlette(routes=[Route("/v1/payloads", refuse, methods=["POST"])])
+
+
+def test_send_escapes_the_receivers_error_text(
+    tmp_path: Path, key_files: tuple[Path, Path]
+) -> None:
+    _, public = key_files
+    good = tmp_path / "doc.json"
+    good.write_text("{}")
+    with ReceiverThread(hostile_receiver()) as thread:
+        line = assert_fails(
+            run("send", "--jwks", str(public), "--url", thread.url, str(good)), "answered 400"
+        )
+    assert "\x1b" not in line and "\r" not in line and "\u202e" not in line
+    assert "bad\\x1b[2J\\r\\nerror: forged line\\u202e" in line
+
+
 # ---------------------------------------------------------------------------------------------
 # serve: errors before it listens, through CliRunner
+
+
+def receiver_settings() -> tuple[dict[str, str], Any, list[Any]]:
+    """What `serve` changes in the process while it runs; none of it may outlive it."""
+    environment = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    return environment, signal.getsignal(signal.SIGTERM), list(warnings.filters)
 
 
 def test_serve_refuses_bad_settings(
     tmp_path: Path, key_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # where the default sink, sqlite:///payloads.db, would go
     private, public = key_files
+    before = receiver_settings()
     assert run("serve", "--jwks", str(private), "--max-body", "lots").exit_code == 2
     assert run("serve", "--jwks", str(private), "--workers", "0").exit_code == 2
     assert run("serve", "--jwks", str(private), "--port", "70000").exit_code == 2
+    assert run("serve", "--jwks", str(private), "--limit-concurrency", "0").exit_code == 2
     assert run("serve").exit_code == 2
     assert_fails(run("serve", "--jwks", str(tmp_path / "absent.json")), "absent.json")
-    assert_fails(run("serve", "--jwks", str(public)), "no private key")
+    assert_fails(run("serve", "--jwks", str(public)), "no private key", "serve needs")
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"keys": []}')
+    assert_fails(run("serve", "--jwks", str(empty)), "holds no keys")
+    assert not (tmp_path / "payloads.db").exists()  # a wrong key set leaves no database
     assert_fails(run("serve", "--jwks", str(private), "--sink", "mysql://db"), "sink")
     assert_fails(
         run("serve", "--jwks", str(private), "--sink", f"sqlite:///{tmp_path}/no/such/dir.db"),
@@ -205,6 +266,7 @@ def test_serve_refuses_bad_settings(
             run("serve", "--jwks", str(private), "--port", str(port), "--sink", "-"),
             f"cannot listen on 127.0.0.1:{port}",
         )
+    assert receiver_settings() == before
 
     real_import = importlib.import_module
 
@@ -215,6 +277,25 @@ def test_serve_refuses_bad_settings(
 
     monkeypatch.setattr(importlib, "import_module", without_uvicorn)
     assert_fails(run("serve", "--jwks", str(private)), "request_crypto[server]")
+    assert not (tmp_path / "payloads.db").exists()
+
+
+def test_serving_settings_are_undone_even_after_a_failure(tmp_path: Path) -> None:
+    config = ReceiverConfig(jwks=tmp_path / "keys.json", sink="-", max_body=1234)
+    os.environ[f"{ENV_PREFIX}SINK"] = "jsonl:///before.jsonl"  # a value of the caller's own
+    try:
+        before = receiver_settings()
+        with (
+            pytest.raises(RuntimeError, match="startup failed"),
+            receiver_cli_module._serving_settings(config) as stop,
+        ):
+            assert os.environ[f"{ENV_PREFIX}MAX_BODY"] == "1234"  # for the worker processes
+            assert os.environ[f"{ENV_PREFIX}SINK"] == "-"
+            assert signal.getsignal(signal.SIGTERM) is stop
+            raise RuntimeError("startup failed")
+        assert receiver_settings() == before
+    finally:
+        del os.environ[f"{ENV_PREFIX}SINK"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +325,7 @@ class Server:
             cwd=cwd,
             env=clean_env(),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -286,7 +367,10 @@ class Server:
             self.process.kill()
             self.process.wait(timeout=10)
             pytest.fail("serve did not stop within 30 s of SIGTERM")
-        self._reader.join(10)
+        finally:
+            self._reader.join(10)
+            assert self.process.stderr is not None
+            self.process.stderr.close()
         return code
 
 

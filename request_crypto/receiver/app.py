@@ -13,6 +13,14 @@ Errors are JSON ``{"error": "..."}``: ``400`` malformed or undecryptable, ``422`
 ``413`` too large, ``503`` when the sink failed, ``404``/``405`` as usual. Neither errors nor
 logs ever carry payloads or key material.
 
+Memory is bounded per process. A body of up to `SMALL_BODY` (256 KiB) is read as it arrives;
+past that (or when ``Content-Length`` says it will get there) the request first waits for one
+of `large_bodies` slots, which it holds until its body is decrypted. Meanwhile the client's
+bytes wait in the socket (Uvicorn stops reading a request its app is not reading). A body is
+copied once when its chunks are joined. So at most about ``connections x 2 x SMALL_BODY +
+large_bodies x (2 x max_body + the decrypted payload)`` is in use; `request-crypto serve`
+bounds the connections with ``--limit-concurrency``.
+
 When built from a key-set *file*, the app polls it (inode, size, mtime) and, when it changes,
 parses it on a worker thread and swaps in a new decryptor in one reference assignment:
 requests in flight finish with the keys they started with. A file that does not parse, or
@@ -33,7 +41,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,7 +66,7 @@ from ..errors import (
     RequestCryptoError,
 )
 from ..jwks import JWKSManager
-from ..keyfile import read_jwks
+from ..keyfile import read_jwks, require_private_keys
 from ..request import DecryptedRequest, RequestDecryptor
 from .config import (
     DEFAULT_JWKS_MAX_AGE,
@@ -69,7 +77,7 @@ from .config import (
 )
 from .sinks import DEFAULT_SINK, ReceivedPayload, Sink, open_sink, parse_sink_url
 
-__all__ = ["KeySetSource", "app_from_env", "create_app"]
+__all__ = ["SMALL_BODY", "KeySetSource", "app_from_env", "create_app"]
 
 logger = logging.getLogger("request_crypto.receiver")
 
@@ -79,6 +87,10 @@ KeySetSource = str | os.PathLike[str] | Mapping[str, Any] | JWKSManager | Reques
 _LOG_SCOPE_KEY = "request_crypto.receiver.log"
 _SAFE_LOG_VALUE = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
 _MAX_BATCH = 256
+#: Bodies up to this size are read without waiting; larger ones take a `large_bodies` slot.
+SMALL_BODY = 256 * 1024
+#: Who needs the private set, in the "holds no private keys" error.
+_NEEDED_BY = "a receiver"
 
 
 class _BodyTooLarge(Exception):
@@ -107,11 +119,6 @@ def _generation(decryptor: RequestDecryptor) -> _KeyGeneration:
     return _KeyGeneration(decryptor, body, etag, len(decryptor.keys))
 
 
-def _private_count(decryptor: RequestDecryptor) -> int:
-    keys = decryptor.keys
-    return sum(1 for kid in keys.kids() if keys.has_private_key(kid))
-
-
 def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
     # A payload may be no larger than a body may be, also after decompression (`zip`).
     return RequestDecryptor(jwks, max_body_size=max_body, max_inflated_size=max_body)
@@ -119,10 +126,7 @@ def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestD
 
 def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:
     decryptor = _decryptor(read_jwks(path), max_body)
-    if _private_count(decryptor) == 0:
-        raise InvalidArgumentError(
-            f"{path} holds no private key: a receiver needs the private key set"
-        )
+    require_private_keys(decryptor.keys, path, _NEEDED_BY)
     return decryptor
 
 
@@ -303,7 +307,7 @@ def _now() -> str:
 
 def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str]:
     """Runs on a worker thread: decrypt, then serialize the payload once for the sink."""
-    decrypted = decryptor.decrypt_request(body.strip())
+    decrypted = decryptor.decrypt_request(body)
     try:
         payload_json = dumps_utf8(decrypted.payload).decode("utf-8")
     except InvalidArgumentError:
@@ -312,17 +316,54 @@ def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest
     return decrypted, payload_json
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, counting while reading: stop and fail as soon as it passes `limit`."""
+def _declared_length(request: Request) -> int | None:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is None or not (declared.isascii() and declared.isdigit()):
+        return None
+    return int(declared) if len(declared) <= 18 else 10**18
+
+
+async def _read_body(
+    request: Request, limit: int, take_slot: Callable[[], Awaitable[None]]
+) -> tuple[bytes, int]:
+    """The body, surrounding whitespace removed, and how many bytes were sent.
+
+    Counted while reading: fails as soon as it passes `limit` (at once when Content-Length
+    says it will). A body that passes SMALL_BODY awaits `take_slot()` before reading on.
+    """
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
         raise _BodyTooLarge()
-    body = bytearray()
+    large = declared is not None and declared > SMALL_BODY
+    if large:
+        await take_slot()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise _BodyTooLarge()
-    return bytes(body)
+        if size > SMALL_BODY and not large:
+            large = True
+            await take_slot()
+        if chunk:
+            chunks.append(chunk)
+    return _joined(chunks), size
+
+
+def _joined(chunks: Sequence[bytes]) -> bytes:
+    """``b"".join(chunks).strip()``, copying the data once rather than three times."""
+    first, last = 0, len(chunks)
+    while first < last and chunks[first].isspace():
+        first += 1
+    while last > first and chunks[last - 1].isspace():
+        last -= 1
+    if first == last:
+        return b""
+    kept = list(chunks[first:last])
+    kept[0] = kept[0].lstrip()
+    kept[-1] = kept[-1].rstrip()
+    return b"".join(kept)
 
 
 class _Receiver:
@@ -337,28 +378,27 @@ class _Receiver:
         reload_interval: float | None,
         jwks_max_age: int,
         decrypt_threads: int | None,
+        large_bodies: int | None,
         max_batch: int,
     ) -> None:
         if max_body < 1:
             raise InvalidArgumentError("max_body must be at least 1 byte")
+        if large_bodies is not None and large_bodies < 1:
+            raise InvalidArgumentError("large_bodies must be at least 1")
         self.max_body = max_body
         self.jwks_max_age = jwks_max_age
         self.max_batch = max_batch
         self.decrypt_threads = decrypt_threads or max(2, os.cpu_count() or 1)
+        self.large_bodies = large_bodies or 2 * self.decrypt_threads
         self.path: Path | None = None
         self._signature: tuple[int, int, int, int] | None = None
         if isinstance(jwks, (str, os.PathLike)):
             self.path = Path(jwks)
             self._signature = _file_signature(self.path)
             decryptor = _load_decryptor(self.path, max_body)
-        elif isinstance(jwks, RequestDecryptor):
-            decryptor = jwks
         else:
-            decryptor = _decryptor(jwks, max_body)
-        if _private_count(decryptor) == 0:
-            raise InvalidArgumentError(
-                "the key set holds no private key: a receiver needs the private key set"
-            )
+            decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body)
+            require_private_keys(decryptor.keys, "the key set", _NEEDED_BY)
         self.keys = _generation(decryptor)
         self.reload_interval = reload_interval if self.path is not None else None
         if isinstance(sink, str):
@@ -367,12 +407,14 @@ class _Receiver:
         self.sink: Sink | None = None
         self.writer: _SinkWriter | None = None
         self.limiter: anyio.CapacityLimiter | None = None
+        self.large_body_slots: anyio.Semaphore | None = None
 
     # -- lifespan ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.limiter = anyio.CapacityLimiter(self.decrypt_threads)
+        self.large_body_slots = anyio.Semaphore(self.large_bodies)
         owned = isinstance(self.sink_spec, str)
         if isinstance(self.sink_spec, str):
             self.sink = await anyio.to_thread.run_sync(open_sink, self.sink_spec)
@@ -482,26 +524,31 @@ class _Receiver:
         self, request: Request, fields: MutableMapping[str, object]
     ) -> ReceivedPayload:
         """Read, decrypt and store one body; every refusal is a `_Refused`."""
-        writer, limiter = self.writer, self.limiter
-        if writer is None or limiter is None:
+        writer, limiter, slots = self.writer, self.limiter, self.large_body_slots
+        if writer is None or limiter is None or slots is None:
             raise _Refused(503, "not-started", "the receiver is not started (no ASGI lifespan)")
-        try:
-            body = await _read_body(request, self.max_body)
-        except _BodyTooLarge:
-            raise _Refused(
-                413, "too-large", f"the body is over the limit of {format_size(self.max_body)}"
-            ) from None
-        except ClientDisconnect:
-            raise _Refused(400, "client-disconnected", "the client disconnected") from None
-        size = fields["size"] = len(body)
-        keys = self.keys  # the generation this request uses, even if a reload happens now
-        try:
-            decrypted, payload_json = await anyio.to_thread.run_sync(
-                _decrypt, keys.decryptor, body, limiter=limiter
-            )
-        except Exception as exc:
-            raise _refusal(exc, fields) from None
-        del body
+        async with contextlib.AsyncExitStack() as held:  # a large body's slot, if it took one
+
+            async def take_slot() -> None:
+                await held.enter_async_context(slots)
+
+            try:
+                body, size = await _read_body(request, self.max_body, take_slot)
+            except _BodyTooLarge:
+                raise _Refused(
+                    413, "too-large", f"the body is over the limit of {format_size(self.max_body)}"
+                ) from None
+            except ClientDisconnect:
+                raise _Refused(400, "client-disconnected", "the client disconnected") from None
+            fields["size"] = size
+            keys = self.keys  # the generation this request uses, even if a reload happens now
+            try:
+                decrypted, payload_json = await anyio.to_thread.run_sync(
+                    _decrypt, keys.decryptor, body, limiter=limiter
+                )
+            except Exception as exc:
+                raise _refusal(exc, fields) from None
+            del body
         record = ReceivedPayload(
             id=str(uuid.uuid4()),
             received_at=_now(),
@@ -568,6 +615,7 @@ def create_app(
     reload_interval: float | None = DEFAULT_RELOAD_INTERVAL,
     jwks_max_age: int = DEFAULT_JWKS_MAX_AGE,
     decrypt_threads: int | None = None,
+    large_bodies: int | None = None,
     max_batch: int = _MAX_BATCH,
 ) -> Starlette:
     """Build the receiver's ASGI app.
@@ -583,8 +631,10 @@ def create_app(
 
     `max_body`: the largest body accepted, in bytes (larger: ``413``). `jwks_max_age`: the
     ``Cache-Control: max-age`` of the well-known key set. `decrypt_threads`: how many bodies
-    are decrypted at once (default: the number of cores, at least 2). `max_batch`: the most
-    records per `write_batch` call.
+    are decrypted at once (default: the number of cores, at least 2). `large_bodies`: how many
+    bodies over `SMALL_BODY` are read and decrypted at once (default: twice `decrypt_threads`;
+    see the module docstring for the memory this bounds). `max_batch`: the most records per
+    `write_batch` call.
     """
     receiver = _Receiver(
         jwks,
@@ -593,6 +643,7 @@ def create_app(
         reload_interval=reload_interval,
         jwks_max_age=jwks_max_age,
         decrypt_threads=decrypt_threads,
+        large_bodies=large_bodies,
         max_batch=max_batch,
     )
     routes = [

@@ -12,6 +12,7 @@ Needs the ``server`` extra (httpx, starlette, uvicorn).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -174,7 +175,7 @@ def measure_receiver_throughput(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        with sqlite3.connect(db) as connection:
+        with contextlib.closing(sqlite3.connect(db)) as connection:
             stored = connection.execute("SELECT COUNT(*) FROM payloads").fetchone()[0]
         expected = warmed + bodies * len(formats)
         if stored != expected:

@@ -2,28 +2,31 @@
 
 `register(app)` adds both commands to the main Typer app. Only typer, the standard library and
 the core package are imported here; Starlette, Uvicorn and httpx (the ``server`` extra) are
-imported when a command runs, with a clear message when they are missing.
+imported when a command runs, with a clear message when they are missing. Reading INPUT,
+loading key sets and reporting errors are shared with the other commands (`_cli_common`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
-import json
 import os
 import signal
 import socket
-import sys
-import warnings
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from .._cli_common import encrypt_document, fail, read_json_input, reported, with_keys
 from ..envelope import Format
 from ..errors import RequestCryptoError
-from ..request import RequestDecryptor, RequestEncryptor
+from ..keyfile import require_private_keys
 from .config import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY,
@@ -34,17 +37,24 @@ from .config import (
 )
 from .sinks import DEFAULT_SINK, describe_sink, open_sink
 
-__all__ = ["register", "send", "serve"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["DEFAULT_LIMIT_CONCURRENCY", "register", "send", "serve"]
 
 APP_FACTORY = "request_crypto.receiver.app:app_from_env"
 PAYLOADS_PATH = "/v1/payloads"
+#: Connections and requests one worker serves at once; Uvicorn answers 503 to more. With the
+#: app's own bound on large bodies (see `request_crypto.receiver.app`), this bounds memory.
+DEFAULT_LIMIT_CONCURRENCY = 1000
 _EXTRA_HINT = "install it with: pip install 'request_crypto[server]'"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+#: The signals `serve` (or Uvicorn's multi-worker supervisor) handles; restored afterwards.
+_SIGNALS = tuple(
+    getattr(signal, f"SIG{name}")
+    for name in ("INT", "TERM", "HUP", "QUIT", "TTIN", "TTOU", "USR1", "USR2", "WINCH")
+    if hasattr(signal, f"SIG{name}")
+)
 
 
 def _require_server_extra(*modules: str) -> None:
@@ -52,7 +62,7 @@ def _require_server_extra(*modules: str) -> None:
         try:
             importlib.import_module(name)
         except ImportError:
-            _fail(f"this command needs {name}, part of the server extra; {_EXTRA_HINT}")
+            fail(f"this command needs {name}, part of the server extra; {_EXTRA_HINT}")
 
 
 def _max_body(text: str) -> int:
@@ -83,8 +93,56 @@ def _log_config(level: str) -> dict[str, Any]:
     return config
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+# ---------------------------------------------------------------------------------------------
+# serve: validate everything, then bind, then run
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What `serve` was asked for, checked: nothing is listening or changed yet."""
+
+    config: ReceiverConfig
+    kids: list[str]
+    sink_description: str
+    host: str
+    port: int
+    workers: int
+    log_level: str
+    limit_concurrency: int
+
+
+def _validate(
+    jwks: Path,
+    *,
+    host: str,
+    port: int,
+    sink: str,
+    max_body: str,
+    workers: int,
+    log_level: str,
+    limit_concurrency: int,
+) -> _Plan:
+    """Check the options, the key set and the sink; the sink's file is created last.
+
+    The keys come first, so a wrong key set leaves no payload database behind.
+    """
+    limit = _max_body(max_body)
+    if log_level.lower() not in _LOG_LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
+    _require_server_extra("starlette", "uvicorn")
+    kids = require_private_keys(with_keys(jwks), jwks, "serve")
+    sink_description = describe_sink(sink)  # a bad URL fails here, before any file exists
+    open_sink(sink).close()  # creates the file / table now, so a bad path fails here
+    return _Plan(
+        config=ReceiverConfig(jwks=jwks, sink=sink, max_body=limit),
+        kids=kids,
+        sink_description=sink_description,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        limit_concurrency=limit_concurrency,
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -97,9 +155,101 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port")
+        fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port")
     sock.set_inheritable(True)
     return sock
+
+
+class _GracefulStop:
+    """SIGTERM or Ctrl-C while `serve` has the signals: stop gracefully, exit code 0.
+
+    Until Uvicorn installs its own handlers (and after it restores these and re-raises the
+    signal it caught) this asks the server to stop, so a signal at any moment gives the same
+    graceful shutdown: requests in flight finish, the sink is drained, `serve` returns.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.server: uvicorn.Server | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+@contextlib.contextmanager
+def _serving_settings(config: ReceiverConfig) -> Iterator[_GracefulStop]:
+    """The process-wide settings serving needs, undone afterwards, also after a failure.
+
+    Every worker (a fresh process with --workers) builds its app from environment variables;
+    the signal handlers are `_GracefulStop`'s, and Uvicorn's supervisor installs its own.
+    """
+    environment = config.to_env()
+    saved_environment = {name: os.environ.get(name) for name in environment}
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved_signals = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main_thread else {}
+    stop = _GracefulStop()
+    os.environ.update(environment)
+    try:
+        if main_thread:
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        yield stop
+    finally:
+        for sig, handler in saved_signals.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(plan: _Plan, sock: socket.socket) -> None:
+    """Serve on the bound socket until stopped; Uvicorn exits 3 itself on a startup failure."""
+    import uvicorn  # noqa: PLC0415 (the server extra)
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415 (the server extra)
+
+    with _serving_settings(plan.config) as stop:
+        uvicorn_config = uvicorn.Config(
+            APP_FACTORY,
+            factory=True,
+            host=plan.host,
+            port=plan.port,
+            workers=plan.workers,
+            lifespan="on",
+            log_config=_log_config(plan.log_level),
+            log_level="warning",
+            access_log=False,  # the receiver logs its own line per request
+            timeout_graceful_shutdown=30,
+            limit_concurrency=plan.limit_concurrency,
+        )
+        server = uvicorn.Server(uvicorn_config) if plan.workers == 1 else None
+        stop.server = server
+        _announce(plan, sock)
+        if server is not None:
+            server.run(sockets=[sock])
+            return
+        supervisor = Multiprocess(uvicorn_config, sockets=[sock])  # takes over the signals
+        if not stop.requested:
+            supervisor.run()
+
+
+def _announce(plan: _Plan, sock: socket.socket) -> None:
+    """The startup line: where it listens, which keys, where payloads go, the limits."""
+    host = f"[{plan.host}]" if ":" in plan.host else plan.host
+    kids = plan.kids
+    workers = plan.workers
+    typer.echo(
+        f"request-crypto receiver listening on http://{host}:{sock.getsockname()[1]} "
+        f"(POST {PAYLOADS_PATH}, GET /.well-known/jwks.json) with {len(kids)} "
+        f"key{'s' if len(kids) != 1 else ''} ({', '.join(kids)}) from {plan.config.jwks}; "
+        f"payloads go to {plan.sink_description}; max body {format_size(plan.config.max_body)}; "
+        f"{workers} worker{'s' if workers != 1 else ''}",
+        err=True,
+    )
 
 
 def serve(
@@ -135,91 +285,46 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="Log level of the request lines: debug, info, warning, error.")
     ] = "info",
+    limit_concurrency: Annotated[
+        int,
+        typer.Option(
+            "--limit-concurrency",
+            min=1,
+            help="Connections and requests per worker at once; more get 503. With at most a "
+            "few bodies over 256 KiB buffered at a time, this bounds the memory used.",
+        ),
+    ] = DEFAULT_LIMIT_CONCURRENCY,
 ) -> None:
     """Run the receiver: decrypt POSTed bodies, store the payloads, publish the public keys."""
-    limit = _max_body(max_body)
-    if log_level.lower() not in _LOG_LEVELS:
-        raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
-    _require_server_extra("starlette", "uvicorn")
-    import uvicorn  # noqa: PLC0415 (the server extra)
-    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415 (the server extra)
-
-    try:
-        decryptor = RequestDecryptor.from_file(jwks, max_body_size=limit)
-        sink_description = describe_sink(sink)
-        open_sink(sink).close()  # creates the file / table now, so a bad path fails here
-    except RequestCryptoError as exc:
-        _fail(str(exc))
-    keys = decryptor.keys
-    private = [kid for kid in keys.kids() if keys.has_private_key(kid)]
-    if not private:
-        _fail(f"{jwks} holds no private key; serve needs the private key set, not the public one")
-
-    config = ReceiverConfig(jwks=jwks, sink=sink, max_body=limit)
-    # Every worker (a fresh process with --workers) builds its app from these variables.
-    os.environ.update(config.to_env())
-    uvicorn_config = uvicorn.Config(
-        APP_FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        lifespan="on",
-        log_config=_log_config(log_level),
-        log_level="warning",
-        access_log=False,  # the receiver logs its own line per request
-        timeout_graceful_shutdown=30,
-    )
-    # SIGTERM is a request to stop: Uvicorn shuts down gracefully (requests in flight finish,
-    # the sink is drained), then re-raises the signal, which this handler turns into exit 0.
-    # Installed before the startup line, so it is in place for anyone waiting for that line.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    sock = _bind(host, port)
-    bound_port = sock.getsockname()[1]
-    shown_host = f"[{host}]" if ":" in host else host
-    plural = "s" if len(private) != 1 else ""
-    # A signal in the instant before Uvicorn takes over leaves its coroutine unstarted.
-    warnings.filterwarnings("ignore", "coroutine 'Server.serve' was never awaited")
-    try:
-        typer.echo(
-            f"request-crypto receiver listening on http://{shown_host}:{bound_port} "
-            f"(POST {PAYLOADS_PATH}, GET /.well-known/jwks.json) with {len(private)} key{plural} "
-            f"({', '.join(private)}) from {jwks}; payloads go to {sink_description}; "
-            f"max body {format_size(limit)}; {workers} worker{'s' if workers != 1 else ''}",
-            err=True,
+    with reported():
+        plan = _validate(
+            jwks,
+            host=host,
+            port=port,
+            sink=sink,
+            max_body=max_body,
+            workers=workers,
+            log_level=log_level,
+            limit_concurrency=limit_concurrency,
         )
-        if workers == 1:
-            # Startup failures (the sink cannot be opened...) make Uvicorn exit 3 itself.
-            uvicorn.Server(uvicorn_config).run(sockets=[sock])
-        else:
-            Multiprocess(uvicorn_config, sockets=[sock]).run()
-    except KeyboardInterrupt:
-        pass  # Ctrl-C: Uvicorn has shut down gracefully (or had not started yet)
+    sock = _bind(host, port)
+    try:
+        _run(plan, sock)
     finally:
         sock.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# send
 
 
 def _payloads_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        _fail(f"--url {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8787{PAYLOADS_PATH}")
+        fail(f"--url {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8787{PAYLOADS_PATH}")
     if parts.path in ("", "/"):
         parts = parts._replace(path=PAYLOADS_PATH)
     return urlunsplit(parts)
-
-
-def _read_document(source: str) -> Any:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(f"cannot read {source}: {exc.strerror or exc}")
-    except UnicodeDecodeError:
-        _fail(f"{source} is not UTF-8 text; send a JSON document")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        where = "standard input" if source == "-" else source
-        _fail(f"{where} is not valid JSON ({exc})")
 
 
 def send(
@@ -255,19 +360,18 @@ def send(
     ] = 30.0,
 ) -> None:
     """Encrypt a JSON document and POST it to a receiver; print the receiver's answer."""
-    target = _payloads_url(url)
-    _require_server_extra("httpx")
+    with reported():
+        target = _payloads_url(url)
+        _require_server_extra("httpx")
+        document = read_json_input(source, "send")
+        body = encrypt_document(jwks, document, kid, body_format)[1]
+    _post(target, body, body_format, timeout)
+
+
+def _post(target: str, body: str, body_format: Format, timeout: float) -> None:
+    """POST the body; the answer on stdout, or the receiver's error as one `error:` line."""
     import httpx  # noqa: PLC0415 (the server extra)
 
-    document = _read_document(source)
-    try:
-        encryptor = RequestEncryptor.from_file(jwks, format=body_format)
-        kids = encryptor.kids()
-        if not kids:
-            _fail(f"{jwks} holds no key to encrypt to")
-        body = encryptor.encrypt(kid if kid is not None else kids[-1], document)
-    except RequestCryptoError as exc:
-        _fail(str(exc))
     content_type = "application/jose" if body_format is Format.JWE else "text/plain"
     try:
         response = httpx.post(
@@ -277,7 +381,7 @@ def send(
             timeout=timeout,
         )
     except httpx.HTTPError as exc:
-        _fail(f"cannot send to {target}: {exc or type(exc).__name__}")
+        fail(f"cannot send to {target}: {exc or type(exc).__name__}")
     if response.is_success:
         typer.echo(response.text.strip())
         return
@@ -287,7 +391,8 @@ def send(
         detail = None
     if not isinstance(detail, str):
         detail = " ".join(response.text.split())[:200] or response.reason_phrase
-    _fail(f"the receiver answered {response.status_code}: {detail}")
+    # `fail` escapes control characters: the receiver's text must not rewrite the terminal.
+    fail(f"the receiver answered {response.status_code}: {detail[:500]}")
 
 
 def register(app: typer.Typer) -> None:

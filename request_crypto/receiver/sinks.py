@@ -15,7 +15,12 @@ is absolute):
   payload)``, WAL mode, ``synchronous=FULL``, one transaction per batch. Several worker
   processes may share one file.
 - ``jsonl:///PATH``: one JSON object per line, appended; each batch is written, flushed and
-  fsynced under an exclusive ``flock``, so several processes can share the file.
+  fsynced under an exclusive ``flock``, so several processes can share the file. A batch that
+  fails halfway is cut off again, so the file never ends in a partial line.
+
+Both files hold decrypted payloads: a new one is created with mode 0600 (SQLite gives its
+``-wal`` and ``-shm`` files the database file's mode), whatever the umask. An existing file
+keeps its mode.
 - ``-``: one JSON object per line on standard output, flushed per batch.
 
 Stdlib only: importing this module needs no server dependency.
@@ -51,6 +56,8 @@ __all__ = [
 ]
 
 DEFAULT_SINK = "sqlite:///payloads.db"
+#: Sink files hold decrypted payloads: only their owner may read them.
+PRIVATE_FILE_MODE = 0o600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -121,6 +128,14 @@ class SQLiteSink:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         try:
+            # Created 0600 before SQLite sees it: SQLite would create it 0644 (less the umask),
+            # and creates the -wal and -shm files with the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"{self.path}: cannot open the SQLite file ({exc.strerror or exc})"
+            ) from None
+        try:
             # One writer thread uses the connection, but not the thread that opened it.
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -149,10 +164,14 @@ class SQLiteSink:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (I/O error, busy) can leave the transaction open, and every
+            # later BEGIN would fail: roll back so the next batch starts clean.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
         with self._transaction():
@@ -174,7 +193,7 @@ class JSONLSink:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
         except OSError as exc:
             raise InvalidArgumentError(
                 f"{self.path}: cannot open for appending ({exc.strerror})"
@@ -184,10 +203,17 @@ class JSONLSink:
         data = "".join(r.to_json_line() for r in records).encode("utf-8")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
+            end = os.fstat(self._fd).st_size  # stable: every writer holds the lock
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                os.fsync(self._fd)
+            except BaseException:
+                # The batch is answered 503 and will be sent again: leave none of it behind.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, end)
+                raise
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
