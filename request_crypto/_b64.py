@@ -22,8 +22,9 @@ _STANDARD_TO_URL = bytes.maketrans(b"+/", b"-_")
 #: Large texts are handled this many base64 characters at a time (a multiple of 4), so the
 #: transient copies stay small however big the body is.
 CHUNK = 1 << 18
-#: Below this many bytes the accelerator's call costs more than it saves.
-_ACCELERATE_FROM = 2048
+#: From about this many base64 characters the SIMD decoder beats binascii (measured: 0.5 vs
+#: 1.0 us at 344, 1.0 vs 4.7 us at 1,668); below it, the call overhead wins.
+_ACCELERATE_FROM = 256
 
 
 def b64url_encode(data: bytes) -> str:

@@ -21,6 +21,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: Built once: json.loads with a hook would build a decoder (and its scanner) per payload.
+_PAYLOAD_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def dumps_utf8(value: Any) -> bytes:
     """Serialize like JSON.stringify and encode as UTF-8; NaN and Infinity are refused."""
     if _accel.orjson is not None:
@@ -209,7 +213,7 @@ def loads_payload(data: bytes | str) -> Any:
         # Strict UTF-8, as the JavaScript side reads it: json.loads(bytes) would also accept
         # UTF-16/32 and a BOM, which JSON.parse(buffer.toString("utf8")) refuses.
         text = data if isinstance(data, str) else str(data, "utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        return _PAYLOAD_DECODER.decode(text)
     except RecursionError:
         problem = "the decrypted payload is nested too deeply to parse"
     except (ValueError, TypeError):
