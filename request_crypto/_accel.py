@@ -1,7 +1,10 @@
-"""Optional accelerators for large payloads: `orjson` (JSON) and `pybase64` (SIMD base64).
+"""Optional accelerators for large payloads: `orjson` (writing JSON), `msgspec` (reading
+JSON) and `pybase64` (SIMD base64).
 
 At 5 MB, JSON and base64 are most of the work: the standard library's json.dumps alone takes
 longer than the JavaScript original's whole encrypt, and binascii decodes at a few hundred MB/s.
+msgspec reads JSON ~1.7x faster than json and, unlike orjson (~12x the input in transient
+memory), builds the result directly, so a large body costs no more memory than with json.
 When these packages are installed (``pip install 'request_crypto[fast]'``), the hot paths use
 them; every use is guarded so the result is the one the standard library gives, and anything
 the guards cannot vouch for takes the standard path (see _json.py and _b64.py). Setting
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-__all__ = ["describe", "orjson", "pybase64"]
+__all__ = ["describe", "msgspec", "orjson", "pybase64"]
 
 
 def _optional(name: str) -> ModuleType | None:
@@ -26,6 +29,7 @@ def _optional(name: str) -> ModuleType | None:
 
 
 orjson: ModuleType | None = _optional("orjson")
+msgspec: ModuleType | None = _optional("msgspec")
 pybase64: ModuleType | None = _optional("pybase64")
 
 
@@ -37,5 +41,6 @@ def describe() -> dict[str, str]:
 
     return {
         "json": f"orjson {version(orjson)}" if orjson else "json (stdlib)",
+        "json reading": f"msgspec {version(msgspec)}" if msgspec else "json (stdlib)",
         "base64": f"pybase64 {version(pybase64)}" if pybase64 else "binascii (stdlib)",
     }

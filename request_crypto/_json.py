@@ -69,19 +69,11 @@ _SUSPECT_FLOATS = tuple(
 _NON_FINITE_FLOATS = tuple(
     re.compile(prefix + rb"[\x00-\xff]{6}" + _NON_FINITE, re.DOTALL) for prefix in (rb"g", rb"\xe7")
 )
-_DIGITS = b"0123456789"
 _NUMBER_CHARS = frozenset(b"0123456789.-+eE")
 _NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 #: More places to look at than this, and the standard path is quicker.
 _MAX_FLOAT_SPOTS = 4096
-#: orjson parses into a document of its own first: about 12 bytes of transient memory per
-#: byte of JSON (measured with tracemalloc), against json's 1 (the str it decodes to). Past
-#: this size the standard parser is used, so a large body cannot multiply into a large peak.
-ORJSON_LOADS_MAX = 1024 * 1024
 _SHORT_NEGATIVE_EXPONENT = re.compile(rb"e-[6-9]")
-#: 19 digits in a row: an integer that may not fit orjson's 64 bits (it would become a float).
-_DIGIT_MARK = bytes.maketrans(_DIGITS, b"\x01" * 10)
-_LONG_DIGIT_RUN = b"\x01" * 19
 
 
 def _decline(value: Any) -> Any:
@@ -180,20 +172,20 @@ def _with_python_floats(out: bytes) -> bytes | None:
 
 
 def _fast_loads(data: bytes | bytearray | memoryview) -> tuple[bool, Any]:
-    """(True, value) when orjson parses `data` to exactly what json.loads gives; else (False,).
+    """(True, value) when msgspec parses `data`; (False, None) sends it to json.loads.
 
-    orjson refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, trailing text)
-    and some it accepts (lone surrogate escapes, 1e400, very deep nesting): a refusal just
-    sends the text to the standard path. The one silent difference, integers past 64 bits
-    read as floats, is ruled out by refusing any run of 19 digits.
+    msgspec refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, trailing text)
+    and a few things json accepts (1e400, lone surrogate escapes, very deep nesting); what it
+    accepts, it reads to the same value (big integers included; tests compare the two).
     """
-    assert _accel.orjson is not None
-    if _LONG_DIGIT_RUN in bytes(data).translate(_DIGIT_MARK):
-        return False, None
+    assert _MSGSPEC_DECODER is not None
     try:
-        return True, _accel.orjson.loads(data)
-    except Exception:  # orjson.JSONDecodeError (a ValueError), RecursionError, ...
+        return True, _MSGSPEC_DECODER.decode(data)
+    except Exception:  # msgspec.DecodeError / ValidationError, RecursionError, ...
         return False, None
+
+
+_MSGSPEC_DECODER: Any = _accel.msgspec.json.Decoder() if _accel.msgspec is not None else None
 
 
 def _escape_surrogates(text: str) -> str:
@@ -205,7 +197,7 @@ def _escape_surrogates(text: str) -> str:
 
 def loads_payload(data: bytes | str) -> Any:
     """Parse a decrypted payload; bad or absurdly nested JSON is a MalformedBodyError."""
-    if _accel.orjson is not None and not isinstance(data, str) and len(data) <= ORJSON_LOADS_MAX:
+    if _MSGSPEC_DECODER is not None and _accel.msgspec is not None and not isinstance(data, str):
         parsed, value = _fast_loads(data)
         if parsed:
             return value

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.jwa import JWA
 
 from ._b64 import ascii_bytes, b64url_decode, b64url_encode
+from ._json import dumps_utf8
 from .errors import (
     DecryptionError,
     MalformedBodyError,
@@ -102,9 +103,7 @@ def encrypt_compact(
     public_key: rsa.RSAPublicKey, header: Mapping[str, str], plaintext: bytes
 ) -> str:
     """Encrypt to one RSA key; `header` is written in the given member order."""
-    protected = b64url_encode(
-        json.dumps(dict(header), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    )
+    protected = b64url_encode(dumps_utf8(dict(header)))  # as JSON.stringify writes it
     content = CONTENT_ENCRYPTION_ALGORITHMS[header["enc"]]
     if header.get("zip") == DEFLATE:
         compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)

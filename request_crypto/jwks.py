@@ -290,18 +290,23 @@ class JWKManager(JWKSManager):
 
     def encrypt(self, kid: str, data: bytes) -> str:
         """The `elastic` wrapped key: a compact JWE of `data` (DEFLATE, A128CBC-HS256)."""
-        key = self._keys.get(kid)
-        if key is None:
-            raise MissingKidError(kid)
+        key = self._key_to_encrypt_to(kid, data)
         header = {**ELASTIC_KEY_HEADER, "alg": key.alg, "kid": kid}
         return encrypt_compact(key.public_key, header, bytes(data))
 
     def encrypt_jwe(self, kid: str, data: bytes, *, enc: str = "A256GCM") -> str:
         """A standard compact JWE without compression: the `jwe` wire format."""
+        key = self._key_to_encrypt_to(kid, data)
+        header = {"alg": key.alg, "enc": enc, "kid": kid}
+        return encrypt_compact(key.public_key, header, bytes(data))
+
+    def _key_to_encrypt_to(self, kid: str, data: bytes) -> _Key:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError(f"data to encrypt must be bytes, not {type(data).__name__}")
         key = self._keys.get(kid)
         if key is None:
             raise MissingKidError(kid)
-        return encrypt_compact(key.public_key, {"alg": key.alg, "enc": enc, "kid": kid}, data)
+        return key
 
     def decrypt(
         self,

@@ -356,3 +356,23 @@ def test_invalid_sets_are_refused_without_showing_key_material(
     message = str(caught.value)
     assert message
     assert not [secret for secret in secrets if secret in message]
+
+
+@pytest.mark.parametrize("method", ["encrypt", "encrypt_jwe"])
+@pytest.mark.parametrize("data", ["a str", 42, None])
+def test_encrypt_refuses_data_that_is_not_bytes(
+    js_manager: JWKManager, method: str, data: Any
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="must be bytes"):
+        getattr(js_manager, method)("kibana_1", data)
+
+
+def test_a_kid_with_a_lone_surrogate_is_written_as_json_stringify_would(
+    private_jwks: dict[str, Any],
+) -> None:
+    manager = JWKManager(private_jwks)
+    odd = dict(private_jwks["keys"][0], kid="kibana_\ud800")
+    manager.insert_key(odd)
+    token = manager.encrypt("kibana_\ud800", b"k" * 32)
+    assert protected_header(token).endswith(b'"kid":"kibana_\\ud800"}')
+    assert manager.decrypt(token).payload == b"k" * 32

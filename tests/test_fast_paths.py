@@ -3,8 +3,8 @@
 - Streaming `elastic` pack/unpack (request.py's encrypt and decrypt, envelope.py) against
   pack_body / unpack_body + the standard base64 decode, on bodies and on mutations of them,
   with chunks small enough to split every structure, with and without pybase64.
-- The orjson JSON paths (_json.py) against the json module: same bytes out, same values in,
-  the same refusals; skipped when orjson is not installed.
+- The orjson (writing) and msgspec (reading) JSON paths (_json.py) against the json module:
+  same bytes out, same values in, the same refusals; skipped when they are not installed.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     else:
         monkeypatch.setattr(_accel, "pybase64", None)
         monkeypatch.setattr(_accel, "orjson", None)
+        monkeypatch.setattr(_accel, "msgspec", None)
     monkeypatch.setattr(_b64, "_ACCELERATE_FROM", 8)  # accelerate even the small pieces
     yield request.param
 
@@ -272,8 +273,8 @@ LOAD_CASES = [b"1e400", b"-1e400", b"1e-400", str(2**64).encode(), str(2**64 - 1
               b"0.1234567890123456789"]  # fmt: skip
 
 
-@orjson_needed
-def test_orjson_loads_gives_the_json_module_values() -> None:
+@pytest.mark.skipif(_accel.msgspec is None, reason="msgspec is not installed")
+def test_msgspec_loads_gives_the_json_module_values() -> None:
     rng = random.Random(3)
     cases = list(LOAD_CASES)
     for _ in range(3000):
