@@ -6,9 +6,13 @@ non-ASCII, lone surrogates escaped) keeps bodies comparable across the two imple
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import marshal
 import re
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from . import _accel
@@ -197,6 +201,51 @@ def _escape_surrogates(text: str) -> str:
 
 def loads_payload(data: bytes | str) -> Any:
     """Parse a decrypted payload; bad or absurdly nested JSON is a MalformedBodyError."""
+    if len(data) < DEFER_GC_FROM:
+        return _loads(data)
+    with _gc_deferred():
+        return _loads(data)
+
+
+#: From this size, parsing runs with the cyclic GC paused. Parsing a 5 MB document creates
+#: ~100k containers, each allocation counting towards a collection, and the collections it
+#: triggers (scanning every object of the process) measured 37 -> 87 ms mean per parse.
+#: Parsed JSON holds no reference cycles, so deferring collection loses nothing.
+DEFER_GC_FROM = 1024 * 1024
+
+
+class _GCPause:
+    """Pause the cyclic GC while any thread parses a large payload; restore it after the last.
+
+    Counted under a lock, so overlapping parses on several threads re-enable it exactly once,
+    and a GC the application had disabled itself stays disabled.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = True
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_gc_deferred = _GCPause()
+
+
+def _loads(data: bytes | str) -> Any:
     if _MSGSPEC_DECODER is not None and _accel.msgspec is not None and not isinstance(data, str):
         parsed, value = _fast_loads(data)
         if parsed:

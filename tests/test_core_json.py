@@ -8,13 +8,22 @@ node's JSON.stringify is in test_interop.py.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from request_crypto import Format, JWKManager, PassphraseCipher, RequestEncryptor, unpack_body
+from request_crypto import (
+    Format,
+    JWKManager,
+    PassphraseCipher,
+    RequestEncryptor,
+    _json,
+    unpack_body,
+)
 from request_crypto.errors import InvalidArgumentError
 
 # (value, the bytes JSON.stringify + UTF-8 gives for it)
@@ -99,3 +108,32 @@ def nested(depth: int) -> list[Any]:
 def test_values_json_cannot_hold_are_refused(value: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="must be a JSON value"):
         PassphraseCipher(PASSPHRASE).encrypt(value)
+
+
+def _large_document() -> bytes:
+    return json.dumps([{"i": i, "name": f"row-{i}"} for i in range(70_000)]).encode()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_parsing_a_large_payload_restores_the_gc_state(enabled: bool) -> None:
+    data = _large_document()
+    assert len(data) >= _json.DEFER_GC_FROM
+    seen: list[bool] = []
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with _json._gc_deferred():
+            seen.append(gc.isenabled())
+        assert _json.loads_payload(data)[-1]["i"] == 69_999
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+    assert seen == [False]
+
+
+def test_overlapping_large_parses_on_threads_leave_the_gc_enabled() -> None:
+    data = _large_document()
+    assert gc.isenabled()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(_json.loads_payload, [data] * 8))
+    assert all(len(r) == 70_000 for r in results)
+    assert gc.isenabled()
