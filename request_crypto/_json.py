@@ -48,7 +48,7 @@ def dumps_utf8(value: Any) -> bytes:
         return _escape_surrogates(text).encode("utf-8")
 
 
-# --- the orjson fast paths: used only where they give exactly the bytes / values above ------
+# --- the accelerated paths: used only where they mean exactly what the standard ones do ----
 
 #: orjson passes these to `default`, which declines: the standard path decides for them.
 _ORJSON_OPTIONS = 0
@@ -60,24 +60,12 @@ if _accel.orjson is not None:
     )
 #: Floats in marshal's output are a type byte, `g` (or `g` | FLAG_REF = 0xe7), then the 8
 #: little-endian bytes of the double; the last two hold the sign and the exponent bits.
-#: Exponent bits all ones: NaN or Infinity.
+#: Exponent bits all ones: NaN or Infinity. One pattern per type byte: a literal first byte
+#: keeps the scan at memchr speed.
 _NON_FINITE = rb"[\xf0-\xff][\x7f\xff]"
-#: Or a magnitude of about 1e-10 to 1.2e-4 (biased exponent 989 to 1009), where orjson's text
-#: may differ from json's; a superset, so a miss means no such float.
-_SMALL = rb"[\xd0-\xff][\x3d\xbd]|[\x00-\xff][\x3e\xbe]|[\x00-\x1f][\x3f\xbf]"
-#: One pattern per type byte: a literal first byte keeps the scan at memchr speed.
-_SUSPECT_FLOATS = tuple(
-    re.compile(prefix + rb"[\x00-\xff]{6}(?:" + _NON_FINITE + rb"|" + _SMALL + rb")", re.DOTALL)
-    for prefix in (rb"g", rb"\xe7")
-)
 _NON_FINITE_FLOATS = tuple(
     re.compile(prefix + rb"[\x00-\xff]{6}" + _NON_FINITE, re.DOTALL) for prefix in (rb"g", rb"\xe7")
 )
-_NUMBER_CHARS = frozenset(b"0123456789.-+eE")
-_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-#: More places to look at than this, and the standard path is quicker.
-_MAX_FLOAT_SPOTS = 4096
-_SHORT_NEGATIVE_EXPONENT = re.compile(rb"e-[6-9]")
 
 
 def _decline(value: Any) -> Any:
@@ -85,94 +73,28 @@ def _decline(value: Any) -> Any:
 
 
 def _fast_dumps(value: Any) -> bytes | None:
-    """orjson's bytes when they are exactly json.dumps' (see dumps_utf8); otherwise None.
+    """orjson's bytes when they mean exactly what json.dumps' mean; otherwise None.
 
-    orjson differs from json.dumps in four ways, each guarded here: it accepts a few types
-    json refuses (Enum, UUID: marshal, which takes only exact built-in types, rules them
-    out); it writes NaN and Infinity as null (so `null` in the output sends us to look for a
-    non-finite float in marshal's bytes); it writes 1e-05..1e-09 as 0.00001 / 1e-7 where
-    json writes 1e-05 / 1e-07 (rewritten, see _with_python_floats); and it refuses what it
-    cannot write exactly (big ints, non-str keys, lone surrogates, deep nesting), raising.
-    Any doubt returns None: the standard path then gives its bytes or its error.
+    orjson differs from json.dumps in three ways that matter, each guarded here: it accepts
+    types json refuses (Enum, UUID: marshal, which takes only exact built-in types, rules
+    them out); it writes NaN and Infinity as null (so `null` in the output sends us to look
+    for a non-finite float in marshal's bytes); and it refuses what it cannot write exactly
+    (big ints, non-str keys, lone surrogates, deep nesting), raising. Any doubt returns None:
+    the standard path then gives its bytes or its error. Float text may differ in form, never
+    in value: orjson writes 1e-7 where json writes 1e-07 (JSON.stringify writes 1e-7 too).
     """
     assert _accel.orjson is not None
     try:
         out: bytes = _accel.orjson.dumps(value, default=_decline, option=_ORJSON_OPTIONS)
+        if b"null" not in out:
+            marshal.dumps(value, 4)  # raises for anything but exact built-in types
+            return out
         exact_types = marshal.dumps(value, 4)
     except Exception:  # orjson.JSONEncodeError (a TypeError), marshal's ValueError, ...
         return None
-    if not any(pattern.search(exact_types) for pattern in _SUSPECT_FLOATS):
-        return out  # no NaN or Infinity (written as null) and no float written differently
-    if b"null" in out and any(pattern.search(exact_types) for pattern in _NON_FINITE_FLOATS):
+    if any(pattern.search(exact_types) for pattern in _NON_FINITE_FLOATS):
         return None
-    del exact_types
-    return _with_python_floats(out)
-
-
-def _float_spots(out: bytes) -> list[int] | None:
-    """Where orjson's text of a float may differ from json's, in order; None if too many.
-
-    orjson writes 1e-5 <= |x| < 1e-4 as 0.0000..., and 1e-10 < |x| < 1e-5 as ...e-6 to e-9.
-    """
-    spots = {match.start() for match in _SHORT_NEGATIVE_EXPONENT.finditer(out)}
-    index = out.find(b"0.0000")
-    while index >= 0 and len(spots) <= _MAX_FLOAT_SPOTS:
-        spots.add(index)
-        index = out.find(b"0.0000", index + 1)
-    return sorted(spots) if len(spots) <= _MAX_FLOAT_SPOTS else None
-
-
-def _with_python_floats(out: bytes) -> bytes | None:
-    """orjson's output with each float written as json.dumps writes it (float.__repr__).
-
-    The two differ only for magnitudes 1e-4 to 1e-10, where orjson writes 0.0000... or
-    <digits>e-<one digit>. Those spots are found with two fast searches; a spot is a float
-    when it is a whole number token between JSON punctuation and outside every string
-    (an even count of unescaped quotes before it). None when unsure: the caller falls back.
-    """
-    spots = _float_spots(out)
-    if not spots:
-        return out if spots is not None else None
-    edits: list[tuple[int, int, bytes]] = []
-    done = 0
-    counted = quotes = 0  # unescaped quotes in out[:counted]
-    backslash = b"\\" in out
-    if backslash and b"\\\\" in out:
-        return None  # an escaped backslash: quotes can no longer be counted simply
-    for index in spots:
-        if index < done:
-            continue
-        start, end = index, index
-        while start > 0 and out[start - 1] in _NUMBER_CHARS:
-            start -= 1
-        while end < len(out) and out[end] in _NUMBER_CHARS:
-            end += 1
-        done = end
-        token = out[start:end]
-        if (
-            not _NUMBER.fullmatch(token)
-            or (start > 0 and out[start - 1] not in b":,[")
-            or (end < len(out) and out[end] not in b",]}")
-        ):
-            continue
-        quotes += out.count(b'"', counted, start)
-        if backslash:  # then every \" is an escaped quote, not the end of a string
-            quotes -= out.count(b'\\"', counted, start)
-        counted = start
-        if quotes % 2:
-            continue  # inside a string
-        text = repr(float(token)).encode("ascii")
-        if text != token:
-            edits.append((start, end, text))
-    if not edits:
-        return out
-    pieces: list[bytes] = []
-    position = 0
-    for start, end, text in edits:
-        pieces += (out[position:start], text)
-        position = end
-    pieces.append(out[position:])
-    return b"".join(pieces)
+    return out
 
 
 def _fast_loads(data: bytes | bytearray | memoryview) -> tuple[bool, Any]:
