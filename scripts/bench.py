@@ -24,7 +24,7 @@ of several short rounds, and each round runs the JavaScript side and this side b
 Adding a measurement: subclass `Section`, declare its cases in `declare` (Python cases are
 callables `run(seconds) -> ops/s`, scheduled in the interleaved rounds; `ctx.once` is for
 one-shot figures), render its rows in `rows`, and decorate it with `@register`. Targets are
-functions decorated with `@target`. See the receiver hook at the end of the sections.
+functions decorated with `@target`.
 """
 
 from __future__ import annotations
@@ -514,19 +514,35 @@ class Memory(Section):
         return rows
 
 
-# Hook for the receiver engineer: a section measuring bodies/s over loopback HTTP with 16
-# clients goes here, e.g.
-#
-#     @register
-#     class Receiver(Section):
-#         name = "receiver"
-#         title = "Receiver over loopback HTTP, 16 clients (bodies/s)"
-#         def declare(self, ctx):
-#             ctx.py("receiver", "receiver.http16", run_receiver_for)  # run(seconds) -> bodies/s
-#         def rows(self, ctx):
-#             return [Row("receiver, 16 clients", ctx.best("receiver.http16"))]
-#
-# plus a `@target` function if the issue sets one. Nothing else needs to change.
+@register
+class Receiver(Section):
+    """A real `serve` process on loopback, SQLite sink, 16 keep-alive clients on this machine."""
+
+    name = "receiver"
+    title = "Receiver over loopback HTTP, 16 clients, SQLite sink (bodies/s)"
+
+    def declare(self, ctx: Context) -> None:
+        try:
+            from request_crypto.receiver.bench import measure_receiver_throughput
+        except ImportError:  # the `server` extra is not installed
+            return
+        bodies = 160 if ctx.quick else 400
+        ctx.add_once("receiver", lambda: measure_receiver_throughput(bodies=bodies, clients=16))
+
+    def rows(self, ctx: Context) -> list[Row]:
+        figures = ctx.values.get("receiver")
+        if not figures:
+            return [Row("receiver (needs the server extra)", None)]
+        return [
+            Row(
+                f"{fmt} bodies, {figures['clients']} clients",
+                figures[fmt]["bodies_per_s"],
+                unit="bodies/s",
+                note=f"p50 {figures[fmt]['latency_ms_p50']:.0f} ms, "
+                f"p99 {figures[fmt]['latency_ms_p99']:.0f} ms",
+            )
+            for fmt in ("elastic", "jwe")
+        ]
 
 
 # --- targets (issue 4) ----------------------------------------------------------------------
