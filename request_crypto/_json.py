@@ -21,12 +21,13 @@ from .errors import InvalidArgumentError, MalformedBodyError
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
+    """A json `parse_constant` hook: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
 #: Built once: json.loads with a hook would build a decoder (and its scanner) per payload.
-_PAYLOAD_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_PAYLOAD_DECODER = json.JSONDecoder(parse_constant=reject_constant)
 
 
 def dumps_utf8(value: Any) -> bytes:
@@ -168,6 +169,7 @@ _gc_deferred = _GCPause()
 
 
 def _loads(data: bytes | str) -> Any:
+    # `_accel.msgspec` is checked too so that tests can switch the accelerator off.
     if _MSGSPEC_DECODER is not None and _accel.msgspec is not None and not isinstance(data, str):
         parsed, value = _fast_loads(data)
         if parsed:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.jwa import JWA
 
 from ._b64 import ascii_bytes, b64url_decode, b64url_encode
-from ._json import dumps_utf8
+from ._json import dumps_utf8, reject_constant
 from .errors import (
     DecryptionError,
     MalformedBodyError,
@@ -143,13 +143,9 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return header
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 # Built once: json.loads with hooks would build a decoder (and its scanner) per token.
 _HEADER_DECODER = json.JSONDecoder(
-    object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+    object_pairs_hook=_reject_duplicates, parse_constant=reject_constant
 )
 
 

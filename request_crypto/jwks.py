@@ -27,6 +27,7 @@ from .errors import (
     UnsupportedAlgorithmError,
 )
 from .jwe import (
+    CONTENT_ENCRYPTION_ALGORITHMS,
     KEY_MANAGEMENT_ALGORITHMS,
     CompactJWE,
     decrypt_compact,
@@ -105,7 +106,7 @@ class _Key:
         if jwk.get("kty") != "RSA":
             raise InvalidJWKSError(f"{where} has kty {jwk.get('kty')!r}; only RSA keys are used")
         alg = jwk.get("alg", DEFAULT_ALG)
-        if alg not in KEY_MANAGEMENT_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in KEY_MANAGEMENT_ALGORITHMS:
             raise InvalidJWKSError(f"{where} has alg {alg!r}; use RSA-OAEP or RSA-OAEP-256")
         use = jwk.get("use", "enc")
         if use != "enc":
@@ -122,16 +123,7 @@ class _Key:
             if not isinstance(value, str):
                 raise InvalidJWKSError(f"{where} lacks member {name!r} as a base64url string")
             members[name] = value
-        try:
-            parsed = JWK(**members)
-            self.public_key: rsa.RSAPublicKey = parsed.get_op_key("wrapKey")
-            self.private_key: rsa.RSAPrivateKey | None = (
-                parsed.get_op_key("unwrapKey") if present else None
-            )
-        except Exception:
-            raise InvalidJWKSError(
-                f"{where} is not a valid RSA key (its numbers do not form a key pair)"
-            ) from None
+        self.public_key, self.private_key = _cryptography_keys(members, where, bool(present))
         self.length: int = self.public_key.key_size
         if self.length < MIN_KEY_SIZE:
             raise InvalidJWKSError(
@@ -169,11 +161,27 @@ class _Key:
         return f"<{private} RSA-{self.length} key {self.kid!r} {self.alg}>"
 
 
+def _cryptography_keys(
+    members: dict[str, str], where: str, private: bool
+) -> tuple[rsa.RSAPublicKey, rsa.RSAPrivateKey | None]:
+    try:
+        parsed = JWK(**members)
+        public = parsed.get_op_key("wrapKey")
+        return public, (parsed.get_op_key("unwrapKey") if private else None)
+    except Exception:  # noqa: S110 - jwcrypto/cryptography raise many kinds: one error below
+        pass
+    # Raised outside the handler: the library's exception (as __context__) may quote numbers.
+    raise InvalidJWKSError(f"{where} is not a valid RSA key (its numbers do not form a key pair)")
+
+
 def _load_json(text: str | bytes) -> Any:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        raise InvalidJWKSError("the key set is not valid JSON") from None
+        pass
+    # Raised outside the handler: a JSONDecodeError (as __context__) holds the whole text,
+    # private key members included.
+    raise InvalidJWKSError("the key set is not valid JSON")
 
 
 def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
@@ -195,7 +203,7 @@ def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:
         raise InvalidArgumentError("a kid must be a non-empty string")
     if not isinstance(size, int) or size < MIN_KEY_SIZE:
         raise InvalidArgumentError(f"key size {size!r} refused: use at least {MIN_KEY_SIZE} bits")
-    if alg not in KEY_MANAGEMENT_ALGORITHMS:
+    if not isinstance(alg, str) or alg not in KEY_MANAGEMENT_ALGORITHMS:
         raise InvalidArgumentError(f"alg {alg!r} refused: use RSA-OAEP or RSA-OAEP-256")
     numbers = JWK.from_pyca(rsa.generate_private_key(65537, size)).export(as_dict=True)
     members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
@@ -217,7 +225,7 @@ class JWKSManager:
         self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG, use: str = "enc"
     ) -> dict[str, str]:
         """Generate a new RSA key under `kid`; returns its public JWK."""
-        if kid in self._keys:
+        if kid in self:
             raise InvalidArgumentError(f"kid {kid!r} is already in the key set; pick a new kid")
         key = _Key(_generate(kid, size, alg, use), f"new key {kid!r}")
         self._store(key)
@@ -235,7 +243,7 @@ class JWKSManager:
 
     def remove_key(self, kid: str) -> None:
         with self._lock:
-            if kid not in self._keys:
+            if kid not in self:
                 raise MissingKidError(kid)
             self._keys = {k: v for k, v in self._keys.items() if k != kid}
 
@@ -244,15 +252,15 @@ class JWKSManager:
         return list(self._keys)
 
     def has_private_key(self, kid: str) -> bool:
-        key = self._keys.get(kid)
+        key = self._get(kid)
         return key is not None and key.private_key is not None
 
     def get_public_jwk(self, kid: str) -> dict[str, str] | None:
-        key = self._keys.get(kid)
+        key = self._get(kid)
         return key.public_jwk if key else None
 
     def get_private_jwk(self, kid: str) -> dict[str, str] | None:
-        key = self._keys.get(kid)
+        key = self._get(kid)
         return key.private_jwk if key else None
 
     def get_public_jwks(self) -> dict[str, list[dict[str, str]]]:
@@ -262,19 +270,23 @@ class JWKSManager:
         return {"keys": [key.private_jwk for key in self._keys.values()]}
 
     def thumbprint(self, kid: str) -> str | None:
-        key = self._keys.get(kid)
+        key = self._get(kid)
         return key.thumbprint() if key else None
 
     def key_metadata(self, kid: str) -> dict[str, Any] | None:
         """The `key` part of JWK metadata (kid, kty, use, alg, length) for one kid."""
-        key = self._keys.get(kid)
+        key = self._get(kid)
         return key.metadata if key else None
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def __contains__(self, kid: object) -> bool:
-        return kid in self._keys
+        return self._get(kid) is not None
+
+    def _get(self, kid: object) -> _Key | None:
+        """The key for `kid`; None for an absent kid or one that is not even a string."""
+        return self._keys.get(kid) if isinstance(kid, str) else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self._keys.values())!r})"
@@ -296,6 +308,10 @@ class JWKManager(JWKSManager):
 
     def encrypt_jwe(self, kid: str, data: bytes, *, enc: str = "A256GCM") -> str:
         """A standard compact JWE without compression: the `jwe` wire format."""
+        if enc not in CONTENT_ENCRYPTION_ALGORITHMS:
+            raise InvalidArgumentError(
+                f"enc {enc!r} refused: use one of {', '.join(CONTENT_ENCRYPTION_ALGORITHMS)}"
+            )
         key = self._key_to_encrypt_to(kid, data)
         header = {"alg": key.alg, "enc": enc, "kid": kid}
         return encrypt_compact(key.public_key, header, bytes(data))
@@ -303,7 +319,7 @@ class JWKManager(JWKSManager):
     def _key_to_encrypt_to(self, kid: str, data: bytes) -> _Key:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgumentError(f"data to encrypt must be bytes, not {type(data).__name__}")
-        key = self._keys.get(kid)
+        key = self._get(kid)
         if key is None:
             raise MissingKidError(kid)
         return key

@@ -56,15 +56,24 @@ def _aad_bytes(aad: str | None) -> bytes | None:
         raise InvalidArgumentError("AAD must be a string")
     if not aad:
         raise InvalidArgumentError("AAD cannot be an empty string")
-    return aad.encode("utf-8")
+    return _utf8(aad, "the AAD")
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    raise InvalidArgumentError(f"{what} is not valid Unicode text (it holds a lone surrogate)")
 
 
 def decode_standard_base64(text: str | bytes, what: str) -> bytes:
     """Strict standard-alphabet base64 (``+/``, ``=`` padding), as node-crypto writes it."""
     try:
         return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedBodyError(f"{what} is not valid standard base64") from None
+    except (binascii.Error, ValueError, TypeError):
+        pass
+    raise MalformedBodyError(f"{what} is not valid standard base64")
 
 
 def check_layout(raw: bytes | bytearray | memoryview) -> None:
@@ -83,7 +92,7 @@ class PassphraseCipher:
 
     def __init__(self, passphrase: bytes | str) -> None:
         if isinstance(passphrase, str):
-            passphrase = passphrase.encode("utf-8")
+            passphrase = _utf8(passphrase, "the passphrase")
         if not isinstance(passphrase, (bytes, bytearray, memoryview)):
             raise InvalidArgumentError("the passphrase must be bytes or str")
         if not passphrase:

@@ -60,6 +60,12 @@ def _as_format(value: Format | str) -> Format:
         raise InvalidArgumentError(f"format {value!r} is unknown: use 'elastic' or 'jwe'") from None
 
 
+def _limit(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a whole number of bytes >= 1, not {value!r}")
+    return value
+
+
 def _public_only(jwks: JWKSInput) -> dict[str, Any]:
     """Drop private members before parsing: a sender never needs them, nor their validation."""
     if isinstance(jwks, JWKSManager):
@@ -195,9 +201,9 @@ class RequestDecryptor:
         max_inflated_size: int = DEFAULT_MAX_INFLATED_SIZE,
     ) -> None:
         self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
-        self.max_body_size = max_body_size
-        self.max_wrapped_key_size = max_wrapped_key_size
-        self.max_inflated_size = max_inflated_size
+        self.max_body_size = _limit("max_body_size", max_body_size)
+        self.max_wrapped_key_size = _limit("max_wrapped_key_size", max_wrapped_key_size)
+        self.max_inflated_size = _limit("max_inflated_size", max_inflated_size)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **limits: int) -> RequestDecryptor:
@@ -249,10 +255,9 @@ class RequestDecryptor:
         ).metadata
 
     def _check(self, body: str | bytes) -> Format:
-        body_format = detect_format(body)
-        if len(body) > self.max_body_size:
+        if isinstance(body, (str, bytes, bytearray)) and len(body) > self.max_body_size:
             raise PayloadTooLargeError("the body", len(body), self.max_body_size)
-        return body_format
+        return detect_format(body)  # also refuses anything that is not str or bytes
 
     def get_public_component(self, kid: str) -> dict[str, str] | None:
         return self._keys.get_public_jwk(kid)

@@ -262,7 +262,7 @@ def test_orjson_dumps_refuses_a_cycle() -> None:
 
 def stdlib_loads(data: bytes) -> Any:
     try:
-        return json.loads(str(data, "utf-8"), parse_constant=_json._reject_constant)
+        return json.loads(str(data, "utf-8"), parse_constant=_json.reject_constant)
     except (ValueError, TypeError, RecursionError):
         return "refused"
 
