@@ -1,9 +1,10 @@
 """One exception hierarchy: every failure the library raises on purpose is a RequestCryptoError.
 
 Messages are written for the person reading a log: they say what is wrong and what to do, and
-never carry key material, passphrases or plaintext. Failures after a key has been chosen all
-raise the same DecryptionError with the same message, so an attacker learns nothing about
-which cryptographic step rejected a body.
+never carry key material, passphrases or plaintext. Every failure of a cryptographic step
+(RSA unwrap, tag, inflate, passphrase length, payload decryption) raises the same
+DecryptionError with the same message, so an attacker learns nothing about which step
+rejected a body.
 """
 
 from __future__ import annotations

@@ -212,7 +212,12 @@ def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:
 
 
 class JWKSManager:
-    """A key set held by kid: the general store `JWKManager` builds on, as in the original."""
+    """A key set held by kid: the general store `JWKManager` builds on, as in the original.
+
+    Built from another manager, it starts from a snapshot of that manager's keys: later
+    `add_key`/`remove_key` on either one do not show in the other. (`RequestDecryptor` given
+    a `JWKManager` uses that very manager, so it does see later changes.)
+    """
 
     def __init__(self, jwks: JWKSInput | None = None) -> None:
         self._lock = threading.Lock()
