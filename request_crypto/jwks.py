@@ -46,6 +46,7 @@ __all__ = [
     "JWKMetadata",
     "JWKSInput",
     "JWKSManager",
+    "load_jwks_document",
     "parse_jwks",
 ]
 
@@ -53,6 +54,8 @@ PUBLIC_MEMBERS = ("kty", "kid", "use", "alg", "e", "n")
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
 DEFAULT_ALG = "RSA-OAEP"
 MIN_KEY_SIZE = 2048
+#: The members that hold an RSA public key's numbers.
+RSA_PUBLIC_NUMBERS = ("e", "n")
 #: The wrapped-key JWE of the `elastic` format: the original wraps with these, in this order.
 ELASTIC_KEY_HEADER = {"zip": "DEF", "enc": "A128CBC-HS256"}
 DEFAULT_MAX_TOKEN_SIZE = 64 * 1024 * 1024
@@ -118,7 +121,7 @@ class _Key:
                 "a private key needs all of d, p, q, dp, dq, qi"
             )
         members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
-        for name in (*PUBLIC_MEMBERS[4:], *present):
+        for name in (*RSA_PUBLIC_NUMBERS, *present):
             value = jwk.get(name)
             if not isinstance(value, str):
                 raise InvalidJWKSError(f"{where} lacks member {name!r} as a base64url string")
@@ -174,21 +177,30 @@ def _cryptography_keys(
     raise InvalidJWKSError(f"{where} is not a valid RSA key (its numbers do not form a key pair)")
 
 
-def _load_json(text: str | bytes) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        pass
-    # Raised outside the handler: a JSONDecodeError (as __context__) holds the whole text,
-    # private key members included.
-    raise InvalidJWKSError("the key set is not valid JSON")
+def load_jwks_document(
+    jwks: Mapping[str, Any] | str | bytes, *, source: str = "the key set"
+) -> Mapping[str, Any]:
+    """The key-set document, from JSON text or as given, checked to be ``{"keys": [...]}``.
+
+    `source` names it in errors (a file path, say). Nothing is chained to the error: a
+    JSONDecodeError (as __context__) would hold the whole text, private members included.
+    """
+    document: Any = jwks
+    if isinstance(jwks, (str, bytes, bytearray)):
+        try:
+            document = json.loads(jwks)
+        except (ValueError, RecursionError):
+            document = None
+        if document is None:
+            raise InvalidJWKSError(f"{source} is not valid JSON; is it a key set?")
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise InvalidJWKSError(f'{source} is not a key set: a JSON object {{"keys": [...]}}')
+    return document
 
 
 def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
     """Validate a key set and parse every key; kids must be unique."""
-    document = _load_json(jwks) if isinstance(jwks, (str, bytes, bytearray)) else jwks
-    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
-        raise InvalidJWKSError('a key set is a JSON object {"keys": [...]}')
+    document = load_jwks_document(jwks)
     keys: dict[str, _Key] = {}
     for index, jwk in enumerate(document["keys"]):
         key = _Key(jwk, f"key #{index}")
@@ -207,7 +219,7 @@ def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:
         raise InvalidArgumentError(f"alg {alg!r} refused: use RSA-OAEP or RSA-OAEP-256")
     numbers = JWK.from_pyca(rsa.generate_private_key(65537, size)).export(as_dict=True)
     members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
-    members.update((name, numbers[name]) for name in (*PUBLIC_MEMBERS[4:], *PRIVATE_MEMBERS))
+    members.update((name, numbers[name]) for name in (*RSA_PUBLIC_NUMBERS, *PRIVATE_MEMBERS))
     return members
 
 

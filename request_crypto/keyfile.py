@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
-from .jwks import PRIVATE_MEMBERS, JWKSManager
+from .errors import InvalidArgumentError, KeyFileError
+from .jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
 
 __all__ = [
     "PRIVATE_MODE",
@@ -66,16 +66,6 @@ def require_private_keys(keys: JWKSManager, where: object, needed_by: str) -> li
     return kids
 
 
-def _parse_key_file(path: Path, text: bytes) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        pass
-    # Raised outside the handler: a JSONDecodeError (as __context__) holds the whole file,
-    # private key members included.
-    raise InvalidJWKSError(f"{path}: not valid JSON; is this a key-set file?")
-
-
 def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a key-set file; logs a warning if a private set is readable by group or others."""
     path = Path(path)
@@ -87,9 +77,7 @@ def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise KeyFileError(f"{path}: no such key-set file; check the path") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key set ({exc.strerror})") from None
-    document = _parse_key_file(path, text)
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise InvalidJWKSError(f'{path}: a key set is a JSON object {{"keys": [...]}}')
+    document = dict(load_jwks_document(text, source=str(path)))
     if is_private_set(document) and stat.S_IMODE(mode) & 0o077:
         logger.warning(
             "%s holds private keys but is readable by group or others (mode %o); run: chmod 600 %s",

@@ -24,7 +24,14 @@ from .envelope import (
 )
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
 from .errors import RequestCryptoError as _Error
-from .jwks import PUBLIC_MEMBERS, JWKManager, JWKMetadata, JWKSInput, JWKSManager, _load_json
+from .jwks import (
+    PUBLIC_MEMBERS,
+    JWKManager,
+    JWKMetadata,
+    JWKSInput,
+    JWKSManager,
+    load_jwks_document,
+)
 from .keyfile import read_jwks
 from .passphrase import (
     PassphraseCipher,
@@ -70,9 +77,7 @@ def _public_only(jwks: JWKSInput) -> dict[str, Any]:
     """Drop private members before parsing: a sender never needs them, nor their validation."""
     if isinstance(jwks, JWKSManager):
         return jwks.get_public_jwks()
-    document: Any = _load_json(jwks) if isinstance(jwks, (str, bytes, bytearray)) else jwks
-    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
-        return document  # type: ignore[no-any-return]  # JWKManager explains what is wrong
+    document = load_jwks_document(jwks)
     return {
         "keys": [
             {m: k[m] for m in PUBLIC_MEMBERS if m in k} if isinstance(k, Mapping) else k
