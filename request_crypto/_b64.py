@@ -86,6 +86,23 @@ def b64url_decode(data: str | bytes, what: str) -> bytes:
         raise MalformedBodyError(f"{what} is not valid base64url") from None
 
 
+def b64url_decode_canonical(part: bytes) -> bytes | None:
+    """Decode unpadded, canonical base64url; None for anything else, with no error built.
+
+    The fast path for a compact JWE's parts: on None the caller runs `b64url_decode` for the
+    exact error (or to accept padding, which that one also takes). The same rules in fewer
+    passes: one translate checks the alphabet (and refuses padding), then any decoder will do.
+    """
+    rest = len(part) % 4
+    if part.translate(None, _URL_ALPHABET) or (
+        rest and (rest == 1 or _INDEX[part[-1]] & _UNUSED_BITS[rest])
+    ):
+        return None
+    if _accel.pybase64 is not None and len(part) >= _ACCELERATE_FROM:
+        return bytes(_accel.pybase64.b64decode(part + b"=="[: -rest % 4], altchars=b"-_"))
+    return binascii.a2b_base64(part.translate(_URL_TO_STANDARD) + b"=="[: -rest % 4])
+
+
 class Decline(Exception):
     """Internal: a fast path met input it does not vouch for, so the general path decides.
 

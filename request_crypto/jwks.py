@@ -34,6 +34,7 @@ from .jwe import (
     encrypt_compact,
     parse_compact,
 )
+from .limits import DEFAULT_MAX_BODY_SIZE
 from .passphrase import KEY_LENGTH_IN_BYTES
 
 __all__ = [
@@ -58,7 +59,7 @@ MIN_KEY_SIZE = 2048
 RSA_PUBLIC_NUMBERS = ("e", "n")
 #: The wrapped-key JWE of the `elastic` format: the original wraps with these, in this order.
 ELASTIC_KEY_HEADER = {"zip": "DEF", "enc": "A128CBC-HS256"}
-DEFAULT_MAX_TOKEN_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_TOKEN_SIZE = DEFAULT_MAX_BODY_SIZE
 
 #: What a key set may be given as: a mapping, its JSON text, or another manager.
 JWKSInput = Union[Mapping[str, Any], str, bytes, "JWKSManager"]
@@ -241,7 +242,15 @@ class JWKSManager:
     def add_key(
         self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG, use: str = "enc"
     ) -> dict[str, str]:
-        """Generate a new RSA key under `kid`; returns its public JWK."""
+        """Generate a new RSA key under `kid`; returns its public JWK.
+
+        `use` is kept for parity with the original's ``addKey(kid, modulus, use)``, but these
+        keys only encrypt: anything but ``"enc"`` is refused before a key is generated.
+        """
+        if use != "enc":
+            raise InvalidArgumentError(
+                f"use must be 'enc': request_crypto keys only encrypt (got {use!r})"
+            )
         if kid in self:
             raise InvalidArgumentError(f"kid {kid!r} is already in the key set; pick a new kid")
         key = _Key(_generate(kid, size, alg, use), f"new key {kid!r}")

@@ -2,9 +2,10 @@
 
 A crash or kill at any moment leaves either the complete old file or the complete new one:
 new contents go to a temporary file in the same directory (created 0600 by mkstemp), are
-flushed and fsynced, renamed over the old file, and the directory is fsynced. Updates hold an
-exclusive `flock` on a sidecar ``PATH.lock`` for the whole read-modify-write, so concurrent
-`keys add` runs serialize instead of losing each other's keys.
+flushed, given the replaced file's owner and group, fsynced, renamed over the old file, and
+the directory is fsynced. Updates hold an exclusive `flock` on a sidecar ``PATH.lock`` for
+the whole read-modify-write, so concurrent `keys add` runs serialize instead of losing each
+other's keys.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def write_jwks(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Non
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            _keep_owner(path, handle.fileno())
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -120,6 +122,44 @@ def write_jwks(path: str | os.PathLike[str], document: Mapping[str, Any]) -> Non
         ) from None
 
 
+def _keep_owner(path: Path, fd: int) -> None:
+    """Give the new file `fd` the owner and group of the `path` it is about to replace.
+
+    Otherwise a root-run `keys rotate` would leave a service's own key file owned by root,
+    and the service could no longer read it. Like `os.replace`, `path` itself is looked at
+    (`lstat`): a symlink is replaced, not followed. When the owner cannot be kept (only root
+    may give files away), the write goes on as before and a warning says how to fix it.
+    """
+    try:
+        _give_owner_of(path, fd)
+    except OSError as exc:
+        old, new = os.lstat(path), os.fstat(fd)
+        logger.warning(
+            "%s was owned by %d:%d but is now owned by %d:%d, this process's user "
+            "(cannot keep the owner: %s); if another user reads it, run: chown %d:%d %s",
+            path,
+            old.st_uid,
+            old.st_gid,
+            new.st_uid,
+            new.st_gid,
+            exc.strerror or type(exc).__name__,
+            old.st_uid,
+            old.st_gid,
+            path,
+        )
+
+
+def _give_owner_of(path: Path, fd: int) -> None:
+    """fchown `fd` to `path`'s owner and group when they differ (raises OSError if refused)."""
+    try:
+        old = os.lstat(path)
+    except FileNotFoundError:
+        return  # a new file: the writer's, as always
+    new = os.fstat(fd)
+    if (old.st_uid, old.st_gid) != (new.st_uid, new.st_gid):
+        os.fchown(fd, old.st_uid, old.st_gid)
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -130,7 +170,10 @@ def _fsync_directory(directory: Path) -> None:
 
 @contextlib.contextmanager
 def locked(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock on ``PATH.lock`` (kept, never deleted: deleting races)."""
+    """Hold an exclusive lock on ``PATH.lock`` (kept, never deleted: deleting races).
+
+    The lock file gets the key file's owner and group when this process may give them.
+    """
     lock_path = Path(f"{os.fspath(path)}.lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
@@ -141,6 +184,10 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     except OSError as exc:
         raise KeyFileError(f"{lock_path}: cannot create the lock file ({exc.strerror})") from None
     try:
+        # The key file's owner gets the lock too: a lock file root created could not be
+        # opened by the service that owns the keys, and its next `keys add` would fail.
+        with contextlib.suppress(OSError):
+            _give_owner_of(Path(path), fd)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

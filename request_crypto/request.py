@@ -26,6 +26,7 @@ from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTo
 from .errors import RequestCryptoError as _Error
 from .jwks import (
     PUBLIC_MEMBERS,
+    JWKDecryptResult,
     JWKManager,
     JWKMetadata,
     JWKSInput,
@@ -33,6 +34,11 @@ from .jwks import (
     load_jwks_document,
 )
 from .keyfile import read_jwks
+from .limits import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_INFLATED_SIZE,
+    DEFAULT_MAX_WRAPPED_KEY_SIZE,
+)
 from .passphrase import (
     PassphraseCipher,
     check_layout,
@@ -50,11 +56,6 @@ __all__ = [
     "create_request_decryptor",
     "create_request_encryptor",
 ]
-
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
-#: The `elastic` wrapped key is ~1 KB for RSA-4096; 8 KiB is ample and bounds the RSA work.
-DEFAULT_MAX_WRAPPED_KEY_SIZE = 8 * 1024
-DEFAULT_MAX_INFLATED_SIZE = 64 * 1024 * 1024
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -220,15 +221,20 @@ class RequestDecryptor:
 
     def decrypt(self, body: str | bytes) -> Any:
         """Decrypt a body of either format and return the JSON value it carries."""
-        return self.decrypt_request(body).payload
+        return self._decrypt(body)[0]
 
     def decrypt_request(self, body: str | bytes) -> DecryptedRequest:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
+        payload, format, opened = self._decrypt(body)
+        return DecryptedRequest(payload, format, opened.metadata)
+
+    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKDecryptResult]:
+        """The payload, the format, and the JWE that carried it (the wrapped key's, if elastic)."""
         if self._check(body) is Format.JWE:
             result = self._keys.decrypt(
                 body, max_token_size=self.max_body_size, max_plaintext=self.max_inflated_size
             )
-            return DecryptedRequest(loads_payload(result.payload), Format.JWE, result.metadata)
+            return loads_payload(result.payload), Format.JWE, result
         # The payload's structure is checked before any RSA or PBKDF2 work is spent on it.
         # Canonical bodies (what both implementations write) are decoded in bounded memory;
         # anything else takes the general path, which raises the error it deserves.
@@ -248,7 +254,7 @@ class RequestDecryptor:
         )
         plaintext = PassphraseCipher(wrapped.payload).decrypt_bytes(raw)
         del raw  # freed before the JSON parse, which needs memory of its own
-        return DecryptedRequest(loads_payload(plaintext), Format.ELASTIC, wrapped.metadata)
+        return loads_payload(plaintext), Format.ELASTIC, wrapped
 
     def get_jwk_metadata(self, body: str | bytes) -> JWKMetadata:
         """Which key a body is for, after authenticating its wrapped key (as the original)."""

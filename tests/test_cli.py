@@ -692,6 +692,48 @@ def test_a_readable_private_set_warns_once_on_stderr(private_set: Path, body_fil
         assert "warning" not in result.stdout
 
 
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="giving a file to another owner needs root (CI runs these tests as root)",
+)
+SERVICE_UID, SERVICE_GID = 12345, 12346
+
+
+def owner(path: Path) -> tuple[int, int]:
+    return path.stat().st_uid, path.stat().st_gid
+
+
+@root_only
+def test_keys_rotate_and_add_keep_the_owner_of_a_service_key_file(private_set: Path) -> None:
+    """A root-run rotation must leave the receiver service (its owner) able to read its keys."""
+    os.chown(private_set, SERVICE_UID, SERVICE_GID)
+    for args in (["rotate", private_set], ["add", private_set, "--kid", "added"]):
+        result = ok("keys", *args)
+        assert "warning" not in result.stderr
+        assert owner(private_set) == (SERVICE_UID, SERVICE_GID)
+        assert mode(private_set) == 0o600
+    assert len(kids(private_set)) == 4
+
+
+@root_only
+def test_keys_rotate_that_cannot_keep_the_owner_still_rotates_and_warns_once(
+    private_set: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(keyfile.os, "fchown", refuse)
+    os.chown(private_set, SERVICE_UID, SERVICE_GID)
+    result = ok("keys", "rotate", private_set)
+    assert len(kids(private_set)) == 3
+    assert owner(private_set) == (os.geteuid(), os.getegid())
+    assert mode(private_set) == 0o600
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert f"run: chown {SERVICE_UID}:{SERVICE_GID} {private_set}" in warnings[0]
+    assert "warning" not in result.stdout
+
+
 def test_a_0600_private_set_and_a_public_set_do_not_warn(
     made: SimpleNamespace, body_file: Path
 ) -> None:

@@ -164,6 +164,30 @@ def test_add_key_refuses_weak_sizes_and_other_algorithms(
     assert manager.kids() == JS_KIDS
 
 
+@pytest.mark.parametrize("use", ["sig", "desc", "", None])
+def test_add_key_refuses_a_use_other_than_enc_before_generating_a_key(
+    private_jwks: dict[str, Any], use: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`use` is there for parity with the original's addKey(kid, modulus, use); only enc works."""
+
+    def no_generation(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an RSA key was generated for a refused use")
+
+    monkeypatch.setattr(rsa, "generate_private_key", no_generation)
+    manager = JWKSManager(private_jwks)
+    with pytest.raises(InvalidArgumentError, match="use must be 'enc': request_crypto keys only"):
+        manager.add_key("new", use=use)
+    assert manager.kids() == JS_KIDS
+
+
+def test_add_key_accepts_use_enc() -> None:
+    manager = JWKSManager()
+    assert manager.add_key("new", use="enc")["use"] == "enc"
+    metadata = manager.key_metadata("new")
+    assert metadata is not None
+    assert (metadata["use"], metadata["alg"], metadata["length"]) == ("enc", "RSA-OAEP", 2048)
+
+
 @pytest.mark.parametrize("kid", ["", None])
 def test_add_key_refuses_an_empty_kid(kid: Any) -> None:
     with pytest.raises(InvalidArgumentError):

@@ -25,14 +25,18 @@ from typing import Any
 
 import pytest
 
-from request_crypto import _accel, _b64, _json, envelope
+from request_crypto import _accel, _b64, _json, envelope, jwe
 from request_crypto.envelope import (
     pack_body,
     pack_encrypted_payload,
     unpack_body,
     unpack_encrypted_payload,
 )
-from request_crypto.errors import InvalidArgumentError, MalformedBodyError
+from request_crypto.errors import (
+    InvalidArgumentError,
+    MalformedBodyError,
+    UnsupportedAlgorithmError,
+)
 from request_crypto.passphrase import decode_standard_base64
 
 ACCELERATORS = {"stdlib": False, "accelerated": True}
@@ -131,6 +135,64 @@ def test_standard_and_url_quads_refuse_what_b64url_decode_refuses(backend: str) 
             else:
                 with pytest.raises(_b64.Decline):
                     decode(source)
+
+
+def b64url_general(part: bytes) -> bytes | None:
+    try:
+        return _b64.b64url_decode(part, "part")
+    except MalformedBodyError:
+        return None
+
+
+def test_canonical_b64url_decodes_what_b64url_decode_does_or_steps_aside(backend: str) -> None:
+    """Every length (all residues mod 4, both decoders), every byte at two places, padding."""
+    rng = random.Random(7)
+    seen = 0
+    for size in [*range(0, 40), 255, 256, 257, 300]:
+        good = base64.urlsafe_b64encode(rng.randbytes(size)).rstrip(b"=")
+        variants = [good, good + b"=" * (-len(good) % 4), good + b"A", good[:-1], good + b"=="]
+        for at in {0, len(good) // 2, len(good) - 1} if good else set():
+            for byte in range(256):
+                raw = bytearray(good)
+                raw[at] = byte
+                variants.append(bytes(raw))
+        for part in variants:
+            fast = _b64.b64url_decode_canonical(part)
+            if fast is not None:
+                seen += 1
+                assert fast == b64url_general(part), part[:40]
+                assert b"=" not in part  # padded text always goes the general way
+            elif b"=" not in part:
+                assert b64url_general(part) is None, part[:40]
+    assert seen > 1000
+
+
+def compact(header: dict[str, Any]) -> str:
+    text = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return text + ".AAAA.AAAA.AAAA.AAAA"
+
+
+def test_checked_headers_are_cached_as_copies_and_bounded() -> None:
+    jwe._HEADER_CACHE.clear()
+    token = compact({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": "k1"})
+    first = jwe.parse_compact(token).header
+    first["kid"] = "tampered"  # a caller mutating its copy (it is handed out in metadata)
+    again = jwe.parse_compact(token)
+    assert again.header == {"alg": "RSA-OAEP", "enc": "A256GCM", "kid": "k1"}
+    assert again.kid == "k1" and len(jwe._HEADER_CACHE) == 1
+    nested = compact({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": "k1", "x": {"y": [1]}})
+    jwe.parse_compact(nested)
+    assert len(jwe._HEADER_CACHE) == 1  # nested values would need deep copies: not kept
+    for n in range(3 * jwe._HEADER_CACHE_SIZE):
+        jwe.parse_compact(compact({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": f"k{n}"}))
+        assert len(jwe._HEADER_CACHE) <= jwe._HEADER_CACHE_SIZE
+
+
+def test_refused_headers_are_refused_every_time() -> None:
+    token = compact({"alg": "RSA1_5", "enc": "A256GCM", "kid": "k1"})
+    for _ in range(3):
+        with pytest.raises(UnsupportedAlgorithmError):
+            jwe.parse_compact(token)
 
 
 # --- JSON -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
+from ..limits import DEFAULT_MAX_BODY_SIZE
 from .sinks import DEFAULT_SINK
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
-DEFAULT_MAX_BODY = 64 * 1024 * 1024
+DEFAULT_MAX_BODY = DEFAULT_MAX_BODY_SIZE
 DEFAULT_RELOAD_INTERVAL = 0.5
 DEFAULT_JWKS_MAX_AGE = 300
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
