@@ -6,7 +6,11 @@ Correctness only: how fast they go is scripts/bench.py's business, never a timed
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -84,6 +88,72 @@ def test_decrypt_many_runs_on_up_to_workers_threads(
     barrier = threading.Barrier(1)
     assert decryptor.decrypt_many(bodies[:3], workers=1) == expected(3)
     assert threads == {threading.get_ident()}  # one worker: the calling thread, no pool
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("request-crypto")}
+
+
+def test_batch_threads_are_kept_between_calls_and_replaced_for_another_size(
+    monkeypatch: pytest.MonkeyPatch, private_jwks: dict[str, Any], bodies: list[str]
+) -> None:
+    decryptor = RequestDecryptor(private_jwks)
+    used: list[threading.Thread] = []  # the Thread objects themselves: idents get recycled
+    decrypt = RequestDecryptor.decrypt
+
+    def recording(self: RequestDecryptor, body: str | bytes) -> Any:
+        used.append(threading.current_thread())
+        return decrypt(self, body)
+
+    monkeypatch.setattr(RequestDecryptor, "decrypt", recording)
+    for _ in range(3):
+        assert decryptor.decrypt_many(bodies, workers=2) == expected(len(bodies))
+    assert 1 <= len(set(used)) <= 2  # three calls, the same (at most two) threads
+    first = set(used)
+    used.clear()
+    assert decryptor.decrypt_many(bodies, workers=3) == expected(len(bodies))
+    assert not set(used) & first  # another size: a new pool of its own
+
+
+def test_batch_threads_end_with_their_owner(
+    private_jwks: dict[str, Any], bodies: list[str]
+) -> None:
+    before = pool_threads()
+    decryptor = RequestDecryptor(private_jwks)
+    decryptor.decrypt_many(bodies[:4], workers=2)
+    started = pool_threads() - before
+    assert started
+    del decryptor
+    gc.collect()
+    for thread in started:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_batch_threads_of_its_own(
+    private_jwks: dict[str, Any], bodies: list[str]
+) -> None:
+    """The child's copy of the parent's pool has no threads: using it would hang forever."""
+    decryptor = RequestDecryptor(private_jwks)
+    decryptor.decrypt_many(bodies[:4], workers=2)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only for the right results
+        code = 1
+        try:
+            code = 0 if decryptor.decrypt_many(bodies[:4], workers=2) == expected(4) else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("decrypt_many in a forked child hung: it used the parent's thread pool")
 
 
 def test_decrypt_many_keeps_the_good_results_beside_the_failures(
