@@ -826,7 +826,9 @@ def render(ctx: Context, targets: list[Target]) -> str:
         out.append(f"  {label:58} {percent(c.best):>12} {percent(c.median):>15}  ({pairs})")
     out.append("\nTargets (issue 4)")
     for t in targets:
-        value = "-" if t.value is None else f"{t.value:.2f}{t.unit}"
+        # A third digit when two would show a FAIL as "1.80x need >= 1.80".
+        digits = 3 if t.value is not None and round(t.value, 2) == t.threshold else 2
+        value = "-" if t.value is None else f"{t.value:.{digits}f}{t.unit}"
         detail = f"  {t.detail}" if t.detail else ""
         out.append(f"  {t.status:4}  {t.name:52} {value:>8}  need >= {t.threshold:.2f}{detail}")
     return "\n".join(out)
