@@ -67,6 +67,9 @@ def b64url_decode(data: str | bytes, what: str) -> bytes:
     (a body cannot be re-encoded into a different-looking one that decrypts the same).
     """
     raw = ascii_bytes(data, what)
+    decoded = b64url_decode_canonical(raw)  # the common case, in fewer passes
+    if decoded is not None:
+        return decoded
     text = raw.rstrip(b"=")
     padding = len(raw) - len(text)
     if (
@@ -89,9 +92,9 @@ def b64url_decode(data: str | bytes, what: str) -> bytes:
 def b64url_decode_canonical(part: bytes) -> bytes | None:
     """Decode unpadded, canonical base64url; None for anything else, with no error built.
 
-    The fast path for a compact JWE's parts: on None the caller runs `b64url_decode` for the
-    exact error (or to accept padding, which that one also takes). The same rules in fewer
-    passes: one translate checks the alphabet (and refuses padding), then any decoder will do.
+    The fast path of `b64url_decode`, which on None applies its rules one by one, for the
+    exact error (or to accept padding). The same rules in fewer passes: one translate checks
+    the alphabet (and refuses padding), then any decoder will do.
     """
     rest = len(part) % 4
     if part.translate(None, _URL_ALPHABET) or (

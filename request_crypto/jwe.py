@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.jwa import JWA
 
-from ._b64 import ascii_bytes, b64url_decode, b64url_decode_canonical, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_encode
 from ._json import dumps_utf8, reject_constant
 from .errors import (
     DecryptionError,
@@ -127,16 +127,11 @@ def parse_compact(token: str | bytes) -> CompactJWE:
     return CompactJWE(
         protected,
         _checked_header(protected),
-        _decode_part(parts[1], "the JWE encrypted key"),
-        _decode_part(parts[2], "the JWE IV"),
-        _decode_part(parts[3], "the JWE ciphertext"),
-        _decode_part(parts[4], "the JWE tag"),
+        b64url_decode(parts[1], "the JWE encrypted key"),
+        b64url_decode(parts[2], "the JWE IV"),
+        b64url_decode(parts[3], "the JWE ciphertext"),
+        b64url_decode(parts[4], "the JWE tag"),
     )
-
-
-def _decode_part(part: bytes, what: str) -> bytes:
-    decoded = b64url_decode_canonical(part)
-    return b64url_decode(part, what) if decoded is None else decoded  # None: the exact error
 
 
 #: Checked headers by their base64url text. Every body sent to one key carries the same

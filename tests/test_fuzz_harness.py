@@ -69,14 +69,19 @@ def test_target_survives_random_and_mutated_inputs(
     assert target.calls - before == len(inputs) >= 400
 
 
+def decrypt_with(target: Any, monkeypatch: pytest.MonkeyPatch, decrypt: Any) -> None:
+    """Both of the target's decryptors (default and tight limits) decrypt with `decrypt`."""
+    for decryptor in (target.decryptor, target.tight):
+        monkeypatch.setattr(decryptor, "decrypt", decrypt)
+
+
 def test_target_reports_a_crash(
     target: Any, seeds: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(body: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(target.decryptor, "decrypt", broken)
-    monkeypatch.setattr(target.tight, "decrypt", broken)
+    decrypt_with(target, monkeypatch, broken)
     with pytest.raises(KeyError):
         target(seeds[0])
 
@@ -84,8 +89,7 @@ def test_target_reports_a_crash(
 def test_target_reports_a_forgery(
     target: Any, seeds: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(target.decryptor, "decrypt", lambda body: {"forged": True})
-    monkeypatch.setattr(target.tight, "decrypt", lambda body: {"forged": True})
+    decrypt_with(target, monkeypatch, lambda body: {"forged": True})
     with pytest.raises(AssertionError, match="forgery"):
         target(seeds[0])
 
@@ -96,8 +100,7 @@ def test_target_accepts_library_errors(
     def refuse(body: Any) -> Any:
         raise RequestCryptoError("refused")
 
-    monkeypatch.setattr(target.decryptor, "decrypt", refuse)
-    monkeypatch.setattr(target.tight, "decrypt", refuse)
+    decrypt_with(target, monkeypatch, refuse)
     target(seeds[0])
 
 
