@@ -1,0 +1,74 @@
+"""`decrypt_many`: `elastic` 1 KB bodies in calls of 32, one worker and one worker per core.
+
+The primitives release the GIL, so the workers run in parallel; how far that goes is judged
+against one worker (paired slice by slice) and against the JavaScript original's Promise.all,
+which also uses every core (libuv's pool runs PBKDF2).
+"""
+
+from __future__ import annotations
+
+from request_crypto import RequestDecryptor, RequestEncryptor
+
+from .core import CORES, JS_CONCURRENCY, Context, JsCase, RatioTarget, Row, Section, Target, judge
+from .elastic import per_core_decrypt_bound
+
+BATCH = 32  # bodies per decrypt_many call
+
+
+class Batch(Section):
+    title = f"decrypt_many, elastic 1KB, {BATCH} bodies a call (bodies/s)"
+    ratio_targets = (
+        RatioTarget(
+            "decrypt_many one per core >= 1.8x JS Promise.all",
+            f"decrypt_many.{CORES}",
+            "js.decrypt.all.batch",
+            1.8,
+            ceiling=per_core_decrypt_bound,
+        ),
+    )
+    bound_ratios = (
+        (
+            f"decrypt_many {CORES} workers / {CORES} x elastic decrypt bound",
+            f"decrypt_many.{CORES}",
+            per_core_decrypt_bound,
+        ),
+    )
+
+    def declare(self, ctx: Context) -> None:
+        encryptor = RequestEncryptor(ctx.public_jwks)
+        decryptor = RequestDecryptor(ctx.private_jwks)
+        bodies = [encryptor.encrypt(ctx.kid, ctx.payloads["1KB"]) for _ in range(BATCH)]
+        for workers in sorted({1, CORES}):
+            ctx.py_loop(
+                "batch",
+                f"decrypt_many.{workers}",
+                lambda w=workers: decryptor.decrypt_many(bodies, workers=w),  # type: ignore[misc]
+                per_call=BATCH,
+            )
+        ctx.js("batch", JsCase("js.decrypt.all.batch", "decrypt", "1KB", JS_CONCURRENCY["1KB"]))
+
+    def rows(self, ctx: Context) -> list[Row]:
+        js_all = ctx.best("js.decrypt.all.batch")
+        rows = [Row("decrypt_many, 1 worker", ctx.best("decrypt_many.1"), js_all=js_all)]
+        if CORES > 1:
+            rows.append(
+                Row(
+                    f"decrypt_many, {CORES} workers (one per core)",
+                    ctx.best(f"decrypt_many.{CORES}"),
+                    js_all=js_all,
+                )
+            )
+        return rows
+
+    def targets(self, ctx: Context) -> list[Target]:
+        targets = super().targets(ctx)
+        if CORES >= 2:
+            wanted = 0.9 * CORES
+            scaling = RatioTarget(
+                f"decrypt_many {CORES} workers >= {wanted:.1f}x one worker",
+                f"decrypt_many.{CORES}",
+                "decrypt_many.1",
+                wanted,
+            )
+            targets.append(judge(ctx, scaling))
+        return targets
