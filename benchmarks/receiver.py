@@ -396,9 +396,11 @@ def measure_receiver(
                     result.server_cpu_s = after - before
                 return result
 
-            warm = load(serve_url, serve_pid, "jwe", 1.0)  # imports, caches, connections
+            warm = load(
+                serve_url, serve_pid, "jwe", min(1.0, seconds)
+            )  # imports, caches, connections
             accepted += warm.requests - warm.failures
-            load(bare_url, bare_pid, "jwe", 1.0)
+            load(bare_url, bare_pid, "jwe", min(1.0, seconds))
             crypto = crypto_seconds(private_jwks, kid, min(1.0, seconds / 2))
             for fmt in FORMATS:
                 log(f"  receiver: {fmt} bodies, {figures['client']}, {seconds:g}s each")

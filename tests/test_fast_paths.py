@@ -14,18 +14,21 @@ import collections
 import dataclasses
 import datetime
 import enum
+import importlib.metadata
 import json
 import math
 import os
 import random
 import struct
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from request_crypto import _accel, _b64, _json, envelope, jwe
+from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _json, envelope, jwe
 from request_crypto.envelope import (
     pack_body,
     pack_encrypted_payload,
@@ -37,6 +40,7 @@ from request_crypto.errors import (
     MalformedBodyError,
     UnsupportedAlgorithmError,
 )
+from request_crypto.jwks import JWKManager
 from request_crypto.passphrase import decode_standard_base64
 
 ACCELERATORS = {"stdlib": False, "accelerated": True}
@@ -374,3 +378,93 @@ def test_msgspec_loads_gives_the_json_module_values() -> None:
         expected, got = stdlib_loads(data), our_loads(data)
         assert repr(got) == repr(expected), data[:60]
         assert type(got) is type(expected)
+
+
+# --- the default install and the standard-library fallback -----------------------------------
+
+ACCELERATOR_PACKAGES = ("msgspec", "orjson", "pybase64")
+
+
+def test_accelerators_are_ordinary_dependencies() -> None:
+    """The default install is the fast install: no extra is needed for the fast paths."""
+    requires = importlib.metadata.requires("request_crypto") or []
+    plain = {r.split(";")[0].split(">")[0].split("=")[0].strip() for r in requires if ";" not in r}
+    assert set(ACCELERATOR_PACKAGES) <= plain, requires
+
+
+FALLBACK_CHILD = """
+import json, sys
+from request_crypto import RequestDecryptor, RequestEncryptor, _accel
+task = json.load(sys.stdin)
+decryptor = RequestDecryptor(task["private"])
+decrypted = [decryptor.decrypt(body) == task["payload"] for body in task["bodies"]]
+bodies = [RequestEncryptor(task["public"], format=f).encrypt(task["kid"], task["payload"])
+          for f in ("elastic", "jwe")]
+json.dump({"backends": _accel.describe(), "decrypted": decrypted, "bodies": bodies}, sys.stdout)
+"""
+
+
+def run_child(task: dict[str, Any], accelerators: str | None) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "REQUEST_CRYPTO_ACCELERATORS"}
+    if accelerators is not None:
+        env["REQUEST_CRYPTO_ACCELERATORS"] = accelerators
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK_CHILD],
+        input=json.dumps(task),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def fallback_task() -> dict[str, Any]:
+    manager = JWKManager()
+    manager.add_key("k1")
+    rng = random.Random(5)
+    # Over 1 MiB (the GC-paused parse, chunked base64), with floats and non-ASCII text.
+    payload = {
+        "rows": [
+            {"i": i, "x": rng.random(), "s": f"caf\u00e9-{i}-\U0001f600", "n": None}
+            for i in range(14000)
+        ]
+    }
+    public = manager.get_public_jwks()
+    bodies = [RequestEncryptor(public, format=f).encrypt("k1", payload) for f in ("elastic", "jwe")]
+    return {
+        "private": manager.get_private_jwks(),
+        "public": public,
+        "kid": "k1",
+        "payload": payload,
+        "bodies": bodies,
+    }
+
+
+def test_the_default_install_uses_the_accelerators() -> None:
+    answer = run_child({**fallback_task(), "bodies": []}, accelerators=None)
+    backends = " ".join(answer["backends"].values())
+    assert all(name in backends for name in ACCELERATOR_PACKAGES), answer["backends"]
+
+
+def test_the_standard_library_fallback_reads_and_writes_the_same_bodies() -> None:
+    """REQUEST_CRYPTO_ACCELERATORS=0 in a fresh process: what a platform without wheels runs.
+
+    It decrypts bodies made here (with the accelerators when installed), and its own bodies
+    decrypt here to the same payload."""
+    task = fallback_task()
+    answer = run_child(task, accelerators="0")
+    assert answer["backends"] == {
+        "json": "json (stdlib)",
+        "json reading": "json (stdlib)",
+        "base64": "binascii (stdlib)",
+    }
+    assert answer["decrypted"] == [True, True]
+    decryptor = RequestDecryptor(task["private"])
+    assert [decryptor.decrypt(b) == task["payload"] for b in answer["bodies"]] == [
+        True,
+        True,
+    ]
