@@ -94,7 +94,8 @@ def parent_directory(
                 inner = os.open(part, _DIRECTORY, dir_fd=fd)
             except FileNotFoundError:
                 raise error(
-                    f"{path}: cannot write there: the directory {walked} does not exist; create it first"
+                    f"{path}: cannot write there: the directory {walked} does not exist; "
+                    "create it first"
                 ) from None
             except OSError as exc:
                 if is_symlink_error(exc, fd, part):

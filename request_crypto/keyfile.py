@@ -122,6 +122,7 @@ def _open_existing(dir_fd: int, name: str, path: Path) -> int | None:
 
     ``O_NONBLOCK``: a FIFO planted at the path must not hang the open; it is refused next.
     """
+    mode: int | None = None
     try:
         fd = open_in(
             dir_fd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, path, error=KeyFileError
@@ -131,14 +132,24 @@ def _open_existing(dir_fd: int, name: str, path: Path) -> int | None:
     except KeyFileError:  # a link: an OSError too, with its own message
         raise
     except OSError as exc:
+        with contextlib.suppress(OSError):  # a socket cannot be opened: say what it is
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if mode is not None:
+            _require_regular(path, mode)
         raise KeyFileError(f"{path}: cannot open the key set ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    try:
+        _require_regular(path, os.fstat(fd).st_mode)
+    except KeyFileError:
         os.close(fd)
+        raise
+    return fd
+
+
+def _require_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
         raise KeyFileError(
             f"{path} is {file_kind(mode)}, not a key-set file; pass the path of a regular file"
         )
-    return fd
 
 
 def _existing(dir_fd: int, name: str, path: Path) -> os.stat_result | None:

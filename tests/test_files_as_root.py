@@ -125,7 +125,8 @@ def test_a_linked_key_path_is_refused_with_the_real_file(key_file: Path, tmp_pat
     link = tmp_path / "link.json"
     link.symlink_to(key_file.name)
     before = key_file.read_bytes()
-    for command in (["rotate", link], ["add", link, "--kid", "x"], ["remove", link, "--kid", "kibana_1", "--yes"]):
+    remove = ["remove", link, "--kid", "kibana_1", "--yes"]
+    for command in (["rotate", link], ["add", link, "--kid", "x"], remove):
         _, error = run("keys", *command, ok=False)
         assert error == (
             f"error: {link} is a symbolic link to {key_file.name}; files are written without "
@@ -149,9 +150,7 @@ def test_a_key_file_in_a_linked_directory_is_refused(key_file: Path, tmp_path: P
 
 
 @needs_root
-def test_the_private_set_never_goes_to_the_owner_of_a_link(
-    key_file: Path, tmp_path: Path
-) -> None:
+def test_the_private_set_never_goes_to_the_owner_of_a_link(key_file: Path, tmp_path: Path) -> None:
     link = tmp_path / "link.json"
     link.symlink_to(key_file)
     os.lchown(link, OTHER_UID, OTHER_UID)
@@ -217,7 +216,7 @@ def test_a_character_device_is_written_into_not_replaced(key_file: Path, tmp_pat
 
 
 def test_dev_null_stays_a_character_device(key_file: Path) -> None:
-    from request_crypto._cli_common import output_stream  # noqa: PLC0415
+    from request_crypto._cli_common import output_stream
 
     with output_stream(Path("/dev/null")) as stream:  # guard: never replace the real one
         assert stream is not None
@@ -248,9 +247,7 @@ def test_a_fifo_is_written_into(key_file: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["directory", "socket"])
-def test_a_directory_or_socket_output_is_refused(
-    key_file: Path, tmp_path: Path, kind: str
-) -> None:
+def test_a_directory_or_socket_output_is_refused(key_file: Path, tmp_path: Path, kind: str) -> None:
     out = tmp_path / "out"
     make_special(out, kind)
     _, error = run("keys", "public", key_file, "-o", out, ok=False)
@@ -310,7 +307,7 @@ def test_a_sink_file_that_is_a_fifo_or_hard_link_is_refused(tmp_path: Path, kind
         (tmp_path / "other").touch(mode=0o600)
         os.link(tmp_path / "other", path)
     try:
-        with pytest.raises(InvalidArgumentError, match="a FIFO|2 hard links"):
+        with pytest.raises(InvalidArgumentError, match=r"a FIFO|2 hard links"):
             JSONLSink(path)
     finally:
         if kind == "fifo":
@@ -328,7 +325,7 @@ def test_a_sink_file_of_another_user_is_refused(tmp_path: Path) -> None:
 
 def test_a_linked_sqlite_side_file_is_refused(tmp_path: Path, victim: Path) -> None:
     (tmp_path / "p.db-wal").symlink_to(victim)
-    with pytest.raises(InvalidArgumentError, match="p.db-wal is a symbolic link"):
+    with pytest.raises(InvalidArgumentError, match=r"p\.db-wal is a symbolic link"):
         SQLiteSink(tmp_path / "p.db")
     assert victim.read_text() == "root:secret\n"
 
