@@ -24,6 +24,7 @@ __all__ = [
     "NOFOLLOW",
     "file_kind",
     "is_symlink_error",
+    "link_target",
     "open_in",
     "parent_directory",
     "symlink_message",
@@ -50,16 +51,21 @@ def file_kind(mode: int) -> str:
 
 def symlink_message(path: Path, link: Path) -> str:
     """`link` (`path` itself or one of its directories) is a link: say what to pass instead."""
-    try:
-        target = os.readlink(link)
-    except OSError:
-        target = "?"
+    target = link_target(link)
     where = f"{link}" if link == path else f"{path}: {link}"
     real = "file" if link == path else "path"
     return (
         f"{where} is a symbolic link to {target}; files are written without following links, "
         f"so pass the real {real}: {os.path.realpath(path)}"
     )
+
+
+def link_target(link: str | os.PathLike[str], dir_fd: int | None = None) -> str:
+    """What a link points to, for a message (``?`` if it is gone)."""
+    try:
+        return os.readlink(link, dir_fd=dir_fd)
+    except OSError:
+        return "?"
 
 
 def is_symlink_error(exc: OSError, dir_fd: int, name: str) -> bool:

@@ -31,7 +31,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._files import NOFOLLOW, file_kind, is_symlink_error, open_in, parent_directory
+from ._files import (
+    NOFOLLOW,
+    file_kind,
+    is_symlink_error,
+    link_target,
+    open_in,
+    parent_directory,
+)
 from .errors import InvalidArgumentError, KeyFileError
 from .jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
 
@@ -319,19 +326,12 @@ def _open_lock(dir_fd: int, name: str, lock_path: Path) -> tuple[int, bool]:
         except OSError as exc:
             if is_symlink_error(exc, dir_fd, name):
                 raise KeyFileError(
-                    f"{lock_path} is a symbolic link to {_link_target(dir_fd, name)}, not a lock "
+                    f"{lock_path} is a symbolic link to {link_target(name, dir_fd)}, not a lock "
                     f"file; someone who can write in {lock_path.parent} may have planted it: "
                     "remove it and retry"
                 ) from None
             raise KeyFileError(f"{lock_path}: cannot open the lock file ({exc.strerror})") from None
     raise KeyFileError(f"{lock_path}: cannot create or open the lock file")
-
-
-def _link_target(dir_fd: int, name: str) -> str:
-    try:
-        return os.readlink(name, dir_fd=dir_fd)
-    except OSError:
-        return "?"
 
 
 @contextlib.contextmanager
