@@ -15,7 +15,7 @@ import shlex
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 import typer
 
@@ -251,11 +251,12 @@ def _standard_stream(link: Path) -> IO[bytes] | None:
         target = os.stat(link)
     except OSError:
         return None
-    for fd, name in ((1, "stdout"), (2, "stderr")):
+    streams: tuple[tuple[int, Literal["stdout", "stderr"]], ...] = ((1, "stdout"), (2, "stderr"))
+    for fd, name in streams:
         with contextlib.suppress(OSError):
             info = os.fstat(fd)
             if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino):
-                return typer.get_binary_stream("stdout" if name == "stdout" else "stderr")
+                return typer.get_binary_stream(name)
     return None
 
 
