@@ -10,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shlex
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 import typer
 
+from ._files import file_kind
 from .envelope import Format
 from .errors import InvalidJWKSError, RequestCryptoError
 from .jwks import PUBLIC_MEMBERS, JWKManager
@@ -25,6 +28,7 @@ from .request import RequestEncryptor
 
 __all__ = [
     "PROG",
+    "STDOUT",
     "CLIError",
     "encrypt_document",
     "fail",
@@ -34,6 +38,7 @@ __all__ = [
     "load_set",
     "note",
     "one_line",
+    "output_stream",
     "parse_set",
     "public_halves",
     "quoted",
@@ -180,6 +185,79 @@ def read_json_input(source: str, command: str) -> Any:
         ) from None
     except ValueError:
         raise CLIError(f"{name} is not UTF-8 JSON; {command} takes one JSON document") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# OUT: a file, a device, or - for stdout
+
+#: What `-o -` parses to: standard output, as everywhere a command takes a file or `-`.
+STDOUT = Path("-")
+#: Opening a device or FIFO to write into it: never created, truncated, or reached by a link.
+_INTO = os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def output_stream(output: Path | None) -> Iterator[IO[bytes] | None]:
+    """Where `-o OUT` writes: a stream to write into, or None for a file the caller replaces.
+
+    Standard output for no OUT, ``-``, or a link to this process's stdout or stderr
+    (``/dev/stdout``: that stream, whatever it is). A character device or FIFO named
+    directly (``/dev/null``, a FIFO a reader waits on) is written into, as a shell
+    redirection would, and never replaced: the old `keys public -o /dev/null` run by root
+    renamed a regular file over /dev/null. None for a regular file, a new path or any other
+    link: the caller writes it atomically with `keyfile.write_jwks`, which refuses links
+    (naming the real file). A directory, socket or block device is refused.
+    """
+    if output is None or output == STDOUT:
+        stream = typer.get_binary_stream("stdout")
+        yield stream
+        stream.flush()
+        return
+    try:
+        info = os.lstat(output)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as exc:
+        raise CLIError(f"{output}: cannot write there ({exc.strerror})") from None
+    if stat.S_ISLNK(info.st_mode):
+        standard = _standard_stream(output)
+        yield standard
+        if standard is not None:
+            standard.flush()
+        return
+    if stat.S_ISREG(info.st_mode):
+        yield None
+        return
+    if not (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+        raise CLIError(
+            f"{output} is {file_kind(info.st_mode)}; -o takes a file, a character device or "
+            "FIFO to write into, or - for stdout"
+        )
+    try:
+        fd = os.open(output, _INTO)
+    except OSError as exc:
+        raise CLIError(f"{output}: cannot open it for writing ({exc.strerror})") from None
+    with os.fdopen(fd, "wb") as stream:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+            raise CLIError(f"{output} changed while it was opened; run the command again")
+        yield stream
+
+
+def _standard_stream(link: Path) -> IO[bytes] | None:
+    """This process's stdout or stderr if the link leads to it (``/dev/stdout``), else None."""
+    try:
+        target = os.stat(link)
+    except OSError:
+        return None
+    streams: tuple[tuple[int, Literal["stdout", "stderr"]], ...] = ((1, "stdout"), (2, "stderr"))
+    for fd, name in streams:
+        with contextlib.suppress(OSError):
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino):
+                return typer.get_binary_stream(name)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
@@ -28,6 +29,7 @@ from typer.core import TyperGroup
 from . import __version__
 from ._cli_common import (
     PROG,
+    STDOUT,
     CLIError,
     encrypt_document,
     input_name,
@@ -36,6 +38,7 @@ from ._cli_common import (
     load_set,
     note,
     one_line,
+    output_stream,
     parse_set,
     public_halves,
     quoted,
@@ -69,13 +72,16 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
 
 
-def _echo_json(value: Any) -> None:
+def _json_bytes(value: Any) -> bytes:
     """Indented JSON, UTF-8; escaped ASCII only if the value holds lone surrogates."""
     try:
-        data = json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
+        return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        data = json.dumps(value, indent=2).encode("ascii")
-    typer.echo(data)
+        return json.dumps(value, indent=2).encode("ascii")
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(_json_bytes(value))
 
 
 app = typer.Typer(
@@ -275,8 +281,13 @@ def _publish(path: Path, output: Path | None) -> dict[str, Any]:
 
 
 def _holds_private_keys(path: Path) -> bool:
+    """Whether the regular file at `path` (no link followed: writing one is refused) is private."""
     try:
-        document = json.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            document = json.loads(handle.read())
     except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
         return False
     return isinstance(document, dict) and is_private_set(document)
@@ -437,15 +448,20 @@ def keys_public(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", metavar="OUT", help="Write here (mode 0644) instead of stdout."
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Write here (a file: mode 0644, replaced atomically; a device or FIFO: written "
+            "into) instead of stdout; - is stdout.",
         ),
     ] = None,
 ) -> None:
     """Write the public set senders ship: only `kty kid use alg e n` per key."""
-    public = _publish(path, output)
-    if output is None:
-        _echo_json(public)
-    else:
+    with output_stream(output) as stream:
+        public = _publish(path, output if stream is None else None)
+        if stream is not None:
+            stream.write(_json_bytes(public) + b"\n")
+    if output is not None and output != STDOUT:
         kids = [jwk["kid"] for jwk in public["keys"]]
         note(f"wrote the public set ({kid_list(kids)}) to {output}; ship it to senders")
 
@@ -638,7 +654,8 @@ def demo() -> None:
     """Run the whole flow in a temporary directory, step by step: keys, encrypt, decrypt, rotate."""
     with tempfile.TemporaryDirectory(prefix="request-crypto-demo-") as directory:
         typer.echo(f"Working in {directory} (removed when the demo ends).")
-        _run_demo(_Demo(Path(directory)))
+        # Resolved: key files are written without following links (macOS's /var is one).
+        _run_demo(_Demo(Path(directory).resolve()))
     typer.echo("")
     typer.echo(
         "Done. For real key sets, follow the key-rotation runbook in README.md; "

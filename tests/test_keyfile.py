@@ -91,22 +91,6 @@ def test_a_locked_update_keeps_the_owner(service_owned: Path) -> None:
     assert owner(Path(f"{service_owned}.lock")) == (SERVICE_UID, SERVICE_GID)
 
 
-@needs_root
-def test_a_symlink_is_replaced_not_followed_and_keeps_its_own_owner(
-    tmp_path: Path, service_owned: Path, public_jwks: dict[str, Any]
-) -> None:
-    """As before the fix, the link itself is replaced; the owner kept is the link's."""
-    target_text = service_owned.read_bytes()
-    link = tmp_path / "link.json"
-    link.symlink_to(service_owned.name)
-    os.lchown(link, SERVICE_UID + 1, SERVICE_GID + 1)
-    write_jwks(link, public_jwks)
-    assert not link.is_symlink()
-    assert owner(link) == (SERVICE_UID + 1, SERVICE_GID + 1)
-    assert service_owned.read_bytes() == target_text
-    assert owner(service_owned) == (SERVICE_UID, SERVICE_GID)
-
-
 def test_a_new_file_belongs_to_the_writer(tmp_path: Path, private_jwks: dict[str, Any]) -> None:
     path = tmp_path / "new.json"
     write_jwks(path, private_jwks)

@@ -19,8 +19,14 @@ is absolute):
   fails halfway is cut off again, so the file never ends in a partial line.
 
 Both files hold decrypted payloads: a new one is created with mode 0600 (SQLite gives its
-``-wal`` and ``-shm`` files the database file's mode), whatever the umask. An existing file
-keeps its mode.
+``-wal`` and ``-shm`` files the database file's mode), whatever the umask; 0600, not 0640,
+because no group needs to read payloads that the receiver's user cannot hand on itself.
+The receiver may write into a directory others can write to (``/tmp``, a shared volume),
+so a file is opened without following a link anywhere in its path, and an existing file (or
+SQLite's ``-wal``, ``-shm``, ``-journal`` next to it) is refused unless it is a regular file
+with one link, owned by this process's user (or root), and not writable by group or others:
+anyone who could change it could read or forge the payloads. Refusing is safer than a warning
+nobody reads; an existing file readable by group or others is used, with a warning.
 - ``-``: one JSON object per line on standard output, flushed per batch.
 
 Stdlib only: importing this module needs no server dependency.
@@ -31,14 +37,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
+from .._files import file_kind, open_in, parent_directory, symlink_message
 from ..errors import InvalidArgumentError
 from ..jwks import JWKMetadata
 
@@ -58,6 +67,9 @@ __all__ = [
 DEFAULT_SINK = "sqlite:///payloads.db"
 #: Sink files hold decrypted payloads: only their owner may read them.
 PRIVATE_FILE_MODE = 0o600
+#: What SQLite may put next to the database file, with the database file's mode.
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+_logger = logging.getLogger("request_crypto")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -122,28 +134,94 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def _open_sink_file(path: Path, flags: int, purpose: str, side_files: Sequence[str] = ()) -> int:
+    """Open (or create, 0600) a sink file with `flags`; refuse what others could read or change.
+
+    See the module docstring for what is refused. `side_files` are suffixes of files another
+    program (SQLite) opens next to it by name: an existing one is checked the same way.
+    """
+    with parent_directory(path, InvalidArgumentError) as (dir_fd, name):
+        for suffix in side_files:
+            with contextlib.suppress(FileNotFoundError):
+                side = os.stat(name + suffix, dir_fd=dir_fd, follow_symlinks=False)
+                _check_existing(path.with_name(path.name + suffix), side)
+        try:
+            flags |= os.O_CREAT | os.O_EXCL
+            return open_in(dir_fd, name, flags, path, error=InvalidArgumentError)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise InvalidArgumentError(f"{path}: cannot open {purpose} ({exc.strerror})") from None
+        try:
+            # O_NONBLOCK: a FIFO planted there fails now instead of hanging; it changes
+            # nothing for a regular file.
+            flags = flags & ~(os.O_CREAT | os.O_EXCL) | os.O_NONBLOCK | os.O_NOCTTY
+            fd = open_in(dir_fd, name, flags, path, error=InvalidArgumentError)
+        except InvalidArgumentError:
+            raise
+        except OSError as exc:
+            raise InvalidArgumentError(f"{path}: cannot open {purpose} ({exc.strerror})") from None
+        try:
+            _check_existing(path, os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _check_existing(path: Path, info: os.stat_result) -> None:
+    """Refuse an existing sink file others could read through or change; warn if readable."""
+    mode = stat.S_IMODE(info.st_mode)
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        raise InvalidArgumentError(symlink_message(path, path))
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is {file_kind(info.st_mode)}, not a regular file"
+    elif info.st_nlink != 1:
+        problem = f"has {info.st_nlink} hard links, so other names can read it"
+    elif info.st_uid not in (os.geteuid(), 0):
+        problem = f"belongs to user {info.st_uid}, who could read it or give it to others"
+    elif mode & 0o022:
+        problem = f"is writable by group or others (mode {mode:04o})"
+    if problem is not None:
+        raise InvalidArgumentError(
+            f"{path} {problem}; a sink file holds decrypted payloads: remove it or pick "
+            "another path, and a new one is created with mode 0600"
+        )
+    if mode & 0o044:
+        _logger.warning(
+            "%s holds decrypted payloads but is readable by group or others (mode %04o); "
+            "run: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
+
+
 class SQLiteSink:
     """Payloads in one SQLite table, WAL mode, one committed transaction per batch."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        try:
-            # Created 0600 before SQLite sees it: SQLite would create it 0644 (less the umask),
-            # and creates the -wal and -shm files with the database file's mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
-        except OSError as exc:
-            raise InvalidArgumentError(
-                f"{self.path}: cannot open the SQLite file ({exc.strerror or exc})"
-            ) from None
+        # Created 0600 before SQLite sees it: SQLite would create it 0644 (less the umask),
+        # and creates the -wal and -shm files with the database file's mode.
+        fd = _open_sink_file(self.path, os.O_RDWR, "the SQLite file", _SQLITE_SIDE_FILES)
         try:
             # One writer thread uses the connection, but not the thread that opened it.
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-        except sqlite3.Error as exc:
+            # SQLite opens the file by name again: make sure it found the one checked.
+            checked, opened = os.fstat(fd), os.stat(self.path, follow_symlinks=False)
+        except (sqlite3.Error, OSError) as exc:
             raise InvalidArgumentError(
                 f"{self.path}: cannot open the SQLite file ({exc})"
             ) from None
+        finally:
+            os.close(fd)
+        if (checked.st_dev, checked.st_ino) != (opened.st_dev, opened.st_ino):
+            self._db.close()
+            raise InvalidArgumentError(f"{self.path} was replaced while it was opened; retry")
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when write_batch returns, also across a power cut.
@@ -192,12 +270,7 @@ class JSONLSink:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
-        except OSError as exc:
-            raise InvalidArgumentError(
-                f"{self.path}: cannot open for appending ({exc.strerror})"
-            ) from None
+        self._fd = _open_sink_file(self.path, os.O_WRONLY | os.O_APPEND, "for appending")
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
         data = "".join(r.to_json_line() for r in records).encode("utf-8")
