@@ -27,7 +27,7 @@ from request_crypto.keyfile import write_jwks
 from request_crypto.receiver import ReceiverConfig
 from request_crypto.receiver.app import SMALL_BODY
 from request_crypto.receiver.config import ENV_PREFIX
-from tests.test_receiver_cli import Server, console_script
+from tests.test_receiver_cli import Server, console_script, run
 
 SLOW_HEADS = 400  # trickle a request head, a byte at a time, never finishing it
 SILENT = 100  # connect and send nothing
@@ -70,14 +70,14 @@ def address(url: str) -> tuple[str, int]:
 
 
 def is_closed(sock: socket.socket) -> bool:
-    """Whether the server closed (or reset) this connection; never blocks."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(65536, socket.MSG_PEEK) == b""
-    except ConnectionError:
-        return True
+    """Whether the server closed (or reset) this connection; reads what it sent; never blocks."""
+    while select.select([sock], [], [], 0)[0]:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except ConnectionError:
+            return True
+    return False
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
@@ -185,6 +185,50 @@ def test_slow_clients_are_cut_off_while_senders_are_served(
                 sock.close()
         # Served as ever once they are gone.
         assert httpx.post(f"{url}/v1/payloads", content=small[0], timeout=30).status_code == 202
+
+
+@pytest.mark.slow
+def test_unread_bodies_and_second_heads_are_timed_too(tmp_path: Path, private_file: Path) -> None:
+    """A body answered unread (413) is not drained forever; a kept-alive connection's next
+    head gets the same deadline as the first."""
+    options = ["--header-timeout", "1.5", "--body-timeout", "1.5", "--max-body", "1KiB"]
+    with serving(tmp_path, private_file, *options) as url:
+        with socket.create_connection(address(url)) as sock:
+            sock.sendall(b"POST /v1/payloads HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n")
+            start = time.monotonic()
+            sock.settimeout(30)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+            with contextlib.suppress(OSError):  # trickles on after the answer
+                while time.monotonic() - start < 40 and not is_closed(sock):
+                    sock.send(b"x")
+                    time.sleep(0.1)
+            assert is_closed(sock)
+            assert 1.0 < time.monotonic() - start < 30
+
+        with socket.create_connection(address(url)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.settimeout(30)
+            first = b""
+            while not first.endswith(b"}"):  # head and body may come in two segments
+                first += sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /hea")  # the next head, never finished
+            start = time.monotonic()
+            answer = read_until_closed(sock, 30)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert 1.0 < time.monotonic() - start < 25
+
+
+def test_serve_refuses_bad_timeouts(private_file: Path) -> None:
+    for option, value in [
+        ("--header-timeout", "0"),
+        ("--body-timeout", "-1"),
+        ("--min-body-rate", "fast"),
+        ("--key-reload-grace", "-1"),
+    ]:
+        result = run("serve", "--jwks", str(private_file), option, value)
+        assert result.exit_code == 2, (option, result.stderr)
+        assert option in result.stderr
 
 
 @pytest.mark.slow
