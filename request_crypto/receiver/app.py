@@ -7,10 +7,13 @@ Routes:
   ``Content-Length`` says so), decrypted on a worker thread, handed to the sink, and answered
   ``202 {"id", "kid", "format", "received_at"}`` only after the sink has made it durable.
 - ``GET /.well-known/jwks.json``: the public key set, with ``Cache-Control`` and an ``ETag``.
-- ``GET /healthz``: ``{"status": "ok", "keys": N}``, or ``503`` when the sink writer is down.
+- ``GET /healthz``: ``{"status": "ok", "keys": N}``, or ``503 {"status": "unavailable",
+  "reason": ...}`` when the sink writer is down or the key file has failed to reload for
+  longer than `key_reload_grace` seconds (so a load balancer takes the replica out).
 
 Errors are JSON ``{"error": "..."}``: ``400`` malformed or undecryptable, ``422`` unknown kid,
-``413`` too large, ``503`` when the sink failed, ``404``/``405`` as usual. Neither errors nor
+``413`` too large, ``408`` (and the connection closed) when the body is too slow, ``503`` when
+the sink failed, ``404``/``405`` as usual. Neither errors nor
 logs ever carry payloads or key material.
 
 Memory is bounded per process. A body of up to `SMALL_BODY` (256 KiB) is read as it arrives;
@@ -21,10 +24,17 @@ copied once when its chunks are joined. So at most about ``connections x 2 x SMA
 large_bodies x (2 x max_body + the decrypted payload)`` is in use; `request-crypto serve`
 bounds the connections with ``--limit-concurrency``.
 
+A body must arrive within `body_timeout` seconds, plus one second for every `min_body_rate`
+bytes received (Apache's ``mod_reqtimeout`` rule: a fast sender of a large body gets the time
+it needs, a stalled one holds its slot no longer than `body_timeout`). Time spent waiting for a
+large-body slot does not count. The request head is timed by the server (`request-crypto
+serve` uses `request_crypto.receiver.protocol`).
+
 When built from a key-set *file*, the app polls it (inode, size, mtime) and, when it changes,
 parses it on a worker thread and swaps in a new decryptor in one reference assignment:
 requests in flight finish with the keys they started with. A file that does not parse, or
-holds no private key, is logged and ignored; the old keys stay in use.
+holds no private key, is logged and ignored; the old keys stay in use, and after
+`key_reload_grace` seconds of that ``/healthz`` answers ``503`` until a reload succeeds.
 """
 
 from __future__ import annotations
@@ -69,8 +79,11 @@ from ..jwks import JWKSManager
 from ..keyfile import read_jwks, require_private_keys
 from ..request import DecryptedRequest, RequestDecryptor
 from .config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_JWKS_MAX_AGE,
+    DEFAULT_KEY_RELOAD_GRACE,
     DEFAULT_MAX_BODY,
+    DEFAULT_MIN_BODY_RATE,
     DEFAULT_RELOAD_INTERVAL,
     ReceiverConfig,
     format_size,
@@ -95,6 +108,21 @@ _NEEDED_BY = "a receiver"
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BodyTooSlow(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _BodyPace:
+    """A body's deadline: `timeout` seconds from its start plus 1 s per `min_rate` bytes."""
+
+    timeout: float
+    min_rate: int
+
+    def describe(self) -> str:
+        return f"{self.timeout:g} s plus 1 s per {format_size(self.min_rate)} sent"
 
 
 class SinkUnavailableError(RuntimeError):
@@ -324,31 +352,51 @@ def _declared_length(request: Request) -> int | None:
 
 
 async def _read_body(
-    request: Request, limit: int, take_slot: Callable[[], Awaitable[None]]
+    request: Request, limit: int, take_slot: Callable[[], Awaitable[None]], pace: _BodyPace
 ) -> tuple[bytes, int]:
     """The body, surrounding whitespace removed, and how many bytes were sent.
 
     Counted while reading: fails as soon as it passes `limit` (at once when Content-Length
-    says it will). A body that passes SMALL_BODY awaits `take_slot()` before reading on.
+    says it will). A body that passes SMALL_BODY awaits `take_slot()` before reading on; the
+    wait does not count against `pace` (`_BodyTooSlow` when the body falls behind it).
     """
     declared = _declared_length(request)
     if declared is not None and declared > limit:
         raise _BodyTooLarge()
+    start = time.monotonic()
     large = declared is not None and declared > SMALL_BODY
     if large:
         await take_slot()
+        start = time.monotonic()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        budget = start + pace.timeout + size / pace.min_rate - time.monotonic()
+        chunk = await _next_chunk(stream, budget)
+        if chunk is None:
+            break
         size += len(chunk)
         if size > limit:
             raise _BodyTooLarge()
         if size > SMALL_BODY and not large:
             large = True
+            waited = time.monotonic()
             await take_slot()
+            start += time.monotonic() - waited
         if chunk:
             chunks.append(chunk)
     return _joined(chunks), size
+
+
+async def _next_chunk(stream: AsyncIterator[bytes], budget: float) -> bytes | None:
+    """The body's next chunk, None at its end; `_BodyTooSlow` if it takes over `budget` s."""
+    with anyio.move_on_after(budget):
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+    raise _BodyTooSlow()
 
 
 def _joined(chunks: Sequence[bytes]) -> bytes:
@@ -380,11 +428,22 @@ class _Receiver:
         decrypt_threads: int | None,
         large_bodies: int | None,
         max_batch: int,
+        body_timeout: float,
+        min_body_rate: int,
+        key_reload_grace: float,
     ) -> None:
         if max_body < 1:
             raise InvalidArgumentError("max_body must be at least 1 byte")
         if large_bodies is not None and large_bodies < 1:
             raise InvalidArgumentError("large_bodies must be at least 1")
+        if not (body_timeout > 0 and min_body_rate > 0 and key_reload_grace >= 0):
+            raise InvalidArgumentError(
+                "body_timeout and min_body_rate must be above 0, key_reload_grace 0 or more"
+            )
+        self.body_pace = _BodyPace(body_timeout, min_body_rate)
+        self.key_reload_grace = key_reload_grace
+        #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
+        self.key_file_failing: tuple[float, str] | None = None
         self.max_body = max_body
         self.jwks_max_age = jwks_max_age
         self.max_batch = max_batch
@@ -458,6 +517,7 @@ class _Receiver:
             logger.error(
                 "key file %s is gone; keeping the %d keys in use", self.path, self.keys.count
             )
+            self._key_file_failed("the key file is gone")
             return False
         try:
             decryptor = await anyio.to_thread.run_sync(_load_decryptor, self.path, self.max_body)
@@ -468,6 +528,7 @@ class _Receiver:
                 exc,
                 self.keys.count,
             )
+            self._key_file_failed("the key file changed but cannot be used")
             return False
         except Exception as exc:  # never let the watcher die
             logger.error(
@@ -475,7 +536,9 @@ class _Receiver:
                 self.path,
                 type(exc).__name__,
             )
+            self._key_file_failed("the key file changed but loading it failed")
             return False
+        self.key_file_failing = None
         self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
         logger.info(
             "key file %s reloaded: %d keys (%s)",
@@ -484,6 +547,26 @@ class _Receiver:
             ", ".join(decryptor.keys.kids()),
         )
         return True
+
+    def _key_file_failed(self, reason: str) -> None:
+        # The failure's start stays the first one's: a second bad write does not reset it.
+        since = self.key_file_failing[0] if self.key_file_failing else time.monotonic()
+        self.key_file_failing = (since, reason)
+
+    def unhealthy(self) -> str | None:
+        """Why this replica should be taken out of a load balancer, or None if it is fine."""
+        if self.writer is None or not self.writer.alive:
+            return "the sink writer is stopped"
+        failing = self.key_file_failing
+        if failing is not None:
+            since, reason = failing
+            elapsed = time.monotonic() - since
+            if elapsed > self.key_reload_grace:
+                return (
+                    f"{reason} (for {elapsed:.0f} s); serving the {self.keys.count} keys "
+                    "loaded before"
+                )
+        return None
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -499,8 +582,11 @@ class _Receiver:
         return Response(keys.well_known, media_type="application/json", headers=headers)
 
     async def healthz(self, request: Request) -> Response:
-        if self.writer is None or not self.writer.alive:
-            return JSONResponse({"status": "unavailable", "keys": self.keys.count}, 503)
+        reason = self.unhealthy()
+        if reason is not None:
+            return JSONResponse(
+                {"status": "unavailable", "reason": reason, "keys": self.keys.count}, 503
+            )
         return JSONResponse({"status": "ok", "keys": self.keys.count})
 
     async def receive(self, request: Request) -> Response:
@@ -509,7 +595,7 @@ class _Receiver:
             record = await self._accept(request, fields)
         except _Refused as refused:
             fields["error"] = refused.tag
-            return _error(refused.status, refused.message)
+            return _error(refused.status, refused.message, refused.headers)
         return JSONResponse(
             {
                 "id": record.id,
@@ -533,7 +619,14 @@ class _Receiver:
                 await held.enter_async_context(slots)
 
             try:
-                body, size = await _read_body(request, self.max_body, take_slot)
+                body, size = await _read_body(request, self.max_body, take_slot, self.body_pace)
+            except _BodyTooSlow:
+                raise _Refused(
+                    408,
+                    "body-timeout",
+                    f"the body arrived too slowly (allowed: {self.body_pace.describe()})",
+                    headers={"Connection": "close"},  # the rest of the body is not read
+                ) from None
             except _BodyTooLarge:
                 raise _Refused(
                     413, "too-large", f"the body is over the limit of {format_size(self.max_body)}"
@@ -572,11 +665,14 @@ class _Receiver:
 class _Refused(Exception):
     """A request answered with an error: status, a log tag, and the message for the sender."""
 
-    def __init__(self, status: int, tag: str, message: str) -> None:
+    def __init__(
+        self, status: int, tag: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.tag = tag
         self.message = message
+        self.headers = headers
 
 
 def _refusal(exc: Exception, fields: MutableMapping[str, object]) -> _Refused:
@@ -617,6 +713,9 @@ def create_app(
     decrypt_threads: int | None = None,
     large_bodies: int | None = None,
     max_batch: int = _MAX_BATCH,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE,
+    key_reload_grace: float = DEFAULT_KEY_RELOAD_GRACE,
 ) -> Starlette:
     """Build the receiver's ASGI app.
 
@@ -634,7 +733,9 @@ def create_app(
     are decrypted at once (default: the number of cores, at least 2). `large_bodies`: how many
     bodies over `SMALL_BODY` are read and decrypted at once (default: twice `decrypt_threads`;
     see the module docstring for the memory this bounds). `max_batch`: the most records per
-    `write_batch` call.
+    `write_batch` call. `body_timeout`, `min_body_rate` (bytes per second): a body must arrive
+    within `body_timeout` seconds plus one second per `min_body_rate` bytes (else ``408``).
+    `key_reload_grace`: seconds the key file may fail to reload before ``/healthz`` says 503.
     """
     receiver = _Receiver(
         jwks,
@@ -645,6 +746,9 @@ def create_app(
         decrypt_threads=decrypt_threads,
         large_bodies=large_bodies,
         max_batch=max_batch,
+        body_timeout=body_timeout,
+        min_body_rate=min_body_rate,
+        key_reload_grace=key_reload_grace,
     )
     routes = [
         Route("/.well-known/jwks.json", receiver.well_known, methods=["GET"]),
@@ -668,7 +772,8 @@ def app_from_env() -> Starlette:
     """The app for Uvicorn's ``--factory`` (and ``--workers``): settings from the environment.
 
     ``REQUEST_CRYPTO_RECEIVER_JWKS`` (required), ``..._SINK``, ``..._MAX_BODY``,
-    ``..._RELOAD_INTERVAL``, ``..._JWKS_MAX_AGE``; see `ReceiverConfig`.
+    ``..._RELOAD_INTERVAL``, ``..._JWKS_MAX_AGE``, ``..._BODY_TIMEOUT``, ``..._MIN_BODY_RATE``,
+    ``..._KEY_RELOAD_GRACE`` (and ``..._HEADER_TIMEOUT``, for the server); see `ReceiverConfig`.
     """
     config = ReceiverConfig.from_env()
     return create_app(
@@ -677,4 +782,7 @@ def app_from_env() -> Starlette:
         max_body=config.max_body,
         reload_interval=config.reload_interval,
         jwks_max_age=config.jwks_max_age,
+        body_timeout=config.body_timeout,
+        min_body_rate=config.min_body_rate,
+        key_reload_grace=config.key_reload_grace,
     )

@@ -12,13 +12,14 @@ import contextlib
 import copy
 import importlib
 import os
+import resource
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -28,8 +29,12 @@ from ..envelope import Format
 from ..errors import RequestCryptoError
 from ..keyfile import require_private_keys
 from .config import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
+    DEFAULT_KEY_RELOAD_GRACE,
     DEFAULT_MAX_BODY,
+    DEFAULT_MIN_BODY_RATE,
     DEFAULT_PORT,
     ReceiverConfig,
     format_size,
@@ -65,11 +70,11 @@ def _require_server_extra(*modules: str) -> None:
             fail(f"this command needs {name}, part of the server extra; {_EXTRA_HINT}")
 
 
-def _max_body(text: str) -> int:
+def _size(text: str, option: str) -> int:
     try:
         return parse_size(text)
     except RequestCryptoError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--max-body") from None
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -111,6 +116,16 @@ class _Plan:
     limit_concurrency: int
 
 
+@dataclass(frozen=True)
+class _Timeouts:
+    """How long `serve` waits for slow clients, and for a key file to load again (seconds)."""
+
+    header: float
+    body: float
+    min_body_rate: str
+    key_reload_grace: float
+
+
 def _validate(
     jwks: Path,
     *,
@@ -121,12 +136,14 @@ def _validate(
     workers: int,
     log_level: str,
     limit_concurrency: int,
+    timeouts: _Timeouts,
 ) -> _Plan:
     """Check the options, the key set and the sink; the sink's file is created last.
 
     The keys come first, so a wrong key set leaves no payload database behind.
     """
-    limit = _max_body(max_body)
+    limit = _size(max_body, "--max-body")
+    min_body_rate = _size(timeouts.min_body_rate, "--min-body-rate")
     if log_level.lower() not in _LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
     _require_server_extra("starlette", "uvicorn")
@@ -134,7 +151,15 @@ def _validate(
     sink_description = describe_sink(sink)  # a bad URL fails here, before any file exists
     open_sink(sink).close()  # creates the file / table now, so a bad path fails here
     return _Plan(
-        config=ReceiverConfig(jwks=jwks, sink=sink, max_body=limit),
+        config=ReceiverConfig(
+            jwks=jwks,
+            sink=sink,
+            max_body=limit,
+            header_timeout=timeouts.header,
+            body_timeout=timeouts.body,
+            min_body_rate=min_body_rate,
+            key_reload_grace=timeouts.key_reload_grace,
+        ),
         kids=kids,
         sink_description=sink_description,
         host=host,
@@ -147,7 +172,9 @@ def _validate(
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP (and
+    # accepted sockets inherit it). The protocol sets it too, whatever made the socket.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -158,6 +185,25 @@ def _bind(host: str, port: int) -> socket.socket:
         fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port")
     sock.set_inheritable(True)
     return sock
+
+
+def _raise_fd_limit(needed: int) -> str | None:
+    """Raise the soft open-file limit to the hard one; a warning if `needed` does not fit.
+
+    Each connection is a file descriptor: 1,000 of them (``--limit-concurrency``) do not fit
+    in the usual soft limit of 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # e.g. a hard limit of "unlimited"
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        return (
+            f"warning: only {soft} open files allowed (ulimit -n), fewer than the "
+            f"{needed} that --limit-concurrency needs; raise the limit or lower the option"
+        )
+    return None
 
 
 class _GracefulStop:
@@ -212,10 +258,16 @@ def _run(plan: _Plan, sock: socket.socket) -> None:
     import uvicorn  # noqa: PLC0415 (the server extra)
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415 (the server extra)
 
+    from .protocol import ReceiverH11Protocol  # noqa: PLC0415 (the server extra)
+
+    protocol = ReceiverH11Protocol.configured(
+        header_timeout=plan.config.header_timeout, drain_timeout=plan.config.body_timeout
+    )
     with _serving_settings(plan.config) as stop:
         uvicorn_config = uvicorn.Config(
             APP_FACTORY,
             factory=True,
+            http=cast(Any, protocol),  # a factory of H11Protocols, as Uvicorn calls it
             host=plan.host,
             port=plan.port,
             workers=plan.workers,
@@ -247,7 +299,9 @@ def _announce(plan: _Plan, sock: socket.socket) -> None:
         f"(POST {PAYLOADS_PATH}, GET /.well-known/jwks.json) with {len(kids)} "
         f"key{'s' if len(kids) != 1 else ''} ({', '.join(kids)}) from {plan.config.jwks}; "
         f"payloads go to {plan.sink_description}; max body {format_size(plan.config.max_body)}; "
-        f"{workers} worker{'s' if workers != 1 else ''}",
+        f"{workers} worker{'s' if workers != 1 else ''}; request heads within "
+        f"{plan.config.header_timeout:g} s, bodies within {plan.config.body_timeout:g} s + 1 s "
+        f"per {format_size(plan.config.min_body_rate)}",
         err=True,
     )
 
@@ -294,6 +348,39 @@ def serve(
             "few bodies over 256 KiB buffered at a time, this bounds the memory used.",
         ),
     ] = DEFAULT_LIMIT_CONCURRENCY,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.001,
+            help="Seconds a request head may take to arrive; slower clients get 408 and are "
+            "disconnected.",
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            min=0.001,
+            help="Seconds a body may take to arrive, plus 1 s per --min-body-rate bytes; "
+            "slower bodies get 408 and are disconnected.",
+        ),
+    ] = DEFAULT_BODY_TIMEOUT,
+    min_body_rate: Annotated[
+        str,
+        typer.Option(
+            "--min-body-rate",
+            help="Bytes per second a large body must keep up (see --body-timeout).",
+        ),
+    ] = format_size(DEFAULT_MIN_BODY_RATE).replace(" ", ""),
+    key_reload_grace: Annotated[
+        float,
+        typer.Option(
+            "--key-reload-grace",
+            min=0,
+            help="Seconds the key file may fail to reload before /healthz answers 503.",
+        ),
+    ] = DEFAULT_KEY_RELOAD_GRACE,
 ) -> None:
     """Run the receiver: decrypt POSTed bodies, store the payloads, publish the public keys."""
     with reported():
@@ -306,7 +393,11 @@ def serve(
             workers=workers,
             log_level=log_level,
             limit_concurrency=limit_concurrency,
+            timeouts=_Timeouts(header_timeout, body_timeout, min_body_rate, key_reload_grace),
         )
+    warning = _raise_fd_limit(limit_concurrency + 64)  # + the sink, key file, logs, pipes...
+    if warning is not None:
+        typer.echo(warning, err=True)
     sock = _bind(host, port)
     try:
         _run(plan, sock)

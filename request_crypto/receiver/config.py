@@ -18,9 +18,13 @@ from ..limits import DEFAULT_MAX_BODY_SIZE
 from .sinks import DEFAULT_SINK
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_HOST",
     "DEFAULT_JWKS_MAX_AGE",
+    "DEFAULT_KEY_RELOAD_GRACE",
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MIN_BODY_RATE",
     "DEFAULT_PORT",
     "DEFAULT_RELOAD_INTERVAL",
     "ENV_PREFIX",
@@ -34,6 +38,13 @@ DEFAULT_PORT = 8787
 DEFAULT_MAX_BODY = DEFAULT_MAX_BODY_SIZE
 DEFAULT_RELOAD_INTERVAL = 0.5
 DEFAULT_JWKS_MAX_AGE = 300
+#: Seconds a request head may take to arrive, from its first byte (or the connection's start).
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds a body may take, plus one more second for every `DEFAULT_MIN_BODY_RATE` bytes sent.
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_MIN_BODY_RATE = 64 * 1024
+#: Seconds the key file may fail to reload before /healthz answers 503.
+DEFAULT_KEY_RELOAD_GRACE = 60.0
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
 
 _UNITS = {
@@ -85,6 +96,19 @@ class ReceiverConfig:
     max_body: int = DEFAULT_MAX_BODY
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
     jwks_max_age: int = DEFAULT_JWKS_MAX_AGE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE
+    key_reload_grace: float = DEFAULT_KEY_RELOAD_GRACE
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "min_body_rate"):
+            if not getattr(self, name) > 0:
+                raise InvalidArgumentError(f"{name} must be above 0, not {getattr(self, name)!r}")
+        if not self.key_reload_grace >= 0:
+            raise InvalidArgumentError(
+                f"key_reload_grace must be 0 or more, not {self.key_reload_grace!r}"
+            )
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -93,6 +117,10 @@ class ReceiverConfig:
             f"{ENV_PREFIX}MAX_BODY": str(self.max_body),
             f"{ENV_PREFIX}RELOAD_INTERVAL": repr(self.reload_interval),
             f"{ENV_PREFIX}JWKS_MAX_AGE": str(self.jwks_max_age),
+            f"{ENV_PREFIX}HEADER_TIMEOUT": repr(self.header_timeout),
+            f"{ENV_PREFIX}BODY_TIMEOUT": repr(self.body_timeout),
+            f"{ENV_PREFIX}MIN_BODY_RATE": str(self.min_body_rate),
+            f"{ENV_PREFIX}KEY_RELOAD_GRACE": repr(self.key_reload_grace),
         }
 
     @classmethod
@@ -120,4 +148,8 @@ class ReceiverConfig:
             max_body=parse_size(max_body_text) if max_body_text else DEFAULT_MAX_BODY,
             reload_interval=number("RELOAD_INTERVAL", DEFAULT_RELOAD_INTERVAL),
             jwks_max_age=int(number("JWKS_MAX_AGE", DEFAULT_JWKS_MAX_AGE)),
+            header_timeout=number("HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT),
+            body_timeout=number("BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
+            min_body_rate=int(number("MIN_BODY_RATE", DEFAULT_MIN_BODY_RATE)),
+            key_reload_grace=number("KEY_RELOAD_GRACE", DEFAULT_KEY_RELOAD_GRACE),
         )
