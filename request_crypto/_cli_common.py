@@ -181,13 +181,17 @@ def read_input(source: str, limit: int | None = None) -> bytes:
 def _read_capped(stream: BinaryIO, source: str, limit: int | None) -> bytes:
     if limit is None:
         return stream.read()
-    data = bytearray()
-    while len(data) <= limit:
-        chunk = stream.read(min(READ_CHUNK, limit + 1 - len(data)))
+    # Chunks joined once at the end: a growing buffer may be copied as it grows, which
+    # measured up to twice the cap at the peak.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
         if not chunk:
-            return bytes(data)
-        data += chunk
-    del data
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    del chunks
     raise CLIError(
         f"{input_name(source)} holds more than {limit} bytes (--max-body); "
         "pass a larger --max-body if bodies this big are expected"

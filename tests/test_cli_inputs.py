@@ -179,7 +179,7 @@ def test_300_mb_on_stdin_costs_little_memory(sets: Any, command: str) -> None:
         f"error: stdin holds more than {DEFAULT_MAX_BODY_SIZE} bytes (--max-body); "
         "pass a larger --max-body if bodies this big are expected\n"
     )
-    # Measured ~113 MB (interpreter ~48 MB + the 64 MiB cap); reading it all was ~355 MB.
+    # Measured ~111 MB (interpreter ~48 MB + the 64 MiB cap); reading it all was ~348 MB.
     assert rss < 150 * 1000 * 1000, rss
 
 
