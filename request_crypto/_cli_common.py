@@ -15,15 +15,15 @@ import shlex
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal, NoReturn
+from typing import IO, Any, BinaryIO, Literal, NoReturn
 
 import typer
 
 from ._files import file_kind
 from .envelope import Format
 from .errors import InvalidJWKSError, RequestCryptoError
-from .jwks import PUBLIC_MEMBERS, JWKManager
-from .keyfile import read_jwks, require_private_keys
+from .jwks import ENCRYPT_OPS, JWKManager, public_halves
+from .keyfile import is_private_set, read_jwks, require_private_keys
 from .request import RequestEncryptor
 
 __all__ = [
@@ -46,7 +46,9 @@ __all__ = [
     "read_json_input",
     "reported",
     "require_kid",
+    "sender_set",
     "shown",
+    "warn",
     "with_keys",
 ]
 
@@ -87,6 +89,11 @@ def note(message: str) -> None:
 # Errors and warnings
 
 
+def warn(message: str) -> None:
+    """One `warning:` line on stderr (control characters escaped); the command goes on."""
+    typer.echo(f"warning: {one_line(message)}", err=True)
+
+
 def fail(message: str) -> NoReturn:
     """One `error:` line on stderr (control characters escaped), then exit code 1."""
     typer.echo(f"error: {one_line(message)}", err=True)
@@ -104,10 +111,10 @@ class _StderrHandler(logging.Handler):
         self.shown: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = one_line(record.getMessage())
+        message = record.getMessage()
         if message not in self.shown:
             self.shown.add(message)
-            typer.echo(f"warning: {message}", err=True)
+            warn(message)
 
 
 @contextlib.contextmanager
@@ -150,18 +157,50 @@ def reported() -> Iterator[None]:
 # INPUT: a file, or - for stdin
 
 
-def read_input(source: str) -> bytes:
+#: How much of an INPUT is read at a time: a bounded read holds at most the cap plus this.
+READ_CHUNK = 1024 * 1024
+
+
+def read_input(source: str, limit: int | None = None) -> bytes:
+    """INPUT's bytes; with `limit`, refused once one byte past it is read (never read whole).
+
+    A size cap that reads everything first bounds nothing: 300 MB piped into `decrypt` would
+    cost 300 MB before the library refused it. Files and stdin are read the same way.
+    """
     if source == "-":
         stdin = typer.get_binary_stream("stdin")
         if stdin.isatty():
             note("reading from stdin; end with Ctrl-D")
-        return stdin.read()
+        return _read_capped(stdin, source, limit)
     try:
-        return Path(source).read_bytes()
+        with Path(source).open("rb") as handle:
+            return _read_capped(handle, source, limit)
     except FileNotFoundError:
         raise CLIError(f"{source}: no such file; pass an existing file, or - for stdin") from None
+    except IsADirectoryError:
+        raise CLIError(f"{source}: is a directory; pass a file, or - for stdin") from None
     except OSError as exc:
         raise CLIError(f"{source}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _read_capped(stream: BinaryIO, source: str, limit: int | None) -> bytes:
+    if limit is None:
+        return stream.read()
+    # Chunks joined once at the end: a growing buffer may be copied as it grows, which
+    # measured up to twice the cap at the peak.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    del chunks
+    raise CLIError(
+        f"{input_name(source)} holds more than {limit} bytes (--max-body); "
+        "pass a larger --max-body if bodies this big are expected"
+    )
 
 
 def input_name(source: str) -> str:
@@ -270,20 +309,6 @@ def load_set(path: Path, *, private: bool = True) -> JWKManager:
     return parse_set(path, document if private else public_halves(document))
 
 
-def public_halves(document: dict[str, Any]) -> dict[str, Any]:
-    """The set without private members: enough to check its shape and kids, or to encrypt.
-
-    Building an RSA private key validates it, ~20-50 ms each: a command that neither decrypts
-    nor lists should not pay that for every key, least of all while it holds the file's lock.
-    """
-    return {
-        "keys": [
-            {m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk} if isinstance(jwk, dict) else jwk
-            for jwk in document["keys"]
-        ]
-    }
-
-
 def parse_set(path: Path, document: dict[str, Any]) -> JWKManager:
     """Validate a key set; errors name the file."""
     try:
@@ -293,7 +318,10 @@ def parse_set(path: Path, document: dict[str, Any]) -> JWKManager:
 
 
 def with_keys(path: Path, *, private: bool = True) -> JWKManager:
-    manager = load_set(path, private=private)
+    return _not_empty(path, load_set(path, private=private))
+
+
+def _not_empty(path: Path, manager: JWKManager) -> JWKManager:
     if not len(manager):
         raise CLIError(
             f"{path} holds no keys; add one with: {PROG} keys add {quoted(path)} --kid KID"
@@ -316,11 +344,33 @@ def require_kid(path: Path, manager: JWKManager, kid: str) -> None:
         )
 
 
+def sender_set(path: Path) -> JWKManager:
+    """The public halves of the set at `path`, with a warning if it holds private keys.
+
+    Only the public halves are parsed and kept, but a sender host holding the private set
+    is a mistake worth saying: whoever reads it there can decrypt every body.
+    """
+    document = read_jwks(path)
+    if is_private_set(document):
+        warn(
+            f"{path} holds private keys; senders need only the public set "
+            f"({PROG} keys public {quoted(path)}); only its public halves are used"
+        )
+    return _not_empty(path, parse_set(path, public_halves(document)))
+
+
 def encrypt_document(
     path: Path, document: Any, kid: str | None, body_format: Format
 ) -> tuple[str, str]:
-    """Encrypt to `kid`, or to the newest (last) key of the set at `path`; (kid, body)."""
-    manager = with_keys(path, private=False)
-    kid = manager.kids()[-1] if kid is None else kid
+    """Encrypt to `kid`, or to the newest (last) key of the set at `path` that may encrypt."""
+    manager = sender_set(path)
+    if kid is None:
+        usable = [kid for kid in manager.kids() if manager.can_encrypt(kid)]
+        if not usable:
+            raise CLIError(
+                f"{path} has no key for encryption: every key's key_ops lack "
+                f"{' and '.join(ENCRYPT_OPS)}"
+            )
+        kid = usable[-1]
     require_kid(path, manager, kid)
     return kid, RequestEncryptor(manager, format=body_format).encrypt(kid, document)

@@ -51,8 +51,9 @@ from ._cli_common import (
 )
 from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
-from .jwks import JWKManager
+from .jwks import DECRYPT_OPS, JWKManager
 from .keyfile import is_private_set, locked, update_jwks, write_jwks
+from .limits import DEFAULT_MAX_BODY_SIZE
 from .request import RequestDecryptor
 
 __all__ = ["CLIError", "app", "main", "next_kid"]
@@ -141,6 +142,15 @@ PrivateSet = Annotated[
 Input = Annotated[
     str,
     typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin."),
+]
+MaxBody = Annotated[
+    int,
+    typer.Option(
+        "--max-body",
+        min=1,
+        metavar="BYTES",
+        help="Refuse a body over this size; reading stops one byte past it.",
+    ),
 ]
 
 
@@ -339,6 +349,15 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
         yield
     except NoKeyFoundError as exc:
         wanted = "names no kid" if exc.kid is None else f"is for kid {shown(exc.kid)}"
+        if (
+            exc.kid is not None
+            and manager.has_private_key(exc.kid)
+            and not manager.can_decrypt(exc.kid)
+        ):
+            raise CLIError(  # the operator's own set: no oracle to avoid here
+                f"no key found: the body {wanted}, whose key_ops in {path} allow neither "
+                f"{' nor '.join(DECRYPT_OPS)}; add unwrapKey to them to decrypt it"
+            ) from None
         raise CLIError(
             f"no key found: the body {wanted}, and {path} holds no private key for it "
             f"(its kids: {kid_list(manager.kids())}); use the key set that has it"
@@ -351,16 +370,17 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
         ) from None
 
 
-def _decrypt(path: Path, body: bytes) -> Any:
+def _decrypt(path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE) -> Any:
     manager = load_private(path, "decrypt")
     with _explained(path, manager):
-        return RequestDecryptor(manager).decrypt(body)
+        return RequestDecryptor(manager, max_body_size=max_body).decrypt(body)
 
 
-def _inspect(path: Path, body: bytes) -> dict[str, Any]:
+def _inspect(path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE) -> dict[str, Any]:
+    """The body's key and format, once the whole body decrypted (its payload is discarded)."""
     manager = load_private(path, "inspect")
     with _explained(path, manager):
-        metadata = RequestDecryptor(manager).get_jwk_metadata(body)
+        metadata = RequestDecryptor(manager, max_body_size=max_body).get_jwk_metadata(body)
         return {"format": detect_format(body).value, **metadata.to_dict()}
 
 
@@ -368,8 +388,8 @@ def _inspect(path: Path, body: bytes) -> dict[str, Any]:
 # INPUT
 
 
-def _read_body(source: str) -> bytes:
-    body = read_input(source).strip()
+def _read_body(source: str, max_body: int) -> bytes:
+    body = read_input(source, max_body).strip()
     if not body:
         raise CLIError(f"{input_name(source)} is empty; pass the body the sender sent")
     return body
@@ -516,15 +536,23 @@ def encrypt(
 
 
 @app.command()
-def decrypt(jwks: PrivateSet, source: Input = "-") -> None:
+def decrypt(
+    jwks: PrivateSet, source: Input = "-", max_body: MaxBody = DEFAULT_MAX_BODY_SIZE
+) -> None:
     """Decrypt a body (either format) and write its JSON payload to stdout."""
-    _echo_json(_decrypt(jwks, _read_body(source)))
+    _echo_json(_decrypt(jwks, _read_body(source, max_body), max_body))
 
 
 @app.command()
-def inspect(jwks: PrivateSet, source: Input = "-") -> None:
-    """Show which key a body is for (JWK metadata, after authenticating it) and its format."""
-    _echo_json(_inspect(jwks, _read_body(source)))
+def inspect(
+    jwks: PrivateSet, source: Input = "-", max_body: MaxBody = DEFAULT_MAX_BODY_SIZE
+) -> None:
+    """Show which key a body is for (JWK metadata) and its format.
+
+    The whole body is decrypted first (the payload is discarded), so a body altered anywhere
+    fails here as it would in decrypt.
+    """
+    _echo_json(_inspect(jwks, _read_body(source, max_body), max_body))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Union
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto.jwk import JWK
 
+from ._b64 import b64url_decode
 from .errors import (
     DecryptionError,
     InvalidArgumentError,
@@ -38,7 +39,10 @@ from .limits import DEFAULT_MAX_BODY_SIZE
 from .passphrase import KEY_LENGTH_IN_BYTES
 
 __all__ = [
+    "DECRYPT_OPS",
     "DEFAULT_ALG",
+    "ENCRYPT_OPS",
+    "MAX_KEY_SIZE",
     "MIN_KEY_SIZE",
     "PRIVATE_MEMBERS",
     "PUBLIC_MEMBERS",
@@ -49,12 +53,19 @@ __all__ = [
     "JWKSManager",
     "load_jwks_document",
     "parse_jwks",
+    "public_halves",
 ]
 
-PUBLIC_MEMBERS = ("kty", "kid", "use", "alg", "e", "n")
+#: What a public JWK keeps; `key_ops` only when the key declares it.
+PUBLIC_MEMBERS = ("kty", "kid", "use", "alg", "e", "n", "key_ops")
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
 DEFAULT_ALG = "RSA-OAEP"
 MIN_KEY_SIZE = 2048
+#: OpenSSL's own ceiling: larger moduli load, then fail every operation.
+MAX_KEY_SIZE = 16384
+#: RFC 7517 `key_ops` values that let a key wrap (sender) or unwrap (receiver) a key.
+ENCRYPT_OPS = ("encrypt", "wrapKey")
+DECRYPT_OPS = ("decrypt", "unwrapKey")
 #: The members that hold an RSA public key's numbers.
 RSA_PUBLIC_NUMBERS = ("e", "n")
 #: The wrapped-key JWE of the `elastic` format: the original wraps with these, in this order.
@@ -96,9 +107,25 @@ class JWKDecryptResult:
 
 
 class _Key:
-    """One parsed RSA JWK: its exported members plus ready-to-use `cryptography` objects."""
+    """One parsed RSA JWK: its exported members plus ready-to-use `cryptography` objects.
 
-    __slots__ = ("alg", "jwk", "kid", "length", "private_key", "public_key", "use")
+    Refused at load: anything no operation here may use (`use` other than ``enc``, `key_ops`
+    with neither an encrypt nor a decrypt operation) and numbers that do not make a sound
+    RSA key. A key whose `key_ops` allow one direction only loads, and is skipped for the
+    other: `encrypts` and `decrypts` say which it serves.
+    """
+
+    __slots__ = (
+        "alg",
+        "decrypts",
+        "encrypts",
+        "jwk",
+        "kid",
+        "length",
+        "private_key",
+        "public_key",
+        "use",
+    )
 
     def __init__(self, jwk: Mapping[str, Any], position: str) -> None:
         if not isinstance(jwk, Mapping):
@@ -106,7 +133,7 @@ class _Key:
         kid = jwk.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidJWKSError(f"{position} has no 'kid'; every key needs a non-empty kid")
-        where = f"key {kid!r}"
+        where = f"{position} (kid {kid!r})"
         if jwk.get("kty") != "RSA":
             raise InvalidJWKSError(f"{where} has kty {jwk.get('kty')!r}; only RSA keys are used")
         alg = jwk.get("alg", DEFAULT_ALG)
@@ -115,13 +142,14 @@ class _Key:
         use = jwk.get("use", "enc")
         if use != "enc":
             raise InvalidJWKSError(f"{where} has use {use!r}; encryption keys need use 'enc'")
+        key_ops = _key_ops(jwk, where)
         present = [m for m in PRIVATE_MEMBERS if m in jwk]
         if present and len(present) != len(PRIVATE_MEMBERS):
             raise InvalidJWKSError(
                 f"{where} has only some private members ({', '.join(present)}); "
                 "a private key needs all of d, p, q, dp, dq, qi"
             )
-        members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
+        members: dict[str, Any] = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
         for name in (*RSA_PUBLIC_NUMBERS, *present):
             value = jwk.get(name)
             if not isinstance(value, str):
@@ -129,22 +157,22 @@ class _Key:
             members[name] = value
         self.public_key, self.private_key = _cryptography_keys(members, where, bool(present))
         self.length: int = self.public_key.key_size
-        if self.length < MIN_KEY_SIZE:
-            raise InvalidJWKSError(
-                f"{where} is {self.length} bits; keys must be at least {MIN_KEY_SIZE} bits"
-            )
+        if key_ops is not None:
+            members["key_ops"] = key_ops
+        self.encrypts: bool = key_ops is None or any(op in key_ops for op in ENCRYPT_OPS)
+        self.decrypts: bool = key_ops is None or any(op in key_ops for op in DECRYPT_OPS)
         self.kid: str = kid
         self.alg: str = alg
         self.use: str = use
-        self.jwk: dict[str, str] = members
+        self.jwk: dict[str, Any] = members
 
     @property
-    def public_jwk(self) -> dict[str, str]:
-        return {name: self.jwk[name] for name in PUBLIC_MEMBERS}
+    def public_jwk(self) -> dict[str, Any]:
+        return {name: _copy(self.jwk[name]) for name in PUBLIC_MEMBERS if name in self.jwk}
 
     @property
-    def private_jwk(self) -> dict[str, str]:
-        return dict(self.jwk)
+    def private_jwk(self) -> dict[str, Any]:
+        return {name: _copy(value) for name, value in self.jwk.items()}
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -157,25 +185,87 @@ class _Key:
         }
 
     def thumbprint(self) -> str:
-        """RFC 7638 SHA-256 thumbprint, base64url."""
-        return str(JWK(**self.public_jwk).thumbprint())
+        """RFC 7638 SHA-256 thumbprint, base64url (of kty, e and n only)."""
+        return str(JWK(**{m: self.jwk[m] for m in ("kty", *RSA_PUBLIC_NUMBERS)}).thumbprint())
 
     def __repr__(self) -> str:
         private = "private" if self.private_key else "public"
         return f"<{private} RSA-{self.length} key {self.kid!r} {self.alg}>"
 
 
+def _copy(value: Any) -> Any:
+    """A member as exported: `key_ops` as a fresh list, so no caller can edit the key's own."""
+    return list(value) if isinstance(value, list) else value
+
+
+def _key_ops(jwk: Mapping[str, Any], where: str) -> list[str] | None:
+    """The key's `key_ops` (RFC 7517 4.3), checked; None when it declares none."""
+    if "key_ops" not in jwk:
+        return None
+    key_ops = jwk["key_ops"]
+    if not isinstance(key_ops, list) or not all(isinstance(op, str) for op in key_ops):
+        raise InvalidJWKSError(f"{where} has key_ops that are not a list of strings")
+    if len(set(key_ops)) != len(key_ops):
+        raise InvalidJWKSError(f"{where} lists an operation twice in key_ops")
+    if not any(op in key_ops for op in (*ENCRYPT_OPS, *DECRYPT_OPS)):
+        raise InvalidJWKSError(
+            f"{where} has key_ops {key_ops!r}, none of {', '.join(ENCRYPT_OPS + DECRYPT_OPS)}; "
+            "request_crypto keys only wrap and unwrap keys"
+        )
+    return list(key_ops)
+
+
 def _cryptography_keys(
     members: dict[str, str], where: str, private: bool
 ) -> tuple[rsa.RSAPublicKey, rsa.RSAPrivateKey | None]:
+    """The key objects; the public numbers are checked before any private-key work."""
+    names = (*RSA_PUBLIC_NUMBERS, *(PRIVATE_MEMBERS if private else ()))
+    numbers = {name: _integer(members, name, where) for name in names}
+    public = rsa.RSAPublicNumbers(numbers["e"], numbers["n"])
+    _check_public_numbers(public, where)
     try:
-        parsed = JWK(**members)
-        public = parsed.get_op_key("wrapKey")
-        return public, (parsed.get_op_key("unwrapKey") if private else None)
-    except Exception:  # noqa: S110 - jwcrypto/cryptography raise many kinds: one error below
+        if not private:
+            return public.public_key(), None
+        # cryptography checks p*q == n, that p and q are prime, and dp, dq, qi against d.
+        private_key = rsa.RSAPrivateNumbers(
+            numbers["p"],
+            numbers["q"],
+            numbers["d"],
+            numbers["dp"],
+            numbers["dq"],
+            numbers["qi"],
+            public,
+        ).private_key()
+        return private_key.public_key(), private_key
+    except Exception:  # noqa: S110 - cryptography raises several kinds: one error below
         pass
     # Raised outside the handler: the library's exception (as __context__) may quote numbers.
     raise InvalidJWKSError(f"{where} is not a valid RSA key (its numbers do not form a key pair)")
+
+
+def _integer(members: dict[str, str], name: str, where: str) -> int:
+    try:
+        raw = b64url_decode(members[name], name)
+    except MalformedBodyError:
+        raw = b""
+    if not raw:  # raised here: no __context__ quoting the member
+        raise InvalidJWKSError(f"{where} has member {name!r} that is not a base64url integer")
+    return int.from_bytes(raw, "big")
+
+
+def _check_public_numbers(numbers: rsa.RSAPublicNumbers, where: str) -> None:
+    """Refuse a modulus or exponent that would load but fail (or be weak) when used."""
+    bits = numbers.n.bit_length()
+    if bits < MIN_KEY_SIZE or bits > MAX_KEY_SIZE:
+        raise InvalidJWKSError(
+            f"{where} is {bits} bits; keys must be {MIN_KEY_SIZE} to {MAX_KEY_SIZE} bits"
+        )
+    if numbers.n % 2 == 0:
+        raise InvalidJWKSError(f"{where} has an even modulus n; an RSA modulus is odd")
+    if numbers.e < 3 or numbers.e % 2 == 0 or numbers.e >= numbers.n:
+        raise InvalidJWKSError(
+            f"{where} has an unusable public exponent e; use an odd e >= 3 (usually 65537)"
+        )
 
 
 def load_jwks_document(
@@ -197,6 +287,20 @@ def load_jwks_document(
     if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
         raise InvalidJWKSError(f'{source} is not a key set: a JSON object {{"keys": [...]}}')
     return document
+
+
+def public_halves(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked key-set document without private members: what a sender needs.
+
+    Building an RSA private key validates it (~20-50 ms each), so code that only encrypts,
+    or only reads kids, should not pay for it; nor keep the private numbers in memory.
+    """
+    return {
+        "keys": [
+            {m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk} if isinstance(jwk, Mapping) else jwk
+            for jwk in document["keys"]
+        ]
+    }
 
 
 def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
@@ -253,7 +357,7 @@ class JWKSManager:
             )
         if kid in self:
             raise InvalidArgumentError(f"kid {kid!r} is already in the key set; pick a new kid")
-        key = _Key(_generate(kid, size, alg, use), f"new key {kid!r}")
+        key = _Key(_generate(kid, size, alg, use), "the new key")
         self._store(key)
         return key.public_jwk
 
@@ -281,18 +385,28 @@ class JWKSManager:
         key = self._get(kid)
         return key is not None and key.private_key is not None
 
-    def get_public_jwk(self, kid: str) -> dict[str, str] | None:
+    def can_encrypt(self, kid: str) -> bool:
+        """Whether `kid` may wrap a key: present, and its `key_ops` (if any) allow it."""
+        key = self._get(kid)
+        return key is not None and key.encrypts
+
+    def can_decrypt(self, kid: str) -> bool:
+        """Whether `kid` may unwrap: a private key whose `key_ops` (if any) allow it."""
+        key = self._get(kid)
+        return key is not None and key.private_key is not None and key.decrypts
+
+    def get_public_jwk(self, kid: str) -> dict[str, Any] | None:
         key = self._get(kid)
         return key.public_jwk if key else None
 
-    def get_private_jwk(self, kid: str) -> dict[str, str] | None:
+    def get_private_jwk(self, kid: str) -> dict[str, Any] | None:
         key = self._get(kid)
         return key.private_jwk if key else None
 
-    def get_public_jwks(self) -> dict[str, list[dict[str, str]]]:
+    def get_public_jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [key.public_jwk for key in self._keys.values()]}
 
-    def get_private_jwks(self) -> dict[str, list[dict[str, str]]]:
+    def get_private_jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [key.private_jwk for key in self._keys.values()]}
 
     def thumbprint(self, kid: str) -> str | None:
@@ -348,6 +462,11 @@ class JWKManager(JWKSManager):
         key = self._get(kid)
         if key is None:
             raise MissingKidError(kid)
+        if not key.encrypts:
+            raise InvalidArgumentError(
+                f"key {kid!r} is not for encryption: its key_ops {key.jwk['key_ops']!r} "
+                f"include neither {' nor '.join(ENCRYPT_OPS)}; encrypt to another kid"
+            )
         return key
 
     def decrypt(
@@ -383,7 +502,8 @@ class JWKManager(JWKSManager):
             raise PayloadTooLargeError(what, len(token), max_token_size)
         jwe = parse_compact(token)
         key = self._keys.get(jwe.kid) if jwe.kid is not None else None
-        if key is None or key.private_key is None:
+        # A key that may not decrypt is answered as an absent one: no oracle for its key_ops.
+        if key is None or key.private_key is None or not key.decrypts:
             raise NoKeyFoundError(jwe.kid)
         if jwe.alg != key.alg:
             raise UnsupportedAlgorithmError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
@@ -26,13 +26,13 @@ from .envelope import (
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
 from .errors import RequestCryptoError as _Error
 from .jwks import (
-    PUBLIC_MEMBERS,
     JWKDecryptResult,
     JWKManager,
     JWKMetadata,
     JWKSInput,
     JWKSManager,
     load_jwks_document,
+    public_halves,
 )
 from .keyfile import read_jwks
 from .limits import (
@@ -79,13 +79,7 @@ def _public_only(jwks: JWKSInput) -> dict[str, Any]:
     """Drop private members before parsing: a sender never needs them, nor their validation."""
     if isinstance(jwks, JWKSManager):
         return jwks.get_public_jwks()
-    document = load_jwks_document(jwks)
-    return {
-        "keys": [
-            {m: k[m] for m in PUBLIC_MEMBERS if m in k} if isinstance(k, Mapping) else k
-            for k in document["keys"]
-        ]
-    }
+    return public_halves(load_jwks_document(jwks))
 
 
 class _Workers:
@@ -169,6 +163,11 @@ class RequestEncryptor:
         cls, path: str | os.PathLike[str], *, format: Format | str = Format.ELASTIC
     ) -> RequestEncryptor:
         return cls(read_jwks(path), format=format)
+
+    @property
+    def keys(self) -> JWKManager:
+        """The public halves only: a private set given here leaves no private member behind."""
+        return self._keys
 
     def kids(self) -> list[str]:
         return self._keys.kids()
@@ -291,13 +290,13 @@ class RequestDecryptor:
         return loads_payload(plaintext), Format.ELASTIC, wrapped
 
     def get_jwk_metadata(self, body: str | bytes) -> JWKMetadata:
-        """Which key a body is for, after authenticating its wrapped key (as the original)."""
-        if self._check(body) is Format.JWE:
-            return self.decrypt_request(body).metadata
-        parts = unpack_body(body)
-        return self._keys.unwrap_passphrase(
-            parts.encrypted_aes_key, max_token_size=self.max_wrapped_key_size
-        ).metadata
+        """Which key a body is for, once the whole body is authenticated and decrypted.
+
+        The JavaScript original authenticates only the wrapped key, so a body with an altered
+        payload would still report its key; here it fails as `decrypt` does, at the cost of
+        a decrypt (the payload is discarded).
+        """
+        return self._decrypt(body)[2].metadata
 
     def _check(self, body: str | bytes) -> Format:
         if isinstance(body, (str, bytes, bytearray)) and len(body) > self.max_body_size:

@@ -230,17 +230,17 @@ def test_get_jwk_metadata(
     assert json.dumps(metadata.to_dict()) == json.dumps(expected)  # member order too
 
 
-def test_get_jwk_metadata_authenticates_the_wrapped_key_only(
+def test_get_jwk_metadata_authenticates_the_whole_body(
     encryptors: dict[Format, RequestEncryptor], decryptor: RequestDecryptor
 ) -> None:
-    # As the original: metadata opens K; it neither needs nor checks the payload part.
+    # Unlike the original (which opens K only), an altered payload fails metadata too.
     parts = unpack_body(encryptors[Format.ELASTIC].encrypt("kibana_1", {"a": 1}))
     bad_payload = pack_body(
         parts.encrypted_aes_key, flip_byte(parts.encrypted_payload, -1, urlsafe=False)
     )
-    assert decryptor.get_jwk_metadata(bad_payload).key["kid"] == "kibana_1"
-    with pytest.raises(DecryptionError):
-        decryptor.decrypt(bad_payload)
+    for operation in (decryptor.get_jwk_metadata, decryptor.decrypt):
+        with pytest.raises(DecryptionError):
+            operation(bad_payload)
 
     key_parts = parts.encrypted_aes_key.split(".")
     key_parts[1] = flip_byte(key_parts[1], 0, urlsafe=True)
@@ -460,6 +460,7 @@ def test_keys_are_parsed_once_not_per_request(
         monkeypatch.setattr(owner, name, counted)
 
     count(jwks._Key, "__init__")
+    count(jwks, "_cryptography_keys")
     for name in ("__init__", "import_key", "from_json", "get_op_key"):
         count(jwcrypto.jwk.JWK, name)
 
@@ -474,4 +475,4 @@ def test_keys_are_parsed_once_not_per_request(
     # The counters do see parsing: building a manager parses each of its keys.
     JWKManager(decryptor.get_well_knowns())
     assert calls["_Key.__init__"] == len(private_set["keys"])
-    assert calls["JWK.__init__"] >= len(private_set["keys"])
+    assert calls["request_crypto.jwks._cryptography_keys"] == len(private_set["keys"])

@@ -243,17 +243,12 @@ def nested(depth: int) -> dict[str, Any]:
 
 # -- the table ---------------------------------------------------------------------------
 
-SAME = "same"
-
 
 @dataclass(frozen=True)
 class Case:
     id: str
     build: Callable[[Kit], Any]
     error: type[RequestCryptoError]
-    #: get_jwk_metadata: SAME error, or None when it succeeds (elastic payload-level failures:
-    #: it only opens the wrapped key, as the JavaScript original does).
-    metadata: str | None = SAME
     #: The compact JWE itself is at fault, so JWKManager.decrypt(body) raises the same error.
     token_level: bool = False
     limits: dict[str, int] = field(default_factory=dict)
@@ -263,7 +258,6 @@ class Case:
 Bad, Alg, NoKey = MalformedBodyError, UnsupportedAlgorithmError, NoKeyFoundError
 Dec, Big = DecryptionError, PayloadTooLargeError
 T = {"token_level": True}  # the compact JWE itself is at fault
-P = {"metadata": None}  # elastic payload-level: get_jwk_metadata (key only) succeeds
 
 
 def J(k: Kit, **members: Any) -> list[str]:
@@ -423,9 +417,9 @@ CASES = [
     Case("E-missing-key", members({"encryptedPayload": "P"}), Bad),
     Case("E-key-not-string", members({"encryptedAESKey": 1, "encryptedPayload": "P"}), Bad),
     Case("E-payload-not-string", members({"encryptedAESKey": "K", "encryptedPayload": ["x"]}), Bad),
-    Case("E-payload-base64url", lambda k: EP(k, lambda p: "ab-_" * 40), Bad, **P),
-    Case("E-payload-non-ascii", lambda k: EP(k, lambda p: "\u00e9" * 200), Bad, **P),
-    Case("E-payload-too-short", lambda k: EP(k, lambda p: p[:120]), Bad, **P),
+    Case("E-payload-base64url", lambda k: EP(k, lambda p: "ab-_" * 40), Bad),
+    Case("E-payload-non-ascii", lambda k: EP(k, lambda p: "\u00e9" * 200), Bad),
+    Case("E-payload-too-short", lambda k: EP(k, lambda p: p[:120]), Bad),
     Case("E-key-3-parts", lambda k: elastic(k, key="a.b.c"), Bad),
     Case("E-key-6-parts", lambda k: elastic(k, key=K(k) + ".AAAA"), Bad),
     Case("E-key-not-base64url", lambda k: elastic(k, key="!!!!.AAAA.AAAA.AAAA.AAAA"), Bad),
@@ -528,22 +522,22 @@ CASES = [
     Case("E-passphrase-trailing-bytes", lambda k: EK(k, P32, raw=deflate(P32) + b"\0"), Dec),
     Case("E-passphrase-truncated-deflate", lambda k: EK(k, P32, raw=deflate(P32)[:-2]), Dec),
     Case("E-key-encrypted-to-other-key", lambda k: EK(k, to="kibana_2"), Dec),
-    Case("E-payload-tag-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64 + 12)), Dec, **P),
-    Case("E-payload-salt-flip", lambda k: EP(k, lambda p: tamper_payload(p, 0)), Dec, **P),
-    Case("E-payload-iv-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64)), Dec, **P),
-    Case("E-payload-ciphertext-flip", lambda k: EP(k, lambda p: tamper_payload(p, -1)), Dec, **P),
+    Case("E-payload-tag-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64 + 12)), Dec),
+    Case("E-payload-salt-flip", lambda k: EP(k, lambda p: tamper_payload(p, 0)), Dec),
+    Case("E-payload-iv-flip", lambda k: EP(k, lambda p: tamper_payload(p, 64)), Dec),
+    Case("E-payload-ciphertext-flip", lambda k: EP(k, lambda p: tamper_payload(p, -1)), Dec),
     Case("E-payload-truncated", lambda k: EP(k, lambda p: base64.b64encode(
-        base64.b64decode(p)[:-1]).decode()), Dec, **P),
+        base64.b64decode(p)[:-1]).decode()), Dec),
     Case("E-payload-other-passphrase", lambda k: EP(k, lambda p: encrypted_payload(
-        os.urandom(32))), Dec, **P),
+        os.urandom(32))), Dec),
     Case("E-payload-header-only", lambda k: EP(k, lambda p: base64.b64encode(
-        os.urandom(92)).decode()), Dec, **P),
-    Case("E-keys-swapped-between-bodies", key_part_swap, Dec, **P),
+        os.urandom(92)).decode()), Dec),
+    Case("E-keys-swapped-between-bodies", key_part_swap, Dec),
     # ---- authentic, but the payload is not JSON -----------------------------------------
     *(Case(f"J-payload-{name}", lambda k, p=plain: token(k, header(), p), Bad)
       for name, plain in BAD_PAYLOADS.items()),
-    Case("E-payload-deep", lambda k: elastic(k, b"[" * 100_000), Bad, **P),
-    Case("E-payload-not-json", lambda k: elastic(k, b"{'single': 'quotes'}"), Bad, **P),
+    Case("E-payload-deep", lambda k: elastic(k, b"[" * 100_000), Bad),
+    Case("E-payload-not-json", lambda k: elastic(k, b"{'single': 'quotes'}"), Bad),
     # ---- limits -------------------------------------------------------------------------
     Case("J-body-over-limit", lambda k: token(k, header()), Big, limits={"max_body_size": 300}),
     Case("E-body-over-limit", elastic, Big, limits={"max_body_size": 900}),
@@ -580,12 +574,10 @@ def test_hostile_body_gets_exactly_its_error(kit: Kit, bodies: dict[str, Any], c
         assert caught.value.__cause__ is None
         assert caught.value.__context__ is None
 
-    if case.metadata == SAME:
-        with pytest.raises(RequestCryptoError) as again:
-            decryptor.get_jwk_metadata(body)
-        assert type(again.value) is case.error
-    else:
-        assert decryptor.get_jwk_metadata(body).key["kid"] == "kibana_1"
+    # get_jwk_metadata decrypts the whole body too (the original opens only the wrapped key).
+    with pytest.raises(RequestCryptoError) as again:
+        decryptor.get_jwk_metadata(body)
+    assert type(again.value) is case.error
 
     if case.token_level:
         with pytest.raises(RequestCryptoError) as direct:
@@ -846,51 +838,44 @@ def no_expensive_work(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]
 
 
 @pytest.mark.parametrize(
-    ("build", "limits", "error", "metadata_too"),
+    ("build", "limits", "error"),
     [
         pytest.param(
             lambda k: token(k, header()),
             {"max_body_size": 300},
             PayloadTooLargeError,
-            True,
             id="jwe-over-body-limit",
         ),
         pytest.param(
             elastic,
             {"max_body_size": 900},
             PayloadTooLargeError,
-            True,
             id="elastic-over-body-limit",
         ),
         pytest.param(
             lambda k: elastic(k, key=wrapped_key(k, b"", raw=os.urandom(7000))),
             {},
             PayloadTooLargeError,
-            True,
             id="elastic-key-over-limit",
         ),
         pytest.param(
             lambda k: b64url_encode(b"[" * 10_000),
             {},
             MalformedBodyError,
-            True,
             id="elastic-not-json",
         ),
-        pytest.param(lambda k: "a.b.c", {}, MalformedBodyError, True, id="wrong-part-count"),
-        # The payload's layout is checked before its wrapped key is opened (metadata, which
-        # only opens the key, is not concerned).
+        pytest.param(lambda k: "a.b.c", {}, MalformedBodyError, id="wrong-part-count"),
+        # The payload's layout is checked before its wrapped key is opened.
         pytest.param(
             lambda k: elastic(k, payload=base64.b64encode(b"x" * 91).decode()),
             {},
             MalformedBodyError,
-            False,
             id="elastic-payload-too-short",
         ),
         pytest.param(
             lambda k: elastic(k, payload="not base64!"),
             {},
             MalformedBodyError,
-            False,
             id="elastic-payload-not-base64",
         ),
     ],
@@ -901,16 +886,14 @@ def test_refused_before_any_expensive_work(
     build: Callable[[Kit], Any],
     limits: dict[str, int],
     error: type[Exception],
-    metadata_too: bool,
 ) -> None:
     body = build(kit)
     decryptor = RequestDecryptor(kit.keys, **limits)
     attempted = no_expensive_work()
     with pytest.raises(error):
         decryptor.decrypt(body)
-    if metadata_too:
-        with pytest.raises(error):
-            decryptor.get_jwk_metadata(body)
+    with pytest.raises(error):
+        decryptor.get_jwk_metadata(body)
     assert attempted == []
 
 
