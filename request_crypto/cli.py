@@ -579,7 +579,17 @@ class _Demo:
 
     def command(self, *args: str, redirect: str = "") -> None:
         line = " ".join([PROG, *map(shlex.quote, args)])
-        typer.secho(f"   $ {line}{f' > {redirect}' if redirect else ''}", fg=typer.colors.CYAN)
+        self.shell(f"{line}{f' > {redirect}' if redirect else ''}")
+
+    @staticmethod
+    def shell(line: str) -> None:
+        """One shell line, exactly as the demo runs it in its directory: copy-pasteable."""
+        typer.secho(f"   $ {line}", fg=typer.colors.CYAN)
+
+    def write(self, name: str, text: str) -> None:
+        """Create a file the way the command shown (`echo TEXT > NAME`) would."""
+        self.shell(f"echo {shlex.quote(text)} > {name}")
+        self.path(name).write_text(text + "\n")
 
     def say(self, text: str) -> None:
         for line in text.splitlines():
@@ -605,6 +615,7 @@ def _run_demo(demo: _Demo) -> None:
         demo.path("payload.json"),
     )
     old_kid = f"telemetry-{_utc_today() - timedelta(days=30)}"
+    demo.shell('cd "$(mktemp -d)"')
 
     demo.title("Receiver: make a private key set (one RSA-2048 key)")
     demo.command("keys", "init", private.name, "--kid", old_kid)
@@ -617,12 +628,11 @@ def _run_demo(demo: _Demo) -> None:
     demo.say(f"{public.name}: mode {demo.mode(public)}, members {members} (nothing secret)")
 
     demo.title("Sender: encrypt a telemetry payload with the public set")
-    payload.write_text(json.dumps(DEMO_PAYLOAD, indent=2) + "\n")
+    demo.write(payload.name, json.dumps(DEMO_PAYLOAD))
     demo.command("encrypt", "--jwks", public.name, payload.name, redirect="body.txt")
     old_body = demo.save(
         "body.txt", encrypt_document(public, DEMO_PAYLOAD, None, Format.ELASTIC)[1]
     )
-    demo.say(f"{payload.name}: {json.dumps(DEMO_PAYLOAD)}")
     demo.say(f"body ({len(old_body)} chars, elastic format): {old_body[:60]}...")
 
     demo.title("Receiver: decrypt it with the private set")
@@ -681,12 +691,15 @@ def _json_members(document: dict[str, Any]) -> str:
 def demo() -> None:
     """Run the whole flow in a temporary directory, step by step: keys, encrypt, decrypt, rotate."""
     with tempfile.TemporaryDirectory(prefix="request-crypto-demo-") as directory:
-        typer.echo(f"Working in {directory} (removed when the demo ends).")
+        typer.echo(
+            f"Working in {directory} (removed when the demo ends). Each $ line is a command "
+            "it runs there, as shown: paste them in order into a shell to do the same."
+        )
         # Resolved: key files are written without following links (macOS's /var is one).
         _run_demo(_Demo(Path(directory).resolve()))
     typer.echo("")
     typer.echo(
-        "Done. For real key sets, follow the key-rotation runbook in README.md; "
+        "Done. For real key sets, follow the key-rotation runbook in docs/key-rotation.md; "
         f"`{PROG} --help` lists every command."
     )
 
