@@ -6,7 +6,13 @@ each can be changed per `RequestDecryptor` (and per receiver, `--max-body`).
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "DEFAULT_MAX_INFLATED_SIZE", "DEFAULT_MAX_WRAPPED_KEY_SIZE"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_INFLATED_SIZE",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_JSON_VALUES",
+    "DEFAULT_MAX_WRAPPED_KEY_SIZE",
+]
 
 #: A whole body (either format), and a compact JWE given to JWKManager.decrypt directly.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
@@ -14,3 +20,13 @@ DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_WRAPPED_KEY_SIZE = 8 * 1024
 #: A plaintext after DEFLATE: a zip bomb is stopped one byte past this.
 DEFAULT_MAX_INFLATED_SIZE = 64 * 1024 * 1024
+#: JSON values in one decrypted payload, member names included (the scan counts one per
+#: `[`, `{`, `,` and `:` outside strings, plus one). Parsed, each costs 8 to ~200 bytes, so
+#: bytes alone do not bound memory: `[{},{},...]` is 24x its size. 1,000,000 values is ~20x a
+#: dense 1 MB telemetry document (~130,000 values per MB) and parses in under ~200 MiB,
+#: whatever the values are.
+DEFAULT_MAX_JSON_VALUES = 1_000_000
+#: Containers nested in one decrypted payload. Real telemetry nests under 20 levels; 256
+#: leaves a wide margin and keeps recursive consumers (the parsers, json.dumps, a sink's own
+#: walk at up to 3 frames a level) under Python's recursion limit of 1,000.
+DEFAULT_MAX_JSON_DEPTH = 256
