@@ -213,7 +213,7 @@ def measure_json(data: bytes | bytearray | str, max_values: int, max_depth: int)
     return JSONShape(values, _deeper_than(brackets, max_depth), True)
 
 
-def _outside_strings(scan: bytes) -> bytes:
+def _outside_strings(scan: bytes | bytearray) -> bytes | bytearray:
     """`scan` without its strings (quotes and contents); an unterminated one is kept."""
     scan = scan.replace(b'""', b"")
     if b'"' in scan:
@@ -221,7 +221,7 @@ def _outside_strings(scan: bytes) -> bytes:
     return scan
 
 
-def _deeper_than(brackets: bytes, limit: int) -> bool:
+def _deeper_than(brackets: bytes | bytearray, limit: int) -> bool:
     """Whether brackets (`[` and `]` only) nest more than `limit` deep.
 
     Each pass removes the innermost pairs, so a balanced sequence empties in as many passes as
@@ -275,7 +275,7 @@ class _GCPause:
 _gc_deferred = _GCPause()
 
 
-def _loads(data: bytes | str) -> Any:
+def _loads(data: bytes | bytearray | str) -> Any:
     # `_accel.msgspec` is checked too so that tests can switch the accelerator off.
     if _MSGSPEC_DECODER is not None and _accel.msgspec is not None and not isinstance(data, str):
         parsed, value = _fast_loads(data)

@@ -143,7 +143,7 @@ def check_wire_jwe(token: str | bytes | bytearray, *, max_plaintext: int) -> Non
     dot, equals = (".", "=") if isinstance(token, str) else (b".", b"=")
     find: Callable[..., int] = token.find
     dots = [find(dot)]
-    while 0 <= dots[-1] and len(dots) < 4:
+    while dots[-1] >= 0 and len(dots) < 4:
         dots.append(find(dot, dots[-1] + 1))
     if dots[-1] < 0:
         return  # not five parts: parse_compact says so

@@ -25,6 +25,7 @@ from .envelope import (
 )
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
 from .errors import RequestCryptoError as _Error
+from .jwe import check_wire_jwe
 from .jwks import (
     PUBLIC_MEMBERS,
     JWKDecryptResult,
@@ -35,7 +36,6 @@ from .jwks import (
     load_jwks_document,
 )
 from .keyfile import read_jwks
-from .jwe import check_wire_jwe
 from .limits import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_INFLATED_SIZE,
