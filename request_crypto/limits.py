@@ -15,11 +15,16 @@ __all__ = [
 ]
 
 #: A whole body (either format), and a compact JWE given to JWKManager.decrypt directly.
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+#: 32 MiB holds an `elastic` body of a 16 MiB plaintext (base64 twice: x1.78), and keeps what
+#: decoding a body copies (~3x for a `jwe` text) well inside a 256 MiB peak per body.
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 #: The `elastic` wrapped key is ~1 KB for RSA-4096; 8 KiB is ample and bounds the RSA work.
 DEFAULT_MAX_WRAPPED_KEY_SIZE = 8 * 1024
-#: A plaintext after DEFLATE: a zip bomb is stopped one byte past this.
-DEFAULT_MAX_INFLATED_SIZE = 64 * 1024 * 1024
+#: A decrypted payload, either format (after DEFLATE, for a JWE given to JWKManager.decrypt:
+#: a zip bomb is stopped one byte past it). Telemetry is a few MB; 16 MiB leaves margin while
+#: bounding the worst string: one non-ASCII character makes Python store a 16 MiB string in
+#: 64 MiB, twice on the standard-library parser's path.
+DEFAULT_MAX_INFLATED_SIZE = 16 * 1024 * 1024
 #: JSON values in one decrypted payload, member names included (the scan counts one per
 #: `[`, `{`, `,` and `:` outside strings, plus one). Parsed, each costs 8 to ~200 bytes, so
 #: bytes alone do not bound memory: `[{},{},...]` is 24x its size. 1,000,000 values is ~20x a
