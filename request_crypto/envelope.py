@@ -22,7 +22,7 @@ from ._b64 import (
     decode_standard_quads,
     iter_b64url_decode,
 )
-from ._json import dumps_utf8
+from ._json import dumps_utf8, measure_json
 from .errors import MalformedBodyError
 
 __all__ = ["ElasticBody", "Format", "detect_format", "pack_body", "unpack_body"]
@@ -173,7 +173,20 @@ def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
     return key.decode("ascii"), out
 
 
+#: The envelope's own JSON budget. It holds two strings; the JavaScript side ignores any other
+#: member, so a few are tolerated, but never the millions of values that would cost a GB to
+#: parse before anything is authenticated.
+ENVELOPE_MAX_VALUES = 64
+ENVELOPE_MAX_DEPTH = 8
+
+
 def _unpack_json(decoded: bytes) -> ElasticBody:
+    shape = measure_json(decoded, ENVELOPE_MAX_VALUES, ENVELOPE_MAX_DEPTH)
+    if shape.values > ENVELOPE_MAX_VALUES or shape.too_deep:
+        raise MalformedBodyError(
+            f"the decoded body is not an elastic envelope: it holds more than "
+            f"{ENVELOPE_MAX_VALUES} JSON values or nests more than {ENVELOPE_MAX_DEPTH} levels"
+        )
     try:
         # Strict UTF-8 as the JavaScript side reads it (json.loads(bytes) would also take
         # UTF-16/32 and a BOM): the same body must not mean something here and fail there.

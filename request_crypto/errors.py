@@ -14,6 +14,7 @@ __all__ = [
     "DecryptionError",
     "InvalidArgumentError",
     "InvalidJWKSError",
+    "JSONBudgetError",
     "KeyFileError",
     "MalformedBodyError",
     "MissingKidError",
@@ -75,6 +76,19 @@ class PayloadTooLargeError(RequestCryptoError, ValueError):
             "raise the limit if such sizes are expected"
         )
         self.size = size
+        self.limit = limit
+
+
+class JSONBudgetError(PayloadTooLargeError):
+    """A decrypted payload holds more JSON values than the receiver's budget allows."""
+
+    def __init__(self, what: str, count: int, limit: int, setting: str) -> None:
+        RequestCryptoError.__init__(
+            self,
+            f"{what} holds {count} JSON values (member names included), over the limit of "
+            f"{limit}; raise {setting} if such payloads are expected",
+        )
+        self.size = count
         self.limit = limit
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives import hashes
@@ -35,6 +35,7 @@ __all__ = [
     "CONTENT_ENCRYPTION_ALGORITHMS",
     "KEY_MANAGEMENT_ALGORITHMS",
     "CompactJWE",
+    "check_wire_jwe",
     "decrypt_compact",
     "encrypt_compact",
     "parse_compact",
@@ -119,19 +120,54 @@ def parse_compact(token: str | bytes) -> CompactJWE:
             f"a compact JWE has 5 dot-separated parts; this one has {len(parts)}"
         )
     protected = parts[0]
-    if len(protected) > MAX_PROTECTED_HEADER:
-        raise MalformedBodyError(
-            f"the JWE protected header is {len(protected)} characters; a header longer than "
-            f"{MAX_PROTECTED_HEADER} is refused unread"
-        )
     return CompactJWE(
         protected,
-        _checked_header(protected),
+        _protected_header(protected),
         b64url_decode(parts[1], "the JWE encrypted key"),
         b64url_decode(parts[2], "the JWE IV"),
         b64url_decode(parts[3], "the JWE ciphertext"),
         b64url_decode(parts[4], "the JWE tag"),
     )
+
+
+def check_wire_jwe(token: str | bytes | bytearray, *, max_plaintext: int) -> None:
+    """The `jwe` wire format's own rules, checked before any key is used.
+
+    It carries no compression. JWE allows `zip: DEF`, but then an 87 KB body inflates to
+    64 MiB: anyone holding the public key can send one. So any `zip` header is refused here
+    (the `elastic` format's wrapped key, which needs it, is bounded apart). And the
+    ciphertext cannot be longer than the plaintext limit allows, so an oversized body is
+    refused before its RSA, AES and base64 work. Raises what `parse_compact` would for a
+    malformed header.
+    """
+    dot, equals = (".", "=") if isinstance(token, str) else (b".", b"=")
+    find: Callable[..., int] = token.find
+    dots = [find(dot)]
+    while dots[-1] >= 0 and len(dots) < 4:
+        dots.append(find(dot, dots[-1] + 1))
+    if dots[-1] < 0:
+        return  # not five parts: parse_compact says so
+    header = _protected_header(ascii_bytes(token[: dots[0]], "the JWE"))
+    if "zip" in header:
+        raise UnsupportedAlgorithmError(
+            "the jwe format carries no compression, so a JWE header with 'zip' is refused "
+            "(a compressed body can inflate to thousands of times its size): encrypt without "
+            "'zip', as RequestEncryptor does"
+        )
+    tail = token[max(dots[3] - 2, dots[2] + 1) : dots[3]]  # padding, if any: not the whole part
+    characters = dots[3] - dots[2] - 1 - len(tail) + len(tail.rstrip(equals))  # type: ignore[arg-type]
+    least = characters * 3 // 4 - (0 if header["enc"] in _GCM else 16)  # CBC pads 1 to 16
+    if least > max_plaintext:
+        raise PayloadTooLargeError("the JWE plaintext", least, max_plaintext)
+
+
+def _protected_header(protected: bytes) -> dict[str, Any]:
+    if len(protected) > MAX_PROTECTED_HEADER:
+        raise MalformedBodyError(
+            f"the JWE protected header is {len(protected)} characters; a header longer than "
+            f"{MAX_PROTECTED_HEADER} is refused unread"
+        )
+    return _checked_header(protected)
 
 
 #: Checked headers by their base64url text. Every body sent to one key carries the same

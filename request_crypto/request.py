@@ -25,6 +25,7 @@ from .envelope import (
 )
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
 from .errors import RequestCryptoError as _Error
+from .jwe import check_wire_jwe
 from .jwks import (
     JWKDecryptResult,
     JWKManager,
@@ -38,9 +39,12 @@ from .keyfile import read_jwks
 from .limits import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_INFLATED_SIZE,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_JSON_VALUES,
     DEFAULT_MAX_WRAPPED_KEY_SIZE,
 )
 from .passphrase import (
+    HEADER_LENGTH,
     PassphraseCipher,
     check_layout,
     decode_standard_base64,
@@ -50,6 +54,8 @@ from .passphrase import (
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_INFLATED_SIZE",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_JSON_VALUES",
     "DEFAULT_MAX_WRAPPED_KEY_SIZE",
     "DecryptedRequest",
     "RequestDecryptor",
@@ -69,9 +75,9 @@ def _as_format(value: Format | str) -> Format:
         raise InvalidArgumentError(f"format {value!r} is unknown: use 'elastic' or 'jwe'") from None
 
 
-def _limit(name: str, value: int) -> int:
+def _limit(name: str, value: int, unit: str = "bytes") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a whole number of bytes >= 1, not {value!r}")
+        raise InvalidArgumentError(f"{name} must be a whole number of {unit} >= 1, not {value!r}")
     return value
 
 
@@ -237,12 +243,18 @@ class RequestDecryptor:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_wrapped_key_size: int = DEFAULT_MAX_WRAPPED_KEY_SIZE,
         max_inflated_size: int = DEFAULT_MAX_INFLATED_SIZE,
+        max_json_values: int = DEFAULT_MAX_JSON_VALUES,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     ) -> None:
         self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
         self._workers = _Workers()
         self.max_body_size = _limit("max_body_size", max_body_size)
         self.max_wrapped_key_size = _limit("max_wrapped_key_size", max_wrapped_key_size)
+        #: The decrypted payload of either format, in bytes (after inflating, for a JWE).
         self.max_inflated_size = _limit("max_inflated_size", max_inflated_size)
+        #: The JSON budget of a decrypted payload: values (member names included), and depth.
+        self.max_json_values = _limit("max_json_values", max_json_values, "values")
+        self.max_json_depth = _limit("max_json_depth", max_json_depth, "levels")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **limits: int) -> RequestDecryptor:
@@ -264,10 +276,11 @@ class RequestDecryptor:
     def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKDecryptResult]:
         """The payload, the format, and the JWE that carried it (the wrapped key's, if elastic)."""
         if self._check(body) is Format.JWE:
+            check_wire_jwe(body, max_plaintext=self.max_inflated_size)
             result = self._keys.decrypt(
                 body, max_token_size=self.max_body_size, max_plaintext=self.max_inflated_size
             )
-            return loads_payload(result.payload), Format.JWE, result
+            return self._loads(result.payload), Format.JWE, result
         # The payload's structure is checked before any RSA or PBKDF2 work is spent on it.
         # Canonical bodies (what both implementations write) are decoded in bounded memory;
         # anything else takes the general path, which raises the error it deserves.
@@ -282,12 +295,21 @@ class RequestDecryptor:
         encrypted_aes_key, raw = unpacked
         del unpacked
         check_layout(raw)
+        if len(raw) - HEADER_LENGTH > self.max_inflated_size:  # GCM: as long as the plaintext
+            raise PayloadTooLargeError(
+                "the decrypted payload", len(raw) - HEADER_LENGTH, self.max_inflated_size
+            )
         wrapped = self._keys.unwrap_passphrase(
             encrypted_aes_key, max_token_size=self.max_wrapped_key_size
         )
         plaintext = PassphraseCipher(wrapped.payload).decrypt_bytes(raw)
         del raw  # freed before the JSON parse, which needs memory of its own
-        return loads_payload(plaintext), Format.ELASTIC, wrapped
+        return self._loads(plaintext), Format.ELASTIC, wrapped
+
+    def _loads(self, plaintext: bytes | bytearray) -> Any:
+        return loads_payload(
+            plaintext, max_values=self.max_json_values, max_depth=self.max_json_depth
+        )
 
     def get_jwk_metadata(self, body: str | bytes) -> JWKMetadata:
         """Which key a body is for, once the whole body is authenticated and decrypted.

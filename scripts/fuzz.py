@@ -11,8 +11,11 @@ exception, or a payload no seed carried, is a crash.
 
 The corpus directory (default: $REQUEST_CRYPTO_FUZZ_DIR or /tmp/request_crypto_fuzz/corpus) is
 seeded on every start with valid bodies of both formats: the JavaScript-made vectors in
-fixtures/ and fresh Python-made ones (elastic, jwe with each content algorithm, jwe with zip).
-Crash inputs land in the directory above the corpus (`-artifact_prefix`).
+fixtures/ and fresh Python-made ones (elastic, jwe with each content algorithm), some carrying
+the JSON shapes the budget counts (nesting, separators and brackets inside strings, escapes),
+plus hostile ones (issue 11): a `jwe` body with `zip`, payloads over the tight receiver's JSON
+budget, and envelopes with extra and nested members. Crash inputs land in the directory above
+the corpus (`-artifact_prefix`).
 
 Without atheris (or with `--plain`) the same target runs under a plain random mutation fuzzer
 with the same `-runs=` / `-max_total_time=` interface: no coverage guidance, but the same
@@ -32,6 +35,7 @@ import random
 import re
 import sys
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,19 @@ SEED_PAYLOADS: list[Any] = [
     "a string with \u00e9 and \u2603",
     0,
     {},
+    # What the JSON budget scan counts: nesting, and separators, brackets, quotes and
+    # backslashes inside strings (which must not count).
+    [[[[[[[[]]]]]]]],
+    {"k": ["[{,:", "\\", '"]', '}\\"{'], "e": "\u00e9\ud83d\ude00", "n": 12345678901234567890},
+    [{}, [], "", 0, -1.5e-7, [{"a": [{"b": {}}]}]],
+]
+#: Payloads over the tight receiver's JSON budget (values, depth): refused there, decrypted
+#: by the default one.
+BUDGET_PAYLOADS: list[bytes] = [
+    b"[" + b"{}," * 8 + b"{}]",
+    b"[" + b"0," * 16 + b"0]",
+    b"[" * 5 + b"]" * 5,
+    b"{" + b",".join(b'"%d":1' % i for i in range(9)) + b"}",
 ]
 
 
@@ -69,7 +86,12 @@ class Target:
         # Two receivers: default limits, and tight ones so the limit paths are reached too.
         self.decryptor = RequestDecryptor(jwks)
         self.tight = RequestDecryptor(
-            jwks, max_body_size=2048, max_wrapped_key_size=768, max_inflated_size=64
+            jwks,
+            max_body_size=2048,
+            max_wrapped_key_size=768,
+            max_inflated_size=64,
+            max_json_values=16,
+            max_json_depth=4,
         )
         self.kids = set(self.decryptor.keys.kids())
         self.encryptors = {
@@ -79,6 +101,7 @@ class Target:
         vectors = json.loads((FIXTURES / "bodies.json").read_text(encoding="utf-8"))
         self.js_bodies = [v["body"] for v in vectors["bodies"] if len(v["body"]) <= MAX_SEED]
         payloads = SEED_PAYLOADS + [v["payload"] for v in vectors["bodies"]]
+        payloads += [json.loads(p) for p in BUDGET_PAYLOADS]
         self.known_payloads = {_canonical(p) for p in payloads}
         self.calls = 0
         #: What `decrypt` made of the inputs: "payload" or the error class, for the summary.
@@ -92,14 +115,29 @@ class Target:
                 bodies.append(self.encryptors["elastic"].encrypt(kid, payload))
                 bodies.append(self.encryptors["jwe"].encrypt(kid, payload))
             keys = self.decryptor.keys
-            public_key = keys._keys[kid].public_key
             plaintext = json.dumps(SEED_PAYLOADS[1]).encode()
             for enc in ("A128CBC-HS256", "A256CBC-HS512", "A128GCM"):
                 bodies.append(keys.encrypt_jwe(kid, plaintext, enc=enc))
-            header = {"alg": "RSA-OAEP", "enc": "A256GCM", "zip": "DEF", "kid": kid}
-            bodies.append(encrypt_compact(public_key, header, plaintext))
+            for budget in BUDGET_PAYLOADS:
+                bodies.append(keys.encrypt_jwe(kid, budget))
         raw = [b.encode("ascii") for b in bodies]
         return raw + [form for body in raw for form in shrink(body)]
+
+    def hostile_seeds(self) -> list[bytes]:
+        """Bodies every receiver refuses (issue 11), so mutations start from the refusals too."""
+        kid = sorted(self.kids)[0]
+        public_key = self.decryptor.keys._keys[kid].public_key
+        header = {"alg": "RSA-OAEP", "enc": "A256GCM", "zip": "DEF", "kid": kid}
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        bomb = compressor.compress(b"[" + b"{}," * 20_000 + b"{}]") + compressor.flush()
+        elastic = self.encryptors["elastic"].encrypt(kid, SEED_PAYLOADS[0]).encode("ascii")
+        document = json.loads(shrink(elastic)[0])
+        return [
+            encrypt_compact(public_key, header, bomb).encode("ascii"),  # no zip in `jwe`
+            json.dumps({**document, "x": [{}] * 100}).encode(),  # envelope over its budget
+            json.dumps({**document, "x": [[[[[[[[[1]]]]]]]]]}).encode(),  # envelope too deep
+            json.dumps({"x": {"y": 1}, **document}).encode(),  # nested extra member: accepted
+        ]
 
     def __call__(self, data: bytes) -> None:
         self.calls += 1
@@ -318,7 +356,7 @@ def main(argv: list[str]) -> int:
         args.append(corpus_dirs[0])
     corpus_dir = Path(corpus_dirs[0])
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    seeds = target.seeds()
+    seeds = target.seeds() + target.hostile_seeds()
     for seed in seeds:
         (corpus_dir / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
     if not any(a.startswith("-artifact_prefix=") for a in args):

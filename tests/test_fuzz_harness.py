@@ -6,6 +6,7 @@ The 10-minute coverage-guided run (atheris) is a manual step; see scripts/fuzz.p
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import random
 import subprocess
@@ -16,7 +17,12 @@ from typing import Any
 
 import pytest
 
-from request_crypto.errors import RequestCryptoError
+from request_crypto.errors import (
+    JSONBudgetError,
+    MalformedBodyError,
+    RequestCryptoError,
+    UnsupportedAlgorithmError,
+)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fuzz.py"
 
@@ -50,6 +56,29 @@ def test_seeds_are_valid_bodies_of_both_formats(
         kinds.add("jwe" if b"." in body else "elastic")
         kinds.add(seed[:1] if seed[:1] in (b"{", b"!") else b"raw")
     assert kinds == {"jwe", "elastic", b"{", b"!", b"raw"}
+
+
+def test_hostile_seeds_are_refused_where_they_should_be(fuzz: ModuleType, target: Any) -> None:
+    """Issue 11: a `jwe` body with zip and oversized envelopes are refused; a nested extra
+    member (the JavaScript side ignores it) is not."""
+    zipped, too_many, too_deep, nested_extra = (fuzz.expand(s) for s in target.hostile_seeds())
+    with pytest.raises(UnsupportedAlgorithmError, match="'zip'"):
+        target.decryptor.decrypt(zipped)
+    for body in (too_many, too_deep):
+        with pytest.raises(MalformedBodyError, match="not an elastic envelope"):
+            target.decryptor.decrypt(body)
+    assert target.decryptor.decrypt(nested_extra) == {"cluster_uuid": "abc", "count": 3}
+    for seed in target.hostile_seeds():
+        target(seed)  # refusals, not crashes
+
+
+def test_budget_seeds_reach_the_tight_receivers_budget(fuzz: ModuleType, target: Any) -> None:
+    for kid in sorted(target.kids):
+        for payload in fuzz.BUDGET_PAYLOADS:
+            body = target.decryptor.keys.encrypt_jwe(kid, payload)
+            assert target.decryptor.decrypt(body) == json.loads(payload)
+            with pytest.raises((JSONBudgetError, MalformedBodyError)):
+                target.tight.decrypt(body)
 
 
 def test_target_survives_random_and_mutated_inputs(

@@ -41,6 +41,7 @@ from request_crypto._b64 import b64url_encode
 from request_crypto.errors import (
     DecryptionError,
     InvalidJWKSError,
+    JSONBudgetError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
@@ -252,11 +253,14 @@ class Case:
     #: The compact JWE itself is at fault, so JWKManager.decrypt(body) raises the same error.
     token_level: bool = False
     limits: dict[str, int] = field(default_factory=dict)
+    #: What JWKManager.decrypt raises instead, where the `jwe` wire format refuses earlier
+    #: (a `zip` header: JWE allows it, the wire format does not).
+    token_error: type[RequestCryptoError] | None = None
 
 
 # Short names keep the table one case per line.
 Bad, Alg, NoKey = MalformedBodyError, UnsupportedAlgorithmError, NoKeyFoundError
-Dec, Big = DecryptionError, PayloadTooLargeError
+Dec, Big, Budget = DecryptionError, PayloadTooLargeError, JSONBudgetError
 T = {"token_level": True}  # the compact JWE itself is at fault
 
 
@@ -505,11 +509,15 @@ CASES = [
     # same members in another order: the AAD no longer matches
     Case("J-header-swapped", lambda k: replace(J(k), 0, b64url_encode(json.dumps(
         {"kid": "kibana_1", "enc": "A256GCM", "alg": "RSA-OAEP"}).encode())), Dec, **T),
-    Case("J-zip-bad-deflate", lambda k: token(k, header(zip="DEF"), b"\xff\xff\xff\xff"), Dec, **T),
-    Case("J-zip-trailing-bytes",
-         lambda k: token(k, header(zip="DEF"), deflate(PLAIN) + b"x"), Dec, **T),
-    Case("J-zip-truncated", lambda k: token(k, header(zip="DEF"), deflate(PLAIN)[:-3]), Dec, **T),
-    Case("J-zip-empty", lambda k: token(k, header(zip="DEF"), b""), Dec, **T),
+    # zip: the wire format refuses it unread; JWKManager.decrypt still inflates, strictly
+    Case("J-zip-bad-deflate", lambda k: token(k, header(zip="DEF"), b"\xff\xff\xff\xff"), Alg,
+         token_error=Dec, **T),
+    Case("J-zip-trailing-bytes", lambda k: token(k, header(zip="DEF"), deflate(PLAIN) + b"x"),
+         Alg, token_error=Dec, **T),
+    Case("J-zip-truncated", lambda k: token(k, header(zip="DEF"), deflate(PLAIN)[:-3]), Alg,
+         token_error=Dec, **T),
+    Case("J-zip-empty", lambda k: token(k, header(zip="DEF"), b""), Alg, token_error=Dec, **T),
+    Case("J-zip-DEF-valid", lambda k: token(k, header(zip="DEF"), deflate(PLAIN)), Alg),
     Case("E-key-tag-flip", lambda k: elastic(k, key=(lambda p: replace(p, 4, flip(p[4])))(
         K(k).split("."))), Dec),
     Case("E-key-encrypted-key-garbage", lambda k: elastic(k, key=replace(
@@ -543,9 +551,21 @@ CASES = [
     Case("E-body-over-limit", elastic, Big, limits={"max_body_size": 900}),
     Case("E-key-over-wrapped-limit", lambda k: EK(k, raw=os.urandom(7000)), Big),
     Case("J-zip-inflates-over-limit", lambda k: token(k, header(zip="DEF"), deflate(
-        b"[" + b" " * 1000 + b"]")), Big, limits={"max_inflated_size": 1001}),
+        b"[" + b" " * 1000 + b"]")), Alg, limits={"max_inflated_size": 1001}),
     Case("J-plaintext-over-limit", lambda k: token(k, header(), b'"' + b"a" * 100 + b'"'), Big,
          limits={"max_inflated_size": 101}),
+    Case("J-plaintext-over-limit-cbc", lambda k: token(k, header(enc="A128CBC-HS256"),
+         b'"' + b"a" * 130 + b'"'), Big, limits={"max_inflated_size": 101}),
+    Case("E-plaintext-over-limit", lambda k: elastic(k, b'"' + b"a" * 100 + b'"'), Big, **P,
+         limits={"max_inflated_size": 101}),
+    Case("J-json-values-over-limit", lambda k: token(k, header(), b"[" + b"0," * 99 + b"0]"),
+         Budget, limits={"max_json_values": 100}),
+    Case("E-json-values-over-limit", lambda k: elastic(k, b"[" + b"{}," * 99 + b"{}]"),
+         Budget, **P, limits={"max_json_values": 100}),
+    Case("J-json-deeper-than-limit", lambda k: token(k, header(), b"[" * 9 + b"]" * 9), Bad,
+         limits={"max_json_depth": 8}),
+    Case("E-json-deeper-than-limit", lambda k: elastic(k, b"[" * 9 + b"]" * 9), Bad, **P,
+         limits={"max_json_depth": 8}),
 ]
 # fmt: on
 
@@ -582,7 +602,7 @@ def test_hostile_body_gets_exactly_its_error(kit: Kit, bodies: dict[str, Any], c
     if case.token_level:
         with pytest.raises(RequestCryptoError) as direct:
             kit.keys.decrypt(body)
-        assert type(direct.value) is case.error
+        assert type(direct.value) is (case.token_error or case.error)
 
 
 def _assert_quotes_nothing_of(body: Any, message: str) -> None:
@@ -617,7 +637,11 @@ MESSAGES = {
     "J-payload-not-json": "not valid UTF-8 JSON",
     "E-body-over-limit": "over the limit of 900 bytes",
     "E-key-over-wrapped-limit": "the wrapped key is",
-    "J-zip-inflates-over-limit": "decompressed",
+    "J-zip-DEF-valid": "carries no compression",
+    "J-zip-inflates-over-limit": "'zip' is refused",
+    "J-json-values-over-limit": "holds 101 JSON values",
+    "E-json-values-over-limit": "raise max_json_values",
+    "J-json-deeper-than-limit": "more than 8 levels",
     "type-None": "str or bytes, not NoneType",
 }
 
@@ -650,6 +674,7 @@ def test_table_covers_every_error_class() -> None:
         NoKeyFoundError,
         DecryptionError,
         PayloadTooLargeError,
+        JSONBudgetError,
     }
 
 
@@ -666,7 +691,7 @@ def test_baselines_decrypt(kit: Kit) -> None:
     d = kit.decryptor
     for enc in CONTENT_ENCRYPTION_ALGORITHMS:
         assert d.decrypt(token(kit, header(enc=enc))) == PAYLOAD
-    assert d.decrypt(token(kit, header(zip="DEF"), deflate(PLAIN))) == PAYLOAD
+    assert kit.keys.decrypt(token(kit, header(zip="DEF"), deflate(PLAIN))).payload == PLAIN
     assert (
         d.decrypt(
             token(kit, header("oaep256", alg="RSA-OAEP-256"), to="oaep256", alg="RSA-OAEP-256")
@@ -694,7 +719,13 @@ def test_baselines_decrypt(kit: Kit) -> None:
     assert d.decrypt(bytearray(elastic(kit).encode())) == PAYLOAD
     # The limits are inclusive.
     exact = RequestDecryptor(kit.keys, max_inflated_size=1002)
-    assert exact.decrypt(token(kit, header(zip="DEF"), deflate(b"[" + b" " * 1000 + b"]"))) == []
+    assert exact.decrypt(token(kit, header(), b"[" + b" " * 1000 + b"]")) == []
+    for enc in ("A128CBC-HS256", "A256GCM"):  # the early ciphertext check is inclusive too
+        assert exact.decrypt(token(kit, header(enc=enc), b"[" + b" " * 1000 + b"]")) == []
+    assert exact.decrypt(elastic(kit, b"[" + b" " * 1000 + b"]")) == []
+    budget = RequestDecryptor(kit.keys, max_json_values=100, max_json_depth=8)
+    assert budget.decrypt(token(kit, header(), b"[" + b"0," * 98 + b"0]")) == [0] * 99
+    assert budget.decrypt(elastic(kit, b"[" * 8 + b"]" * 8)) == [[[[[[[[]]]]]]]]
     small = elastic(kit)
     assert RequestDecryptor(kit.keys, max_body_size=len(small)).decrypt(small) == PAYLOAD
 
@@ -779,9 +810,11 @@ def _measure(function: Callable[[], Any]) -> tuple[BaseException | None, float, 
 
 
 def test_zip_bomb_jwe_refused_fast_within_the_limit(kit: Kit) -> None:
+    """JWKManager.decrypt (a general JWE API) inflates, stopping at its limit."""
     body = token(kit, header(zip="DEF"), zip_bomb())
-    decryptor = RequestDecryptor(kit.keys)  # the default 64 MiB decompressed limit
-    error, elapsed, peak = _measure(lambda: decryptor.decrypt(body))
+    error, elapsed, peak = _measure(
+        lambda: kit.keys.decrypt(body, max_plaintext=DEFAULT_MAX_INFLATED_SIZE)
+    )
     assert isinstance(error, PayloadTooLargeError)
     assert error.limit == DEFAULT_MAX_INFLATED_SIZE
     assert elapsed < 1.0, f"{elapsed:.2f}s"
@@ -791,11 +824,31 @@ def test_zip_bomb_jwe_refused_fast_within_the_limit(kit: Kit) -> None:
 
 def test_zip_bomb_memory_follows_the_limit_not_the_bomb(kit: Kit) -> None:
     body = token(kit, header(zip="DEF"), zip_bomb())
-    decryptor = RequestDecryptor(kit.keys, max_inflated_size=MiB)
-    error, elapsed, peak = _measure(lambda: decryptor.decrypt(body))
+    error, elapsed, peak = _measure(lambda: kit.keys.decrypt(body, max_plaintext=MiB))
     assert isinstance(error, PayloadTooLargeError)
     assert elapsed < 0.5
     assert peak < 12 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+def test_zip_bomb_as_jwe_body_is_refused_unread(
+    kit: Kit, no_expensive_work: Callable[[], list[str]]
+) -> None:
+    """Issue 11: the `jwe` wire format has no compression, so an 87 KB body that inflates to
+    64 MiB of `[{},{},...]` is refused before any RSA or AES work, whatever the limits."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = compressor.compress(b"[" + b"{}," * (22 * MiB) + b"{}]") + compressor.flush()
+    assert len(bomb) < 100_000
+    body = token(kit, header(zip="DEF"), bomb)
+    roomy = RequestDecryptor(kit.keys, max_inflated_size=256 * MiB, max_json_values=10**9)
+    attempted = no_expensive_work()
+    for decryptor in (kit.decryptor, roomy):
+        error, _, peak = _measure(lambda d=decryptor: d.decrypt(body))
+        assert type(error) is UnsupportedAlgorithmError, error
+        assert "'zip'" in str(error)
+        assert peak < 2 * MiB, f"peak {peak / MiB:.1f} MiB"
+        with pytest.raises(UnsupportedAlgorithmError):
+            decryptor.get_jwk_metadata(body)
+    assert attempted == []
 
 
 def test_zip_bomb_as_elastic_passphrase(kit: Kit) -> None:
