@@ -8,6 +8,7 @@ receiver's commands cannot import `cli` itself: `cli` registers them, an import 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -274,9 +275,16 @@ def output_stream(output: Path | None) -> Iterator[IO[bytes] | None]:
             "FIFO to write into, or - for stdout"
         )
     try:
-        fd = os.open(output, _INTO)
+        # Non-blocking: a FIFO nobody reads would otherwise hold the command (root's, say)
+        # forever in open(); with no reader it fails at once with ENXIO.
+        fd = os.open(output, _INTO | os.O_NONBLOCK)
     except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise CLIError(
+                f"{output} is a FIFO that nobody reads; start its reader first"
+            ) from None
         raise CLIError(f"{output}: cannot open it for writing ({exc.strerror})") from None
+    os.set_blocking(fd, True)  # a reader exists: write as to any pipe
     with os.fdopen(fd, "wb") as stream:
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):

@@ -52,7 +52,7 @@ from ._cli_common import (
 from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
 from .jwks import DECRYPT_OPS, JWKManager
-from .keyfile import is_private_set, locked, update_jwks, write_jwks
+from .keyfile import is_private_set, locked, read_key_set_bytes, update_jwks, write_jwks
 from .limits import DEFAULT_MAX_BODY_SIZE
 from .request import RequestDecryptor
 
@@ -297,7 +297,7 @@ def _holds_private_keys(path: Path) -> bool:
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return False
-            document = json.loads(handle.read())
+            document = json.loads(read_key_set_bytes(handle, path))
     except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
         return False
     return isinstance(document, dict) and is_private_set(document)

@@ -27,9 +27,10 @@ import logging
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ._files import (
     NOFOLLOW,
@@ -94,12 +95,32 @@ def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             mode = os.fstat(handle.fileno()).st_mode
-            text = handle.read()
+            text = read_key_set_bytes(handle, path)
+    except KeyFileError:
+        raise
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key-set file; check the path") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key set ({exc.strerror})") from None
     return _parsed(path, text, mode)
+
+
+#: A key set holds a few keys of a few KB each; a larger file is refused before it is read
+#: whole (a sparse file planted by another user costs no disk but would cost root memory).
+MAX_KEY_SET_FILE_SIZE = 16 * 1024 * 1024
+#: How long `locked` waits for another holder of ``PATH.lock`` before giving up.
+LOCK_TIMEOUT = 60.0
+
+
+def read_key_set_bytes(handle: BinaryIO, path: Path) -> bytes:
+    """The whole file, refused (KeyFileError) once it is over MAX_KEY_SET_FILE_SIZE."""
+    text = handle.read(MAX_KEY_SET_FILE_SIZE + 1)
+    if len(text) > MAX_KEY_SET_FILE_SIZE:
+        raise KeyFileError(
+            f"{path} is over {MAX_KEY_SET_FILE_SIZE // (1024 * 1024)} MiB, far larger than "
+            "any key set; check that the path names a key-set file"
+        )
+    return text
 
 
 def _parsed(path: Path, text: bytes, mode: int) -> dict[str, Any]:
@@ -259,7 +280,7 @@ def _keep_owner(path: Path, fd: int, old: os.stat_result | None) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+def locked(path: str | os.PathLike[str], *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold an exclusive lock on ``PATH.lock`` (kept, never deleted: deleting races).
 
     Refused when `path` is a link or not a regular file, or ``PATH.lock`` is a link or not
@@ -267,13 +288,13 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """
     with (
         parent_directory(path, error=KeyFileError) as (dir_fd, name),
-        _lock(dir_fd, name, Path(path)),
+        _lock(dir_fd, name, Path(path), timeout),
     ):
         yield
 
 
 @contextlib.contextmanager
-def _lock(dir_fd: int, name: str, path: Path) -> Iterator[None]:
+def _lock(dir_fd: int, name: str, path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Lock ``NAME.lock`` in the opened directory.
 
     A lock file this process creates gets the key file's legitimate owner (see
@@ -296,10 +317,34 @@ def _lock(dir_fd: int, name: str, path: Path) -> Iterator[None]:
                 info = os.fstat(fd)
                 if (info.st_uid, info.st_gid) != owner:
                     os.fchown(fd, *owner)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _wait_for_lock(fd, lock_path, timeout)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _wait_for_lock(fd: int, lock_path: Path, timeout: float) -> None:
+    """Take the exclusive lock, giving up after `timeout` seconds (KeyFileError).
+
+    Anyone who may write in the directory can hold ``PATH.lock``: without a bound, a root-run
+    `keys rotate` would wait for them forever.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= deadline:
+            raise KeyFileError(
+                f"{lock_path} is still locked after {timeout:g} s: another `keys` command "
+                "(or another process) holds it; wait for it to finish, or find it with: "
+                f"fuser {lock_path}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def _open_lock(dir_fd: int, name: str, lock_path: Path) -> tuple[int, bool]:
@@ -350,7 +395,7 @@ def update_jwks(path: str | os.PathLike[str], *, create: bool = False) -> Iterat
             raise KeyFileError(f"{path}: no such key-set file; check the path")
         else:
             with os.fdopen(fd, "rb") as handle:
-                text, mode = handle.read(), os.fstat(fd).st_mode
+                text, mode = read_key_set_bytes(handle, path), os.fstat(fd).st_mode
             document = _parsed(path, text, mode)
         yield document
         _write_in(dir_fd, name, path, document)

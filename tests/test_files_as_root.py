@@ -7,11 +7,13 @@ to them. The root-only tests play that user with ids no account has.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 
 from request_crypto.cli import app
 from request_crypto.errors import InvalidArgumentError, KeyFileError
-from request_crypto.keyfile import read_jwks, write_jwks
+from request_crypto.keyfile import MAX_KEY_SET_FILE_SIZE, locked, read_jwks, write_jwks
 from request_crypto.receiver.sinks import JSONLSink, SQLiteSink
 
 #: Ids no account on the machine has: the service user, and someone else.
@@ -336,3 +338,46 @@ def test_serve_refuses_a_linked_sink_with_one_line(
     (tmp_path / "p.jsonl").symlink_to(victim)
     _, error = run("serve", "--jwks", key_file, "--sink", f"jsonl:///{tmp_path}/p.jsonl", ok=False)
     assert "p.jsonl is a symbolic link" in error
+
+
+# ---------------------------------------------------------------------------------------------
+# Found in review: what another writer of the directory can make a root-run command wait on
+
+
+def test_a_fifo_nobody_reads_is_refused_at_once(key_file: Path, tmp_path: Path) -> None:
+    """Without a reader, opening a FIFO for writing would block `keys public -o` forever."""
+    fifo = tmp_path / "public_jwks.json"
+    os.mkfifo(fifo)
+    _, error = run("keys", "public", key_file, "-o", fifo, ok=False)
+    assert error == f"error: {fifo} is a FIFO that nobody reads; start its reader first"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_key_file_too_large_for_a_key_set_is_refused_unread(tmp_path: Path) -> None:
+    """A sparse file costs its planter no disk; reading it whole would cost root memory."""
+    path = tmp_path / "private_jwks.json"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_KEY_SET_FILE_SIZE + 2)  # sparse: nothing is written
+    for command in (["keys", "rotate", path], ["keys", "list", path]):
+        _, error = run(*command, ok=False)
+        assert "far larger than any key set" in error, command
+    with pytest.raises(KeyFileError, match="far larger"):
+        read_jwks(path)
+
+
+def test_a_held_lock_is_waited_for_then_refused(key_file: Path) -> None:
+    """Whoever can write in the directory can hold PATH.lock: the wait has an end."""
+    holder = os.open(f"{key_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with (
+            pytest.raises(KeyFileError, match=r"still locked after 0.3 s.*fuser"),
+            locked(key_file, timeout=0.3),
+        ):
+            pytest.fail("the lock was taken while another process held it")
+        assert time.monotonic() - started >= 0.3
+    finally:
+        os.close(holder)
+    with locked(key_file, timeout=0.3):  # released: taken at once
+        pass
