@@ -1,0 +1,61 @@
+"""Streamed output that appears whole or not at all: a temporary file renamed into place.
+
+`keyfile.write_jwks` does the same for one small document it holds in memory; this is the
+streaming form, for outputs of any size (`request-crypto open -o FILE`, `seal -o FILE`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import RequestCryptoError
+
+__all__ = ["OutputFileError", "atomic_output"]
+
+
+class OutputFileError(RequestCryptoError, OSError):
+    """The output file could not be created, written or put in place."""
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Yield a file in `path`'s directory; on success it replaces `path`, else it is removed.
+
+    New files get `mode` (0600 by default: decrypted data is private until the owner says
+    otherwise); a replaced file keeps its own mode. The data and the directory entry are
+    fsynced before this returns, so a crash leaves the old file or the complete new one.
+    """
+    target = Path(path)
+    directory = target.parent
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise OutputFileError(
+            f"{target}: cannot create a file in {directory} ({exc.strerror})"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.stat(target).st_mode & 0o7777
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError) and not isinstance(exc, RequestCryptoError):
+            raise OutputFileError(f"{target}: cannot write it ({exc.strerror or exc})") from None
+        raise
+    with contextlib.suppress(OSError):  # the data is safe; only the rename may not be durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
