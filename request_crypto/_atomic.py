@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +27,25 @@ class OutputFileError(RequestCryptoError, OSError):
 def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o600) -> Iterator[BinaryIO]:
     """Yield a file in `path`'s directory; on success it replaces `path`, else it is removed.
 
+    Only a regular file (or a new one) is replaced; anything else (a device such as
+    /dev/null, a FIFO) is written in place, as there is nothing to replace atomically.
     New files get `mode` (0600 by default: decrypted data is private until the owner says
     otherwise); a replaced file keeps its own mode. The data and the directory entry are
     fsynced before this returns, so a crash leaves the old file or the complete new one.
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # through a symlink: the link keeps pointing
+    try:
+        regular = stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        regular = True
+    except OSError as exc:
+        raise OutputFileError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    if not regular:
+        # A device, FIFO or socket (/dev/null, /dev/stdout, a named pipe): written in place;
+        # renaming a file over it would replace the device itself.
+        with _opened(target) as handle:
+            yield handle
+        return
     directory = target.parent
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
@@ -59,3 +74,18 @@ def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o600) -> Iterato
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _opened(target: Path) -> Iterator[BinaryIO]:
+    try:
+        handle = target.open("wb")
+    except OSError as exc:
+        raise OutputFileError(f"{target}: cannot write it ({exc.strerror or exc})") from None
+    with handle:
+        try:
+            yield handle
+        except OSError as exc:
+            if isinstance(exc, RequestCryptoError):
+                raise
+            raise OutputFileError(f"{target}: cannot write it ({exc.strerror or exc})") from None

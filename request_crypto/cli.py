@@ -46,6 +46,8 @@ from ._cli_common import (
     shown,
     with_keys,
 )
+from ._cli_sealed import describe_sealed
+from ._cli_sealed import register as register_sealed_commands
 from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
 from .jwks import JWKManager
@@ -506,8 +508,29 @@ def decrypt(jwks: PrivateSet, source: Input = "-") -> None:
 
 
 @app.command()
-def inspect(jwks: PrivateSet, source: Input = "-") -> None:
-    """Show which key a body is for (JWK metadata, after authenticating it) and its format."""
+def inspect(
+    jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--jwks",
+            metavar="PRIVATE_SET",
+            help="The receiver's private key set (optional for a sealed file).",
+            show_default=False,
+        ),
+    ] = None,
+    source: Input = "-",
+) -> None:
+    """Show which key a body is for (JWK metadata, after authenticating it) and its format.
+
+    For a sealed file: its recipients' kids, segment size and plaintext length, with no key
+    (unauthenticated), or authenticated with --jwks.
+    """
+    sealed = describe_sealed(source, jwks)
+    if sealed is not None:
+        _echo_json(sealed)
+        return
+    if jwks is None:
+        raise CLIError("inspect needs --jwks PRIVATE_SET to read a request body")
     _echo_json(_inspect(jwks, _read_body(source)))
 
 
@@ -670,6 +693,7 @@ def _register_receiver_commands(module_name: str = RECEIVER_COMMANDS) -> None:
     register(app)
 
 
+register_sealed_commands(app)
 _register_receiver_commands()
 
 
