@@ -30,6 +30,7 @@ __all__ = [
     "MAX_SEGMENTS",
     "TAG_SIZE",
     "Readable",
+    "SealedFormatError",
     "SegmentCipher",
     "SegmentError",
     "TruncatedError",
@@ -46,6 +47,10 @@ _FINAL = b"\x01"
 _NOT_FINAL = b"\x00"
 #: Bytes moved per read or write call: about 1 MiB, whatever the segment size.
 _BATCH_BYTES = 1 << 20
+
+
+class SealedFormatError(MalformedBodyError):
+    """Not a sealed file, or one whose header or size no writer produces (checked keyless)."""
 
 
 class SegmentError(DecryptionError):
@@ -86,7 +91,7 @@ class SegmentCipher:
 
     def seal_into(self, index: int, final: bool, plaintext: memoryview, out: memoryview) -> None:
         if index >= MAX_SEGMENTS:
-            raise MalformedBodyError(
+            raise SealedFormatError(
                 f"a sealed file holds at most {MAX_SEGMENTS} segments; use a bigger segment size"
             )
         self._aead.encrypt_into(self.nonce(index, final), plaintext, None, out)
@@ -120,7 +125,7 @@ class SegmentCipher:
 def segment_layout(payload_size: int, segment_size: int) -> tuple[int, int]:
     """(segment count, plaintext length) of a payload of `payload_size` sealed bytes.
 
-    Unauthenticated arithmetic on a file's size: MalformedBodyError when no sealed file has
+    Unauthenticated arithmetic on a file's size: SealedFormatError when no sealed file has
     that size (no segment at all, a final segment shorter than a tag, or an empty final
     segment after others, which no writer makes).
     """
@@ -129,13 +134,13 @@ def segment_layout(payload_size: int, segment_size: int) -> tuple[int, int]:
     if payload_size == 0:
         raise TruncatedError()
     if 0 < rest < TAG_SIZE or (rest == TAG_SIZE and full > 0):
-        raise MalformedBodyError(
+        raise SealedFormatError(
             f"the sealed data is {payload_size} bytes, which no sealed file with "
             f"{segment_size}-byte segments has; it was truncated or altered"
         )
     count = full + (1 if rest else 0)
     if count > MAX_SEGMENTS:
-        raise MalformedBodyError(
+        raise SealedFormatError(
             f"the sealed data would hold {count} segments, over the limit of {MAX_SEGMENTS}"
         )
     return count, full * segment_size + max(rest - TAG_SIZE, 0)
@@ -147,7 +152,7 @@ def _fill(source: Readable, view: memoryview, filled: int) -> tuple[int, bool]:
     while filled < size:
         count = source.readinto(view[filled:])
         if count is None:
-            raise MalformedBodyError("the source would block; give a blocking file or pipe")
+            raise SealedFormatError("the source would block; give a blocking file or pipe")
         if count == 0:
             return filled, True
         filled += count
@@ -262,7 +267,7 @@ def decrypt_segments(
     """Open the segments `source` holds (after `first`, bytes already read past the header).
 
     Each batch goes to `write` only once every segment in it has been authenticated. Returns
-    the plaintext length; SegmentError, TruncatedError or MalformedBodyError on bad data.
+    the plaintext length; SegmentError, TruncatedError or SealedFormatError on bad data.
     """
     sealed_size = segment_size + TAG_SIZE
     per_batch = max(_BATCH_BYTES // sealed_size, 1)
@@ -288,7 +293,7 @@ def decrypt_segments(
                 out += size
                 index += 1
             if index > MAX_SEGMENTS:
-                raise MalformedBodyError(f"the sealed data holds over {MAX_SEGMENTS} segments")
+                raise SealedFormatError(f"the sealed data holds over {MAX_SEGMENTS} segments")
             batches.release(batch)
             if out:
                 write(plain[:out])

@@ -36,6 +36,7 @@ from ._b64 import b64url_decode_canonical, b64url_encode
 from ._stream import (
     TAG_SIZE,
     Readable,
+    SealedFormatError,
     SegmentCipher,
     SegmentError,
     TruncatedError,
@@ -46,7 +47,6 @@ from ._stream import (
 from .errors import (
     DecryptionError,
     InvalidArgumentError,
-    MalformedBodyError,
     NoKeyFoundError,
     RequestCryptoError,
 )
@@ -97,10 +97,6 @@ _READ_CHUNK = 16 * 1024
 
 #: Where `open_sealed` and `seal` write: a binary file object, or a path (atomic).
 Destination = Union[IO[bytes], str, "os.PathLike[str]"]
-
-
-class SealedFormatError(MalformedBodyError):
-    """Not a sealed file, or one whose header or size no writer produces (checked keyless)."""
 
 
 class HeaderAuthenticationError(DecryptionError):
