@@ -24,18 +24,15 @@ class OutputFileError(RequestCryptoError, OSError):
 
 
 @contextlib.contextmanager
-def atomic_output(
-    path: str | os.PathLike[str], *, mode: int = 0o600, durable: bool = False
-) -> Iterator[BinaryIO]:
+def atomic_output(path: str | os.PathLike[str], *, mode: int = 0o600) -> Iterator[BinaryIO]:
     """Yield a file in `path`'s directory; on success it replaces `path`, else it is removed.
 
     Only a regular file (or a new one) is replaced; anything else (a device such as
     /dev/null, a FIFO) is written in place, as there is nothing to replace atomically.
     New files get `mode` (0600 by default: decrypted data is private until the owner says
-    otherwise); a replaced file keeps its own mode. With `durable`, the data and the
-    directory entry are fsynced before this returns, so even a crash leaves the old file or
-    the complete new one; without (the default, as cp and age do), a gigabyte is not forced
-    to disk first, which would cost seconds.
+    otherwise); a replaced file keeps its own mode. Nothing is fsynced (as cp and age do):
+    forcing a gigabyte to disk costs seconds; call `os.sync()` after if it must survive a
+    crash. (`keyfile.write_jwks`, for small key files, does fsync.)
     """
     target = Path(os.path.realpath(path))  # through a symlink: the link keeps pointing
     try:
@@ -64,8 +61,6 @@ def atomic_output(
             with contextlib.suppress(FileNotFoundError):
                 mode = os.stat(target).st_mode & 0o7777
             os.fchmod(handle.fileno(), mode)
-            if durable:
-                os.fsync(handle.fileno())
         os.replace(temporary, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -73,14 +68,6 @@ def atomic_output(
         if isinstance(exc, OSError) and not isinstance(exc, RequestCryptoError):
             raise OutputFileError(f"{target}: cannot write it ({exc.strerror or exc})") from None
         raise
-    if not durable:
-        return
-    with contextlib.suppress(OSError):  # the data is safe; only the rename may not be durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 @contextlib.contextmanager

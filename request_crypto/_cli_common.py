@@ -13,7 +13,7 @@ import logging
 import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -26,6 +26,8 @@ from .request import RequestEncryptor
 __all__ = [
     "PROG",
     "CLIError",
+    "Input",
+    "PrivateSet",
     "encrypt_document",
     "fail",
     "input_name",
@@ -51,6 +53,19 @@ _logger = logging.getLogger("request_crypto")
 
 class CLIError(RequestCryptoError):
     """A problem with what the command line was given (an INPUT, a kid, a path)."""
+
+
+#: Arguments several commands take.
+PrivateSet = Annotated[
+    Path,
+    typer.Option(
+        "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
+    ),
+]
+Input = Annotated[
+    str,
+    typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin."),
+]
 
 
 # ---------------------------------------------------------------------------------------------

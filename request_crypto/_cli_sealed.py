@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ._cli_common import Input, PrivateSet
 from ._sealed_run import (
     DEFAULT_SEGMENT_SIZE,
     STDIO,
@@ -27,9 +28,6 @@ __all__ = ["describe_sealed", "register"]
 # ---------------------------------------------------------------------------------------------
 # Arguments
 
-Input = Annotated[
-    str, typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin.")
-]
 Output = Annotated[
     str,
     typer.Option(
@@ -43,12 +41,6 @@ PublicSet = Annotated[
     Path,
     typer.Option(
         "--jwks", metavar="PUBLIC_SET", help="The recipients' key set.", show_default=False
-    ),
-]
-PrivateSet = Annotated[
-    Path,
-    typer.Option(
-        "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
     ),
 ]
 Kids = Annotated[

@@ -29,6 +29,8 @@ from . import __version__
 from ._cli_common import (
     PROG,
     CLIError,
+    Input,
+    PrivateSet,
     encrypt_document,
     input_name,
     kid_list,
@@ -127,16 +129,6 @@ KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA 
 Alg = Annotated[
     Literal["RSA-OAEP", "RSA-OAEP-256"],
     typer.Option("--alg", help="Key management algorithm (the JavaScript library uses RSA-OAEP)."),
-]
-PrivateSet = Annotated[
-    Path,
-    typer.Option(
-        "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
-    ),
-]
-Input = Annotated[
-    str,
-    typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin."),
 ]
 
 
