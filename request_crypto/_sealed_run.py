@@ -139,32 +139,37 @@ _VALUED = {"--jwks": "jwks", "--kid": "kid", "-o": "output", "--output": "output
 
 
 def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
-    """`seal`/`open` arguments when they are plainly well formed, else None (Typer's turn)."""
+    """`seal`/`open` arguments when they are plainly well formed, else None (Typer's turn).
+
+    None for anything unusual: `--help`, an unknown option, a value given twice or empty,
+    `--kid` or `--segment-size` on `open`, no `--jwks`. Typer then parses the same line and
+    answers with its help or usage error.
+    """
     if not argv or argv[0] not in COMMANDS:
         return None
     found: dict[str, Any] = {"command": argv[0], "kid": [], "output": STDIO, "source": None}
+    sealing = argv[0] == "seal"
     segment_size = str(DEFAULT_SEGMENT_SIZE)
     rest = list(argv[1:])
-    while rest:
+    plain = True
+    while rest and plain:
         word = rest.pop(0)
-        name, _, value = word.partition("=") if word.startswith("--") else (word, "", "")
-        if name == "--segment-size" and found["command"] == "seal" and (value or rest):
-            segment_size = value or rest.pop(0)
-        elif name in _VALUED and (value or rest):
-            value = value or rest.pop(0)
-            if name == "--kid":
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in (*_VALUED, "--segment-size") and (value if equals else rest):
+            value = value if equals else rest.pop(0)
+            if name == "--segment-size":
+                plain = sealing and value.isdigit()
+                segment_size = value
+            elif name == "--kid":
+                plain = sealing
                 found["kid"].append(value)
-            elif found.get(_VALUED[name], STDIO) not in (STDIO, None):
-                return None  # given twice: let Typer decide
             else:
+                plain = found.get(_VALUED[name], STDIO) == STDIO  # not given twice
                 found[_VALUED[name]] = value
-        elif (word == STDIO or not word.startswith("-")) and found["source"] is None:
-            found["source"] = word
         else:
-            return None
-    if "jwks" not in found or (found["kid"] and found["command"] == "open"):
-        return None
-    if not segment_size.isdigit():
+            plain = (word == STDIO or not word.startswith("-")) and found["source"] is None
+            found["source"] = word
+    if not plain or "jwks" not in found:
         return None
     found["segment_size"] = int(segment_size)
     found["source"] = found["source"] or STDIO

@@ -521,8 +521,11 @@ def inspect(
     if sealed is not None:
         _echo_json(sealed)
         return
-    if jwks is None:
-        raise CLIError("inspect needs --jwks PRIVATE_SET to read a request body")
+    if jwks is None:  # a usage error (exit 2), as when --jwks was required
+        raise typer.BadParameter(
+            "a request body needs the private key set (a sealed file needs none)",
+            param_hint="'--jwks'",
+        )
     _echo_json(_inspect(jwks, _read_body(source)))
 
 

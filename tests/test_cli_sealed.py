@@ -151,6 +151,11 @@ def test_help_and_usage_errors_go_to_typer(key_files: dict[str, Path]) -> None:
     assert result.returncode == 2 and b"No such option" in result.stderr
     result = run("open", "--jwks", key_files["private"], "--kid", "k1")  # no --kid for open
     assert result.returncode == 2
+    result = run("open", "--jwks", key_files["private"], "--segment-size", "1024")
+    assert result.returncode == 2
+    result = run("seal", "--jwks", key_files["public"], "a", "b")  # one INPUT only
+    assert result.returncode == 2
+    one_error(run("seal", "--jwks=", stdin=b"x"))  # an empty path: Typer passes it on
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +192,8 @@ def test_inspect_without_and_with_key(key_files: dict[str, Path], tmp_path: Path
     assert {k: from_stdin[k] for k in expected} == expected
     assert inspect_json("--jwks", key_files["private"], sealed)["authenticated"] is True
     one_error(run("inspect", "--jwks", key_files["other"], sealed), "header does not authenticate")
-    one_error(run("inspect", stdin=b"eyJub3QiOiJzZWFsZWQifQ"), "inspect needs --jwks")
+    result = run("inspect", stdin=b"eyJub3QiOiJzZWFsZWQifQ")  # a body still needs --jwks
+    assert result.returncode == 2 and b"--jwks" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from request_crypto import JWKManager, SealedReader, inspect_sealed, open_sealed, seal
 from request_crypto.errors import (
@@ -531,3 +533,28 @@ def test_errors_are_the_documented_classes() -> None:
     assert issubclass(SegmentError, DecryptionError) and issubclass(TruncatedError, SegmentError)
     assert issubclass(HeaderAuthenticationError, DecryptionError)
     assert issubclass(SealedFormatError, MalformedBodyError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+
+
+@given(
+    data=st.binary(max_size=5 * SEG),
+    cut=st.integers(min_value=0),
+    position=st.integers(min_value=0),
+    bit=st.integers(min_value=0, max_value=7),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_change_is_refused(
+    keys: JWKManager, data: bytes, cut: int, position: int, bit: int
+) -> None:
+    """Whatever the plaintext: it round-trips, and any truncation or flipped bit is refused."""
+    blob = sealed_bytes(keys, data)
+    assert opened(blob, keys) == data
+    refuses(blob[: cut % len(blob)], keys)
+    tampered = bytearray(blob)
+    tampered[position % len(blob)] ^= 1 << bit
+    refuses(bytes(tampered), keys)
