@@ -287,8 +287,12 @@ def test_output_to_a_fifo_stays_a_fifo(key_files: dict[str, Path], tmp_path: Pat
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
-    ok("open", "--jwks", key_files["private"], "-o", fifo, stdin=sealed)
-    assert reader.communicate(timeout=60)[0] == b"through a fifo"
+    try:
+        ok("open", "--jwks", key_files["private"], "-o", fifo, stdin=sealed)
+        assert reader.communicate(timeout=60)[0] == b"through a fifo"
+    finally:
+        reader.kill()  # if the FIFO was never opened for writing, cat would wait forever
+        reader.wait()
     assert fifo.is_fifo()
 
 

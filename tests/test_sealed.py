@@ -498,7 +498,7 @@ def test_output_to_fifo_and_symlink_stay_what_they_are(keys: JWKManager, tmp_pat
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     received: list[bytes] = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
     open_sealed(io.BytesIO(blob), fifo, keys)
     reader.join(timeout=30)
