@@ -16,7 +16,7 @@ import shlex
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal, NoReturn
+from typing import IO, Annotated, Any, BinaryIO, Literal, NoReturn
 
 import typer
 
@@ -31,6 +31,8 @@ __all__ = [
     "PROG",
     "STDOUT",
     "CLIError",
+    "Input",
+    "PrivateSet",
     "encrypt_document",
     "fail",
     "input_name",
@@ -59,6 +61,19 @@ _logger = logging.getLogger("request_crypto")
 
 class CLIError(RequestCryptoError):
     """A problem with what the command line was given (an INPUT, a kid, a path)."""
+
+
+#: Arguments several commands take.
+PrivateSet = Annotated[
+    Path,
+    typer.Option(
+        "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
+    ),
+]
+Input = Annotated[
+    str,
+    typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin."),
+]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from ._cli_common import (
     PROG,
     STDOUT,
     CLIError,
+    Input,
+    PrivateSet,
     encrypt_document,
     input_name,
     kid_list,
@@ -49,6 +51,8 @@ from ._cli_common import (
     shown,
     with_keys,
 )
+from ._cli_sealed import describe_sealed
+from ._cli_sealed import register as register_sealed_commands
 from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
 from .jwks import DECRYPT_OPS, JWKManager
@@ -132,16 +136,6 @@ KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA 
 Alg = Annotated[
     Literal["RSA-OAEP", "RSA-OAEP-256"],
     typer.Option("--alg", help="Key management algorithm (the JavaScript library uses RSA-OAEP)."),
-]
-PrivateSet = Annotated[
-    Path,
-    typer.Option(
-        "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
-    ),
-]
-Input = Annotated[
-    str,
-    typer.Argument(metavar="[INPUT|-]", help="A file, or - (the default) for stdin."),
 ]
 MaxBody = Annotated[
     int,
@@ -545,13 +539,33 @@ def decrypt(
 
 @app.command()
 def inspect(
-    jwks: PrivateSet, source: Input = "-", max_body: MaxBody = DEFAULT_MAX_BODY_SIZE
+    jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--jwks",
+            metavar="PRIVATE_SET",
+            help="The receiver's private key set (optional for a sealed file).",
+            show_default=False,
+        ),
+    ] = None,
+    source: Input = "-",
+    max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
 ) -> None:
     """Show which key a body is for (JWK metadata) and its format.
 
     The whole body is decrypted first (the payload is discarded), so a body altered anywhere
-    fails here as it would in decrypt.
+    fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
+    and plaintext length, with no key (unauthenticated), or authenticated with --jwks.
     """
+    sealed = describe_sealed(source, jwks)
+    if sealed is not None:
+        _echo_json(sealed)
+        return
+    if jwks is None:  # a usage error (exit 2), as when --jwks was required
+        raise typer.BadParameter(
+            "a request body needs the private key set (a sealed file needs none)",
+            param_hint="'--jwks'",
+        )
     _echo_json(_inspect(jwks, _read_body(source, max_body), max_body))
 
 
@@ -728,6 +742,7 @@ def _register_receiver_commands(module_name: str = RECEIVER_COMMANDS) -> None:
     register(app)
 
 
+register_sealed_commands(app)
 _register_receiver_commands()
 
 
