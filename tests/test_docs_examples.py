@@ -16,7 +16,8 @@ The convention, for whoever writes the docs:
   8787, the default, is replaced by a free port in every block of the document, and whatever
   a document's shell blocks left running is stopped when the document ends.
 
-docs/WIRE-FORMAT.md is a specification, not a tutorial: its blocks are not run.
+docs/WIRE-FORMAT.md and docs/FILE-FORMAT.md are specifications, not tutorials: their
+blocks are not run.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Specifications: exact bytes, checked by their own vector tests, not run as tutorials.
+SPECIFICATIONS = {"WIRE-FORMAT.md", "FILE-FORMAT.md"}
 DOCUMENTS = [
     ROOT / "README.md",
-    *sorted(path for path in (ROOT / "docs").glob("*.md") if path.name != "WIRE-FORMAT.md"),
+    *sorted(path for path in (ROOT / "docs").glob("*.md") if path.name not in SPECIFICATIONS),
 ]
 RUN_AS = {"python": "python", "bash": "bash", "sh": "bash"}
 SAMPLES = {"text", "console", "json"}
