@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -296,6 +295,8 @@ def _lock(dir_fd: int, name: str, path: Path) -> Iterator[None]:
                 info = os.fstat(fd)
                 if (info.st_uid, info.st_gid) != owner:
                     os.fchown(fd, *owner)
+        import fcntl  # noqa: PLC0415 - POSIX only: senders on Windows import the package
+
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

@@ -69,11 +69,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._json import dumps_utf8
 from ..errors import (
+    InternalSignal,
     InvalidArgumentError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
     RequestCryptoError,
+    SinkUnavailableError,
 )
 from ..jwks import JWKSManager
 from ..keyfile import read_jwks, require_private_keys
@@ -90,7 +92,13 @@ from .config import (
 )
 from .sinks import DEFAULT_SINK, ReceivedPayload, Sink, open_sink, parse_sink_url
 
-__all__ = ["SMALL_BODY", "KeySetSource", "app_from_env", "create_app"]
+__all__ = [
+    "SMALL_BODY",
+    "KeySetSource",
+    "SinkUnavailableError",
+    "app_from_env",
+    "create_app",
+]
 
 logger = logging.getLogger("request_crypto.receiver")
 
@@ -106,12 +114,12 @@ SMALL_BODY = 256 * 1024
 _NEEDED_BY = "a receiver"
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(InternalSignal):
+    """The body passed the limit while it was read (answered 413)."""
 
 
-class _BodyTooSlow(Exception):
-    pass
+class _BodyTooSlow(InternalSignal):
+    """The body fell behind its pace while it was read (answered 408)."""
 
 
 @dataclass(frozen=True)
@@ -123,10 +131,6 @@ class _BodyPace:
 
     def describe(self) -> str:
         return f"{self.timeout:g} s plus 1 s per {format_size(self.min_rate)} sent"
-
-
-class SinkUnavailableError(RuntimeError):
-    """The sink writer is stopped or the sink raised: the payload was not stored."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,7 +666,7 @@ class _Receiver:
         return record
 
 
-class _Refused(Exception):
+class _Refused(InternalSignal):
     """A request answered with an error: status, a log tag, and the message for the sender."""
 
     def __init__(
