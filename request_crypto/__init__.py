@@ -6,6 +6,7 @@ plus one standard compact JWE (`jwe` format). See README.md for examples.
 
 from .envelope import ElasticBody, Format, detect_format, pack_body, unpack_body
 from .jwks import JWKDecryptResult, JWKManager, JWKMetadata, JWKSInput, JWKSManager
+from .keyset import KeySetFile
 from .passphrase import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
 from .request import (
     DecryptedRequest,
@@ -24,6 +25,7 @@ __all__ = [
     "JWKManager",
     "JWKMetadata",
     "JWKSManager",
+    "KeySetFile",
     "PassphraseCipher",
     "RequestDecryptor",
     "RequestEncryptor",

@@ -24,8 +24,8 @@ DEFAULT_KID_PREFIX = "key"
 _SEPARATORS = "-_.:/ "
 #: A dated kid, as `next_kid` makes them: STEM-YYYY-MM-DD, maybe followed by -2, -3...
 _DATED_KID = re.compile(r"(?P<stem>.*?)[-_.]?\d{4}-\d{2}-\d{2}(?:-\d+)?")
-#: A versioned kid: STEM, a separator, then a number or dotted version (`kibana_8.14.0`).
-_VERSIONED_KID = re.compile(r"(?P<stem>.+?)[-_.]v?\d+(?:\.\d+)*")
+#: A versioned kid: STEM, maybe a separator, then a number or dotted version (`kibana_8.14.0`).
+_VERSIONED_KID = re.compile(r"(?P<stem>.*?)[-_.]?\d+(?:\.\d+)*")
 
 
 def validate_kid(kid: object) -> str:
@@ -60,9 +60,9 @@ def kid_prefix(kids: Sequence[str]) -> str:
     """The longest prefix the kids share, suffixes stripped, cut at a word or number boundary.
 
     One trailing date (`-2026-11-01`, `-2026-11-01-2`) or, failing that, one version
-    (`_8.14.0`, `-2`, `.v3`) is stripped from each kid first: `telemetry-2026-11-01` gives
-    `telemetry`, `kibana_8.14.0` gives `kibana`; `prod1` and `prod2` give `prod`; `alpha`
-    and `alps` share no whole word, so (like an empty set) they give DEFAULT_KID_PREFIX.
+    (`_8.14.0`, `-2`, `1`) is stripped from each kid first: `telemetry-2026-11-01` gives
+    `telemetry`, `kibana_8.14.0` gives `kibana`, `prod1` gives `prod`; `alpha` and `alps`
+    share no whole word, so (like an empty set, or `8.14.0`) they give DEFAULT_KID_PREFIX.
     """
     stems = [_stem(kid) for kid in kids]
     prefix = os.path.commonprefix(stems)  # noqa: RUF071 - a string prefix is what is meant
