@@ -151,8 +151,20 @@ def _optional(codec: _Codec) -> _Codec:
     )
 
 
+def _sink_url(text: str) -> str:
+    parse_sink_url(text)
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(text)
+    return text
+
+
 _PATH = _Codec(Path, _path_text, "a path")
-_SINK = _Codec(str, _sink_text, "a sink URL")
+_SINK = _Codec(_sink_url, _sink_text, "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl or -")
+_LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
 _TEXT = _Codec(str, str, "text")
 _INT = _Codec(int, str, "an integer")
 _FLOAT = _Codec(float, repr, "a number")
@@ -200,7 +212,7 @@ class ReceiverConfig:
     host: str = field(default=DEFAULT_HOST, metadata=_env(_TEXT))
     port: int = field(default=DEFAULT_PORT, metadata=_env(_INT))
     workers: int = field(default=1, metadata=_env(_INT))
-    log_level: str = field(default="info", metadata=_env(_TEXT))
+    log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
 
     def __post_init__(self) -> None:
