@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .envelope import ElasticBody, Format, detect_format, pack_body, unpack_body
     from .jwks import JWKDecryptResult, JWKManager, JWKMetadata, JWKSInput, JWKSManager
+    from .keyset import KeySetFile
     from .passphrase import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
     from .request import (
         DecryptedRequest,
@@ -36,6 +37,7 @@ __all__ = [
     "JWKMetadata",
     "JWKSInput",
     "JWKSManager",
+    "KeySetFile",
     "PassphraseCipher",
     "RequestDecryptor",
     "RequestEncryptor",
@@ -60,6 +62,7 @@ __version__ = "0.1.0"
 _MODULES = {
     "envelope": ("ElasticBody", "Format", "detect_format", "pack_body", "unpack_body"),
     "jwks": ("JWKDecryptResult", "JWKManager", "JWKMetadata", "JWKSInput", "JWKSManager"),
+    "keyset": ("KeySetFile",),
     "passphrase": ("KEY_LENGTH_IN_BYTES", "PassphraseCipher", "generate_passphrase"),
     "request": (
         "DecryptedRequest",

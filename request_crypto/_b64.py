@@ -10,7 +10,7 @@ import binascii
 from collections.abc import Iterator
 
 from . import _accel
-from .errors import MalformedBodyError
+from .errors import InternalSignal, MalformedBodyError
 
 _URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _URL_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -106,7 +106,7 @@ def b64url_decode_canonical(part: bytes) -> bytes | None:
     return binascii.a2b_base64(part.translate(_URL_TO_STANDARD) + b"=="[: -rest % 4])
 
 
-class Decline(Exception):
+class Decline(InternalSignal):
     """Internal: a fast path met input it does not vouch for, so the general path decides.
 
     Never escapes the library: callers catch it and run the general (and slower) code, which

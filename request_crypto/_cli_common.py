@@ -22,9 +22,10 @@ import typer
 
 from ._files import file_kind
 from .envelope import Format
-from .errors import InvalidJWKSError, RequestCryptoError
+from .errors import CLIError, RequestCryptoError
 from .jwks import ENCRYPT_OPS, JWKManager, public_halves
 from .keyfile import is_private_set, read_jwks, require_private_keys
+from .keyset import KeySetFile, parse_key_set
 from .request import RequestEncryptor
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "note",
     "one_line",
     "output_stream",
-    "parse_set",
     "public_halves",
     "quoted",
     "read_input",
@@ -57,10 +57,6 @@ __all__ = [
 
 PROG = "request-crypto"
 _logger = logging.getLogger("request_crypto")
-
-
-class CLIError(RequestCryptoError):
-    """A problem with what the command line was given (an INPUT, a kid, a path)."""
 
 
 #: Arguments several commands take.
@@ -328,16 +324,7 @@ def _standard_stream(link: Path) -> IO[bytes] | None:
 
 def load_set(path: Path, *, private: bool = True) -> JWKManager:
     """The set at `path`; with `private=False` only its public halves (see `public_halves`)."""
-    document = read_jwks(path)
-    return parse_set(path, document if private else public_halves(document))
-
-
-def parse_set(path: Path, document: dict[str, Any]) -> JWKManager:
-    """Validate a key set; errors name the file."""
-    try:
-        return JWKManager(document)
-    except InvalidJWKSError as exc:
-        raise InvalidJWKSError(f"{path}: {exc}") from None
+    return KeySetFile(path).load(private=private)
 
 
 def with_keys(path: Path, *, private: bool = True) -> JWKManager:
@@ -379,7 +366,7 @@ def sender_set(path: Path) -> JWKManager:
             f"{path} holds private keys; senders need only the public set "
             f"({PROG} keys public {quoted(path)}); only its public halves are used"
         )
-    return _not_empty(path, parse_set(path, public_halves(document)))
+    return _not_empty(path, parse_key_set(path, public_halves(document)))
 
 
 def encrypt_document(

@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
-import re
 import shlex
-import stat
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,32 +38,24 @@ from ._cli_common import (
     note,
     one_line,
     output_stream,
-    parse_set,
-    public_halves,
     quoted,
     read_input,
     read_json_input,
     reported,
     require_kid,
     shown,
-    with_keys,
 )
 from ._cli_sealed import describe_sealed
 from ._cli_sealed import register as register_sealed_commands
 from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
 from .jwks import DECRYPT_OPS, JWKManager
-from .keyfile import is_private_set, locked, read_key_set_bytes, update_jwks, write_jwks
+from .keyset import KeySetFile
+from .kids import DEFAULT_KID_PREFIX, kid_prefix, next_kid
 from .limits import DEFAULT_MAX_BODY_SIZE
 from .request import RequestDecryptor
 
-__all__ = ["CLIError", "app", "main", "next_kid"]
-
-#: The prefix `keys rotate` uses when the existing kids share none.
-DEFAULT_KID_PREFIX = "key"
-_SEPARATORS = "-_.:/ "
-#: A dated kid, as `keys rotate` makes them: STEM-YYYY-MM-DD, maybe followed by -2, -3...
-_DATED_KID = re.compile(r"(?P<stem>.*?)[-_.]?\d{4}-\d{2}-\d{2}(?:-\d+)?")
+__all__ = ["DEFAULT_KID_PREFIX", "CLIError", "app", "kid_prefix", "main", "next_kid"]
 
 
 class _Group(TyperGroup):
@@ -149,152 +138,30 @@ MaxBody = Annotated[
 
 
 # ---------------------------------------------------------------------------------------------
-# Kids
-
-
-def _check_new_kid(path: Path, manager: JWKManager, kid: str) -> None:
-    if not kid or not kid.isprintable():
-        raise CLIError(f"kid {shown(kid)} refused: use a non-empty kid without control characters")
-    if kid in manager:
-        raise CLIError(f"{path} already has a key {shown(kid)}; pick another --kid")
-
-
-# ---------------------------------------------------------------------------------------------
-# Kids for `keys rotate`
-
-
-def next_kid(kids: Sequence[str], today: date) -> str:
-    """A new kid: the existing kids' common prefix and `today`, e.g. `telemetry-2026-11-23`.
-
-    When that kid (or a later one the same day) exists, `-2`, `-3`... follow, so within a
-    prefix kids sort by age (up to nine rotations a day; `-10` would sort before `-2`).
-    """
-    base = f"{kid_prefix(kids)}-{today.isoformat()}"
-    taken = [_day_number(kid, base) for kid in kids]
-    numbers = [number for number in taken if number is not None]
-    return f"{base}-{max(numbers) + 1}" if numbers else base
-
-
-def kid_prefix(kids: Sequence[str]) -> str:
-    """The longest prefix the kids share, dates stripped, cut at a word or number boundary.
-
-    `telemetry-2026-11-01` alone gives `telemetry`; `prod1` and `prod2` give `prod`; `alpha`
-    and `alps` share no whole word, so (like an empty set) they give DEFAULT_KID_PREFIX.
-    """
-    stems = [_stem(kid) for kid in kids]
-    prefix = os.path.commonprefix(stems)  # noqa: RUF071 - a string prefix is what is meant
-    while prefix and not all(_is_boundary(stem, len(prefix)) for stem in stems):
-        prefix = prefix[:-1]
-    return prefix.rstrip(_SEPARATORS) or DEFAULT_KID_PREFIX
-
-
-def _stem(kid: str) -> str:
-    match = _DATED_KID.fullmatch(kid)
-    return match.group("stem") if match else kid
-
-
-def _is_boundary(stem: str, at: int) -> bool:
-    """Whether cutting `stem` before index `at` splits no word and no number."""
-    if at >= len(stem):
-        return True
-    before, after = stem[at - 1], stem[at]
-    return before in _SEPARATORS or after in _SEPARATORS or before.isdigit() != after.isdigit()
-
-
-def _day_number(kid: str, base: str) -> int | None:
-    """1 for `base` itself, N for `base-N`, None for any other kid."""
-    if kid == base:
-        return 1
-    rest = kid[len(base) + 1 :] if kid.startswith(f"{base}-") else ""
-    return int(rest) if rest.isascii() and rest.isdigit() and len(rest) < 10 else None
+# What the commands do, as functions `demo` can call too
 
 
 def _utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-# ---------------------------------------------------------------------------------------------
-# What the commands do, as functions `demo` can call too
-
-
-def _generate(size: int, alg: str) -> dict[str, str]:
-    """A new private JWK; its kid is set later, under the lock, once the set is known."""
-    manager = JWKManager()
-    manager.add_key("new", size=size, alg=alg)
-    jwk = manager.get_private_jwk("new")
-    assert jwk is not None
-    return jwk
-
-
-def _init_set(path: Path, kid: str, size: int, alg: str, force: bool) -> None:
-    with locked(path):
-        if path.exists() and not force:
-            raise CLIError(
-                f"{path} already exists; pass --force to replace it (its keys are then lost, "
-                "and bodies encrypted to them can no longer be decrypted)"
-            )
-        _check_new_kid(path, JWKManager(), kid)
-        write_jwks(path, {"keys": [{**_generate(size, alg), "kid": kid}]})
-
-
-def _append_key(path: Path, choose_kid: Callable[[list[str]], str], size: int, alg: str) -> str:
-    """Add a key as the newest; the file's other entries are kept exactly as they are.
-
-    The key is generated before taking the lock (it is the slow part), its kid chosen inside
-    it, so concurrent runs serialize only the short read-modify-write.
-    """
+def _require_file(path: Path) -> KeySetFile:
+    """The key set at `path`, which must exist: a missing one is most likely a typo."""
     if not path.exists():
         raise CLIError(
             f"{path}: no such key-set file; create it with: "
             f"{PROG} keys init {quoted(path)} --kid KID"
         )
-    jwk = _generate(size, alg)
-    with update_jwks(path) as document:
-        manager = parse_set(path, public_halves(document))
-        if len(manager) and not is_private_set(document):
-            raise CLIError(
-                f"{path} is a public set; add keys to the private set, then run `keys public`"
-            )
-        jwk["kid"] = choose_kid(manager.kids())
-        _check_new_kid(path, manager, jwk["kid"])
-        document["keys"].append(jwk)
-    return jwk["kid"]
+    return KeySetFile(path)
 
 
-def _remove_key(path: Path, kid: str) -> list[str]:
-    """Remove `kid`; returns the kids left."""
-    with update_jwks(path) as document:
-        manager = parse_set(path, public_halves(document))
-        require_kid(path, manager, kid)
-        document["keys"] = [jwk for jwk in document["keys"] if jwk.get("kid") != kid]
-        manager.remove_key(kid)
-    return manager.kids()
-
-
-def _publish(path: Path, output: Path | None) -> dict[str, Any]:
-    """The public set (`kty kid use alg e n` per key), written to `output` if given."""
-    public: dict[str, Any] = with_keys(path, private=False).get_public_jwks()
-    if output is not None:
-        if _holds_private_keys(output):
-            raise CLIError(
-                f"{output} holds private keys (is it the private set?); "
-                "write the public set to another file"
-            )
-        write_jwks(output, public)
-    return public
-
-
-def _holds_private_keys(path: Path) -> bool:
-    """Whether the regular file at `path` (no link followed: writing one is refused) is private."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return False
-            document = json.loads(read_key_set_bytes(handle, path))
-    except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
-        return False
-    return isinstance(document, dict) and is_private_set(document)
+def _init_set(path: Path, kid: str, size: int, alg: str, force: bool) -> None:
+    if path.exists() and not force:  # the library checks again under the lock
+        raise CLIError(
+            f"{path} already exists; pass --force to replace it (its keys are then lost, "
+            "and bodies encrypted to them can no longer be decrypted)"
+        )
+    KeySetFile.init(path, kid, size=size, alg=alg, force=force)
 
 
 def _key_rows(manager: JWKManager) -> list[dict[str, Any]]:
@@ -410,7 +277,7 @@ def keys_init(
 @keys_app.command("add")
 def keys_add(path: KeySetPath, kid: Kid, size: KeySize = 2048, alg: Alg = "RSA-OAEP") -> None:
     """Add a new key under a new kid; it becomes the newest."""
-    _append_key(path, lambda _kids: kid, size, alg)
+    _require_file(path).add(kid, size=size, alg=alg)
     note(f"added key {shown(kid)} to {path}; it is now the newest")
 
 
@@ -429,10 +296,7 @@ def keys_rotate(
     alg: Alg = "RSA-OAEP",
 ) -> None:
     """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt."""
-    today = _utc_today()
-    new_kid = _append_key(
-        path, lambda kids: next_kid(kids, today) if kid is None else kid, size, alg
-    )
+    new_kid = _require_file(path).rotate(kid=kid, size=size, alg=alg, today=_utc_today())
     typer.echo(new_kid)
     note(
         f"added {shown(new_kid)} to {path}. Next: deploy it to every receiver, then ship "
@@ -472,12 +336,30 @@ def keys_public(
 ) -> None:
     """Write the public set senders ship: only `kty kid use alg e n` per key."""
     with output_stream(output) as stream:
-        public = _publish(path, output if stream is None else None)
+        public = KeySetFile(path).publish(output if stream is None else None)
         if stream is not None:
             stream.write(_json_bytes(public) + b"\n")
     if output is not None and output != STDOUT:
         kids = [jwk["kid"] for jwk in public["keys"]]
         note(f"wrote the public set ({kid_list(kids)}) to {output}; ship it to senders")
+
+
+def _confirm(question: str, *, refused: str) -> None:
+    """Ask on stderr; without a terminal, the answer is read from stdin if it holds one.
+
+    Nothing to read (stdin at its end, e.g. `< /dev/null` or a cron job) is an error naming
+    the option that skips the question, rather than click's bare "Aborted!".
+    """
+    stdin = typer.get_text_stream("stdin")
+    if stdin.isatty():
+        typer.confirm(question, abort=True, err=True)
+        return
+    note(f"{question} [y/N]: ")
+    answer = stdin.readline()
+    if not answer:
+        raise CLIError(f"no terminal to confirm on and no answer on stdin; {refused}")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise typer.Abort()
 
 
 @keys_app.command("remove")
@@ -489,12 +371,12 @@ def keys_remove(
     """Remove a key. Bodies encrypted to it can no longer be decrypted with this set."""
     require_kid(path, load_set(path, private=False), kid)
     if not yes:
-        typer.confirm(
+        _confirm(
             f"Remove key {shown(kid)} from {path}? Bodies encrypted to it can no longer be "
             "decrypted with this set",
-            abort=True,
+            refused=f"pass --yes to remove {shown(kid)} without asking",
         )
-    left = _remove_key(path, kid)
+    left = KeySetFile(path).remove(kid)
     newest = f"the newest is now {shown(left[-1])}" if left else "the set is now empty"
     note(
         f"removed {shown(kid)} from {path}: bodies encrypted to it can no longer be "
@@ -638,7 +520,7 @@ def _run_demo(demo: _Demo) -> None:
 
     demo.title("Receiver: publish the public half; senders ship this file")
     demo.command("keys", "public", private.name, "-o", public.name)
-    members = " ".join(_publish(private, public)["keys"][0])
+    members = " ".join(KeySetFile(private).publish(public)["keys"][0])
     demo.say(f"{public.name}: mode {demo.mode(public)}, members {members} (nothing secret)")
 
     demo.title("Sender: encrypt a telemetry payload with the public set")
@@ -659,9 +541,9 @@ def _run_demo(demo: _Demo) -> None:
 
     demo.title("Rotate: add a new key on (every) receiver first, then publish the public set")
     demo.command("keys", "rotate", private.name)
-    demo.say(_append_key(private, lambda kids: next_kid(kids, _utc_today()), 2048, "RSA-OAEP"))
+    demo.say(KeySetFile(private).rotate(today=_utc_today()))
     demo.command("keys", "public", private.name, "-o", public.name)
-    _publish(private, public)
+    KeySetFile(private).publish(public)
     demo.command("keys", "list", private.name)
     demo.say(_table(_key_rows(load_set(private))))
 

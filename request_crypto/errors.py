@@ -5,13 +5,34 @@ never carry key material, passphrases or plaintext. Every failure of a cryptogra
 (RSA unwrap, tag, inflate, passphrase length, payload decryption) raises the same
 DecryptionError with the same message, so an attacker learns nothing about which step
 rejected a body.
+
+The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest here)::
+
+    RequestCryptoError
+    ├── MissingKidError (LookupError)       encrypt to a kid the set lacks
+    ├── NoKeyFoundError (LookupError)       a body for a kid this receiver cannot open
+    ├── DecryptionError                     any cryptographic failure, one message
+    ├── MalformedBodyError (ValueError)     not shaped like either wire format
+    │   └── UnsupportedAlgorithmError       alg/enc outside the allow-list, `crit`
+    ├── PayloadTooLargeError (ValueError)   over a size limit
+    ├── InvalidJWKSError (ValueError)       an unusable key set or key
+    ├── InvalidArgumentError (ValueError)   a caller's argument (a kid, a size, a setting)
+    │   └── receiver.sinks.SinkURLError     a sink URL naming no known sink
+    ├── KeyFileError (OSError)              a key-set file cannot be read, written, locked
+    ├── BatchError                          some items of a batch failed
+    ├── UsageError (alias CLIError)         what a command line was given
+    ├── SinkUnavailableError                the receiver could not store a payload
+    └── InternalSignal                      private control flow, never escapes the package
+        (the receiver's refusals, a fast path declining an input, a duplicate JSON member)
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BatchError",
+    "CLIError",
     "DecryptionError",
+    "InternalSignal",
     "InvalidArgumentError",
     "InvalidJWKSError",
     "JSONBudgetError",
@@ -21,7 +42,9 @@ __all__ = [
     "NoKeyFoundError",
     "PayloadTooLargeError",
     "RequestCryptoError",
+    "SinkUnavailableError",
     "UnsupportedAlgorithmError",
+    "UsageError",
 ]
 
 
@@ -115,3 +138,23 @@ class BatchError(RequestCryptoError):
         )
         self.results = results
         self.failures = failures
+
+
+class UsageError(RequestCryptoError):
+    """A problem with what a command line was given (an INPUT, a kid, a path, an option)."""
+
+
+#: The name the CLI modules used first.
+CLIError = UsageError
+
+
+class SinkUnavailableError(RequestCryptoError):
+    """The receiver's sink writer is stopped or the sink raised: the payload was not stored."""
+
+
+class InternalSignal(RequestCryptoError):
+    """Private control flow inside the package (a refusal, a fast path declining an input).
+
+    Always caught where it is raised; it subclasses RequestCryptoError only so that every
+    exception class the package defines does.
+    """

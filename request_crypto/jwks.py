@@ -35,6 +35,7 @@ from .jwe import (
     encrypt_compact,
     parse_compact,
 )
+from .kids import validate_kid
 from .limits import DEFAULT_MAX_BODY_SIZE
 from .passphrase import KEY_LENGTH_IN_BYTES
 
@@ -316,8 +317,7 @@ def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
 
 
 def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:
-    if not isinstance(kid, str) or not kid:
-        raise InvalidArgumentError("a kid must be a non-empty string")
+    validate_kid(kid)
     if not isinstance(size, int) or size < MIN_KEY_SIZE:
         raise InvalidArgumentError(f"key size {size!r} refused: use at least {MIN_KEY_SIZE} bits")
     if not isinstance(alg, str) or alg not in KEY_MANAGEMENT_ALGORITHMS:
@@ -348,8 +348,10 @@ class JWKSManager:
     ) -> dict[str, str]:
         """Generate a new RSA key under `kid`; returns its public JWK.
 
-        `use` is kept for parity with the original's ``addKey(kid, modulus, use)``, but these
-        keys only encrypt: anything but ``"enc"`` is refused before a key is generated.
+        `kid` must meet `kids.validate_kid` (keys loaded or inserted need only a non-empty
+        kid, so sets made elsewhere keep loading). `use` is kept for parity with the
+        original's ``addKey(kid, modulus, use)``, but these keys only encrypt: anything but
+        ``"enc"`` is refused before a key is generated.
         """
         if use != "enc":
             raise InvalidArgumentError(

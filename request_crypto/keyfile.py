@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -329,6 +328,8 @@ def _wait_for_lock(fd: int, lock_path: Path, timeout: float) -> None:
     Anyone who may write in the directory can hold ``PATH.lock``: without a bound, a root-run
     `keys rotate` would wait for them forever.
     """
+    import fcntl  # noqa: PLC0415 - POSIX only: senders on Windows import the package
+
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import pytest
 
@@ -103,3 +104,57 @@ def test_batch_error_carries_results_and_failures() -> None:
     assert error.results is results
     assert error.failures is failures
     assert str(error).startswith("2 of 4 items failed (first at index 1: no key found)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every exception class the package defines, CLI and receiver included
+
+#: Defined in a file another branch (the JSON-limits work) owns; remove once it is fixed there.
+NOT_YET_IN_THE_HIERARCHY = {"request_crypto.jwe._DuplicateMember"}
+
+
+def _package_exception_classes() -> list[type[BaseException]]:
+    """Import every module of the package (the server ones too) and collect its exceptions."""
+    found = []
+    for module_info in pkgutil.walk_packages(request_crypto.__path__, "request_crypto."):
+        module = importlib.import_module(module_info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+            ):
+                found.append(value)
+    return found
+
+
+def test_every_exception_class_in_the_package_is_a_request_crypto_error() -> None:
+    classes = _package_exception_classes()
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
+    # The walk reaches the receiver and the CLI, not only errors.py.
+    assert {
+        "request_crypto.receiver.sinks.SinkURLError",
+        "request_crypto.receiver.app._Refused",
+        "request_crypto._b64.Decline",
+        "request_crypto.errors.UsageError",
+    } <= names
+    outside = sorted(
+        name
+        for cls, name in ((cls, f"{cls.__module__}.{cls.__qualname__}") for cls in classes)
+        if not issubclass(cls, RequestCryptoError) and name not in NOT_YET_IN_THE_HIERARCHY
+    )
+    assert outside == []
+
+
+def test_the_receivers_and_the_clis_errors_are_the_ones_in_errors() -> None:
+    from request_crypto import _cli_common
+    from request_crypto.receiver import app
+
+    assert _cli_common.CLIError is errors.UsageError
+    assert app.SinkUnavailableError is errors.SinkUnavailableError
+
+
+def test_the_hierarchy_tree_in_errors_names_every_public_error() -> None:
+    assert errors.__doc__ is not None
+    missing = [name for name in errors.__all__ if name not in errors.__doc__]
+    assert missing == []

@@ -443,6 +443,8 @@ def test_console_script_serve_send_rotate(tmp_path: Path) -> None:
     assert f"SQLite file {db}" in log
     assert log.count("status=202") == 3
     assert "reloaded: 2 keys" in log
+    # One line at shutdown: the three bodies stored, and the sends refused before the reload.
+    assert len(re.findall(r"receiver stopped: 3 bodies accepted, \d+ refused", log)) == 1
     assert marker not in log
     assert first.get_private_jwk("telemetry-1")["d"] not in log  # type: ignore[index]
 
@@ -481,3 +483,6 @@ def test_serve_with_two_workers_shares_one_sqlite_file(tmp_path: Path) -> None:
     log = "".join(server.stderr)
     assert "2 workers" in log
     assert log.count("status=202") == 40
+    stopped = re.findall(r"receiver stopped: (\d+) bodies accepted, (\d+) refused", log)
+    assert len(stopped) == 2  # one line per worker
+    assert [sum(int(line[i]) for line in stopped) for i in (0, 1)] == [40, 1]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -55,7 +56,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -69,49 +70,48 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._json import dumps_utf8
 from ..errors import (
+    InternalSignal,
     InvalidArgumentError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
     RequestCryptoError,
+    SinkUnavailableError,
 )
 from ..jwks import JWKSManager
 from ..keyfile import read_jwks, require_private_keys
 from ..request import DecryptedRequest, RequestDecryptor
-from .config import (
-    DEFAULT_BODY_TIMEOUT,
-    DEFAULT_JWKS_MAX_AGE,
-    DEFAULT_KEY_RELOAD_GRACE,
-    DEFAULT_MAX_BODY,
-    DEFAULT_MIN_BODY_RATE,
-    DEFAULT_RELOAD_INTERVAL,
-    ReceiverConfig,
-    format_size,
-)
-from .sinks import DEFAULT_SINK, ReceivedPayload, Sink, open_sink, parse_sink_url
+from .config import DEFAULT_MAX_BATCH, KeySetSource, ReceiverConfig, ReceiverSettings, format_size
+from .sinks import ReceivedPayload, Sink, open_sink
 
-__all__ = ["SMALL_BODY", "KeySetSource", "app_from_env", "create_app"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "SMALL_BODY",
+    "KeySetSource",
+    "SinkUnavailableError",
+    "app_from_env",
+    "create_app",
+]
 
 logger = logging.getLogger("request_crypto.receiver")
 
-#: What `create_app` accepts as keys: a key-set file (watched) or an already loaded set.
-KeySetSource = str | os.PathLike[str] | Mapping[str, Any] | JWKSManager | RequestDecryptor
 
 _LOG_SCOPE_KEY = "request_crypto.receiver.log"
 _SAFE_LOG_VALUE = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
-_MAX_BATCH = 256
 #: Bodies up to this size are read without waiting; larger ones take a `large_bodies` slot.
 SMALL_BODY = 256 * 1024
 #: Who needs the private set, in the "holds no private keys" error.
 _NEEDED_BY = "a receiver"
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(InternalSignal):
+    """The body passed the limit while it was read (answered 413)."""
 
 
-class _BodyTooSlow(Exception):
-    pass
+class _BodyTooSlow(InternalSignal):
+    """The body fell behind its pace while it was read (answered 408)."""
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,6 @@ class _BodyPace:
 
     def describe(self) -> str:
         return f"{self.timeout:g} s plus 1 s per {format_size(self.min_rate)} sent"
-
-
-class SinkUnavailableError(RuntimeError):
-    """The sink writer is stopped or the sink raised: the payload was not stored."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +176,7 @@ class _SinkWriter:
 
     _STOP = object()
 
-    def __init__(self, sink: Sink, max_batch: int = _MAX_BATCH) -> None:
+    def __init__(self, sink: Sink, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._sink = sink
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -417,38 +413,21 @@ def _joined(chunks: Sequence[bytes]) -> bytes:
 class _Receiver:
     """The state behind one app: current keys, the sink writer, the key-file watcher."""
 
-    def __init__(
-        self,
-        jwks: KeySetSource,
-        *,
-        sink: Sink | str,
-        max_body: int,
-        reload_interval: float | None,
-        jwks_max_age: int,
-        decrypt_threads: int | None,
-        large_bodies: int | None,
-        max_batch: int,
-        body_timeout: float,
-        min_body_rate: int,
-        key_reload_grace: float,
-    ) -> None:
-        if max_body < 1:
-            raise InvalidArgumentError("max_body must be at least 1 byte")
-        if large_bodies is not None and large_bodies < 1:
-            raise InvalidArgumentError("large_bodies must be at least 1")
-        if not (body_timeout > 0 and min_body_rate > 0 and key_reload_grace >= 0):
-            raise InvalidArgumentError(
-                "body_timeout and min_body_rate must be above 0, key_reload_grace 0 or more"
-            )
-        self.body_pace = _BodyPace(body_timeout, min_body_rate)
-        self.key_reload_grace = key_reload_grace
+    def __init__(self, config: ReceiverConfig) -> None:
+        jwks, sink, max_body = config.jwks, config.sink, config.max_body
+        self.config = config
+        self.body_pace = _BodyPace(config.body_timeout, config.min_body_rate)
+        self.key_reload_grace = config.key_reload_grace
         #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
         self.key_file_failing: tuple[float, str] | None = None
         self.max_body = max_body
-        self.jwks_max_age = jwks_max_age
-        self.max_batch = max_batch
-        self.decrypt_threads = decrypt_threads or max(2, os.cpu_count() or 1)
-        self.large_bodies = large_bodies or 2 * self.decrypt_threads
+        self.jwks_max_age = config.jwks_max_age
+        self.max_batch = config.max_batch
+        self.decrypt_threads = config.decrypt_threads or max(2, os.cpu_count() or 1)
+        self.large_bodies = config.large_bodies or 2 * self.decrypt_threads
+        #: Bodies answered 202, and refused (any error), for the line logged at shutdown.
+        self.accepted = 0
+        self.refused = 0
         self.path: Path | None = None
         self._signature: tuple[int, int, int, int] | None = None
         if isinstance(jwks, (str, os.PathLike)):
@@ -459,9 +438,7 @@ class _Receiver:
             decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body)
             require_private_keys(decryptor.keys, "the key set", _NEEDED_BY)
         self.keys = _generation(decryptor)
-        self.reload_interval = reload_interval if self.path is not None else None
-        if isinstance(sink, str):
-            parse_sink_url(sink)  # a bad URL fails here, not at startup
+        self.reload_interval = config.reload_interval if self.path is not None else None
         self.sink_spec = sink
         self.sink: Sink | None = None
         self.writer: _SinkWriter | None = None
@@ -494,6 +471,11 @@ class _Receiver:
             await anyio.to_thread.run_sync(writer.close)
             if owned:
                 await anyio.to_thread.run_sync(sink.close)
+            logger.info(
+                "request-crypto receiver stopped: %d bodies accepted, %d refused",
+                self.accepted,
+                self.refused,
+            )
 
     # -- key reload -------------------------------------------------------------------------
 
@@ -594,8 +576,10 @@ class _Receiver:
         try:
             record = await self._accept(request, fields)
         except _Refused as refused:
+            self.refused += 1
             fields["error"] = refused.tag
             return _error(refused.status, refused.message, refused.headers)
+        self.accepted += 1
         return JSONResponse(
             {
                 "id": record.id,
@@ -662,7 +646,7 @@ class _Receiver:
         return record
 
 
-class _Refused(Exception):
+class _Refused(InternalSignal):
     """A request answered with an error: status, a log tag, and the message for the sender."""
 
     def __init__(
@@ -704,52 +688,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    jwks: KeySetSource,
-    *,
-    sink: Sink | str = DEFAULT_SINK,
-    max_body: int = DEFAULT_MAX_BODY,
-    reload_interval: float | None = DEFAULT_RELOAD_INTERVAL,
-    jwks_max_age: int = DEFAULT_JWKS_MAX_AGE,
-    decrypt_threads: int | None = None,
-    large_bodies: int | None = None,
-    max_batch: int = _MAX_BATCH,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    min_body_rate: int = DEFAULT_MIN_BODY_RATE,
-    key_reload_grace: float = DEFAULT_KEY_RELOAD_GRACE,
+    config: ReceiverConfig | KeySetSource, /, **settings: Unpack[ReceiverSettings]
 ) -> Starlette:
-    """Build the receiver's ASGI app.
+    """Build the receiver's ASGI app from a `ReceiverConfig` (see it for every setting).
 
-    `jwks`: the private key set, as a file path (watched every `reload_interval` seconds and
-    reloaded when it changes; ``None`` or ``0`` turns watching off) or as an already loaded set
-    (a mapping, a `JWKSManager` or a `RequestDecryptor`; never reloaded). The file is read now,
-    so a missing or invalid set fails here.
+    The keyword form builds that config: ``create_app("private_jwks.json", sink=...)`` is
+    ``create_app(ReceiverConfig(jwks="private_jwks.json", sink=...))``; keywords given with a
+    config replace its values. The server's settings (`host`, `port`...) are not the app's.
 
-    `sink`: a sink URL (``sqlite:///payloads.db``, ``jsonl:///payloads.jsonl``, ``-``), opened
-    when the app starts and closed when it stops, or an object with the `Sink` protocol, which
-    the caller keeps ownership of (the app never closes it).
-
-    `max_body`: the largest body accepted, in bytes (larger: ``413``). `jwks_max_age`: the
-    ``Cache-Control: max-age`` of the well-known key set. `decrypt_threads`: how many bodies
-    are decrypted at once (default: the number of cores, at least 2). `large_bodies`: how many
-    bodies over `SMALL_BODY` are read and decrypted at once (default: twice `decrypt_threads`;
-    see the module docstring for the memory this bounds). `max_batch`: the most records per
-    `write_batch` call. `body_timeout`, `min_body_rate` (bytes per second): a body must arrive
-    within `body_timeout` seconds plus one second per `min_body_rate` bytes (else ``408``).
-    `key_reload_grace`: seconds the key file may fail to reload before ``/healthz`` says 503.
+    `jwks`: a key-set file is read now (a missing or invalid set fails here) and watched every
+    `reload_interval` seconds; a loaded set is never reloaded. `sink`: a URL is opened when the
+    app starts and closed when it stops; a `Sink` object stays the caller's to close.
     """
-    receiver = _Receiver(
-        jwks,
-        sink=sink,
-        max_body=max_body,
-        reload_interval=reload_interval,
-        jwks_max_age=jwks_max_age,
-        decrypt_threads=decrypt_threads,
-        large_bodies=large_bodies,
-        max_batch=max_batch,
-        body_timeout=body_timeout,
-        min_body_rate=min_body_rate,
-        key_reload_grace=key_reload_grace,
-    )
+    if not isinstance(config, ReceiverConfig):
+        config = ReceiverConfig(jwks=config, **settings)
+    elif settings:
+        config = dataclasses.replace(config, **settings)
+    receiver = _Receiver(config)
     routes = [
         Route("/.well-known/jwks.json", receiver.well_known, methods=["GET"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
@@ -769,20 +724,9 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """The app for Uvicorn's ``--factory`` (and ``--workers``): settings from the environment.
+    """The app for Uvicorn's ``--factory`` (and ``--workers``): `ReceiverConfig.from_env()`.
 
-    ``REQUEST_CRYPTO_RECEIVER_JWKS`` (required), ``..._SINK``, ``..._MAX_BODY``,
-    ``..._RELOAD_INTERVAL``, ``..._JWKS_MAX_AGE``, ``..._BODY_TIMEOUT``, ``..._MIN_BODY_RATE``,
-    ``..._KEY_RELOAD_GRACE`` (and ``..._HEADER_TIMEOUT``, for the server); see `ReceiverConfig`.
+    Every setting travels as ``REQUEST_CRYPTO_RECEIVER_<SETTING>`` (``..._JWKS`` required);
+    `request-crypto serve` sets them all from its options (`ReceiverConfig.to_env`).
     """
-    config = ReceiverConfig.from_env()
-    return create_app(
-        config.jwks,
-        sink=config.sink,
-        max_body=config.max_body,
-        reload_interval=config.reload_interval,
-        jwks_max_age=config.jwks_max_age,
-        body_timeout=config.body_timeout,
-        min_body_rate=config.min_body_rate,
-        key_reload_grace=config.key_reload_grace,
-    )
+    return create_app(ReceiverConfig.from_env())

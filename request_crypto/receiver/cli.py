@@ -32,10 +32,15 @@ from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
+    DEFAULT_JWKS_MAX_AGE,
     DEFAULT_KEY_RELOAD_GRACE,
+    DEFAULT_LIMIT_CONCURRENCY,
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
     DEFAULT_MIN_BODY_RATE,
     DEFAULT_PORT,
+    DEFAULT_RELOAD_INTERVAL,
+    LOG_LEVELS,
     ReceiverConfig,
     format_size,
     parse_size,
@@ -49,11 +54,7 @@ __all__ = ["DEFAULT_LIMIT_CONCURRENCY", "register", "send", "serve"]
 
 APP_FACTORY = "request_crypto.receiver.app:app_from_env"
 PAYLOADS_PATH = "/v1/payloads"
-#: Connections and requests one worker serves at once; Uvicorn answers 503 to more. With the
-#: app's own bound on large bodies (see `request_crypto.receiver.app`), this bounds memory.
-DEFAULT_LIMIT_CONCURRENCY = 1000
 _EXTRA_HINT = "install it with: pip install 'request_crypto[server]'"
-_LOG_LEVELS = ("debug", "info", "warning", "error")
 #: The signals `serve` (or Uvicorn's multi-worker supervisor) handles; restored afterwards.
 _SIGNALS = tuple(
     getattr(signal, f"SIG{name}")
@@ -109,65 +110,20 @@ class _Plan:
     config: ReceiverConfig
     kids: list[str]
     sink_description: str
-    host: str
-    port: int
-    workers: int
-    log_level: str
-    limit_concurrency: int
 
 
-@dataclass(frozen=True)
-class _Timeouts:
-    """How long `serve` waits for slow clients, and for a key file to load again (seconds)."""
-
-    header: float
-    body: float
-    min_body_rate: str
-    key_reload_grace: float
-
-
-def _validate(
-    jwks: Path,
-    *,
-    host: str,
-    port: int,
-    sink: str,
-    max_body: str,
-    workers: int,
-    log_level: str,
-    limit_concurrency: int,
-    timeouts: _Timeouts,
-) -> _Plan:
-    """Check the options, the key set and the sink; the sink's file is created last.
+def _validate(config: ReceiverConfig) -> _Plan:
+    """Check the key set and the sink; the sink's file is created last.
 
     The keys come first, so a wrong key set leaves no payload database behind.
     """
-    limit = _size(max_body, "--max-body")
-    min_body_rate = _size(timeouts.min_body_rate, "--min-body-rate")
-    if log_level.lower() not in _LOG_LEVELS:
-        raise typer.BadParameter(f"use one of {', '.join(_LOG_LEVELS)}", param_hint="--log-level")
     _require_server_extra("starlette", "uvicorn")
+    jwks = Path(cast(Path, config.jwks))
     kids = require_private_keys(with_keys(jwks), jwks, "serve")
+    sink = cast(str, config.sink)
     sink_description = describe_sink(sink)  # a bad URL fails here, before any file exists
     open_sink(sink).close()  # creates the file / table now, so a bad path fails here
-    return _Plan(
-        config=ReceiverConfig(
-            jwks=jwks,
-            sink=sink,
-            max_body=limit,
-            header_timeout=timeouts.header,
-            body_timeout=timeouts.body,
-            min_body_rate=min_body_rate,
-            key_reload_grace=timeouts.key_reload_grace,
-        ),
-        kids=kids,
-        sink_description=sink_description,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        limit_concurrency=limit_concurrency,
-    )
+    return _Plan(config=config, kids=kids, sink_description=sink_description)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -268,17 +224,17 @@ def _run(plan: _Plan, sock: socket.socket) -> None:
             APP_FACTORY,
             factory=True,
             http=cast(Any, protocol),  # a factory of H11Protocols, as Uvicorn calls it
-            host=plan.host,
-            port=plan.port,
-            workers=plan.workers,
+            host=plan.config.host,
+            port=plan.config.port,
+            workers=plan.config.workers,
             lifespan="on",
-            log_config=_log_config(plan.log_level),
+            log_config=_log_config(plan.config.log_level),
             log_level="warning",
             access_log=False,  # the receiver logs its own line per request
             timeout_graceful_shutdown=30,
-            limit_concurrency=plan.limit_concurrency,
+            limit_concurrency=plan.config.limit_concurrency,
         )
-        server = uvicorn.Server(uvicorn_config) if plan.workers == 1 else None
+        server = uvicorn.Server(uvicorn_config) if plan.config.workers == 1 else None
         stop.server = server
         _announce(plan, sock)
         if server is not None:
@@ -291,9 +247,9 @@ def _run(plan: _Plan, sock: socket.socket) -> None:
 
 def _announce(plan: _Plan, sock: socket.socket) -> None:
     """The startup line: where it listens, which keys, where payloads go, the limits."""
-    host = f"[{plan.host}]" if ":" in plan.host else plan.host
+    host = f"[{plan.config.host}]" if ":" in plan.config.host else plan.config.host
     kids = plan.kids
-    workers = plan.workers
+    workers = plan.config.workers
     typer.echo(
         f"request-crypto receiver listening on http://{host}:{sock.getsockname()[1]} "
         f"(POST {PAYLOADS_PATH}, GET /.well-known/jwks.json) with {len(kids)} "
@@ -381,20 +337,72 @@ def serve(
             help="Seconds the key file may fail to reload before /healthz answers 503.",
         ),
     ] = DEFAULT_KEY_RELOAD_GRACE,
+    reload_interval: Annotated[
+        float,
+        typer.Option(
+            "--reload-interval",
+            min=0,
+            help="Seconds between looks at the key file for a rotation (0: never reload).",
+        ),
+    ] = DEFAULT_RELOAD_INTERVAL,
+    jwks_max_age: Annotated[
+        int,
+        typer.Option(
+            "--jwks-max-age",
+            min=0,
+            help="Seconds senders may cache /.well-known/jwks.json (Cache-Control max-age).",
+        ),
+    ] = DEFAULT_JWKS_MAX_AGE,
+    decrypt_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--decrypt-threads",
+            min=1,
+            help="Bodies each worker decrypts at once (default: the cores, at least 2).",
+            show_default=False,
+        ),
+    ] = None,
+    large_bodies: Annotated[
+        int | None,
+        typer.Option(
+            "--large-bodies",
+            min=1,
+            help="Bodies over 256 KiB each worker reads and decrypts at once "
+            "(default: twice --decrypt-threads).",
+            show_default=False,
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch", min=1, help="Most payloads the sink stores in one transaction."
+        ),
+    ] = DEFAULT_MAX_BATCH,
 ) -> None:
     """Run the receiver: decrypt POSTed bodies, store the payloads, publish the public keys."""
+    if log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     with reported():
-        plan = _validate(
-            jwks,
+        config = ReceiverConfig(
+            jwks=jwks,
+            sink=sink,
+            max_body=_size(max_body, "--max-body"),
+            reload_interval=reload_interval,
+            jwks_max_age=jwks_max_age,
+            decrypt_threads=decrypt_threads,
+            large_bodies=large_bodies,
+            max_batch=max_batch,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            min_body_rate=_size(min_body_rate, "--min-body-rate"),
+            key_reload_grace=key_reload_grace,
             host=host,
             port=port,
-            sink=sink,
-            max_body=max_body,
             workers=workers,
             log_level=log_level,
             limit_concurrency=limit_concurrency,
-            timeouts=_Timeouts(header_timeout, body_timeout, min_body_rate, key_reload_grace),
         )
+        plan = _validate(config)
     warning = _raise_fd_limit(limit_concurrency + 64)  # + the sink, key file, logs, pipes...
     if warning is not None:
         typer.echo(warning, err=True)

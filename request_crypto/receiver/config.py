@@ -1,21 +1,32 @@
-"""The receiver's settings: sizes like ``64MiB``, and passing settings to worker processes.
+"""The receiver's settings, one object: `ReceiverConfig`, and sizes like ``64MiB``.
 
-With ``--workers N`` Uvicorn starts N fresh processes that import the application by name, so
-`request-crypto serve` puts its settings in environment variables and each worker builds its
-app with `request_crypto.receiver.app:app_from_env`. Stdlib only.
+`request-crypto serve` builds one ReceiverConfig from its options and uses it twice: in its own
+process (the server's settings, and the app when it runs one worker) and, through `to_env`, in
+every worker process, because with ``--workers N`` Uvicorn starts fresh processes that import
+the app by name (`request_crypto.receiver.app:app_from_env`, which is
+``create_app(ReceiverConfig.from_env())``). `create_app` takes the same object. So a setting
+is defined once, here, and no path can drop it: the round trip through the environment is
+tested field by field. Stdlib only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ..errors import InvalidArgumentError
 from ..limits import DEFAULT_MAX_BODY_SIZE
-from .sinks import DEFAULT_SINK
+from .sinks import DEFAULT_SINK, parse_sink_url
+
+if TYPE_CHECKING:
+    from ..jwks import JWKSManager
+    from ..request import RequestDecryptor
+    from .sinks import Sink
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -23,12 +34,18 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_JWKS_MAX_AGE",
     "DEFAULT_KEY_RELOAD_GRACE",
+    "DEFAULT_LIMIT_CONCURRENCY",
+    "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY",
     "DEFAULT_MIN_BODY_RATE",
     "DEFAULT_PORT",
     "DEFAULT_RELOAD_INTERVAL",
     "ENV_PREFIX",
+    "LOG_LEVELS",
+    "KeySetSource",
     "ReceiverConfig",
+    "ReceiverSettings",
+    "env_name",
     "format_size",
     "parse_size",
 ]
@@ -45,7 +62,16 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_MIN_BODY_RATE = 64 * 1024
 #: Seconds the key file may fail to reload before /healthz answers 503.
 DEFAULT_KEY_RELOAD_GRACE = 60.0
+#: The most records one `Sink.write_batch` call gets.
+DEFAULT_MAX_BATCH = 256
+#: Connections and requests one worker serves at once; Uvicorn answers 503 to more. With the
+#: app's own bound on large bodies (see `request_crypto.receiver.app`), this bounds memory.
+DEFAULT_LIMIT_CONCURRENCY = 1000
+LOG_LEVELS = ("debug", "info", "warning", "error")
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
+
+#: What the app accepts as keys: a key-set file (watched) or an already loaded set.
+KeySetSource = Union[str, os.PathLike[str], Mapping[str, Any], "JWKSManager", "RequestDecryptor"]
 
 _UNITS = {
     "": 1,
@@ -87,69 +113,194 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
-@dataclass(frozen=True)
-class ReceiverConfig:
-    """Everything `create_app` needs that can travel as text to a worker process."""
+# ---------------------------------------------------------------------------------------------
+# How each setting travels as text: (parse, format, what a valid value is)
 
-    jwks: Path
-    sink: str = DEFAULT_SINK
-    max_body: int = DEFAULT_MAX_BODY
-    reload_interval: float = DEFAULT_RELOAD_INTERVAL
-    jwks_max_age: int = DEFAULT_JWKS_MAX_AGE
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
-    min_body_rate: int = DEFAULT_MIN_BODY_RATE
-    key_reload_grace: float = DEFAULT_KEY_RELOAD_GRACE
+
+@dataclass(frozen=True)
+class _Codec:
+    parse: Callable[[str], Any]
+    format: Callable[[Any], str]
+    expected: str
+
+
+def _path_text(value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            "jwks is a loaded key set, which cannot travel to worker processes; "
+            "give ReceiverConfig the key-set file's path"
+        )
+    return str(Path(value).resolve())
+
+
+def _sink_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(
+            "sink is a Sink object, which cannot travel to worker processes; "
+            "give ReceiverConfig a sink URL"
+        )
+    return value
+
+
+def _optional(codec: _Codec) -> _Codec:
+    """The same codec with None as the empty string (a setting left to its automatic value)."""
+    return _Codec(
+        lambda text: None if text == "" else codec.parse(text),
+        lambda value: "" if value is None else codec.format(value),
+        f"{codec.expected}, or empty",
+    )
+
+
+def _sink_url(text: str) -> str:
+    parse_sink_url(text)
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(text)
+    return text
+
+
+_PATH = _Codec(Path, _path_text, "a path")
+_SINK = _Codec(_sink_url, _sink_text, "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl or -")
+_LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
+_TEXT = _Codec(str, str, "text")
+_INT = _Codec(int, str, "an integer")
+_FLOAT = _Codec(float, repr, "a number")
+_BYTES = _Codec(parse_size, str, "a size such as 1048576 or 64MiB")
+
+
+def _env(codec: _Codec) -> dict[str, _Codec]:
+    """A field's metadata: its environment codec (every field needs one: `to_env` reads all)."""
+    return {"env": codec}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceiverConfig:
+    """Every setting of the receiver: the app's (`create_app`) and the server's (`serve`).
+
+    App: `jwks` (a key-set file, watched every `reload_interval` seconds, None or 0: not
+    watched; or a loaded set: a mapping, a `JWKSManager`, a `RequestDecryptor`), `sink` (a
+    URL, or a `Sink` object the caller keeps and closes), `max_body` (bytes; larger bodies get
+    413), `jwks_max_age` (seconds of ``Cache-Control`` on the well-known set),
+    `decrypt_threads` (bodies decrypted at once; None: the cores, at least 2), `large_bodies`
+    (bodies over 256 KiB read at once; None: twice `decrypt_threads`), `max_batch` (records
+    per sink write), `body_timeout` + 1 s per `min_body_rate` bytes (else 408),
+    `key_reload_grace` (seconds a failing key file is tolerated before /healthz says 503).
+    Server (ignored by `create_app`): `host`, `port`, `workers`, `log_level`,
+    `limit_concurrency`, `header_timeout` (seconds for a request head).
+
+    Only a config whose `jwks` is a path and `sink` a URL can go to worker processes
+    (`to_env`). Values are checked when the object is made (InvalidArgumentError).
+    """
+
+    jwks: KeySetSource = field(metadata=_env(_PATH))
+    sink: str | Sink = field(default=DEFAULT_SINK, metadata=_env(_SINK))
+    max_body: int = field(default=DEFAULT_MAX_BODY, metadata=_env(_BYTES))
+    reload_interval: float | None = field(
+        default=DEFAULT_RELOAD_INTERVAL, metadata=_env(_optional(_FLOAT))
+    )
+    jwks_max_age: int = field(default=DEFAULT_JWKS_MAX_AGE, metadata=_env(_INT))
+    decrypt_threads: int | None = field(default=None, metadata=_env(_optional(_INT)))
+    large_bodies: int | None = field(default=None, metadata=_env(_optional(_INT)))
+    max_batch: int = field(default=DEFAULT_MAX_BATCH, metadata=_env(_INT))
+    header_timeout: float = field(default=DEFAULT_HEADER_TIMEOUT, metadata=_env(_FLOAT))
+    body_timeout: float = field(default=DEFAULT_BODY_TIMEOUT, metadata=_env(_FLOAT))
+    min_body_rate: int = field(default=DEFAULT_MIN_BODY_RATE, metadata=_env(_BYTES))
+    key_reload_grace: float = field(default=DEFAULT_KEY_RELOAD_GRACE, metadata=_env(_FLOAT))
+    host: str = field(default=DEFAULT_HOST, metadata=_env(_TEXT))
+    port: int = field(default=DEFAULT_PORT, metadata=_env(_INT))
+    workers: int = field(default=1, metadata=_env(_INT))
+    log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
+    limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout", "body_timeout", "min_body_rate"):
+        if isinstance(self.jwks, (str, os.PathLike)):
+            object.__setattr__(self, "jwks", Path(self.jwks))
+        if isinstance(self.sink, str):
+            parse_sink_url(self.sink)  # a bad URL fails here, not when the app starts
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise InvalidArgumentError(
+                f"log_level {self.log_level!r} refused: use one of {', '.join(LOG_LEVELS)}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise InvalidArgumentError(f"port must be 0 to 65535, not {self.port!r}")
+        at_least_one = ("max_body", "max_batch", "workers", "limit_concurrency", "min_body_rate")
+        for name in (*at_least_one, "decrypt_threads", "large_bodies"):
+            value = getattr(self, name)
+            if value is not None and not value >= 1:
+                raise InvalidArgumentError(f"{name} must be at least 1, not {value!r}")
+        for name in ("header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise InvalidArgumentError(f"{name} must be above 0, not {getattr(self, name)!r}")
-        if not self.key_reload_grace >= 0:
-            raise InvalidArgumentError(
-                f"key_reload_grace must be 0 or more, not {self.key_reload_grace!r}"
-            )
+        for name in ("key_reload_grace", "jwks_max_age", "reload_interval"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise InvalidArgumentError(f"{name} must be 0 or more, not {value!r}")
 
     def to_env(self) -> dict[str, str]:
+        """Every setting as ``REQUEST_CRYPTO_RECEIVER_<NAME>`` variables, for `from_env`."""
         return {
-            f"{ENV_PREFIX}JWKS": str(Path(self.jwks).resolve()),
-            f"{ENV_PREFIX}SINK": self.sink,
-            f"{ENV_PREFIX}MAX_BODY": str(self.max_body),
-            f"{ENV_PREFIX}RELOAD_INTERVAL": repr(self.reload_interval),
-            f"{ENV_PREFIX}JWKS_MAX_AGE": str(self.jwks_max_age),
-            f"{ENV_PREFIX}HEADER_TIMEOUT": repr(self.header_timeout),
-            f"{ENV_PREFIX}BODY_TIMEOUT": repr(self.body_timeout),
-            f"{ENV_PREFIX}MIN_BODY_RATE": str(self.min_body_rate),
-            f"{ENV_PREFIX}KEY_RELOAD_GRACE": repr(self.key_reload_grace),
+            env_name(setting.name): _codec(setting).format(getattr(self, setting.name))
+            for setting in dataclasses.fields(self)
         }
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
+        """The config `to_env` wrote (`os.environ` by default); unset variables: defaults.
+
+        A value that does not parse is refused with an error naming its variable.
+        """
         env = os.environ if environ is None else environ
-        jwks = env.get(f"{ENV_PREFIX}JWKS")
-        if not jwks:
+        if not env.get(env_name("jwks")):
             raise InvalidArgumentError(
-                f"{ENV_PREFIX}JWKS is not set: it names the private key-set file to serve"
+                f"{env_name('jwks')} is not set: it names the private key-set file to serve"
             )
-
-        def number(name: str, default: float) -> float:
-            text = env.get(f"{ENV_PREFIX}{name}")
+        values: dict[str, Any] = {}
+        for setting in dataclasses.fields(cls):
+            name = env_name(setting.name)
+            text = env.get(name)
             if text is None:
-                return default
+                continue
+            codec = _codec(setting)
             try:
-                return float(text)
-            except ValueError:
-                raise InvalidArgumentError(f"{ENV_PREFIX}{name}={text!r} is not a number") from None
+                values[setting.name] = codec.parse(text)
+            except (ValueError, InvalidArgumentError):
+                raise InvalidArgumentError(
+                    f"{name}={text!r} is not understood: write {codec.expected}"
+                ) from None
+        return cls(**values)
 
-        max_body_text = env.get(f"{ENV_PREFIX}MAX_BODY")
-        return cls(
-            jwks=Path(jwks),
-            sink=env.get(f"{ENV_PREFIX}SINK", DEFAULT_SINK),
-            max_body=parse_size(max_body_text) if max_body_text else DEFAULT_MAX_BODY,
-            reload_interval=number("RELOAD_INTERVAL", DEFAULT_RELOAD_INTERVAL),
-            jwks_max_age=int(number("JWKS_MAX_AGE", DEFAULT_JWKS_MAX_AGE)),
-            header_timeout=number("HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT),
-            body_timeout=number("BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
-            min_body_rate=int(number("MIN_BODY_RATE", DEFAULT_MIN_BODY_RATE)),
-            key_reload_grace=number("KEY_RELOAD_GRACE", DEFAULT_KEY_RELOAD_GRACE),
-        )
+
+class ReceiverSettings(TypedDict, total=False):
+    """`ReceiverConfig`'s fields but `jwks`, as keywords: `create_app(jwks, sink=..., ...)`."""
+
+    sink: str | Sink
+    max_body: int
+    reload_interval: float | None
+    jwks_max_age: int
+    decrypt_threads: int | None
+    large_bodies: int | None
+    max_batch: int
+    header_timeout: float
+    body_timeout: float
+    min_body_rate: int
+    key_reload_grace: float
+    host: str
+    port: int
+    workers: int
+    log_level: str
+    limit_concurrency: int
+
+
+def env_name(setting: str) -> str:
+    """The environment variable that carries `setting` to worker processes."""
+    return f"{ENV_PREFIX}{setting.upper()}"
+
+
+def _codec(setting: dataclasses.Field[Any]) -> _Codec:
+    codec = setting.metadata.get("env")
+    if not isinstance(codec, _Codec):
+        raise TypeError(f"ReceiverConfig.{setting.name} has no environment codec")
+    return codec

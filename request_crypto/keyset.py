@@ -1,0 +1,190 @@
+"""Key-set files as a library: create, add, rotate, remove and publish, locked and atomic.
+
+What the `request-crypto keys` commands do, for a deployment script in Python::
+
+    keys = KeySetFile.init("private_jwks.json", "telemetry-2026-11-01")
+    new_kid = keys.rotate()             # telemetry-2026-11-23 (today, UTC)
+    keys.publish("public_jwks.json")    # what senders ship
+
+Every change is one locked read-modify-write of the file (`keyfile.update_jwks`): concurrent
+writers, threads or processes, serialize instead of losing each other's keys, and a crash
+leaves the old file or the new one, never half of one. A new key is generated before the lock
+is taken (it is the slow part), its kid chosen under it. Entries of the file this module does
+not change are written back exactly as they were. Errors are RequestCryptoError subclasses
+whose messages name the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
+from .jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
+from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
+from .kids import next_kid, validate_kid
+
+__all__ = ["KeySetFile", "parse_key_set"]
+
+_SCRATCH_KID = "new"
+
+
+def parse_key_set(path: str | os.PathLike[str], document: dict[str, Any]) -> JWKManager:
+    """Validate a key-set document read from `path`; errors name the file."""
+    try:
+        return JWKManager(document)
+    except InvalidJWKSError as exc:
+        raise InvalidJWKSError(f"{path}: {exc}") from None
+
+
+def _utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def _new_private_jwk(size: int, alg: str) -> dict[str, Any]:
+    """A new private JWK; its kid is set later, under the lock, once the set is known."""
+    manager = JWKManager()
+    manager.add_key(_SCRATCH_KID, size=size, alg=alg)
+    jwk = manager.get_private_jwk(_SCRATCH_KID)
+    assert jwk is not None
+    return jwk
+
+
+def _holds_private_keys(path: Path) -> bool:
+    """Whether the regular file at `path` (no link followed: writing one is refused) is private."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            document = json.loads(read_key_set_bytes(handle, path))
+    except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
+        return False
+    return isinstance(document, dict) and is_private_set(document)
+
+
+class KeySetFile:
+    """A private key-set file on disk (0600), changed only under its lock and atomically.
+
+    The object holds the path only: every call reads the file afresh, so several processes
+    (or a person with the CLI) may change the same file meanwhile.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"KeySetFile({str(self.path)!r})"
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        kid: str,
+        *,
+        size: int = MIN_KEY_SIZE,
+        alg: str = DEFAULT_ALG,
+        force: bool = False,
+    ) -> KeySetFile:
+        """Create the file holding one new key under `kid`; an existing file only if `force`."""
+        keys = cls(path)
+        validate_kid(kid)
+        jwk = {**_new_private_jwk(size, alg), "kid": kid}
+        with locked(keys.path):
+            if keys.path.exists() and not force:
+                raise KeyFileError(
+                    f"{keys.path} already exists; replacing it (force) loses its keys, and "
+                    "bodies encrypted to them can no longer be decrypted"
+                )
+            write_jwks(keys.path, {"keys": [jwk]})
+        return keys
+
+    def add(self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG) -> dict[str, Any]:
+        """Add a new key under `kid` as the newest; returns its public JWK."""
+        validate_kid(kid)
+        return self._append(lambda _kids: kid, size, alg)
+
+    def rotate(
+        self,
+        *,
+        kid: str | None = None,
+        size: int = MIN_KEY_SIZE,
+        alg: str = DEFAULT_ALG,
+        today: date | None = None,
+    ) -> str:
+        """Add a new newest key and return its kid; older keys stay, so old bodies decrypt.
+
+        Without `kid`, it is named by `kids.next_kid`: the existing kids' common prefix (a
+        trailing date or version stripped: `kibana_8.14.0` gives `kibana`) and `today` (UTC
+        by default), e.g. ``kibana-2026-11-23``, then ``...-2`` for a second one that day.
+        """
+        if kid is not None:
+            validate_kid(kid)
+        day = _utc_today() if today is None else today
+        jwk = self._append(lambda kids: next_kid(kids, day) if kid is None else kid, size, alg)
+        return str(jwk["kid"])
+
+    def _append(
+        self, choose_kid: Callable[[list[str]], str], size: int, alg: str
+    ) -> dict[str, Any]:
+        jwk = _new_private_jwk(size, alg)
+        with update_jwks(self.path) as document:
+            manager = parse_key_set(self.path, public_halves(document))
+            if len(manager) and not is_private_set(document):
+                raise InvalidArgumentError(
+                    f"{self.path} is a public set; add keys to the private set, then publish "
+                    "its public half"
+                )
+            jwk["kid"] = validate_kid(choose_kid(manager.kids()))
+            if jwk["kid"] in manager:
+                raise InvalidArgumentError(
+                    f"{self.path} already has a key {jwk['kid']!r}; pick another kid"
+                )
+            document["keys"].append(jwk)
+        public = JWKManager({"keys": [jwk]}).get_public_jwk(jwk["kid"])
+        assert public is not None
+        return public
+
+    def remove(self, kid: str) -> list[str]:
+        """Remove the key `kid`; returns the kids left. Bodies encrypted to it no longer decrypt."""
+        with update_jwks(self.path) as document:
+            manager = parse_key_set(self.path, public_halves(document))
+            if kid not in manager:
+                raise InvalidArgumentError(
+                    f"{self.path} has no key {kid!r}; its kids are {manager.kids()}"
+                )
+            document["keys"] = [jwk for jwk in document["keys"] if jwk.get("kid") != kid]
+            manager.remove_key(kid)
+        return manager.kids()
+
+    def publish(self, output: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The public set senders ship (`kty kid use alg e n` per key), written to `output`.
+
+        `output` (mode 0644, replaced atomically, no link followed) is refused when it holds
+        private keys: overwriting the private set with its public half would lose every key.
+        """
+        public: dict[str, Any] = self.load(private=False).get_public_jwks()
+        if not public["keys"]:
+            raise InvalidJWKSError(f"{self.path} holds no keys; add one before publishing")
+        if output is not None:
+            if _holds_private_keys(Path(output)):
+                raise KeyFileError(
+                    f"{output} holds private keys (is it the private set?); "
+                    "write the public set to another file"
+                )
+            write_jwks(output, public)
+        return public
+
+    def load(self, *, private: bool = True) -> JWKManager:
+        """The set as a manager; with `private=False` only its public halves are parsed."""
+        document = read_jwks(self.path)
+        return parse_key_set(self.path, document if private else public_halves(document))
+
+    def kids(self) -> list[str]:
+        """The kids in file order; the last one is the newest."""
+        return self.load(private=False).kids()
