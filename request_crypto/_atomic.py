@@ -14,13 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import RequestCryptoError
+from .errors import OutputFileError, RequestCryptoError
 
 __all__ = ["OutputFileError", "atomic_output"]
-
-
-class OutputFileError(RequestCryptoError, OSError):
-    """The output file could not be created, written or put in place."""
 
 
 @contextlib.contextmanager

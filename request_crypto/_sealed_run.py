@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import InvalidArgumentError, RequestCryptoError
+from .errors import InputError, InvalidArgumentError, RequestCryptoError
 
 if TYPE_CHECKING:
     from .jwks import JWKManager
@@ -39,10 +39,6 @@ __all__ = [
 COMMANDS = ("seal", "open")
 STDIO = "-"
 DEFAULT_SEGMENT_SIZE = 64 * 1024
-
-
-class InputError(RequestCryptoError, OSError):
-    """INPUT cannot be read, or stdout was closed early."""
 
 
 def seal_files(

@@ -23,7 +23,11 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import DecryptionError, MalformedBodyError
+from .errors import (
+    SealedFormatError,
+    SegmentError,
+    TruncatedError,
+)
 
 __all__ = [
     "MAX_SEGMENTS",
@@ -46,28 +50,6 @@ _FINAL = b"\x01"
 _NOT_FINAL = b"\x00"
 #: Bytes moved per read or write call: about 1 MiB, whatever the segment size.
 _BATCH_BYTES = 1 << 20
-
-
-class SealedFormatError(MalformedBodyError):
-    """Not a sealed file, or one whose header or size no writer produces (checked keyless)."""
-
-
-class SegmentError(DecryptionError):
-    """A segment failed authentication: the sealed file is damaged, cut short or altered."""
-
-    MESSAGE = (
-        "unable to open the sealed file: a segment failed authentication (the file is "
-        "damaged, cut short or altered, or its data belongs to another file)"
-    )
-
-
-class TruncatedError(SegmentError):
-    """The sealed data ends early: it stops at a segment boundary before the final segment."""
-
-    MESSAGE = (
-        "the sealed file ends early: its data stops before the final segment "
-        "(truncated in transit or on disk); fetch the whole file again"
-    )
 
 
 class Readable(Protocol):

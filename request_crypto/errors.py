@@ -11,10 +11,16 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     RequestCryptoError
     ├── MissingKidError (LookupError)       encrypt to a kid the set lacks
     ├── NoKeyFoundError (LookupError)       a body for a kid this receiver cannot open
+    │   └── NoRecipientKeyError             a sealed file for none of the set's keys
     ├── DecryptionError                     any cryptographic failure, one message
+    │   ├── HeaderAuthenticationError       a sealed header that does not authenticate
+    │   └── SegmentError                    a sealed segment that does not authenticate
+    │       └── TruncatedError              sealed data cut at a segment boundary
     ├── MalformedBodyError (ValueError)     not shaped like either wire format
-    │   └── UnsupportedAlgorithmError       alg/enc outside the allow-list, `crit`
+    │   ├── UnsupportedAlgorithmError       alg/enc outside the allow-list, `crit`
+    │   └── SealedFormatError               not a sealed file, or an absurd header
     ├── PayloadTooLargeError (ValueError)   over a size limit
+    │   └── JSONBudgetError                 more JSON values than the budget
     ├── InvalidJWKSError (ValueError)       an unusable key set or key
     ├── InvalidArgumentError (ValueError)   a caller's argument (a kid, a size, a setting)
     │   └── receiver.sinks.SinkURLError     a sink URL naming no known sink
@@ -22,16 +28,22 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── BatchError                          some items of a batch failed
     ├── UsageError (alias CLIError)         what a command line was given
     ├── SinkUnavailableError                the receiver could not store a payload
+    ├── OutputFileError (OSError)           an output file cannot be made or put in place
+    ├── InputError (OSError)                INPUT cannot be read, or stdout closed early
     └── InternalSignal                      private control flow, never escapes the package
         (the receiver's refusals, a fast path declining an input, a duplicate JSON member)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "BatchError",
     "CLIError",
     "DecryptionError",
+    "HeaderAuthenticationError",
+    "InputError",
     "InternalSignal",
     "InvalidArgumentError",
     "InvalidJWKSError",
@@ -40,9 +52,14 @@ __all__ = [
     "MalformedBodyError",
     "MissingKidError",
     "NoKeyFoundError",
+    "NoRecipientKeyError",
+    "OutputFileError",
     "PayloadTooLargeError",
     "RequestCryptoError",
+    "SealedFormatError",
+    "SegmentError",
     "SinkUnavailableError",
+    "TruncatedError",
     "UnsupportedAlgorithmError",
     "UsageError",
 ]
@@ -158,3 +175,58 @@ class InternalSignal(RequestCryptoError):
     Always caught where it is raised; it subclasses RequestCryptoError only so that every
     exception class the package defines does.
     """
+
+
+# Sealed files (request_crypto.sealed) and the outputs commands write.
+
+
+class SealedFormatError(MalformedBodyError):
+    """Not a sealed file, or one whose header or size no writer produces (checked keyless)."""
+
+
+class SegmentError(DecryptionError):
+    """A segment failed authentication: the sealed file is damaged, cut short or altered."""
+
+    MESSAGE = (
+        "unable to open the sealed file: a segment failed authentication (the file is "
+        "damaged, cut short or altered, or its data belongs to another file)"
+    )
+
+
+class TruncatedError(SegmentError):
+    """The sealed data ends early: it stops at a segment boundary before the final segment."""
+
+    MESSAGE = (
+        "the sealed file ends early: its data stops before the final segment "
+        "(truncated in transit or on disk); fetch the whole file again"
+    )
+
+
+class HeaderAuthenticationError(DecryptionError):
+    """The file key did not unwrap, or the header's MAC does not match it."""
+
+    MESSAGE = (
+        "unable to open the sealed file: its header does not authenticate with this key set "
+        "(the file was not sealed to this key, or its header was altered)"
+    )
+
+
+class NoRecipientKeyError(NoKeyFoundError):
+    """None of the file's recipients is a private key the given set holds."""
+
+    def __init__(self, kids: Iterable[str]) -> None:
+        self.kids = list(kids)
+        Exception.__init__(
+            self,
+            f"the sealed file is for kid(s) {', '.join(map(repr, self.kids))}; the key set "
+            "holds the private key of none of them",
+        )
+        self.kid = None
+
+
+class OutputFileError(RequestCryptoError, OSError):
+    """The output file could not be created, written or put in place."""
+
+
+class InputError(RequestCryptoError, OSError):
+    """INPUT cannot be read, or stdout was closed early."""

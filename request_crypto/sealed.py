@@ -36,19 +36,20 @@ from ._b64 import b64url_decode_canonical, b64url_encode
 from ._stream import (
     TAG_SIZE,
     Readable,
-    SealedFormatError,
     SegmentCipher,
-    SegmentError,
-    TruncatedError,
     decrypt_segments,
     encrypt_segments,
     segment_layout,
 )
 from .errors import (
     DecryptionError,
+    HeaderAuthenticationError,
     InvalidArgumentError,
-    NoKeyFoundError,
+    NoRecipientKeyError,
     RequestCryptoError,
+    SealedFormatError,
+    SegmentError,
+    TruncatedError,
 )
 from .jwe import parse_compact
 from .jwks import JWKManager
@@ -97,28 +98,6 @@ _READ_CHUNK = 16 * 1024
 
 #: Where `open_sealed` and `seal` write: a binary file object, or a path (atomic).
 Destination = Union[IO[bytes], str, "os.PathLike[str]"]
-
-
-class HeaderAuthenticationError(DecryptionError):
-    """The file key did not unwrap, or the header's MAC does not match it."""
-
-    MESSAGE = (
-        "unable to open the sealed file: its header does not authenticate with this key set "
-        "(the file was not sealed to this key, or its header was altered)"
-    )
-
-
-class NoRecipientKeyError(NoKeyFoundError):
-    """None of the file's recipients is a private key the given set holds."""
-
-    def __init__(self, kids: Iterable[str]) -> None:
-        self.kids = list(kids)
-        Exception.__init__(
-            self,
-            f"the sealed file is for kid(s) {', '.join(map(repr, self.kids))}; the key set "
-            "holds the private key of none of them",
-        )
-        self.kid = None
 
 
 @dataclass(frozen=True)
