@@ -1,12 +1,21 @@
 """request_crypto: hybrid RSA/AES request encryption with JWK key sets.
 
 Byte-compatible both ways with the JavaScript `@elastic/request-crypto` 2.x (`elastic` format),
-plus one standard compact JWE (`jwe` format). See README.md for examples.
+plus one standard compact JWE (`jwe` format). See README.md for examples. This module only
+re-exports the public names; tests/test_architecture.py pins them.
 """
 
-from .envelope import ElasticBody, Format, detect_format, pack_body, unpack_body
-from .jwks import JWKDecryptResult, JWKManager, JWKMetadata, JWKSInput, JWKSManager
-from .passphrase import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
+from .formats import ElasticBody, Format, detect_format, pack_body, unpack_body
+from .formats.nodecrypto import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
+from .keys import (
+    JWKDecryptResult,
+    JWKManager,
+    JWKMetadata,
+    JWKSManager,
+    KeySource,
+    create_jwk_manager,
+)
+from .limits import DEFAULT_LIMITS, Limits
 from .request import (
     DecryptedRequest,
     RequestDecryptor,
@@ -16,6 +25,7 @@ from .request import (
 )
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "KEY_LENGTH_IN_BYTES",
     "DecryptedRequest",
     "ElasticBody",
@@ -24,6 +34,8 @@ __all__ = [
     "JWKManager",
     "JWKMetadata",
     "JWKSManager",
+    "KeySource",
+    "Limits",
     "PassphraseCipher",
     "RequestDecryptor",
     "RequestEncryptor",
@@ -38,8 +50,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-
-def create_jwk_manager(jwks: JWKSInput | None = None) -> JWKManager:
-    """The original's factory name (`createJWKManager`)."""
-    return JWKManager(jwks)

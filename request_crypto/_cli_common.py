@@ -20,10 +20,10 @@ from typing import IO, Any, BinaryIO, Literal, NoReturn
 import typer
 
 from ._files import file_kind
-from .envelope import Format
 from .errors import InvalidJWKSError, RequestCryptoError
-from .jwks import ENCRYPT_OPS, JWKManager, public_halves
+from .formats import Format
 from .keyfile import is_private_set, read_jwks, require_private_keys
+from .keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
 from .request import RequestEncryptor
 
 __all__ = [

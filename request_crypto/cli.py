@@ -49,10 +49,10 @@ from ._cli_common import (
     shown,
     with_keys,
 )
-from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
-from .jwks import DECRYPT_OPS, JWKManager
+from .formats import Format, detect_format
 from .keyfile import is_private_set, locked, update_jwks, write_jwks
+from .keys.jwks import DECRYPT_OPS, JWKManager
 from .limits import DEFAULT_MAX_BODY_SIZE
 from .request import RequestDecryptor
 

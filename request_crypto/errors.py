@@ -18,6 +18,7 @@ __all__ = [
     "KeyFileError",
     "MalformedBodyError",
     "MissingKidError",
+    "MissingKidInBodyError",
     "NoKeyFoundError",
     "PayloadTooLargeError",
     "RequestCryptoError",
@@ -115,3 +116,21 @@ class BatchError(RequestCryptoError):
         )
         self.results = results
         self.failures = failures
+
+
+class MissingKidInBodyError(NoKeyFoundError):
+    """A `jwe` body names no kid, and not exactly one key of the set fits its `alg`.
+
+    A kid-less JWE (as RFC 7516 A.1 and most JOSE libraries write it) is opened with the one
+    private key that fits; with none or several, the sender has to name its kid.
+    """
+
+    def __init__(self, fitting: int, alg: str) -> None:
+        keys = "no key" if fitting == 0 else f"{fitting} keys"
+        RequestCryptoError.__init__(
+            self,
+            f"the body names no kid and {keys} of this set could open it ({alg}); "
+            "senders must set the kid header",
+        )
+        self.kid = None
+        self.fitting = fitting

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from ._files import (
     parent_directory,
 )
 from .errors import InvalidArgumentError, KeyFileError
-from .jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
+from .keys.jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
 
 __all__ = [
     "PRIVATE_MODE",
@@ -60,6 +59,7 @@ logger = logging.getLogger("request_crypto")
 
 
 def is_private_set(document: Mapping[str, Any]) -> bool:
+    """Whether any key of the set document carries a private member."""
     keys = document.get("keys")
     return isinstance(keys, list) and any(
         isinstance(k, Mapping) and any(m in k for m in PRIVATE_MEMBERS) for k in keys
@@ -296,6 +296,8 @@ def _lock(dir_fd: int, name: str, path: Path) -> Iterator[None]:
                 info = os.fstat(fd)
                 if (info.st_uid, info.st_gid) != owner:
                     os.fchown(fd, *owner)
+        import fcntl  # noqa: PLC0415 - here only: no lock is taken on Windows, where senders still import us
+
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

@@ -34,8 +34,8 @@ from starlette.applications import Starlette
 from request_crypto import JWKManager, RequestEncryptor
 from request_crypto._b64 import b64url_decode, b64url_encode
 from request_crypto.errors import InvalidArgumentError
-from request_crypto.jwks import PRIVATE_MEMBERS, PUBLIC_MEMBERS
 from request_crypto.keyfile import update_jwks, write_jwks
+from request_crypto.keys.jwks import PRIVATE_MEMBERS, PUBLIC_MEMBERS
 from request_crypto.receiver import (
     JSONLSink,
     ReceivedPayload,
@@ -835,7 +835,7 @@ def test_jsonl_sink_through_the_server(tmp_path: Path, keys: JWKManager) -> None
 
 def make_record(payload: Any) -> ReceivedPayload:
     from request_crypto._json import dumps_utf8
-    from request_crypto.jwks import JWKMetadata
+    from request_crypto.keys.jwks import JWKMetadata
 
     return ReceivedPayload(
         id=str(uuid.uuid4()),

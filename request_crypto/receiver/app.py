@@ -75,8 +75,8 @@ from ..errors import (
     PayloadTooLargeError,
     RequestCryptoError,
 )
-from ..jwks import JWKSManager
 from ..keyfile import read_jwks, require_private_keys
+from ..keys.jwks import JWKSManager
 from ..request import DecryptedRequest, RequestDecryptor
 from .config import (
     DEFAULT_BODY_TIMEOUT,

@@ -111,6 +111,7 @@ class ReceiverConfig:
             )
 
     def to_env(self) -> dict[str, str]:
+        """The environment `from_env` reads this configuration back from."""
         return {
             f"{ENV_PREFIX}JWKS": str(Path(self.jwks).resolve()),
             f"{ENV_PREFIX}SINK": self.sink,
@@ -125,6 +126,7 @@ class ReceiverConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
+        """The configuration in `environ` (default: os.environ), as `to_env` writes it."""
         env = os.environ if environ is None else environ
         jwks = env.get(f"{ENV_PREFIX}JWKS")
         if not jwks:
