@@ -77,6 +77,7 @@ from ..errors import (
 )
 from ..keyfile import read_jwks, require_private_keys
 from ..keys.jwks import JWKSManager
+from ..limits import Limits
 from ..request import DecryptedRequest, RequestDecryptor
 from .config import (
     DEFAULT_BODY_TIMEOUT,
@@ -148,8 +149,8 @@ def _generation(decryptor: RequestDecryptor) -> _KeyGeneration:
 
 
 def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
-    # A payload may be no larger than a body may be, also after decompression (`zip`).
-    return RequestDecryptor(jwks, max_body_size=max_body, max_inflated_size=max_body)
+    # Only the body size is the receiver's own; every other limit is the library's default.
+    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body))
 
 
 def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:
