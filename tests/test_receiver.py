@@ -342,7 +342,8 @@ def hostile_bodies(keys: JWKManager, marker: str) -> list[tuple[str, bytes | str
         ("crit header", swap_header(good_jwe, {**header, "crit": ["exp"], "exp": 1}), 400),
         ("alg differs from key", swap_header(good_jwe, {**header, "alg": "RSA-OAEP-256"}), 400),
         ("zip not DEF", swap_header(good_jwe, {**header, "zip": "GZIP"}), 400),
-        ("no kid", swap_header(good_jwe, {k: v for k, v in header.items() if k != "kid"}), 422),
+        # No kid: the one RSA-OAEP key of the set is tried, and the altered header (AAD) fails.
+        ("no kid", swap_header(good_jwe, {k: v for k, v in header.items() if k != "kid"}), 400),
         ("unknown kid", swap_header(good_jwe, {**header, "kid": "nobody"}), 422),
         ("other receiver's key", other.encrypt_jwe("stranger", b'{"a":1}'), 422),
         ("header replaced (AAD)", swap_header(good_jwe, {**header, "x": 1}), 400),
