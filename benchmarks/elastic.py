@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from request_crypto import RequestDecryptor, RequestEncryptor
-from request_crypto.jwks import parse_jwks
+from request_crypto.keys.jwks import parse_jwks
 
 from .core import (
     CORES,

@@ -2,32 +2,34 @@
 
 Byte-compatible both ways with the JavaScript `@elastic/request-crypto` 2.x (`elastic` format),
 plus one standard compact JWE (`jwe` format), and sealed files (streams of any size). See
-README.md for examples.
-
-Names are imported on first use (PEP 562), so `request-crypto seal`/`open` start without
-loading the request machinery they do not need.
+README.md for examples. This module only re-exports the public names;
+tests/test_architecture.py pins them.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .envelope import ElasticBody, Format, detect_format, pack_body, unpack_body
-    from .jwks import JWKDecryptResult, JWKManager, JWKMetadata, JWKSInput, JWKSManager
-    from .keyset import KeySetFile
-    from .passphrase import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
-    from .request import (
-        DecryptedRequest,
-        RequestDecryptor,
-        RequestEncryptor,
-        create_request_decryptor,
-        create_request_encryptor,
-    )
-    from .sealed import SealedInfo, SealedReader, inspect_sealed, open_sealed, seal
+from .formats import ElasticBody, Format, detect_format, pack_body, unpack_body
+from .formats.nodecrypto import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
+from .keys import (
+    JWKDecryptResult,
+    JWKManager,
+    JWKMetadata,
+    JWKSInput,
+    JWKSManager,
+    KeySource,
+    create_jwk_manager,
+)
+from .keyset import KeySetFile
+from .limits import DEFAULT_LIMITS, Limits
+from .request import (
+    DecryptedRequest,
+    RequestDecryptor,
+    RequestEncryptor,
+    create_request_decryptor,
+    create_request_encryptor,
+)
+from .sealed import SealedInfo, SealedReader, inspect_sealed, open_sealed, seal
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "KEY_LENGTH_IN_BYTES",
     "DecryptedRequest",
     "ElasticBody",
@@ -38,6 +40,8 @@ __all__ = [
     "JWKSInput",
     "JWKSManager",
     "KeySetFile",
+    "KeySource",
+    "Limits",
     "PassphraseCipher",
     "RequestDecryptor",
     "RequestEncryptor",
@@ -57,39 +61,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-#: Where each exported name lives.
-_MODULES = {
-    "envelope": ("ElasticBody", "Format", "detect_format", "pack_body", "unpack_body"),
-    "jwks": ("JWKDecryptResult", "JWKManager", "JWKMetadata", "JWKSInput", "JWKSManager"),
-    "keyset": ("KeySetFile",),
-    "passphrase": ("KEY_LENGTH_IN_BYTES", "PassphraseCipher", "generate_passphrase"),
-    "request": (
-        "DecryptedRequest",
-        "RequestDecryptor",
-        "RequestEncryptor",
-        "create_request_decryptor",
-        "create_request_encryptor",
-    ),
-    "sealed": ("SealedInfo", "SealedReader", "inspect_sealed", "open_sealed", "seal"),
-}
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
-def create_jwk_manager(jwks: JWKSInput | None = None) -> JWKManager:
-    """The original's factory name (`createJWKManager`)."""
-    manager: JWKManager = __getattr__("JWKManager")(jwks)
-    return manager

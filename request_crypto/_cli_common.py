@@ -21,10 +21,10 @@ from typing import IO, Annotated, Any, BinaryIO, Literal, NoReturn
 import typer
 
 from ._files import file_kind
-from .envelope import Format
 from .errors import CLIError, RequestCryptoError
-from .jwks import ENCRYPT_OPS, JWKManager, public_halves
+from .formats import Format
 from .keyfile import is_private_set, read_jwks, require_private_keys
+from .keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
 from .keyset import KeySetFile, parse_key_set
 from .request import RequestEncryptor
 

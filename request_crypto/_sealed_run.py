@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .errors import InputError, InvalidArgumentError, RequestCryptoError
 
 if TYPE_CHECKING:
-    from .jwks import JWKManager
+    from .keys.jwks import JWKManager
 
 __all__ = [
     "COMMANDS",
@@ -74,8 +74,8 @@ def open_files(jwks: Path, source: str, output: str) -> None:
 def key_set(path: Path) -> JWKManager:
     """The key set at `path`; errors name the file."""
     from .errors import InvalidJWKSError
-    from .jwks import JWKManager
     from .keyfile import read_jwks
+    from .keys.jwks import JWKManager
 
     try:
         return JWKManager(read_jwks(path))

@@ -47,9 +47,9 @@ from ._cli_common import (
 )
 from ._cli_sealed import describe_sealed
 from ._cli_sealed import register as register_sealed_commands
-from .envelope import Format, detect_format
 from .errors import DecryptionError, MalformedBodyError, NoKeyFoundError
-from .jwks import DECRYPT_OPS, JWKManager
+from .formats import Format, detect_format
+from .keys.jwks import DECRYPT_OPS, JWKManager
 from .keyset import KeySetFile
 from .kids import DEFAULT_KID_PREFIX, kid_prefix, next_kid
 from .limits import DEFAULT_MAX_BODY_SIZE

@@ -51,6 +51,7 @@ __all__ = [
     "KeyFileError",
     "MalformedBodyError",
     "MissingKidError",
+    "MissingKidInBodyError",
     "NoKeyFoundError",
     "NoRecipientKeyError",
     "OutputFileError",
@@ -230,3 +231,21 @@ class OutputFileError(RequestCryptoError, OSError):
 
 class InputError(RequestCryptoError, OSError):
     """INPUT cannot be read, or stdout was closed early."""
+
+
+class MissingKidInBodyError(NoKeyFoundError):
+    """A `jwe` body names no kid, and not exactly one key of the set fits its `alg`.
+
+    A kid-less JWE (as RFC 7516 A.1 and most JOSE libraries write it) is opened with the one
+    private key that fits; with none or several, the sender has to name its kid.
+    """
+
+    def __init__(self, fitting: int, alg: str) -> None:
+        keys = "no key" if fitting == 0 else f"{fitting} keys"
+        RequestCryptoError.__init__(
+            self,
+            f"the body names no kid and {keys} of this set could open it ({alg}); "
+            "senders must set the kid header",
+        )
+        self.kid = None
+        self.fitting = fitting

@@ -40,7 +40,7 @@ from ._files import (
     parent_directory,
 )
 from .errors import InvalidArgumentError, KeyFileError
-from .jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
+from .keys.jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
 
 __all__ = [
     "PRIVATE_MODE",
@@ -60,6 +60,7 @@ logger = logging.getLogger("request_crypto")
 
 
 def is_private_set(document: Mapping[str, Any]) -> bool:
+    """Whether any key of the set document carries a private member."""
     keys = document.get("keys")
     return isinstance(keys, list) and any(
         isinstance(k, Mapping) and any(m in k for m in PRIVATE_MEMBERS) for k in keys

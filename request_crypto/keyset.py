@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
-from .jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
 from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
+from .keys.jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
 from .kids import next_kid, validate_kid
 
 __all__ = ["KeySetFile", "parse_key_set"]

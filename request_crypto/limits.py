@@ -1,17 +1,26 @@
-"""The default size limits, in one place: every body may come from an attacker.
+"""The size limits, in one place: every body may come from an attacker.
 
-Each limit is checked before the work it bounds (RSA, PBKDF2, inflate, JSON parsing), and
-each can be changed per `RequestDecryptor` (and per receiver, `--max-body`).
+Each limit is checked before the work it bounds (RSA, PBKDF2, inflate, JSON parsing). They
+travel together as one frozen `Limits` object, validated once when it is built, so a
+misspelt limit is a type error and a bad value fails at configuration time, not per body:
+
+    RequestDecryptor(jwks, limits=Limits(max_body_size=64 * 1024 * 1024))
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
+from .errors import InvalidArgumentError
+
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_INFLATED_SIZE",
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_JSON_VALUES",
     "DEFAULT_MAX_WRAPPED_KEY_SIZE",
+    "Limits",
 ]
 
 #: A whole body (either format), and a compact JWE given to JWKManager.decrypt directly.
@@ -35,3 +44,43 @@ DEFAULT_MAX_JSON_VALUES = 1_000_000
 #: leaves a wide margin and keeps recursive consumers (the parsers, json.dumps, a sink's own
 #: walk at up to 3 frames a level) under Python's recursion limit of 1,000.
 DEFAULT_MAX_JSON_DEPTH = 256
+
+
+#: The unit of each limit, for error messages.
+_UNITS = {"max_json_values": "values", "max_json_depth": "levels"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one body may cost a receiver; every field is a whole number >= 1.
+
+    Build one with only the fields to change (``Limits(max_body_size=...)``) or derive one
+    with `dataclasses.replace`; both validate. The defaults are the DEFAULT_* constants,
+    whose comments above say why each value was chosen.
+    """
+
+    #: Bytes of a whole body as received (either format; a compact JWE given to
+    #: `JWKManager.decrypt` too). Checked first, before anything is decoded.
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    #: Bytes of the `elastic` format's wrapped key (a compact JWE), checked before its RSA work.
+    max_wrapped_key_size: int = DEFAULT_MAX_WRAPPED_KEY_SIZE
+    #: Bytes of a decrypted payload, either format, checked before the payload is decrypted
+    #: where its length shows (the ciphertext), else while inflating.
+    max_inflated_size: int = DEFAULT_MAX_INFLATED_SIZE
+    #: JSON values in a decrypted payload, member names included, counted before the parse.
+    max_json_values: int = DEFAULT_MAX_JSON_VALUES
+    #: Levels of nested containers in a decrypted payload, checked before the parse.
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+
+    def __post_init__(self) -> None:
+        for limit in fields(self):
+            value = getattr(self, limit.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                unit = _UNITS.get(limit.name, "bytes")
+                raise InvalidArgumentError(
+                    f"{limit.name} must be a whole number of {unit} >= 1, not {value!r}"
+                )
+
+
+#: The limits used wherever none are given.
+DEFAULT_LIMITS = Limits()

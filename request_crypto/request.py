@@ -1,8 +1,8 @@
 """RequestEncryptor and RequestDecryptor: the sender's and the receiver's whole job.
 
-`elastic` body (JavaScript-compatible): a fresh 32-byte passphrase per request encrypts the
-payload (node-crypto port) and is itself wrapped in an RSA-OAEP JWE for the receiver's kid.
-`jwe` body: the payload in one standard compact JWE (RSA-OAEP[-256] + A256GCM).
+Both dispatch through `formats.REGISTRY` (`elastic`, JavaScript-compatible; `jwe`, one
+standard compact JWE). The decryptor applies the `Limits` here, once for every format: the
+body's size before the format sees it, the JSON budget to the plaintext it returns.
 """
 
 from __future__ import annotations
@@ -12,43 +12,24 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, overload
 
 from ._json import dumps_utf8, loads_payload
-from .envelope import (
-    Format,
-    detect_format,
-    pack_encrypted_payload,
-    unpack_body,
-    unpack_encrypted_payload,
-)
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
 from .errors import RequestCryptoError as _Error
-from .jwe import check_wire_jwe
-from .jwks import (
-    JWKDecryptResult,
-    JWKManager,
-    JWKMetadata,
-    JWKSInput,
-    JWKSManager,
-    load_jwks_document,
-    public_halves,
-)
+from .formats import REGISTRY, Format, Opened, detect_format
 from .keyfile import read_jwks
+from .keys.jwks import JWKManager, JWKSInput, JWKSManager, load_jwks_document, public_halves
+from .keys.source import JWKMetadata
 from .limits import (
+    DEFAULT_LIMITS,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_INFLATED_SIZE,
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_JSON_VALUES,
     DEFAULT_MAX_WRAPPED_KEY_SIZE,
-)
-from .passphrase import (
-    HEADER_LENGTH,
-    PassphraseCipher,
-    check_layout,
-    decode_standard_base64,
-    generate_passphrase,
+    Limits,
 )
 
 __all__ = [
@@ -75,10 +56,19 @@ def _as_format(value: Format | str) -> Format:
         raise InvalidArgumentError(f"format {value!r} is unknown: use 'elastic' or 'jwe'") from None
 
 
-def _limit(name: str, value: int, unit: str = "bytes") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a whole number of {unit} >= 1, not {value!r}")
-    return value
+def _limits(limits: Limits | None, **changes: int | None) -> Limits:
+    """`limits` (default: DEFAULT_LIMITS) with the keywords given; validated by Limits."""
+    if limits is not None and not isinstance(limits, Limits):
+        raise InvalidArgumentError(f"limits must be a Limits object, not {type(limits).__name__}")
+    given = {name: value for name, value in changes.items() if value is not None}
+    return replace(limits or DEFAULT_LIMITS, **given) if given else limits or DEFAULT_LIMITS
+
+
+def _path_given(jwks: object) -> bool:
+    """A path where a key set was expected: a PathLike, or text that cannot be JSON."""
+    if isinstance(jwks, os.PathLike):
+        return True
+    return isinstance(jwks, str) and not jwks.lstrip().startswith(("{", "["))
 
 
 def _public_only(jwks: JWKSInput) -> dict[str, Any]:
@@ -153,6 +143,7 @@ class DecryptedRequest:
 
     @property
     def kid(self) -> str:
+        """The kid of the key that opened the body."""
         return str(self.metadata.key["kid"])
 
 
@@ -160,6 +151,11 @@ class RequestEncryptor:
     """The sender's side: encrypts JSON payloads to a kid of a public key set."""
 
     def __init__(self, jwks: JWKSInput, *, format: Format | str = Format.ELASTIC) -> None:
+        if _path_given(jwks):
+            raise InvalidArgumentError(
+                f"{str(jwks)[:80]!r} is not a key set: to read one from a file, use "
+                "RequestEncryptor.from_file(path)"
+            )
         self.format = _as_format(format)
         self._keys = JWKManager(_public_only(jwks))
         self._workers = _Workers()
@@ -168,6 +164,7 @@ class RequestEncryptor:
     def from_file(
         cls, path: str | os.PathLike[str], *, format: Format | str = Format.ELASTIC
     ) -> RequestEncryptor:
+        """An encryptor for the public halves of the key-set file at `path`."""
         return cls(read_jwks(path), format=format)
 
     @property
@@ -176,21 +173,14 @@ class RequestEncryptor:
         return self._keys
 
     def kids(self) -> list[str]:
+        """The kids this encryptor can encrypt to."""
         return self._keys.kids()
 
     def encrypt(self, kid: str, payload: Any) -> str:
         """Encrypt any JSON value to `kid`; returns the body as text."""
         if kid not in self._keys:
             raise MissingKidError(kid)
-        plaintext = dumps_utf8(payload)
-        if self.format is Format.JWE:
-            return self._keys.encrypt_jwe(kid, plaintext)
-        passphrase = generate_passphrase()
-        # pack_body(key, encrypt_bytes(plaintext)) without a whole base64 text in between:
-        # the sealed layout goes through both base64 layers a chunk at a time.
-        layout = PassphraseCipher(passphrase)._seal(plaintext)
-        del plaintext
-        return pack_encrypted_payload(self._keys.encrypt(kid, passphrase), layout)
+        return REGISTRY[self.format].seal(self._keys, kid, dumps_utf8(payload))
 
     @overload
     def encrypt_many(
@@ -240,28 +230,52 @@ class RequestDecryptor:
         self,
         jwks: JWKSInput,
         *,
-        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-        max_wrapped_key_size: int = DEFAULT_MAX_WRAPPED_KEY_SIZE,
-        max_inflated_size: int = DEFAULT_MAX_INFLATED_SIZE,
-        max_json_values: int = DEFAULT_MAX_JSON_VALUES,
-        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        limits: Limits | None = None,
+        max_body_size: int | None = None,
+        max_wrapped_key_size: int | None = None,
+        max_inflated_size: int | None = None,
+        max_json_values: int | None = None,
+        max_json_depth: int | None = None,
     ) -> None:
+        """`limits` (default: DEFAULT_LIMITS); a `max_*` keyword given replaces that field."""
         self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
         self._workers = _Workers()
-        self.max_body_size = _limit("max_body_size", max_body_size)
-        self.max_wrapped_key_size = _limit("max_wrapped_key_size", max_wrapped_key_size)
-        #: The decrypted payload of either format, in bytes (after inflating, for a JWE).
-        self.max_inflated_size = _limit("max_inflated_size", max_inflated_size)
-        #: The JSON budget of a decrypted payload: values (member names included), and depth.
-        self.max_json_values = _limit("max_json_values", max_json_values, "values")
-        self.max_json_depth = _limit("max_json_depth", max_json_depth, "levels")
+        #: What one body may cost (see `Limits`).
+        self.limits = _limits(
+            limits,
+            max_body_size=max_body_size,
+            max_wrapped_key_size=max_wrapped_key_size,
+            max_inflated_size=max_inflated_size,
+            max_json_values=max_json_values,
+            max_json_depth=max_json_depth,
+        )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **limits: int) -> RequestDecryptor:
-        return cls(read_jwks(path), **limits)
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        limits: Limits | None = None,
+        max_body_size: int | None = None,
+        max_wrapped_key_size: int | None = None,
+        max_inflated_size: int | None = None,
+        max_json_values: int | None = None,
+        max_json_depth: int | None = None,
+    ) -> RequestDecryptor:
+        """A decryptor for the key-set file at `path`; keywords as for the constructor."""
+        return cls(
+            read_jwks(path),
+            limits=limits,
+            max_body_size=max_body_size,
+            max_wrapped_key_size=max_wrapped_key_size,
+            max_inflated_size=max_inflated_size,
+            max_json_values=max_json_values,
+            max_json_depth=max_json_depth,
+        )
 
     @property
     def keys(self) -> JWKManager:
+        """The key set this decryptor opens bodies with."""
         return self._keys
 
     def decrypt(self, body: str | bytes) -> Any:
@@ -270,45 +284,19 @@ class RequestDecryptor:
 
     def decrypt_request(self, body: str | bytes) -> DecryptedRequest:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
-        payload, format, opened = self._decrypt(body)
-        return DecryptedRequest(payload, format, opened.metadata)
+        return DecryptedRequest(*self._decrypt(body))
 
-    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKDecryptResult]:
-        """The payload, the format, and the JWE that carried it (the wrapped key's, if elastic)."""
-        if self._check(body) is Format.JWE:
-            check_wire_jwe(body, max_plaintext=self.max_inflated_size)
-            result = self._keys.decrypt(
-                body, max_token_size=self.max_body_size, max_plaintext=self.max_inflated_size
-            )
-            return self._loads(result.payload), Format.JWE, result
-        # The payload's structure is checked before any RSA or PBKDF2 work is spent on it.
-        # Canonical bodies (what both implementations write) are decoded in bounded memory;
-        # anything else takes the general path, which raises the error it deserves.
-        unpacked: tuple[str, bytes | bytearray] | None = unpack_encrypted_payload(body)
-        if unpacked is None:
-            parts = unpack_body(body)
-            encrypted_payload: bytes | bytearray = decode_standard_base64(
-                parts.encrypted_payload, "the encrypted payload"
-            )
-            unpacked = parts.encrypted_aes_key, encrypted_payload
-            del parts, encrypted_payload
-        encrypted_aes_key, raw = unpacked
-        del unpacked
-        check_layout(raw)
-        if len(raw) - HEADER_LENGTH > self.max_inflated_size:  # GCM: as long as the plaintext
-            raise PayloadTooLargeError(
-                "the decrypted payload", len(raw) - HEADER_LENGTH, self.max_inflated_size
-            )
-        wrapped = self._keys.unwrap_passphrase(
-            encrypted_aes_key, max_token_size=self.max_wrapped_key_size
-        )
-        plaintext = PassphraseCipher(wrapped.payload).decrypt_bytes(raw)
-        del raw  # freed before the JSON parse, which needs memory of its own
-        return self._loads(plaintext), Format.ELASTIC, wrapped
+    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata]:
+        """The one path of every format: size, detect, open, then the JSON budget."""
+        format = self._check(body)
+        opened = REGISTRY[format].open(self._keys, body, self.limits)
+        return self._loads(opened), format, opened.metadata
 
-    def _loads(self, plaintext: bytes | bytearray) -> Any:
+    def _loads(self, opened: Opened) -> Any:
+        """The JSON budget, for every format; the plaintext is freed as soon as it is parsed."""
+        limits = self.limits
         return loads_payload(
-            plaintext, max_values=self.max_json_values, max_depth=self.max_json_depth
+            opened.plaintext, max_values=limits.max_json_values, max_depth=limits.max_json_depth
         )
 
     def get_jwk_metadata(self, body: str | bytes) -> JWKMetadata:
@@ -318,15 +306,17 @@ class RequestDecryptor:
         payload would still report its key; here it fails as `decrypt` does, at the cost of
         a decrypt (the payload is discarded).
         """
-        return self._decrypt(body)[2].metadata
+        return self._decrypt(body)[2]
 
     def _check(self, body: str | bytes) -> Format:
-        if isinstance(body, (str, bytes, bytearray)) and len(body) > self.max_body_size:
-            raise PayloadTooLargeError("the body", len(body), self.max_body_size)
+        limit = self.limits.max_body_size
+        if isinstance(body, (str, bytes, bytearray)) and len(body) > limit:
+            raise PayloadTooLargeError("the body", len(body), limit)
         return detect_format(body)  # also refuses anything that is not str or bytes
 
     def get_public_component(self, kid: str) -> dict[str, str] | None:
-        return self._keys.get_public_jwk(kid)
+        """The public JWK of `kid` (the original's `getPublicComponent`), or None."""
+        return self._keys.public_jwk(kid)
 
     def get_well_knowns(self) -> dict[str, list[dict[str, str]]]:
         """The public set, for publishing at /.well-known/jwks.json."""
@@ -362,6 +352,23 @@ def create_request_encryptor(
     return RequestEncryptor(jwks, format=format)
 
 
-def create_request_decryptor(jwks: JWKSInput, **limits: int) -> RequestDecryptor:
-    """The original's factory name (`createRequestDecryptor`)."""
-    return RequestDecryptor(jwks, **limits)
+def create_request_decryptor(
+    jwks: JWKSInput,
+    *,
+    limits: Limits | None = None,
+    max_body_size: int | None = None,
+    max_wrapped_key_size: int | None = None,
+    max_inflated_size: int | None = None,
+    max_json_values: int | None = None,
+    max_json_depth: int | None = None,
+) -> RequestDecryptor:
+    """The original's factory name (`createRequestDecryptor`); keywords as for the class."""
+    return RequestDecryptor(
+        jwks,
+        limits=limits,
+        max_body_size=max_body_size,
+        max_wrapped_key_size=max_wrapped_key_size,
+        max_inflated_size=max_inflated_size,
+        max_json_values=max_json_values,
+        max_json_depth=max_json_depth,
+    )

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._atomic import atomic_output
 from ._b64 import b64url_decode_canonical, b64url_encode
+from ._jose import parse_compact
 from ._stream import (
     TAG_SIZE,
     Readable,
@@ -51,8 +52,7 @@ from .errors import (
     SegmentError,
     TruncatedError,
 )
-from .jwe import parse_compact
-from .jwks import JWKManager
+from .keys.jwks import JWKManager
 from .limits import DEFAULT_MAX_WRAPPED_KEY_SIZE
 
 __all__ = [

@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from request_crypto import RequestDecryptor, RequestEncryptor, unpack_body  # noqa: E402
+from request_crypto._jose import encrypt_compact  # noqa: E402
 from request_crypto.errors import RequestCryptoError  # noqa: E402
-from request_crypto.jwe import encrypt_compact  # noqa: E402
 
 FIXTURES = ROOT / "fixtures"
 DEFAULT_DIR = Path(os.environ.get("REQUEST_CRYPTO_FUZZ_DIR", "/tmp/request_crypto_fuzz"))

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from request_crypto import JWKManager, PassphraseCipher, RequestDecryptor, pack_body
+from request_crypto._jose import encrypt_compact
 from request_crypto._json import measure_json
 from request_crypto.errors import (
     JSONBudgetError,
@@ -31,7 +32,6 @@ from request_crypto.errors import (
     PayloadTooLargeError,
     UnsupportedAlgorithmError,
 )
-from request_crypto.jwe import encrypt_compact
 from request_crypto.limits import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_INFLATED_SIZE,
@@ -276,7 +276,9 @@ def test_jwe_zip_refused_before_any_key_is_used(
     # The elastic wrapped key is a zip=DEF JWE too: it still opens.
     assert RequestDecryptor(world["keys"]).decrypt(_body(world, "elastic", b"[1]")) == [1]
     calls: list[str] = []
-    monkeypatch.setattr("request_crypto.jwks.decrypt_compact", lambda *a, **k: calls.append("rsa"))
+    monkeypatch.setattr(
+        "request_crypto.keys.source.decrypt_compact", lambda *a, **k: calls.append("rsa")
+    )
     public = world["public"]._keys["k"].public_key
     header = {"alg": "RSA-OAEP", "enc": "A256GCM", "zip": "DEF", "kid": "k"}
     body = encrypt_compact(public, header, b"[]")

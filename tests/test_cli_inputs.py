@@ -17,8 +17,8 @@ from test_cli import fails, invoke, ok
 
 from request_crypto import _cli_common
 from request_crypto._cli_common import CLIError, read_input
-from request_crypto.envelope import pack_body, unpack_body
-from request_crypto.jwks import PRIVATE_MEMBERS
+from request_crypto.formats.elastic import pack_body, unpack_body
+from request_crypto.keys.jwks import PRIVATE_MEMBERS
 from request_crypto.limits import DEFAULT_MAX_BODY_SIZE
 
 MiB = 1024 * 1024

@@ -3,13 +3,21 @@ no chained exception that could carry key material."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from request_crypto import JWKManager, PassphraseCipher, RequestDecryptor, RequestEncryptor
+from request_crypto import (
+    DEFAULT_LIMITS,
+    JWKManager,
+    Limits,
+    PassphraseCipher,
+    RequestDecryptor,
+    RequestEncryptor,
+)
 from request_crypto.errors import (
     BatchError,
     InvalidArgumentError,
@@ -94,7 +102,27 @@ def test_decryptor_limits_must_be_positive_whole_numbers(
     private_jwks: dict[str, Any], value: Any
 ) -> None:
     with pytest.raises(InvalidArgumentError, match="max_body_size"):
-        RequestDecryptor(private_jwks, max_body_size=value)
+        Limits(max_body_size=value)
+    if value is not None:  # the keyword's None means "as in `limits`", tested below
+        with pytest.raises(InvalidArgumentError, match="max_body_size"):
+            RequestDecryptor(private_jwks, max_body_size=value)
+    with pytest.raises(InvalidArgumentError, match="max_body_size"):
+        dataclasses.replace(DEFAULT_LIMITS, max_body_size=value)
+
+
+def test_decryptor_limits_keywords_replace_fields_of_limits(private_jwks: dict[str, Any]) -> None:
+    base = Limits(max_body_size=5000, max_json_depth=7)
+    decryptor = RequestDecryptor(private_jwks, limits=base, max_body_size=None, max_json_values=9)
+    assert decryptor.limits == Limits(max_body_size=5000, max_json_depth=7, max_json_values=9)
+    assert RequestDecryptor(private_jwks).limits == DEFAULT_LIMITS == Limits()
+    with pytest.raises(InvalidArgumentError, match="Limits object"):
+        RequestDecryptor(private_jwks, limits={"max_body_size": 5})  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.max_body_size = 1  # type: ignore[misc]
+    with pytest.raises(TypeError, match="max_bdy_size"):
+        Limits(max_bdy_size=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Limits(1)  # type: ignore[misc]  # keyword-only: no positional limits
 
 
 def test_an_oversize_body_is_too_large_whatever_its_shape(private_jwks: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""envelope.py: the `elastic` body (pack_body / unpack_body), Format and format detection."""
+"""formats/elastic.py and formats/__init__.py: the `elastic` body, Format, format detection."""
 
 from __future__ import annotations
 

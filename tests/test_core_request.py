@@ -28,7 +28,6 @@ from request_crypto import (
     create_request_encryptor,
     detect_format,
     generate_passphrase,
-    jwks,
     pack_body,
     unpack_body,
 )
@@ -41,6 +40,7 @@ from request_crypto.errors import (
     MissingKidError,
     NoKeyFoundError,
 )
+from request_crypto.keys import jwks
 
 #: One JavaScript-made RSA-OAEP key and one RSA-OAEP-256 key made here.
 KIDS = ["kibana_1", PYTHON_KIDS["RSA-OAEP-256"]]
@@ -406,7 +406,7 @@ def test_create_request_decryptor_passes_limits(private_jwks: dict[str, Any]) ->
     assert isinstance(decryptor, RequestDecryptor)
     assert decryptor.decrypt(body) == {"a": 1}
     assert (
-        create_request_decryptor(private_jwks, max_body_size=len(body) - 1).max_body_size
+        create_request_decryptor(private_jwks, max_body_size=len(body) - 1).limits.max_body_size
         == len(body) - 1
     )
 
@@ -475,4 +475,4 @@ def test_keys_are_parsed_once_not_per_request(
     # The counters do see parsing: building a manager parses each of its keys.
     JWKManager(decryptor.get_well_knowns())
     assert calls["_Key.__init__"] == len(private_set["keys"])
-    assert calls["request_crypto.jwks._cryptography_keys"] == len(private_set["keys"])
+    assert calls["request_crypto.keys.jwks._cryptography_keys"] == len(private_set["keys"])

@@ -1,6 +1,6 @@
 """The throughput paths give exactly what the general paths give, or step aside for them.
 
-- Streaming `elastic` pack/unpack (request.py's encrypt and decrypt, envelope.py) against
+- Streaming `elastic` pack/unpack (request.py's encrypt and decrypt, formats/elastic.py) against
   pack_body / unpack_body + the standard base64 decode, on bodies and on mutations of them,
   with chunks small enough to split every structure, with and without pybase64.
 - The orjson (writing) and msgspec (reading) JSON paths (_json.py) against the json module:
@@ -28,20 +28,22 @@ from typing import Any
 
 import pytest
 
-from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _json, envelope, jwe
-from request_crypto.envelope import (
-    pack_body,
-    pack_encrypted_payload,
-    unpack_body,
-    unpack_encrypted_payload,
-)
+from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _json
+from request_crypto import _jose as jwe
 from request_crypto.errors import (
     InvalidArgumentError,
     MalformedBodyError,
     UnsupportedAlgorithmError,
 )
-from request_crypto.jwks import JWKManager
-from request_crypto.passphrase import decode_standard_base64
+from request_crypto.formats import elastic as envelope
+from request_crypto.formats.elastic import (
+    pack_body,
+    pack_encrypted_payload,
+    unpack_body,
+    unpack_encrypted_payload,
+)
+from request_crypto.formats.nodecrypto import decode_standard_base64
+from request_crypto.keys.jwks import JWKManager
 
 ACCELERATORS = {"stdlib": False, "accelerated": True}
 

@@ -36,19 +36,21 @@ from request_crypto import (
     pack_body,
     unpack_body,
 )
-from request_crypto import jwe as jwe_module
+from request_crypto import _jose as jwe_module
 from request_crypto._b64 import b64url_encode
+from request_crypto._jose import CONTENT_ENCRYPTION_ALGORITHMS, KEY_MANAGEMENT_ALGORITHMS
 from request_crypto.errors import (
     DecryptionError,
     InvalidJWKSError,
     JSONBudgetError,
     MalformedBodyError,
+    MissingKidInBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
     RequestCryptoError,
     UnsupportedAlgorithmError,
 )
-from request_crypto.jwe import CONTENT_ENCRYPTION_ALGORITHMS, KEY_MANAGEMENT_ALGORITHMS
+from request_crypto.formats.elastic import unwrap_passphrase
 from request_crypto.request import DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_INFLATED_SIZE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -477,7 +479,8 @@ CASES = [
     Case("E-key-crit", lambda k: EK(k, crit=["b64"]), Alg),
     Case("E-key-alg-none", lambda k: elastic(k, key=dummy(header(alg="none", zip="DEF"))), Alg),
     # ---- which key ----------------------------------------------------------------------
-    Case("J-missing-kid", lambda k: token(k, header(None)), NoKey, **T),
+    # No kid, and the set holds two keys for its alg: the sender must name one.
+    Case("J-missing-kid", lambda k: token(k, header(None)), MissingKidInBodyError, **T),
     Case("J-unknown-kid", lambda k: token(k, header("nobody")), NoKey, **T),
     Case("J-empty-kid", lambda k: token(k, header("")), NoKey, **T),
     Case("J-public-only-kid",
@@ -672,6 +675,7 @@ def test_table_covers_every_error_class() -> None:
         MalformedBodyError,
         UnsupportedAlgorithmError,
         NoKeyFoundError,
+        MissingKidInBodyError,
         DecryptionError,
         PayloadTooLargeError,
         JSONBudgetError,
@@ -882,9 +886,9 @@ def no_expensive_work(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]
         return refuse
 
     def arm() -> list[str]:
-        monkeypatch.setattr("request_crypto.passphrase._derive_key", spy("pbkdf2"))
-        monkeypatch.setattr("request_crypto.jwks.decrypt_compact", spy("rsa"))
-        monkeypatch.setattr("request_crypto.jwks.parse_compact", spy("parse"))
+        monkeypatch.setattr("request_crypto.formats.nodecrypto._derive_key", spy("pbkdf2"))
+        monkeypatch.setattr("request_crypto.keys.source.decrypt_compact", spy("rsa"))
+        monkeypatch.setattr("request_crypto.keys.source.parse_compact", spy("parse"))
         return calls
 
     return arm
@@ -1054,7 +1058,7 @@ def test_repr_and_str_of_public_objects_hide_key_material(
         kit.decryptor.decrypt_request(jwe_body),
         kit.decryptor.decrypt_request(elastic_body),
         kit.decryptor.get_jwk_metadata(elastic_body),
-        kit.keys.unwrap_passphrase(parts_of(elastic_body)[0], max_token_size=8192),
+        unwrap_passphrase(kit.keys, parts_of(elastic_body)[0], max_token_size=8192),
     ]
     assert isinstance(objects[10], JWKDecryptResult)
     assert isinstance(objects[11], DecryptedRequest)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from request_crypto import JWKManager, RequestDecryptor, RequestEncryptor
 from request_crypto._b64 import b64url_decode, b64url_encode
 from request_crypto.errors import InvalidArgumentError, InvalidJWKSError, NoKeyFoundError
-from request_crypto.jwks import MAX_KEY_SIZE, MIN_KEY_SIZE, PRIVATE_MEMBERS
+from request_crypto.keys.jwks import MAX_KEY_SIZE, MIN_KEY_SIZE, PRIVATE_MEMBERS
 
 JS_KEY_FILES = ("private_jwks.json", "public_jwks.json")
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from jwcrypto.jwk import JWK
 
 from request_crypto import JWKManager, RequestDecryptor, RequestEncryptor, unpack_body
-from request_crypto.envelope import unpack_encrypted_payload
+from request_crypto._jose import encrypt_compact
 from request_crypto.errors import MalformedBodyError, RequestCryptoError
-from request_crypto.jwe import encrypt_compact
-from request_crypto.passphrase import decode_standard_base64
+from request_crypto.formats.elastic import unpack_encrypted_payload
+from request_crypto.formats.nodecrypto import decode_standard_base64
 
 MUTANTS_PER_EXAMPLE = 25
 MUTATION_EXAMPLES = 260

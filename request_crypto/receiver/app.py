@@ -78,8 +78,9 @@ from ..errors import (
     RequestCryptoError,
     SinkUnavailableError,
 )
-from ..jwks import JWKSManager
 from ..keyfile import read_jwks, require_private_keys
+from ..keys.jwks import JWKSManager
+from ..limits import Limits
 from ..request import DecryptedRequest, RequestDecryptor
 from .config import DEFAULT_MAX_BATCH, KeySetSource, ReceiverConfig, ReceiverSettings, format_size
 from .sinks import ReceivedPayload, Sink, open_sink
@@ -144,8 +145,8 @@ def _generation(decryptor: RequestDecryptor) -> _KeyGeneration:
 
 
 def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
-    # A payload may be no larger than a body may be, also after decompression (`zip`).
-    return RequestDecryptor(jwks, max_body_size=max_body, max_inflated_size=max_body)
+    # Only the body size is the receiver's own; every other limit is the library's default.
+    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body))
 
 
 def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from .._cli_common import encrypt_document, fail, read_json_input, reported, with_keys
-from ..envelope import Format
 from ..errors import RequestCryptoError
+from ..formats import Format
 from ..keyfile import require_private_keys
 from .config import (
     DEFAULT_BODY_TIMEOUT,

@@ -24,7 +24,7 @@ from ..limits import DEFAULT_MAX_BODY_SIZE
 from .sinks import DEFAULT_SINK, parse_sink_url
 
 if TYPE_CHECKING:
-    from ..jwks import JWKSManager
+    from ..keys.jwks import JWKSManager
     from ..request import RequestDecryptor
     from .sinks import Sink
 

@@ -95,6 +95,7 @@ class ReceiverH11Protocol(H11Protocol):
         self._follow()
 
     def on_response_complete(self) -> None:
+        """Re-arm the deadline for what the connection waits for next (see `_follow`)."""
         super().on_response_complete()
         self._follow()
 

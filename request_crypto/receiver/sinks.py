@@ -49,7 +49,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 from .._files import file_kind, open_in, parent_directory, symlink_message
 from ..errors import InvalidArgumentError
-from ..jwks import JWKMetadata
+from ..keys.source import JWKMetadata
 
 __all__ = [
     "DEFAULT_SINK",
@@ -129,9 +129,13 @@ class Sink(Protocol):
     rejects the whole batch. ``close`` is called once, after the last batch.
     """
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None: ...
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+        """Store `records` durably, all or none; raise to have the receiver answer 503."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the sink's resources; no write follows."""
+        ...
 
 
 def _open_sink_file(path: Path, flags: int, purpose: str, side_files: Sequence[str] = ()) -> int:
@@ -252,6 +256,7 @@ class SQLiteSink:
             raise
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+        """Insert `records` in one transaction."""
         with self._transaction():
             self._db.executemany(
                 _INSERT,
@@ -259,6 +264,7 @@ class SQLiteSink:
             )
 
     def close(self) -> None:
+        """Close the database."""
         self._db.close()
 
     def __repr__(self) -> str:
@@ -273,6 +279,7 @@ class JSONLSink:
         self._fd = _open_sink_file(self.path, os.O_WRONLY | os.O_APPEND, "for appending")
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+        """Append `records` as JSON lines in one locked write, then fsync."""
         data = "".join(r.to_json_line() for r in records).encode("utf-8")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
@@ -291,6 +298,7 @@ class JSONLSink:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        """Close the file."""
         os.close(self._fd)
 
     def __repr__(self) -> str:
@@ -307,10 +315,12 @@ class StdoutSink:
         self._stream = stream if stream is not None else sys.stdout.buffer
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+        """Write `records` as JSON lines and flush."""
         self._stream.write("".join(r.to_json_line() for r in records).encode("utf-8"))
         self._stream.flush()
 
     def close(self) -> None:
+        """Flush; standard output itself stays open."""
         self._stream.flush()
 
     def __repr__(self) -> str:

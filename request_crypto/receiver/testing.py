@@ -53,6 +53,7 @@ class ReceiverThread:
 
     @property
     def url(self) -> str:
+        """The base URL the receiver answers on."""
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> ReceiverThread:

@@ -1,7 +1,9 @@
-"""The `elastic` body: pack, unpack, and telling the two wire formats apart.
+"""The `elastic` wire format, byte-compatible with `@elastic/request-crypto` 2.x.
 
 ``body = base64url_nopad(utf8(JSON{"encryptedAESKey": K, "encryptedPayload": P}))``, members in
-that order, exactly as `@elastic/request-crypto`'s packBody writes it.
+that order, exactly as packBody writes it. A fresh 32-byte passphrase per request encrypts the
+payload (`nodecrypto`, P) and is itself wrapped in an RSA-OAEP compact JWE for the receiver's
+kid (K: DEFLATE, A128CBC-HS256, as the original writes it).
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-from enum import Enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._b64 import (
+from .._b64 import (
     CHUNK,
     Decline,
     b64encode_standard,
@@ -22,23 +23,38 @@ from ._b64 import (
     decode_standard_quads,
     iter_b64url_decode,
 )
-from ._json import dumps_utf8, measure_json
-from .errors import MalformedBodyError
+from .._json import dumps_utf8, measure_json
+from ..errors import DecryptionError, MalformedBodyError, PayloadTooLargeError
+from ..keys.source import JWKDecryptResult, KeySource, check_token, open_compact
+from ._protocol import Format, Opened
+from .nodecrypto import (
+    HEADER_LENGTH,
+    KEY_LENGTH_IN_BYTES,
+    PassphraseCipher,
+    check_layout,
+    decode_standard_base64,
+    generate_passphrase,
+)
 
-__all__ = ["ElasticBody", "Format", "detect_format", "pack_body", "unpack_body"]
+if TYPE_CHECKING:
+    from ..keys.jwks import JWKManager
+    from ..limits import Limits
 
-
-class Format(str, Enum):
-    """The two wire formats: the JavaScript-compatible one and one standard compact JWE."""
-
-    ELASTIC = "elastic"
-    JWE = "jwe"
-
-    def __str__(self) -> str:
-        return self.value
+__all__ = [
+    "ELASTIC",
+    "ElasticBody",
+    "ElasticFormat",
+    "pack_body",
+    "pack_encrypted_payload",
+    "unpack_body",
+    "unpack_encrypted_payload",
+    "unwrap_passphrase",
+]
 
 
 class ElasticBody(NamedTuple):
+    """The two parts of an `elastic` body, both still encrypted."""
+
     encrypted_aes_key: str
     encrypted_payload: str
 
@@ -204,20 +220,74 @@ def _unpack_json(decoded: bytes) -> ElasticBody:
     return ElasticBody(*parts)
 
 
-def detect_format(body: str | bytes) -> Format:
-    """A compact JWE has exactly five dot-separated parts; an `elastic` body has no dot."""
-    # find first: memchr speed, and an elastic body (no dot) needs no count at all.
-    if isinstance(body, str):
-        dots = body.count(".") if body.find(".") >= 0 else 0
-    elif isinstance(body, (bytes, bytearray)):
-        dots = body.count(b".") if body.find(b".") >= 0 else 0
-    else:
-        raise MalformedBodyError(f"a body must be str or bytes, not {type(body).__name__}")
-    if dots == 0:
+def unwrap_passphrase(
+    keys: KeySource, token: str | bytes, *, max_token_size: int
+) -> JWKDecryptResult:
+    """Open the wrapped key: it must inflate to exactly one 32-byte passphrase."""
+    check_token(token, "the wrapped key", max_token_size)  # its own error, not the one below
+    try:
+        opened: JWKDecryptResult | None = open_compact(
+            keys,
+            token,
+            what="the wrapped key",
+            max_token_size=max_token_size,
+            max_plaintext=KEY_LENGTH_IN_BYTES,
+        )
+    except PayloadTooLargeError:  # it inflates past 32 bytes: not a passphrase
+        opened = None
+    if opened is None or len(opened.payload) != KEY_LENGTH_IN_BYTES:
+        raise DecryptionError()  # raised here: no __context__ to tell why
+    return opened
+
+
+class ElasticFormat:
+    """The `elastic` format (see the module docstring); `ELASTIC` is its one instance."""
+
+    @property
+    def name(self) -> Format:
+        """`Format.ELASTIC`."""
         return Format.ELASTIC
-    if dots == 4:
-        return Format.JWE
-    raise MalformedBodyError(
-        f"the body has {dots + 1} dot-separated parts: neither an elastic body (one part) "
-        "nor a compact JWE (five parts)"
-    )
+
+    def detect(self, body: str | bytes) -> bool:
+        """An `elastic` body is one base64url text: it has no dot."""
+        return (body.find(".") if isinstance(body, str) else body.find(b".")) < 0
+
+    def seal(self, keys: JWKManager, kid: str, plaintext: bytes) -> str:
+        """Encrypt under a fresh passphrase, wrapped to `kid` as the original does."""
+        passphrase = generate_passphrase()
+        # pack_body(key, encrypt_bytes(plaintext)) without a whole base64 text in between:
+        # the sealed layout goes through both base64 layers a chunk at a time.
+        layout = PassphraseCipher(passphrase).seal(plaintext)
+        return pack_encrypted_payload(keys.encrypt(kid, passphrase), layout)
+
+    def open(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened:
+        """Check the payload's structure and size, unwrap the passphrase, then decrypt.
+
+        Canonical bodies (what both implementations write) are decoded in bounded memory;
+        anything else takes the general path, which raises the error it deserves. No RSA or
+        PBKDF2 work is spent on a payload that is malformed or over `max_inflated_size`.
+        """
+        unpacked: tuple[str, bytes | bytearray] | None = unpack_encrypted_payload(body)
+        if unpacked is None:
+            parts = unpack_body(body)
+            encrypted_payload: bytes | bytearray = decode_standard_base64(
+                parts.encrypted_payload, "the encrypted payload"
+            )
+            unpacked = parts.encrypted_aes_key, encrypted_payload
+            del parts, encrypted_payload
+        encrypted_aes_key, raw = unpacked
+        del unpacked
+        check_layout(raw)
+        if len(raw) - HEADER_LENGTH > limits.max_inflated_size:  # GCM: as long as the plaintext
+            raise PayloadTooLargeError(
+                "the decrypted payload", len(raw) - HEADER_LENGTH, limits.max_inflated_size
+            )
+        wrapped = unwrap_passphrase(
+            keys, encrypted_aes_key, max_token_size=limits.max_wrapped_key_size
+        )
+        plaintext = PassphraseCipher(wrapped.payload).decrypt_bytes(raw)
+        return Opened(plaintext, wrapped)
+
+
+#: The `elastic` format.
+ELASTIC = ElasticFormat()

@@ -10,34 +10,25 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Union
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto.jwk import JWK
 
-from ._b64 import b64url_decode
-from .errors import (
+from .._b64 import b64url_decode
+from .._jose import CONTENT_ENCRYPTION_ALGORITHMS, KEY_MANAGEMENT_ALGORITHMS, encrypt_compact
+from ..errors import (
     DecryptionError,
     InvalidArgumentError,
     InvalidJWKSError,
     MalformedBodyError,
     MissingKidError,
     NoKeyFoundError,
-    PayloadTooLargeError,
     UnsupportedAlgorithmError,
 )
-from .jwe import (
-    CONTENT_ENCRYPTION_ALGORITHMS,
-    KEY_MANAGEMENT_ALGORITHMS,
-    CompactJWE,
-    decrypt_compact,
-    encrypt_compact,
-    parse_compact,
-)
-from .kids import validate_kid
-from .limits import DEFAULT_MAX_BODY_SIZE
-from .passphrase import KEY_LENGTH_IN_BYTES
+from ..kids import validate_kid
+from ..limits import DEFAULT_MAX_BODY_SIZE
+from .source import JWKDecryptResult, JWKMetadata, open_compact
 
 __all__ = [
     "DECRYPT_OPS",
@@ -52,6 +43,7 @@ __all__ = [
     "JWKMetadata",
     "JWKSInput",
     "JWKSManager",
+    "create_jwk_manager",
     "load_jwks_document",
     "parse_jwks",
     "public_halves",
@@ -75,36 +67,6 @@ DEFAULT_MAX_TOKEN_SIZE = DEFAULT_MAX_BODY_SIZE
 
 #: What a key set may be given as: a mapping, its JSON text, or another manager.
 JWKSInput = Union[Mapping[str, Any], str, bytes, "JWKSManager"]
-
-
-@dataclass(frozen=True)
-class JWKMetadata:
-    """What the JavaScript `getJWKMetadata` reports: the key, header member names, header."""
-
-    key: dict[str, Any]
-    protected: list[str]
-    header: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": dict(self.key),
-            "protected": list(self.protected),
-            "header": dict(self.header),
-        }
-
-
-@dataclass(frozen=True)
-class JWKDecryptResult:
-    """A decrypted compact JWE: the payload bytes and the metadata of the key that opened it."""
-
-    payload: bytes = field(repr=False)
-    key: dict[str, Any]
-    header: dict[str, Any]
-    protected: list[str]
-
-    @property
-    def metadata(self) -> JWKMetadata:
-        return JWKMetadata(self.key, self.protected, self.header)
 
 
 class _Key:
@@ -374,6 +336,7 @@ class JWKSManager:
             self._keys = {**self._keys, key.kid: key}
 
     def remove_key(self, kid: str) -> None:
+        """Drop `kid` from the set; MissingKidError if it is not there."""
         with self._lock:
             if kid not in self:
                 raise MissingKidError(kid)
@@ -384,6 +347,7 @@ class JWKSManager:
         return list(self._keys)
 
     def has_private_key(self, kid: str) -> bool:
+        """Whether `kid` is present with its private half."""
         key = self._get(kid)
         return key is not None and key.private_key is not None
 
@@ -397,21 +361,30 @@ class JWKSManager:
         key = self._get(kid)
         return key is not None and key.private_key is not None and key.decrypts
 
-    def get_public_jwk(self, kid: str) -> dict[str, Any] | None:
+    def public_jwk(self, kid: str) -> dict[str, Any] | None:
+        """The public half of `kid` as a JWK, or None if absent."""
         key = self._get(kid)
         return key.public_jwk if key else None
 
+    def get_public_jwk(self, kid: str) -> dict[str, Any] | None:
+        """`public_jwk`, under the original's name (`getPublicJWK`)."""
+        return self.public_jwk(kid)
+
     def get_private_jwk(self, kid: str) -> dict[str, Any] | None:
+        """The whole JWK of `kid`, private members included, or None if absent."""
         key = self._get(kid)
         return key.private_jwk if key else None
 
     def get_public_jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """The public halves of the whole set: what /.well-known/jwks.json publishes."""
         return {"keys": [key.public_jwk for key in self._keys.values()]}
 
     def get_private_jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """The whole set, private members included: what a private key-set file holds."""
         return {"keys": [key.private_jwk for key in self._keys.values()]}
 
     def thumbprint(self, kid: str) -> str | None:
+        """The RFC 7638 SHA-256 thumbprint of `kid`, base64url, or None if absent."""
         key = self._get(kid)
         return key.thumbprint() if key else None
 
@@ -440,6 +413,7 @@ class JWKManager(JWKSManager):
     def add_key(  # type: ignore[override]
         self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG
     ) -> dict[str, str]:
+        """Generate a new RSA key under `kid`; returns its public JWK."""
         return super().add_key(kid, size=size, alg=alg, use="enc")
 
     def encrypt(self, kid: str, data: bytes) -> str:
@@ -478,37 +452,35 @@ class JWKManager(JWKSManager):
         max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
         max_plaintext: int = DEFAULT_MAX_TOKEN_SIZE,
     ) -> JWKDecryptResult:
-        """Decrypt a compact JWE with the private key its `kid` names."""
-        jwe, key, private_key = self._open(token, "the JWE", max_token_size)
-        payload = decrypt_compact(jwe, private_key, max_plaintext=max_plaintext)
-        return JWKDecryptResult(payload, key.metadata, jwe.header, list(jwe.header))
+        """Decrypt a compact JWE with the private key its `kid` names.
 
-    def unwrap_passphrase(self, token: str | bytes, *, max_token_size: int) -> JWKDecryptResult:
-        """Open the `elastic` wrapped key: it must inflate to exactly one 32-byte passphrase."""
-        jwe, key, private_key = self._open(token, "the wrapped key", max_token_size)
-        try:
-            passphrase = decrypt_compact(jwe, private_key, max_plaintext=KEY_LENGTH_IN_BYTES)
-        except PayloadTooLargeError:
-            passphrase = b""
-        if len(passphrase) != KEY_LENGTH_IN_BYTES:  # raised here: no __context__ to tell why
-            raise DecryptionError()
-        return JWKDecryptResult(passphrase, key.metadata, jwe.header, list(jwe.header))
+        A JWE without a kid is opened with the one private key that fits its `alg`.
+        """
+        return open_compact(
+            self,
+            token,
+            what="the JWE",
+            max_token_size=max_token_size,
+            max_plaintext=max_plaintext,
+            kid_optional=True,
+        )
 
-    def _open(
-        self, token: str | bytes, what: str, max_token_size: int
-    ) -> tuple[CompactJWE, _Key, rsa.RSAPrivateKey]:
-        """Size check, parse and header checks, then the private key the kid names."""
-        if not isinstance(token, (str, bytes, bytearray)):
-            raise MalformedBodyError(f"{what} must be str or bytes, not {type(token).__name__}")
-        if len(token) > max_token_size:
-            raise PayloadTooLargeError(what, len(token), max_token_size)
-        jwe = parse_compact(token)
-        key = self._keys.get(jwe.kid) if jwe.kid is not None else None
-        # A key that may not decrypt is answered as an absent one: no oracle for its key_ops.
+    def unwrap(self, kid: str, alg: str, encrypted_key: bytes) -> bytes:
+        """RSA-OAEP decrypt a wrapped content key with `kid` (see `KeySource.unwrap`)."""
+        key = self._get(kid)
         if key is None or key.private_key is None or not key.decrypts:
-            raise NoKeyFoundError(jwe.kid)
-        if jwe.alg != key.alg:
+            raise NoKeyFoundError(kid)
+        if alg != key.alg:
             raise UnsupportedAlgorithmError(
-                f"the body uses {jwe.alg} but key {key.kid!r} is declared for {key.alg}"
+                f"the body uses {alg} but key {key.kid!r} is declared for {key.alg}"
             )
-        return jwe, key, key.private_key
+        try:
+            return key.private_key.decrypt(encrypted_key, KEY_MANAGEMENT_ALGORITHMS[alg])
+        except Exception:  # noqa: S110 - any RSA failure is the one error below
+            pass
+        raise DecryptionError()  # outside the handler: no __context__ naming the step
+
+
+def create_jwk_manager(jwks: JWKSInput | None = None) -> JWKManager:
+    """The original's factory name (`createJWKManager`)."""
+    return JWKManager(jwks)

@@ -17,15 +17,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from ._b64 import b64encode_standard
-from ._json import dumps_utf8, loads_payload
-from .errors import DecryptionError, InvalidArgumentError, MalformedBodyError
+from .._b64 import b64encode_standard
+from .._json import dumps_utf8, loads_payload
+from ..errors import DecryptionError, InvalidArgumentError, MalformedBodyError
 
 __all__ = [
     "HEADER_LENGTH",
     "KEY_ITERATIONS",
     "KEY_LENGTH_IN_BYTES",
     "PassphraseCipher",
+    "check_layout",
+    "decode_standard_base64",
     "generate_passphrase",
 ]
 
@@ -115,12 +117,13 @@ class PassphraseCipher:
 
     def encrypt_bytes(self, plaintext: bytes, aad: bytes | None = None) -> str:
         """Encrypt already-serialized bytes; the building block of `encrypt`."""
-        return b64encode_standard(self._seal(plaintext, aad)).decode("ascii")
+        return b64encode_standard(self.seal(plaintext, aad)).decode("ascii")
 
-    def _seal(self, plaintext: bytes, aad: bytes | None = None) -> bytearray:
+    def seal(self, plaintext: bytes, aad: bytes | None = None) -> bytearray:
         """Encrypt to the decoded layout ``salt || iv || tag || ciphertext``, not yet base64.
 
-        The ciphertext is written straight into the one output buffer (no joined copy).
+        The ciphertext is written straight into the one output buffer (no joined copy); the
+        `elastic` format base64-encodes it a chunk at a time. `decrypt_bytes` opens it.
         """
         salt = os.urandom(SALT_LENGTH_IN_BYTES)
         iv = os.urandom(IV_LENGTH_IN_BYTES)

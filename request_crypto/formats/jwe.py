@@ -1,0 +1,55 @@
+"""The `jwe` wire format: the payload in one standard compact JWE (RFC 7516).
+
+RSA-OAEP or RSA-OAEP-256 key management, A256GCM content encryption when sealing (any
+allow-listed `enc` opens), and never compression: a body with a `zip` header is refused before
+any key is used. A body without a `kid` (as RFC 7516 A.1 and most JOSE libraries write it)
+opens with the one private key that fits its `alg`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._jose import check_wire_jwe
+from ..keys.source import KeySource, open_compact
+from ._protocol import Format, Opened
+
+if TYPE_CHECKING:
+    from ..keys.jwks import JWKManager
+    from ..limits import Limits
+
+__all__ = ["JWE", "JweFormat"]
+
+
+class JweFormat:
+    """The `jwe` format (see the module docstring); `JWE` is its one instance."""
+
+    @property
+    def name(self) -> Format:
+        """`Format.JWE`."""
+        return Format.JWE
+
+    def detect(self, body: str | bytes) -> bool:
+        """A compact JWE has exactly five dot-separated parts."""
+        return (body.count(".") if isinstance(body, str) else body.count(b".")) == 4
+
+    def seal(self, keys: JWKManager, kid: str, plaintext: bytes) -> str:
+        """One compact JWE to `kid` (A256GCM, no compression)."""
+        return keys.encrypt_jwe(kid, plaintext)
+
+    def open(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened:
+        """Refuse `zip` and oversized ciphertext unread, then decrypt with the named key."""
+        check_wire_jwe(body, max_plaintext=limits.max_inflated_size)
+        result = open_compact(
+            keys,
+            body,
+            what="the JWE",
+            max_token_size=limits.max_body_size,
+            max_plaintext=limits.max_inflated_size,
+            kid_optional=True,
+        )
+        return Opened(result.payload, result)
+
+
+#: The `jwe` format.
+JWE = JweFormat()
