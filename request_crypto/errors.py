@@ -11,6 +11,7 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     RequestCryptoError
     ├── MissingKidError (LookupError)       encrypt to a kid the set lacks
     ├── NoKeyFoundError (LookupError)       a body for a kid this receiver cannot open
+    │   ├── MissingKidInBodyError           a kid-less `jwe` body no single key fits
     │   └── NoRecipientKeyError             a sealed file for none of the set's keys
     ├── DecryptionError                     any cryptographic failure, one message
     │   ├── HeaderAuthenticationError       a sealed header that does not authenticate

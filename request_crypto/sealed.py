@@ -124,6 +124,7 @@ class SealedInfo:
     plaintext_length: int
 
     def to_dict(self) -> dict[str, Any]:
+        """What `inspect` prints: JSON-ready, kids and sizes only."""
         return {
             "format": "sealed",
             "version": 1,
@@ -522,33 +523,40 @@ class SealedReader(io.RawIOBase):
 
     @property
     def kids(self) -> tuple[str, ...]:
+        """The recipients' kids, in header order."""
         return self._header.kids
 
     @property
     def segment_size(self) -> int:
+        """Plaintext bytes per segment (the last one may be shorter)."""
         return self._header.segment_size
 
     def readable(self) -> bool:
+        """Always: a reader decrypts on demand."""
         return True
 
     def seekable(self) -> bool:
+        """Always: any offset maps to one segment, decrypted when read."""
         return True
 
     def tell(self) -> int:
+        """The plaintext offset the next read starts at."""
         self._check_open()
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to a plaintext offset; nothing is read or decrypted until the next read."""
         self._check_open()
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.length}.get(whence)
         if base is None:
-            raise ValueError(f"invalid whence ({whence})")
+            raise InvalidArgumentError(f"invalid whence ({whence})")
         if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
+            raise InvalidArgumentError(f"negative seek position {base + offset}")
         self._position = base + offset
         return self._position
 
     def readinto(self, buffer: Any) -> int:
+        """Fill `buffer` from the current offset, decrypting only the segments it spans."""
         self._check_open()
         out = memoryview(buffer).cast("B")
         done = 0

@@ -207,7 +207,7 @@ def runnable(document: Path) -> list[Block]:
 
 
 #: Documents with nothing to run: their blocks are output samples or minutes-long benchmarks.
-WITHOUT_EXAMPLES = {"performance.md"}
+WITHOUT_EXAMPLES = {"performance.md", "development.md"}
 
 
 def test_only_the_expected_documents_have_nothing_to_run() -> None:
