@@ -47,7 +47,10 @@ __all__ = [
     "check_wire_jwe",
     "decrypt_compact",
     "encrypt_compact",
+    "encrypt_direct",
     "parse_compact",
+    "parse_json_header",
+    "shown",
 ]
 
 #: Key management: RSA-OAEP only. Never RSA1_5, dir, none, ECDH, AES key wrap or PBES2.
@@ -71,6 +74,8 @@ IV_AND_TAG_LENGTHS: Mapping[str, tuple[int, int]] = {
 #: streaming context; larger ones stream, so the ciphertext is not copied to append the tag.
 _GCM = frozenset({"A128GCM", "A256GCM"})
 _ONE_SHOT_GCM = 64 * 1024
+#: Direct encryption with a shared secret: parsed here, opened only by a `dir` key set.
+DIRECT = "dir"
 #: The only compression JWE defines: raw DEFLATE (RFC 1951).
 DEFLATE = "DEF"
 #: A protected header this long (base64url characters) is an attack, not a header.
@@ -121,17 +126,38 @@ def encrypt_compact(
     )
 
 
-def parse_compact(token: str | bytes) -> CompactJWE:
-    """Split and check a compact JWE; raises MalformedBodyError or UnsupportedAlgorithmError."""
+def encrypt_direct(secret: bytes, header: Mapping[str, str], plaintext: bytes) -> str:
+    """Encrypt with a shared A256GCM key (`alg: "dir"`): the encrypted key part is empty."""
+    protected = b64url_encode(dumps_utf8(dict(header)))
+    iv = os.urandom(12)
+    sealed = AESGCM(secret).encrypt(iv, plaintext, protected.encode("ascii"))
+    parts = (iv, sealed[:-16], sealed[-16:])
+    return ".".join((protected, "", *(b64url_encode(part) for part in parts)))
+
+
+def parse_compact(token: str | bytes, *, direct: bool = False) -> CompactJWE:
+    """Split and check a compact JWE; raises MalformedBodyError or UnsupportedAlgorithmError.
+
+    `direct` says the caller holds `dir` secrets: then only `alg: "dir"` is accepted, and
+    otherwise `dir` is refused (an RSA receiver never takes a shared-secret body).
+    """
     parts = ascii_bytes(token, "the JWE").split(b".")
     if len(parts) != 5:
         raise MalformedBodyError(
             f"a compact JWE has 5 dot-separated parts; this one has {len(parts)}"
         )
     protected = parts[0]
+    header = _protected_header(protected)
+    if (header["alg"] == DIRECT) != direct:
+        raise UnsupportedAlgorithmError(
+            "this receiver holds dir shared secrets and opens only alg 'dir' bodies"
+            if direct
+            else "JWE key management 'dir' (a shared secret) is refused: this receiver holds "
+            "RSA keys; a dir body opens only with the dir secret set it was made with"
+        )
     return CompactJWE(
         protected,
-        _protected_header(protected),
+        header,
         b64url_decode(parts[1], "the JWE encrypted key"),
         b64url_decode(parts[2], "the JWE IV"),
         b64url_decode(parts[3], "the JWE ciphertext"),
@@ -217,24 +243,28 @@ _HEADER_DECODER = json.JSONDecoder(
 )
 
 
-def _parse_header(raw: bytes) -> dict[str, Any]:
+def parse_json_header(raw: bytes, what: str) -> dict[str, Any]:
+    """A JOSE header's JSON: strict UTF-8, one object, no repeated member, bounded depth."""
     problem = None
     try:
         # Strict UTF-8 (RFC 7516 §5.2): no UTF-16/32 detection, no BOM, no NaN or Infinity.
         header = _HEADER_DECODER.decode(raw.decode("utf-8"))
     except _DuplicateMember:
-        problem = "the JWE protected header repeats a member name"
+        problem = f"{what} repeats a member name"
     except (ValueError, RecursionError):
-        problem = "the JWE protected header is not UTF-8 JSON"
+        problem = f"{what} is not UTF-8 JSON"
     # Raised outside the handlers, so no exception of the parser rides along as __context__.
     if problem is not None:
         raise MalformedBodyError(problem)
     if not isinstance(header, dict):
-        raise MalformedBodyError("the JWE protected header is not a JSON object")
+        raise MalformedBodyError(f"{what} is not a JSON object")
     if _depth_exceeds(header, MAX_HEADER_DEPTH):
-        raise MalformedBodyError(
-            f"the JWE protected header nests values more than {MAX_HEADER_DEPTH} levels deep"
-        )
+        raise MalformedBodyError(f"{what} nests values more than {MAX_HEADER_DEPTH} levels deep")
+    return header
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    header = parse_json_header(raw, "the JWE protected header")
     _check_header(header)
     return header
 
@@ -261,19 +291,19 @@ def _check_header(header: dict[str, Any]) -> None:
             "the JWE header has a 'crit' member; no extension is supported"
         )
     alg = _string_member(header, "alg")
-    if alg not in KEY_MANAGEMENT_ALGORITHMS:
+    if alg not in KEY_MANAGEMENT_ALGORITHMS and alg != DIRECT:
         raise UnsupportedAlgorithmError(
-            f"JWE key management {_shown(alg)} is not allowed; use RSA-OAEP or RSA-OAEP-256"
+            f"JWE key management {shown(alg)} is not allowed; use RSA-OAEP or RSA-OAEP-256"
         )
     enc = _string_member(header, "enc")
     if enc not in CONTENT_ENCRYPTION_ALGORITHMS:
         raise UnsupportedAlgorithmError(
-            f"JWE content encryption {_shown(enc)} is not allowed; use one of "
+            f"JWE content encryption {shown(enc)} is not allowed; use one of "
             + ", ".join(CONTENT_ENCRYPTION_ALGORITHMS)
         )
     if "zip" in header and _string_member(header, "zip") != DEFLATE:
         raise UnsupportedAlgorithmError(
-            f"JWE compression {_shown(header['zip'])} is not supported; only DEF is"
+            f"JWE compression {shown(header['zip'])} is not supported; only DEF is"
         )
     if "kid" in header and not isinstance(header["kid"], str):
         raise MalformedBodyError("the JWE header's 'kid' is not a string")
@@ -290,7 +320,7 @@ def _string_member(header: dict[str, Any], name: str) -> str:
     return value
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """Quote a header value from an untrusted body, bounded so logs stay readable."""
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."

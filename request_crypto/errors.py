@@ -23,6 +23,12 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── PayloadTooLargeError (ValueError)   over a size limit
     │   └── JSONBudgetError                 more JSON values than the budget
     ├── InvalidJWKSError (ValueError)       an unusable key set or key
+    ├── SignatureError                      a signed body whose signature does not verify
+    │   ├── UnknownSignerError              signed with a kid the verification set lacks
+    │   └── UnsignedBodyError               no signature where one is required
+    ├── ClaimsError                         a verified JWT whose claims are refused
+    │   └── TokenExpiredError               its `exp` has passed
+    ├── KeySetUnavailableError              a remote verification key set cannot be fetched
     ├── InvalidArgumentError (ValueError)   a caller's argument (a kid, a size, a setting)
     │   └── receiver.sinks.SinkURLError     a sink URL naming no known sink
     ├── KeyFileError (OSError)              a key-set file cannot be read, written, locked
@@ -42,6 +48,7 @@ from collections.abc import Iterable
 __all__ = [
     "BatchError",
     "CLIError",
+    "ClaimsError",
     "DecryptionError",
     "HeaderAuthenticationError",
     "InputError",
@@ -50,6 +57,7 @@ __all__ = [
     "InvalidJWKSError",
     "JSONBudgetError",
     "KeyFileError",
+    "KeySetUnavailableError",
     "MalformedBodyError",
     "MissingKidError",
     "MissingKidInBodyError",
@@ -60,8 +68,12 @@ __all__ = [
     "RequestCryptoError",
     "SealedFormatError",
     "SegmentError",
+    "SignatureError",
     "SinkUnavailableError",
+    "TokenExpiredError",
     "TruncatedError",
+    "UnknownSignerError",
+    "UnsignedBodyError",
     "UnsupportedAlgorithmError",
     "UsageError",
 ]
@@ -250,3 +262,45 @@ class MissingKidInBodyError(NoKeyFoundError):
         )
         self.kid = None
         self.fitting = fitting
+
+
+# Signed bodies (nested JWT: a JWS inside the `jwe` format).
+
+
+class SignatureError(RequestCryptoError):
+    """A signed body's JWS is refused: bad signature, disallowed header, wrong key type.
+
+    The message says what the receiver expected (a key's alg, a header it refuses), never which
+    byte of a signature failed.
+    """
+
+
+class UnknownSignerError(SignatureError):
+    """The JWS names a kid (or an alg) that no key of the verification set fits."""
+
+
+class UnsignedBodyError(SignatureError):
+    """The body carries no signature, and the receiver requires one."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "the body is not signed, and this receiver requires a signed body (a JWT inside "
+            "the jwe, cty 'JWT'): senders must sign with their key set"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class ClaimsError(RequestCryptoError):
+    """A JWT whose signature verified, but whose claims (iss, aud, nbf, exp...) are refused."""
+
+    def __init__(self, message: str, claim: str) -> None:
+        super().__init__(message)
+        self.claim = claim
+
+
+class TokenExpiredError(ClaimsError):
+    """The JWT's `exp` (plus the leeway) has passed: the sender must make a new body."""
+
+
+class KeySetUnavailableError(RequestCryptoError):
+    """A remote key set could not be fetched and no earlier copy is held (retry later)."""

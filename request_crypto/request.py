@@ -10,18 +10,34 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, overload
 
+from ._jose import encrypt_direct
 from ._json import dumps_utf8, loads_payload
-from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
+from .errors import (
+    BatchError,
+    InvalidArgumentError,
+    MissingKidError,
+    PayloadTooLargeError,
+    SignatureError,
+    UnsignedBodyError,
+)
 from .errors import RequestCryptoError as _Error
 from .formats import REGISTRY, Format, Opened, detect_format
 from .keyfile import read_jwks
 from .keys.jwks import JWKManager, JWKSInput, JWKSManager, load_jwks_document, public_halves
-from .keys.source import JWKMetadata
+from .keys.signing import (
+    DIRECT_ALG,
+    DIRECT_ENC,
+    DirectKeySet,
+    SigningKeySet,
+    VerificationKeys,
+    key_set_kind,
+)
+from .keys.source import JWKMetadata, KeySource
 from .limits import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_BODY_SIZE,
@@ -30,6 +46,14 @@ from .limits import (
     DEFAULT_MAX_JSON_VALUES,
     DEFAULT_MAX_WRAPPED_KEY_SIZE,
     Limits,
+)
+from .nested import (
+    DEFAULT_EXPIRES_IN,
+    JWT_CONTENT_TYPE,
+    Signer,
+    SignerInfo,
+    Verifier,
+    is_signed_header,
 )
 
 __all__ = [
@@ -47,6 +71,20 @@ __all__ = [
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+
+
+#: What `sign_with=` and `verify_with=` take: a signing set as a document, or as an object.
+SigningKeysInput = Mapping[str, Any] | str | bytes | SigningKeySet
+VerifyKeysInput = Mapping[str, Any] | str | bytes | VerificationKeys
+
+
+def _direct_set(jwks: object) -> DirectKeySet | None:
+    """The `dir` secrets when `jwks` is a set of them (never for an RSA set)."""
+    if isinstance(jwks, DirectKeySet):
+        return jwks
+    if isinstance(jwks, (Mapping, str, bytes)) and key_set_kind(jwks) == "dir":
+        return DirectKeySet(jwks)
+    return None
 
 
 def _as_format(value: Format | str) -> Format:
@@ -140,6 +178,8 @@ class DecryptedRequest:
     payload: Any = field(repr=False)
     format: Format
     metadata: JWKMetadata
+    #: Who signed the body, once its signature and claims verified; None if unsigned.
+    signer: SignerInfo | None = None
 
     @property
     def kid(self) -> str:
@@ -150,22 +190,60 @@ class DecryptedRequest:
 class RequestEncryptor:
     """The sender's side: encrypts JSON payloads to a kid of a public key set."""
 
-    def __init__(self, jwks: JWKSInput, *, format: Format | str = Format.ELASTIC) -> None:
+    def __init__(
+        self,
+        jwks: JWKSInput | DirectKeySet,
+        *,
+        format: Format | str | None = None,
+        sign_with: SigningKeysInput | None = None,
+        sign_kid: str | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        expires_in: int = DEFAULT_EXPIRES_IN,
+    ) -> None:
+        """`format` defaults to `elastic`, or `jwe` when signing or given a `dir` set.
+
+        With `sign_with` (the sender's private signing set) each payload, a JSON object,
+        is signed as a JWT (`iat`, `exp` `expires_in` seconds later, a random `jti`, and
+        `iss`/`aud` from `issuer`/`audience`) and sent inside the `jwe` body (`cty: JWT`).
+        `jwks` may be a set of `dir` secrets: the body is then encrypted with the secret.
+        """
         if _path_given(jwks):
             raise InvalidArgumentError(
                 f"{str(jwks)[:80]!r} is not a key set: to read one from a file, use "
                 "RequestEncryptor.from_file(path)"
             )
-        self.format = _as_format(format)
-        self._keys = JWKManager(_public_only(jwks))
+        self._direct = _direct_set(jwks)
+        self._signer = (
+            None
+            if sign_with is None
+            else Signer(
+                sign_with, kid=sign_kid, issuer=issuer, audience=audience, expires_in=expires_in
+            )
+        )
+        wanted = None if format is None else _as_format(format)
+        if wanted is Format.ELASTIC and (self._signer or self._direct):
+            raise InvalidArgumentError(
+                "the elastic format has no signatures and no dir secrets: use format='jwe'"
+            )
+        self.format = wanted or (Format.JWE if self._signer or self._direct else Format.ELASTIC)
+        self._keys = JWKManager(None if self._direct else _public_only(jwks))  # type: ignore[arg-type]
         self._workers = _Workers()
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike[str], *, format: Format | str = Format.ELASTIC
+        cls, path: str | os.PathLike[str], *, format: Format | str | None = None, **signing: Any
     ) -> RequestEncryptor:
-        """An encryptor for the public halves of the key-set file at `path`."""
-        return cls(read_jwks(path), format=format)
+        """An encryptor for the public halves of the key-set file at `path`.
+
+        `signing`: the constructor's sign_with, sign_kid, issuer, audience and expires_in.
+        """
+        return cls(read_jwks(path), format=format, **signing)
+
+    @property
+    def signer(self) -> Signer | None:
+        """The sender's signing key and claims, or None when bodies are not signed."""
+        return self._signer
 
     @property
     def keys(self) -> JWKManager:
@@ -174,13 +252,21 @@ class RequestEncryptor:
 
     def kids(self) -> list[str]:
         """The kids this encryptor can encrypt to."""
-        return self._keys.kids()
+        return self._direct.kids() if self._direct else self._keys.kids()
 
     def encrypt(self, kid: str, payload: Any) -> str:
-        """Encrypt any JSON value to `kid`; returns the body as text."""
-        if kid not in self._keys:
+        """Encrypt any JSON value to `kid` (signed first, with a signer); returns the body."""
+        if kid not in (self._direct or self._keys):
             raise MissingKidError(kid)
-        return REGISTRY[self.format].seal(self._keys, kid, dumps_utf8(payload))
+        cty = None if self._signer is None else JWT_CONTENT_TYPE
+        data = dumps_utf8(payload) if self._signer is None else self._signer.sign(payload).encode()
+        if self._direct is not None:
+            header = {"alg": DIRECT_ALG, "enc": DIRECT_ENC, "kid": kid}
+            header.update({"cty": cty} if cty else {})
+            return encrypt_direct(self._direct.content_key(kid), header, data)
+        if cty is not None:
+            return self._keys.encrypt_jwe(kid, data, cty=cty)
+        return REGISTRY[self.format].seal(self._keys, kid, data)
 
     @overload
     def encrypt_many(
@@ -236,9 +322,38 @@ class RequestDecryptor:
         max_inflated_size: int | None = None,
         max_json_values: int | None = None,
         max_json_depth: int | None = None,
+        verify_with: VerifyKeysInput | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway: float = 0,
+        require_signature: bool | None = None,
     ) -> None:
-        """`limits` (default: DEFAULT_LIMITS); a `max_*` keyword given replaces that field."""
-        self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
+        """`limits` (default: DEFAULT_LIMITS); a `max_*` keyword given replaces that field.
+
+        `jwks` is the receiver's RSA set, or a set of `dir` secrets (then only `dir` bodies
+        open). `verify_with` (the senders' public signing set, or a `RemoteJWKS`) verifies
+        signed bodies and checks `iss`/`aud` against `issuer`/`audience` with `leeway`
+        seconds of clock skew; `require_signature` (default: whether `verify_with` is given)
+        refuses unsigned bodies with UnsignedBodyError.
+        """
+        self._direct = _direct_set(jwks)
+        if self._direct is not None:
+            self._keys = JWKManager()
+        else:
+            self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
+        self._source: KeySource = self._direct or self._keys
+        self._verifier = (
+            None
+            if verify_with is None
+            else Verifier(verify_with, issuer=issuer, audience=audience, leeway=leeway)
+        )
+        if (issuer or audience) and self._verifier is None:
+            raise InvalidArgumentError(
+                "issuer and audience are checked on signed bodies: give verify_with"
+            )
+        self.require_signature = (
+            self._verifier is not None if require_signature is None else require_signature
+        )
         self._workers = _Workers()
         #: What one body may cost (see `Limits`).
         self.limits = _limits(
@@ -275,8 +390,13 @@ class RequestDecryptor:
 
     @property
     def keys(self) -> JWKManager:
-        """The key set this decryptor opens bodies with."""
+        """The RSA key set this decryptor opens bodies with (empty for a `dir` set)."""
         return self._keys
+
+    @property
+    def verifier(self) -> Verifier | None:
+        """How signed bodies are verified, or None when this decryptor has no senders' keys."""
+        return self._verifier
 
     def decrypt(self, body: str | bytes) -> Any:
         """Decrypt a body of either format and return the JSON value it carries."""
@@ -286,11 +406,21 @@ class RequestDecryptor:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
         return DecryptedRequest(*self._decrypt(body))
 
-    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata]:
-        """The one path of every format: size, detect, open, then the JSON budget."""
+    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
+        """The one path of every format: size, detect, open, verify, then the JSON budget."""
         format = self._check(body)
-        opened = REGISTRY[format].open(self._keys, body, self.limits)
-        return self._loads(opened), format, opened.metadata
+        opened = REGISTRY[format].open(self._source, body, self.limits)
+        if format is Format.JWE and is_signed_header(opened.metadata.header):
+            if self._verifier is None:
+                raise SignatureError(
+                    "the body is a signed JWT (cty JWT) and this decryptor has no verification "
+                    "keys: give verify_with (the sender's public signing set)"
+                )
+            claims, signer = self._verifier.verify(bytes(opened.plaintext), self.limits)
+            return claims, format, opened.metadata, signer
+        if self.require_signature:
+            raise UnsignedBodyError(f"{format.value} format")
+        return self._loads(opened), format, opened.metadata, None
 
     def _loads(self, opened: Opened) -> Any:
         """The JSON budget, for every format; the plaintext is freed as soon as it is parsed."""
@@ -342,11 +472,11 @@ class RequestDecryptor:
         return await asyncio.to_thread(self.decrypt, body)
 
     def __repr__(self) -> str:
-        return f"RequestDecryptor(kids={self._keys.kids()!r})"
+        return f"RequestDecryptor(kids={self._source.kids()!r})"
 
 
 def create_request_encryptor(
-    jwks: JWKSInput, *, format: Format | str = Format.ELASTIC
+    jwks: JWKSInput, *, format: Format | str | None = None
 ) -> RequestEncryptor:
     """The original's factory name (`createRequestEncryptor`)."""
     return RequestEncryptor(jwks, format=format)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._jose import check_wire_jwe
+from ..keys.signing import DirectKeySet
 from ..keys.source import KeySource, open_compact
 from ._protocol import Format, Opened
 
@@ -47,6 +48,7 @@ class JweFormat:
             max_token_size=limits.max_body_size,
             max_plaintext=limits.max_inflated_size,
             kid_optional=True,
+            direct=isinstance(keys, DirectKeySet),
         )
         return Opened(result.payload, result)
 

@@ -422,14 +422,21 @@ class JWKManager(JWKSManager):
         header = {**ELASTIC_KEY_HEADER, "alg": key.alg, "kid": kid}
         return encrypt_compact(key.public_key, header, bytes(data))
 
-    def encrypt_jwe(self, kid: str, data: bytes, *, enc: str = "A256GCM") -> str:
-        """A standard compact JWE without compression: the `jwe` wire format."""
+    def encrypt_jwe(
+        self, kid: str, data: bytes, *, enc: str = "A256GCM", cty: str | None = None
+    ) -> str:
+        """A standard compact JWE without compression: the `jwe` wire format.
+
+        `cty` (`JWT` for a signed body) is written last in the header, as jose writes it.
+        """
         if enc not in CONTENT_ENCRYPTION_ALGORITHMS:
             raise InvalidArgumentError(
                 f"enc {enc!r} refused: use one of {', '.join(CONTENT_ENCRYPTION_ALGORITHMS)}"
             )
         key = self._key_to_encrypt_to(kid, data)
         header = {"alg": key.alg, "enc": enc, "kid": kid}
+        if cty is not None:
+            header["cty"] = cty
         return encrypt_compact(key.public_key, header, bytes(data))
 
     def _key_to_encrypt_to(self, kid: str, data: bytes) -> _Key:

@@ -96,15 +96,17 @@ def open_compact(
     max_token_size: int,
     max_plaintext: int,
     kid_optional: bool = False,
+    direct: bool = False,
 ) -> JWKDecryptResult:
     """Size check, parse and header checks, then decrypt with the key the `kid` names.
 
     With `kid_optional`, a token without a kid (RFC 7516 A.1 has none) is opened with the one
     key of the source that fits its `alg`; if none or several fit, MissingKidInBodyError.
     A key that may not decrypt is answered as an absent one: no oracle for its `key_ops`.
+    `direct`: the source holds `dir` secrets, so only `alg: "dir"` is accepted (else refused).
     """
     check_token(token, what, max_token_size)
-    jwe = parse_compact(token)
+    jwe = parse_compact(token, direct=direct)
     kid = jwe.kid
     if kid is None and kid_optional:
         kid = _only_fitting_kid(keys, jwe.alg)
