@@ -52,7 +52,7 @@ class RemoteJWKS:
         *,
         cooldown: float = DEFAULT_COOLDOWN,
         min_max_age: float = 60.0,
-        max_max_age: float = 86400.0,
+        max_max_age: float = 3600.0,
         default_max_age: float = 600.0,
         timeout: float = 5.0,
         max_size: int = 512 * 1024,
