@@ -65,7 +65,9 @@ def seal_jws(receiver: dict[str, Any], jws: str, kid: str = "rx-oaep") -> str:
 
 def jws_with(header: dict[str, Any], claims: dict[str, Any], sign: Any) -> str:
     signing_input = (
-        b64url_encode(json.dumps(header).encode()) + "." + b64url_encode(json.dumps(claims).encode())
+        b64url_encode(json.dumps(header).encode())
+        + "."
+        + b64url_encode(json.dumps(claims).encode())
     )
     return signing_input + "." + b64url_encode(sign(signing_input.encode()))
 
@@ -192,7 +194,9 @@ def test_altered_claims_do_not_verify(receiver, senders) -> None:
     key = SigningKeySet(senders["EdDSA"]).signing_key()
     token = jws_with({"alg": "EdDSA", "kid": "s-EdDSA"}, fresh_claims(role="user"), key.sign)
     head, _, signature = token.split(".")
-    forged = ".".join((head, b64url_encode(json.dumps(fresh_claims(role="admin")).encode()), signature))
+    forged = ".".join(
+        (head, b64url_encode(json.dumps(fresh_claims(role="admin")).encode()), signature)
+    )
     decryptor = RequestDecryptor(receiver["private"], verify_with=verify_set(senders, "EdDSA"))
     with pytest.raises(SignatureError, match="does not verify"):
         decryptor.decrypt(seal_jws(receiver, forged))
@@ -218,8 +222,12 @@ def test_claims_are_checked(receiver, senders) -> None:
     # Leeway lets a just-expired token and a slightly early nbf through.
     body = seal_jws(receiver, jws_with(header, {"exp": now - 5, "nbf": now + 5}, key.sign))
     assert RequestDecryptor(receiver["private"], verify_with=verify, leeway=60).decrypt(body)
-    body = seal_jws(receiver, jws_with(header, {"exp": now + 60, "aud": ["x", "telemetry"]}, key.sign))
-    assert RequestDecryptor(receiver["private"], verify_with=verify, audience="telemetry").decrypt(body)
+    body = seal_jws(
+        receiver, jws_with(header, {"exp": now + 60, "aud": ["x", "telemetry"]}, key.sign)
+    )
+    assert RequestDecryptor(receiver["private"], verify_with=verify, audience="telemetry").decrypt(
+        body
+    )
 
 
 def test_unknown_kid_and_kid_less_tokens(receiver, senders) -> None:
@@ -227,12 +235,22 @@ def test_unknown_kid_and_kid_less_tokens(receiver, senders) -> None:
     verify = verify_set(senders, "ES256")
     unknown = jws_with({"alg": "ES256", "kid": "nobody"}, fresh_claims(), key.sign)
     with pytest.raises(UnknownSignerError, match="does not hold"):
-        RequestDecryptor(receiver["private"], verify_with=verify).decrypt(seal_jws(receiver, unknown))
+        RequestDecryptor(receiver["private"], verify_with=verify).decrypt(
+            seal_jws(receiver, unknown)
+        )
     kid_less = seal_jws(receiver, jws_with({"alg": "ES256"}, fresh_claims(), key.sign))
-    assert RequestDecryptor(receiver["private"], verify_with=verify).decrypt_request(
-        kid_less
-    ).signer.kid == "s-ES256"
-    two = {"keys": [*verify["keys"], public_key_set({"keys": [generate_signing_jwk("s2", "ES256")]})["keys"][0]]}
+    assert (
+        RequestDecryptor(receiver["private"], verify_with=verify)
+        .decrypt_request(kid_less)
+        .signer.kid
+        == "s-ES256"
+    )
+    two = {
+        "keys": [
+            *verify["keys"],
+            public_key_set({"keys": [generate_signing_jwk("s2", "ES256")]})["keys"][0],
+        ]
+    }
     with pytest.raises(UnknownSignerError, match="kid is missing|must set the kid"):
         RequestDecryptor(receiver["private"], verify_with=two).decrypt(kid_less)
 
@@ -275,9 +293,9 @@ def test_sender_arguments_are_checked(receiver, senders) -> None:
     with pytest.raises(InvalidArgumentError, match="expires_in"):
         RequestEncryptor(receiver["public"], sign_with=senders["ES256"], expires_in=0)
     short = RequestEncryptor(receiver["public"], sign_with=senders["ES256"], expires_in=30)
-    claims = RequestDecryptor(receiver["private"], verify_with=verify_set(senders, "ES256")).decrypt(
-        short.encrypt("rx-oaep", {})
-    )
+    claims = RequestDecryptor(
+        receiver["private"], verify_with=verify_set(senders, "ES256")
+    ).decrypt(short.encrypt("rx-oaep", {}))
     assert claims["exp"] - claims["iat"] == 30
 
 

@@ -21,7 +21,9 @@ class Site:
 
     def __init__(self) -> None:
         self.status = 200
-        self.document: dict[str, Any] = public_key_set({"keys": [generate_signing_jwk("a", "ES256")]})
+        self.document: dict[str, Any] = public_key_set(
+            {"keys": [generate_signing_jwk("a", "ES256")]}
+        )
         self.headers: dict[str, str] = {"Cache-Control": "max-age=300", "ETag": '"v1"'}
         self.raw: bytes | None = None
         self.requests = 0
