@@ -251,7 +251,7 @@ def test_unknown_kid_and_kid_less_tokens(receiver, senders) -> None:
             public_key_set({"keys": [generate_signing_jwk("s2", "ES256")]})["keys"][0],
         ]
     }
-    with pytest.raises(UnknownSignerError, match="kid is missing|must set the kid"):
+    with pytest.raises(UnknownSignerError, match="must set the kid"):
         RequestDecryptor(receiver["private"], verify_with=two).decrypt(kid_less)
 
 

@@ -63,7 +63,7 @@ def test_jose_tokens_verify_and_decrypt_here(js, keys, receiver) -> None:
             }
         )
     answers = js("batch", requests=requests)
-    for alg, answer in zip(SIGNING_ALGORITHMS, answers):
+    for alg, answer in zip(SIGNING_ALGORITHMS, answers, strict=True):
         assert answer[0]["ok"], answer
         decryptor = RequestDecryptor(
             keys["receivers"][receiver],
@@ -116,7 +116,7 @@ def test_tokens_made_here_verify_and_decrypt_in_jose(js, keys, receiver) -> None
                 "audience": "telemetry",
             }
         )
-    for alg, answer in zip(SIGNING_ALGORITHMS, js("batch", requests=requests)):
+    for alg, answer in zip(SIGNING_ALGORITHMS, js("batch", requests=requests), strict=True):
         assert answer[0]["ok"], (alg, answer)
         value = answer[0]["value"]
         assert value["payload"]["n"] == alg and value["jws_header"]["alg"] == alg
