@@ -4,6 +4,7 @@ One run measures, on this machine and side by side:
 
 - the primitive bound: PBKDF2-HMAC-SHA512 x10,000 (hashlib and cryptography) and RSA-2048
   OAEP decrypt / encrypt, ops/s;
+- signed `jwe` bodies (decrypt + verify) beside unsigned ones and RSA decrypt + verify;
 - this library's `elastic` and `jwe` encrypt and decrypt for 1 KB, 100 KB and 5 MB JSON
   payloads of telemetry shape, and `decrypt_many` with one worker and one per core;
 - the JavaScript original (`@elastic/request-crypto@2.0.3`, through interop/harness.mjs) on
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import batch, elastic, jwe, large, receiver
+from . import batch, elastic, jwe, large, nested, receiver
 from .core import (
     CORES,
     SIZES,
@@ -47,7 +48,16 @@ from .core import (
 )
 
 #: Every section, in the order of the table.
-SECTION_NAMES = ("primitives", "elastic", "jwe", "large", "batch", "memory", "receiver")
+SECTION_NAMES = (
+    "primitives",
+    "elastic",
+    "jwe",
+    "nested",
+    "large",
+    "batch",
+    "memory",
+    "receiver",
+)
 
 
 def sections(only: set[str] | None = None) -> list[Section]:
@@ -56,6 +66,7 @@ def sections(only: set[str] | None = None) -> list[Section]:
         "primitives": elastic.Primitives(),
         "elastic": elastic.Elastic(),
         "jwe": jwe.Jwe(),
+        "nested": nested.Nested(),
         "large": large.Large(),
         "batch": batch.Batch(),
         "memory": large.Memory(),
