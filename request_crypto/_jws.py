@@ -52,12 +52,7 @@ def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
             "the JWT inside the jwe must be header.payload.signature"
         )
     protected, payload, signature = raw.split(b".")
-    if len(protected) > MAX_PROTECTED_HEADER:
-        raise MalformedBodyError("the JWS protected header is too long; it is refused unread")
-    header = parse_json_header(
-        b64url_decode(protected, "the JWS protected header"), "the JWS protected header"
-    )
-    alg = _check_header(header)
+    header, alg = _checked_header(protected)
     key = _verifying_key(header, alg, keys)
     if key.alg != alg:
         raise SignatureError(
@@ -71,6 +66,30 @@ def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
             "by that sender, or it was altered in transit"
         )
     return VerifiedJWS(header, b64url_decode(payload, "the JWS payload"), key)
+
+
+#: Checked headers by their base64url text: one sender signs every body with the same header,
+#: so its decode, parse and checks run once per text (bounded; emptied when full). Each caller
+#: gets its own copy.
+_HEADER_CACHE: dict[bytes, tuple[dict[str, Any], str]] = {}
+_HEADER_CACHE_SIZE = 256
+
+
+def _checked_header(protected: bytes) -> tuple[dict[str, Any], str]:
+    cached = _HEADER_CACHE.get(protected)
+    if cached is not None:
+        return dict(cached[0]), cached[1]
+    if len(protected) > MAX_PROTECTED_HEADER:
+        raise MalformedBodyError("the JWS protected header is too long; it is refused unread")
+    header = parse_json_header(
+        b64url_decode(protected, "the JWS protected header"), "the JWS protected header"
+    )
+    alg = _check_header(header)
+    if not any(isinstance(value, (dict, list)) for value in header.values()):
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_SIZE:
+            _HEADER_CACHE.clear()
+        _HEADER_CACHE[protected] = (dict(header), alg)
+    return header, alg
 
 
 def _check_header(header: dict[str, Any]) -> str:
