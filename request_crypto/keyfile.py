@@ -60,10 +60,10 @@ logger = logging.getLogger("request_crypto")
 
 
 def is_private_set(document: Mapping[str, Any]) -> bool:
-    """Whether any key of the set document carries a private member."""
+    """Whether any key of the set document carries a private member (or a secret, `k`)."""
     keys = document.get("keys")
     return isinstance(keys, list) and any(
-        isinstance(k, Mapping) and any(m in k for m in PRIVATE_MEMBERS) for k in keys
+        isinstance(k, Mapping) and any(m in k for m in (*PRIVATE_MEMBERS, "k")) for k in keys
     )
 
 

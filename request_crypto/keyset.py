@@ -27,6 +27,17 @@ from typing import Any
 from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
 from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
 from .keys.jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
+from .keys.signing import (
+    DIRECT_ALG,
+    SIGNING_ALGORITHMS,
+    DirectKeySet,
+    SigningKey,
+    SigningKeySet,
+    generate_direct_jwk,
+    generate_signing_jwk,
+    key_set_kind,
+    public_key_set,
+)
 from .kids import next_kid, validate_kid
 
 __all__ = ["KeySetFile", "parse_key_set"]
@@ -46,8 +57,33 @@ def _utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+def _kind_of_alg(alg: str) -> str:
+    return "dir" if alg == DIRECT_ALG else "sig" if alg in SIGNING_ALGORITHMS else "enc"
+
+
+def _set_kids(path: str | os.PathLike[str], document: dict[str, Any]) -> list[str]:
+    """The kids of a set of any kind (encryption, signing, dir), each checked by its loader."""
+    try:
+        kind = key_set_kind(document)
+        if kind == "dir":
+            return DirectKeySet(document).kids()
+        if kind == "sig":
+            return SigningKeySet(document).kids()
+    except InvalidJWKSError as exc:
+        raise InvalidJWKSError(f"{path}: {exc}") from None
+    return parse_key_set(path, public_halves(document)).kids()
+
+
 def _new_private_jwk(size: int, alg: str) -> dict[str, Any]:
-    """A new private JWK; its kid is set later, under the lock, once the set is known."""
+    """A new private JWK; its kid is set later, under the lock, once the set is known.
+
+    `alg` picks the kind: RSA-OAEP[-256] an encryption key, ES256/ES384/EdDSA/RS256/PS256/
+    HS256 a signing key (`use: "sig"`), `dir` a 256-bit shared secret.
+    """
+    if alg == DIRECT_ALG:
+        return generate_direct_jwk(_SCRATCH_KID)
+    if alg in SIGNING_ALGORITHMS:
+        return generate_signing_jwk(_SCRATCH_KID, alg, size=size)
     manager = JWKManager()
     manager.add_key(_SCRATCH_KID, size=size, alg=alg)
     jwk = manager.get_private_jwk(_SCRATCH_KID)
@@ -134,18 +170,27 @@ class KeySetFile:
     ) -> dict[str, Any]:
         jwk = _new_private_jwk(size, alg)
         with update_jwks(self.path) as document:
-            manager = parse_key_set(self.path, public_halves(document))
-            if len(manager) and not is_private_set(document):
+            kids = _set_kids(self.path, document)
+            if kids and not is_private_set(document):
                 raise InvalidArgumentError(
                     f"{self.path} is a public set; add keys to the private set, then publish "
                     "its public half"
                 )
-            jwk["kid"] = validate_kid(choose_kid(manager.kids()))
-            if jwk["kid"] in manager:
+            if kids and key_set_kind(document) != _kind_of_alg(alg):
+                raise InvalidArgumentError(
+                    f"{self.path} is a {key_set_kind(document)} set; a {alg} key belongs in "
+                    "a set of its own kind"
+                )
+            jwk["kid"] = validate_kid(choose_kid(kids))
+            if jwk["kid"] in kids:
                 raise InvalidArgumentError(
                     f"{self.path} already has a key {jwk['kid']!r}; pick another kid"
                 )
             document["keys"].append(jwk)
+        if jwk["kty"] == "oct":  # a secret: its description, never the secret itself
+            return {m: jwk[m] for m in ("kty", "kid", "use", "alg")}
+        if alg in SIGNING_ALGORITHMS:
+            return SigningKey(jwk).public_jwk
         public = JWKManager({"keys": [jwk]}).get_public_jwk(jwk["kid"])
         assert public is not None
         return public
@@ -153,22 +198,33 @@ class KeySetFile:
     def remove(self, kid: str) -> list[str]:
         """Remove the key `kid`; returns the kids left. Bodies encrypted to it no longer decrypt."""
         with update_jwks(self.path) as document:
-            manager = parse_key_set(self.path, public_halves(document))
-            if kid not in manager:
-                raise InvalidArgumentError(
-                    f"{self.path} has no key {kid!r}; its kids are {manager.kids()}"
-                )
+            kids = _set_kids(self.path, document)
+            if kid not in kids:
+                raise InvalidArgumentError(f"{self.path} has no key {kid!r}; its kids are {kids}")
             document["keys"] = [jwk for jwk in document["keys"] if jwk.get("kid") != kid]
-            manager.remove_key(kid)
-        return manager.kids()
+        return [k for k in kids if k != kid]
 
     def publish(self, output: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The public set senders ship (`kty kid use alg e n` per key), written to `output`.
+        """The public set others ship (the public members of each key), written to `output`.
+
+        A signing set publishes `crv`/`x`/`y` (EC, OKP) or `e`/`n` (RSA) per key; a set of
+        secrets (HS256, dir) has no public half and is refused.
 
         `output` (mode 0644, replaced atomically, no link followed) is refused when it holds
         private keys: overwriting the private set with its public half would lose every key.
         """
-        public: dict[str, Any] = self.load(private=False).get_public_jwks()
+        document = read_jwks(self.path)
+        kind = key_set_kind(document) if document.get("keys") else "enc"
+        if kind == "dir":
+            raise InvalidArgumentError(
+                f"{self.path} holds dir shared secrets: they have no public half to publish; "
+                "give the sender the secret set over a trusted channel instead"
+            )
+        public: dict[str, Any] = (
+            public_key_set(document)
+            if kind == "sig"
+            else parse_key_set(self.path, public_halves(document)).get_public_jwks()
+        )
         if not public["keys"]:
             raise InvalidJWKSError(f"{self.path} holds no keys; add one before publishing")
         if output is not None:
@@ -186,5 +242,9 @@ class KeySetFile:
         return parse_key_set(self.path, document if private else public_halves(document))
 
     def kids(self) -> list[str]:
-        """The kids in file order; the last one is the newest."""
-        return self.load(private=False).kids()
+        """The kids in file order; the last one is the newest (a set of any kind)."""
+        return _set_kids(self.path, read_jwks(self.path))
+
+    def kind(self) -> str:
+        """`enc` (RSA encryption keys), `sig` (signing keys) or `dir` (shared secrets)."""
+        return key_set_kind(read_jwks(self.path))

@@ -376,6 +376,11 @@ class RequestDecryptor:
         max_inflated_size: int | None = None,
         max_json_values: int | None = None,
         max_json_depth: int | None = None,
+        verify_with: VerifyKeysInput | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway: float = 0,
+        require_signature: bool | None = None,
     ) -> RequestDecryptor:
         """A decryptor for the key-set file at `path`; keywords as for the constructor."""
         return cls(
@@ -386,6 +391,11 @@ class RequestDecryptor:
             max_inflated_size=max_inflated_size,
             max_json_values=max_json_values,
             max_json_depth=max_json_depth,
+            verify_with=verify_with,
+            issuer=issuer,
+            audience=audience,
+            leeway=leeway,
+            require_signature=require_signature,
         )
 
     @property
