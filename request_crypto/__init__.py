@@ -1,7 +1,8 @@
 """request_crypto: hybrid RSA/AES request encryption with JWK key sets.
 
 Byte-compatible both ways with the JavaScript `@elastic/request-crypto` 2.x (`elastic` format),
-plus one standard compact JWE (`jwe` format), and sealed files (streams of any size). See
+plus one standard compact JWE (`jwe` format), signed bodies (a JWT inside the `jwe`), and
+sealed files (streams of any size). See
 README.md for examples. This module only re-exports the public names;
 tests/test_architecture.py pins them.
 """
@@ -9,16 +10,20 @@ tests/test_architecture.py pins them.
 from .formats import ElasticBody, Format, detect_format, pack_body, unpack_body
 from .formats.nodecrypto import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
 from .keys import (
+    DirectKeySet,
     JWKDecryptResult,
     JWKManager,
     JWKMetadata,
     JWKSInput,
     JWKSManager,
     KeySource,
+    RemoteJWKS,
+    SigningKeySet,
     create_jwk_manager,
 )
 from .keyset import KeySetFile
 from .limits import DEFAULT_LIMITS, Limits
+from .nested import Signer, SignerInfo, Verifier
 from .request import (
     DecryptedRequest,
     RequestDecryptor,
@@ -32,6 +37,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "KEY_LENGTH_IN_BYTES",
     "DecryptedRequest",
+    "DirectKeySet",
     "ElasticBody",
     "Format",
     "JWKDecryptResult",
@@ -43,10 +49,15 @@ __all__ = [
     "KeySource",
     "Limits",
     "PassphraseCipher",
+    "RemoteJWKS",
     "RequestDecryptor",
     "RequestEncryptor",
     "SealedInfo",
     "SealedReader",
+    "Signer",
+    "SignerInfo",
+    "SigningKeySet",
+    "Verifier",
     "__version__",
     "create_jwk_manager",
     "create_request_decryptor",
