@@ -306,3 +306,28 @@ def test_key_sets_stay_apart(receiver, senders) -> None:
         RequestDecryptor({"keys": [*receiver["private"]["keys"], generate_direct_jwk("d")]})
     with pytest.raises(InvalidJWKSError):
         SigningKeySet(receiver["public"])  # use 'enc' is no signing key
+
+
+def test_any_altered_byte_of_the_signed_jwt_is_a_request_crypto_error(receiver, senders) -> None:
+    """Every one-byte change of the inner JWT is refused with a RequestCryptoError, unchained."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    token = RequestEncryptor(receiver["public"], sign_with=senders["ES256"]).signer.sign({"a": 1})
+    decryptor = RequestDecryptor(receiver["private"], verify_with=verify_set(senders, "ES256"))
+    manager = JWKManager(receiver["public"])
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.integers(0, len(token) - 1), st.integers(1, 255))
+    def altered(position: int, delta: int) -> None:
+        data = bytearray(token.encode())
+        data[position] = (data[position] + delta) % 256
+        body = manager.encrypt_jwe("rx-oaep", bytes(data), cty="JWT")
+        try:
+            decryptor.decrypt(body)
+        except RequestCryptoError as exc:
+            assert exc.__cause__ is None and exc.__context__ is None
+        else:
+            pytest.fail(f"a token altered at byte {position} was accepted")
+
+    altered()
