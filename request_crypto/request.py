@@ -419,6 +419,8 @@ class RequestDecryptor:
     def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
         """The one path of every format: size, detect, open, verify, then the JSON budget."""
         format = self._check(body)
+        if self.require_signature and format is Format.ELASTIC:
+            raise UnsignedBodyError("the elastic format has no signatures")  # before its PBKDF2
         opened = REGISTRY[format].open(self._source, body, self.limits)
         if format is Format.JWE and is_signed_header(opened.metadata.header):
             if self._verifier is None:
