@@ -20,7 +20,13 @@ from .errors import MalformedBodyError, SignatureError, UnknownSignerError
 if TYPE_CHECKING:
     from .keys.signing import SigningKey, VerificationKeys
 
-__all__ = ["REFUSED_HEADER_MEMBERS", "VerifiedJWS", "sign_compact", "verify_compact"]
+__all__ = [
+    "REFUSED_HEADER_MEMBERS",
+    "VerifiedJWS",
+    "read_unverified",
+    "sign_compact",
+    "verify_compact",
+]
 
 #: Header members a token may not carry: extensions, unencoded payloads, keys of its own.
 REFUSED_HEADER_MEMBERS = ("crit", "b64", "jwk", "jku", "x5u", "x5c")
@@ -43,15 +49,25 @@ def sign_compact(key: SigningKey, payload: bytes, *, typ: str | None = "JWT") ->
     return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
 
 
-def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
-    """Check the header, pick the key (see the module docstring), verify the signature."""
+def _split(token: str | bytes) -> list[bytes]:
     raw = ascii_bytes(token, "the signed JWT")
     if raw.count(b".") != 2:
         raise MalformedBodyError(
             "the signed body is not a compact JWS (3 dot-separated parts): "
             "the JWT inside the jwe must be header.payload.signature"
         )
-    protected, payload, signature = raw.split(b".")
+    return raw.split(b".")
+
+
+def read_unverified(token: str | bytes) -> tuple[dict[str, Any], bytes]:
+    """The checked header and the payload bytes, NOT verified: for `inspect` only."""
+    protected, payload, _ = _split(token)
+    return _checked_header(protected)[0], b64url_decode(payload, "the JWS payload")
+
+
+def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
+    """Check the header, pick the key (see the module docstring), verify the signature."""
+    protected, payload, signature = _split(token)
     header, alg = _checked_header(protected)
     key = _verifying_key(header, alg, keys)
     if key.alg != alg:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._b64 import b64url_encode
 from ._json import dumps_utf8, loads_payload
-from ._jws import sign_compact, verify_compact
+from ._jws import read_unverified, sign_compact, verify_compact
 from .errors import ClaimsError, InvalidArgumentError, MalformedBodyError, TokenExpiredError
 from .keys.signing import SigningKey, SigningKeySet, VerificationKeys
 from .limits import Limits
@@ -29,6 +29,7 @@ __all__ = [
     "Signer",
     "SignerInfo",
     "Verifier",
+    "describe_unverified",
     "is_signed_header",
 ]
 
@@ -73,6 +74,28 @@ class SignerInfo:
             "jti": self.jti,
             "claims": dict(self.claims),
         }
+
+
+def _registered(claims: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: claims[name] for name in _REGISTERED if name in claims}
+
+
+def describe_unverified(token: bytes | str, limits: Limits) -> dict[str, Any]:
+    """The signer's kid and alg and the registered claims, read WITHOUT verifying.
+
+    For `inspect` when no verification keys are given: labelled `"verified": false`, so no
+    one mistakes it for a checked sender.
+    """
+    header, payload = read_unverified(token)
+    claims = loads_payload(
+        payload, max_values=limits.max_json_values, max_depth=limits.max_json_depth
+    )
+    return {
+        "kid": header.get("kid"),
+        "alg": header.get("alg"),
+        "verified": False,
+        "claims": _registered(claims) if isinstance(claims, dict) else {},
+    }
 
 
 class Signer:
@@ -176,9 +199,8 @@ class Verifier:
         if not isinstance(claims, dict):
             raise MalformedBodyError("the signed JWT's payload is not a JSON object")
         self.check_claims(claims)
-        registered = {name: claims[name] for name in _REGISTERED if name in claims}
         jti, iss = claims.get("jti"), claims.get("iss")
-        info = SignerInfo(verified.key.kid, verified.key.alg, iss, jti, registered)
+        info = SignerInfo(verified.key.kid, verified.key.alg, iss, jti, _registered(claims))
         return claims, info
 
     def check_claims(self, claims: Mapping[str, Any]) -> None:

@@ -53,6 +53,7 @@ from .nested import (
     Signer,
     SignerInfo,
     Verifier,
+    describe_unverified,
     is_signed_header,
 )
 
@@ -416,12 +417,16 @@ class RequestDecryptor:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
         return DecryptedRequest(*self._decrypt(body))
 
-    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
-        """The one path of every format: size, detect, open, verify, then the JSON budget."""
+    def _open(self, body: str | bytes) -> tuple[Format, Opened]:
+        """Size, detect and open (authenticated decryption): nothing verified yet."""
         format = self._check(body)
         if self.require_signature and format is Format.ELASTIC:
             raise UnsignedBodyError("the elastic format has no signatures")  # before its PBKDF2
-        opened = REGISTRY[format].open(self._source, body, self.limits)
+        return format, REGISTRY[format].open(self._source, body, self.limits)
+
+    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
+        """The one path of every format: size, detect, open, verify, then the JSON budget."""
+        format, opened = self._open(body)
         if format is Format.JWE and is_signed_header(opened.metadata.header):
             if self._verifier is None:
                 raise SignatureError(
@@ -446,9 +451,24 @@ class RequestDecryptor:
 
         The JavaScript original authenticates only the wrapped key, so a body with an altered
         payload would still report its key; here it fails as `decrypt` does, at the cost of
-        a decrypt (the payload is discarded).
+        a decrypt (the payload is discarded). A signed body's signature is not checked here:
+        the metadata is the receiver's key's, not the sender's (see `describe_signer`).
         """
-        return self._decrypt(body)[2]
+        return self._open(body)[1].metadata
+
+    def describe_signer(self, body: str | bytes) -> dict[str, Any] | None:
+        """A signed body's signer (kid, alg) and registered claims; None for an unsigned body.
+
+        With verification keys the signature and claims are checked (failures raise) and
+        `verified` is true; without, they are only read, and `verified` is false.
+        """
+        format, opened = self._open(body)
+        if format is not Format.JWE or not is_signed_header(opened.metadata.header):
+            return None
+        if self._verifier is None:
+            return describe_unverified(bytes(opened.plaintext), self.limits)
+        signer = self._verifier.verify(bytes(opened.plaintext), self.limits)[1]
+        return {"kid": signer.kid, "alg": signer.alg, "verified": True, "claims": signer.claims}
 
     def _check(self, body: str | bytes) -> Format:
         limit = self.limits.max_body_size

@@ -331,3 +331,24 @@ def test_any_altered_byte_of_the_signed_jwt_is_a_request_crypto_error(receiver, 
             pytest.fail(f"a token altered at byte {position} was accepted")
 
     altered()
+
+
+def test_describe_signer_verified_or_labelled_unverified(receiver, senders) -> None:
+    encryptor = RequestEncryptor(receiver["public"], sign_with=senders["PS256"], issuer="kibana")
+    body = encryptor.encrypt("rx-oaep", {"a": 1})
+    plain = RequestDecryptor(receiver["private"])
+    unverified = plain.describe_signer(body)
+    assert unverified["verified"] is False
+    assert (unverified["kid"], unverified["alg"], unverified["claims"]["iss"]) == (
+        "s-PS256",
+        "PS256",
+        "kibana",
+    )
+    assert plain.get_jwk_metadata(body).key["kid"] == "rx-oaep"  # the receiver's key
+    checked = RequestDecryptor(receiver["private"], verify_with=verify_set(senders, "PS256"))
+    assert checked.describe_signer(body)["verified"] is True
+    wrong = RequestDecryptor(receiver["private"], verify_with=verify_set(senders, "RS256"))
+    with pytest.raises(UnknownSignerError):
+        wrong.describe_signer(body)
+    unsigned = RequestEncryptor(receiver["public"], format="jwe").encrypt("rx-oaep", {})
+    assert plain.describe_signer(unsigned) is None
