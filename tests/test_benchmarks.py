@@ -124,3 +124,19 @@ def test_bench_script_runs_the_package_and_writes_json(tmp_path: Path) -> None:
     names = {t["name"]: t for t in document["targets"]}
     assert names["jwe decrypt 1KB >= 90% of RSA decrypt"]["status"] in {"PASS", "FAIL"}
     assert "elastic.decrypt.1KB" not in document["best"]  # --only left the others out
+
+
+@pytest.mark.slow
+def test_nested_benchmark_section_runs(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "nested"]
+    command += ["--rounds", "1", "--seconds", "0.05", "--no-node", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    for alg in ("ES256", "EdDSA"):
+        assert document["best"][f"nested.decrypt.{alg}.1KB"] > 0
+        assert document["best"][f"bound.{alg}.verify"] > 0
+    assert document["best"]["nested.unsigned.1KB"] > 0
+    names = {t["name"] for t in document["targets"]}
+    assert "signed jwe (ES256) decrypt+verify 1KB >= 90% of RSA decrypt + ES256 verify" in names
