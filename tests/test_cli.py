@@ -22,8 +22,11 @@ from jwcrypto.jwk import JWK
 from typer.testing import CliRunner, Result
 
 from request_crypto import RequestDecryptor, __version__, detect_format, keyfile
-from request_crypto import cli as cli_module
-from request_crypto.cli import DEMO_PAYLOAD, app, kid_prefix, next_kid
+from request_crypto.cli import _app as app_module
+from request_crypto.cli import app, kid_prefix, next_kid
+from request_crypto.cli import keys as keys_module
+from request_crypto.cli.demo import DEMO_PAYLOAD
+from request_crypto.kids import DEFAULT_KID_PREFIX
 
 PUBLIC_MEMBERS = ["kty", "kid", "use", "alg", "e", "n"]
 PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi"]
@@ -115,7 +118,7 @@ def body_file(made: SimpleNamespace, tmp_path: Path) -> Path:
 @pytest.fixture
 def fixed_today(monkeypatch: pytest.MonkeyPatch) -> date:
     today = date(2026, 11, 23)
-    monkeypatch.setattr(cli_module, "_utc_today", lambda: today)
+    monkeypatch.setattr(keys_module, "utc_today", lambda: today)
     return today
 
 
@@ -258,7 +261,7 @@ def test_rotate_an_empty_set_falls_back_to_a_default_prefix(
     path = tmp_path / "empty.json"
     path.write_text('{"keys": []}')
     kid = ok("keys", "rotate", path).stdout.strip()
-    assert kid == f"{cli_module.DEFAULT_KID_PREFIX}-{fixed_today.isoformat()}"
+    assert kid == f"{DEFAULT_KID_PREFIX}-{fixed_today.isoformat()}"
 
 
 def test_rotated_bodies_and_old_bodies_both_decrypt(private_set: Path, tmp_path: Path) -> None:
@@ -322,7 +325,7 @@ def test_next_kid_is_new_and_sorts_after_the_kids_it_made(
 def test_kid_prefix_is_a_prefix_of_every_kid_or_the_default(kids_now: list[str]) -> None:
     prefix = kid_prefix(kids_now)
     assert prefix
-    assert prefix == cli_module.DEFAULT_KID_PREFIX or all(k.startswith(prefix) for k in kids_now)
+    assert prefix == DEFAULT_KID_PREFIX or all(k.startswith(prefix) for k in kids_now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -771,7 +774,7 @@ def test_a_library_bug_is_not_swallowed_as_a_clean_error(
     def boom(*_args: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(cli_module, "_key_rows", boom)
+    monkeypatch.setattr(keys_module, "key_rows", boom)
     result = runner.invoke(app, ["keys", "list", str(made.private)])
     assert isinstance(result.exception, RuntimeError)
 
@@ -822,14 +825,14 @@ def test_demo_runs_the_whole_flow() -> None:
 def test_receiver_commands_are_registered_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[typer.Typer] = []
     monkeypatch.setitem(sys.modules, "fake_receiver_cli", SimpleNamespace(register=calls.append))
-    cli_module._register_receiver_commands("fake_receiver_cli")
+    app_module._register_receiver_commands("fake_receiver_cli")
     assert calls == [app]
 
 
 def test_receiver_commands_are_optional() -> None:
     before = list(app.registered_commands)
-    cli_module._register_receiver_commands("request_crypto.receiver.no_such_module")
-    cli_module._register_receiver_commands("no_such_package.cli")
+    app_module._register_receiver_commands("request_crypto.receiver.no_such_module")
+    app_module._register_receiver_commands("no_such_package.cli")
     assert app.registered_commands == before
 
 
@@ -840,6 +843,6 @@ def test_a_broken_receiver_module_is_not_mistaken_for_a_missing_one(
     monkeypatch.syspath_prepend(str(tmp_path))
     before = list(app.registered_commands)
     with pytest.raises(ImportError) as raised:
-        cli_module._register_receiver_commands("broken_receiver_cli")
+        app_module._register_receiver_commands("broken_receiver_cli")
     assert raised.value.name == "no_such_dependency_of_it"
     assert app.registered_commands == before

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from test_cli import fails, invoke, ok
 
-from request_crypto import _cli_common
-from request_crypto._cli_common import CLIError, read_input
+from request_crypto.cli import _common
+from request_crypto.cli._common import CLIError, read_input
 from request_crypto.formats.elastic import pack_body, unpack_body
 from request_crypto.keys.jwks import PRIVATE_MEMBERS
 from request_crypto.limits import DEFAULT_MAX_BODY_SIZE
@@ -121,7 +121,7 @@ class EndlessStdin:
 @pytest.mark.parametrize("limit", [1, 1000, 3 * MiB + 7])
 def test_reading_stops_one_byte_past_the_cap(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
     stdin = EndlessStdin()
-    monkeypatch.setattr(_cli_common.typer, "get_binary_stream", lambda name: stdin)
+    monkeypatch.setattr(_common.typer, "get_binary_stream", lambda name: stdin)
     with pytest.raises(CLIError, match=f"stdin holds more than {limit} bytes"):
         read_input("-", limit)
     assert stdin.taken == limit + 1

@@ -1,6 +1,6 @@
 """`request-crypto seal`, `open` and `inspect` of sealed files, in real processes and in Typer.
 
-The console script runs a plain `seal`/`open` command line without Typer (`_sealed_run`);
+The console script runs a plain `seal`/`open` command line without Typer (`cli/_fast.py`);
 `CliRunner` goes through the full Typer app. Both are exercised, and must behave alike.
 """
 

@@ -147,10 +147,10 @@ def test_every_exception_class_in_the_package_is_a_request_crypto_error() -> Non
 
 
 def test_the_receivers_and_the_clis_errors_are_the_ones_in_errors() -> None:
-    from request_crypto import _cli_common
+    from request_crypto.cli import _common
     from request_crypto.receiver import app
 
-    assert _cli_common.CLIError is errors.UsageError
+    assert _common.CLIError is errors.UsageError
     assert app.SinkUnavailableError is errors.SinkUnavailableError
 
 

@@ -218,7 +218,7 @@ def test_a_character_device_is_written_into_not_replaced(key_file: Path, tmp_pat
 
 
 def test_dev_null_stays_a_character_device(key_file: Path) -> None:
-    from request_crypto._cli_common import output_stream
+    from request_crypto.cli._common import output_stream
 
     with output_stream(Path("/dev/null")) as stream:  # guard: never replace the real one
         assert stream is not None

@@ -1,8 +1,9 @@
-"""What both command-line modules share: one-line errors, JSON input, key sets, encrypting.
+"""What every command module shares: one-line errors, JSON input and output, key sets.
 
-`request_crypto.cli` (keys, encrypt, decrypt, inspect, demo) and `request_crypto.receiver.cli`
-(serve, send) both build on these, so the same mistake reads the same in every command. The
-receiver's commands cannot import `cli` itself: `cli` registers them, an import cycle.
+The commands in `request_crypto.cli` (keys, encrypt, decrypt, inspect, seal, open, demo) and
+`request_crypto.receiver.cli` (serve, send) all build on these, so the same mistake reads the
+same in every command. The receiver's commands cannot import the app (`request_crypto.cli`
+registers them: an import cycle), so what they share lives here.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from typing import IO, Annotated, Any, BinaryIO, Literal, NoReturn
 
 import typer
 
-from ._files import file_kind
-from .errors import CLIError, RequestCryptoError
-from .formats import Format
-from .keyfile import is_private_set, read_jwks, require_private_keys
-from .keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
-from .keyset import KeySetFile, parse_key_set
-from .request import RequestEncryptor
+from .._files import file_kind
+from ..errors import CLIError, RequestCryptoError
+from ..formats import Format
+from ..keyfile import is_private_set, read_jwks, require_private_keys
+from ..keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
+from ..keyset import KeySetFile, parse_key_set
+from ..request import RequestEncryptor
 
 __all__ = [
     "PROG",
@@ -34,9 +35,11 @@ __all__ = [
     "CLIError",
     "Input",
     "PrivateSet",
+    "echo_json",
     "encrypt_document",
     "fail",
     "input_name",
+    "json_bytes",
     "kid_list",
     "load_private",
     "load_set",
@@ -95,6 +98,19 @@ def kid_list(kids: Sequence[str]) -> str:
 
 def note(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def json_bytes(value: Any) -> bytes:
+    """Indented JSON, UTF-8; escaped ASCII only if the value holds lone surrogates."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, indent=2).encode("ascii")
+
+
+def echo_json(value: Any) -> None:
+    """A command's JSON result, on stdout."""
+    typer.echo(json_bytes(value))
 
 
 # ---------------------------------------------------------------------------------------------

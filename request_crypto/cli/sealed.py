@@ -1,8 +1,8 @@
 """`request-crypto seal` and `open` as Typer commands, and `inspect` of sealed files.
 
 `register(app)` adds both commands to the main CLI (`request_crypto.cli`). The work is in
-`_sealed_run`, which the console script also calls directly for a plain `seal`/`open`
-command line, without Typer's start-up cost; the options here must stay those it accepts.
+`_fast`, which the console script also calls directly for a plain `seal`/`open` command
+line, without Typer's start-up cost; the options here must stay those it accepts.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ._cli_common import Input, PrivateSet
-from ._sealed_run import (
+from ..sealed import MAGIC, SealedReader, inspect_sealed, is_sealed
+from ._common import Input, PrivateSet
+from ._fast import (
     DEFAULT_SEGMENT_SIZE,
     STDIO,
     key_set,
@@ -21,7 +22,6 @@ from ._sealed_run import (
     opened_input,
     seal_files,
 )
-from .sealed import MAGIC, SealedReader, inspect_sealed, is_sealed
 
 __all__ = ["describe_sealed", "register"]
 

@@ -4,7 +4,7 @@
 without Typer: on this machine Typer's option handling alone imports pydantic and costs
 0.1-0.4 s, a fifth to a half of a whole 1 GiB seal. Anything else (any other command,
 `--help`, an unknown or malformed option) goes to the full Typer CLI, which owns help and
-usage errors; `_cli_sealed` declares the same options for it and calls the same functions.
+usage errors; `sealed` declares the same options for it and calls the same functions.
 """
 
 # Imports inside functions are deliberate here: start-up time is part of every file's time.
@@ -19,10 +19,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import InputError, InvalidArgumentError, RequestCryptoError
+from ..errors import InputError, InvalidArgumentError, RequestCryptoError
 
 if TYPE_CHECKING:
-    from .keys.jwks import JWKManager
+    from ..keys.jwks import JWKManager
 
 __all__ = [
     "COMMANDS",
@@ -45,7 +45,7 @@ def seal_files(
     jwks: Path, source: str, kids: Sequence[str], output: str, segment_size: int
 ) -> None:
     """Seal `source` (a path or -) to `kids` of the set at `jwks` (default: its newest key)."""
-    from .sealed import seal
+    from ..sealed import seal
 
     keys = key_set(jwks)
     chosen = list(dict.fromkeys(kids)) if kids else keys.kids()[-1:]
@@ -62,8 +62,8 @@ def seal_files(
 
 def open_files(jwks: Path, source: str, output: str) -> None:
     """Open `source` (a path or -) with the private set at `jwks` into `output`."""
-    from .keyfile import require_private_keys
-    from .sealed import open_sealed
+    from ..keyfile import require_private_keys
+    from ..sealed import open_sealed
 
     keys = key_set(jwks)
     require_private_keys(keys, jwks, "open")
@@ -73,9 +73,9 @@ def open_files(jwks: Path, source: str, output: str) -> None:
 
 def key_set(path: Path) -> JWKManager:
     """The key set at `path`; errors name the file."""
-    from .errors import InvalidJWKSError
-    from .keyfile import read_jwks
-    from .keys.jwks import JWKManager
+    from ..errors import InvalidJWKSError
+    from ..keyfile import read_jwks
+    from ..keys.jwks import JWKManager
 
     try:
         return JWKManager(read_jwks(path))
@@ -176,7 +176,7 @@ def main() -> None:
     """The `request-crypto` console script."""
     arguments = _plain_arguments(sys.argv[1:])
     if arguments is None:
-        from .cli import main as typer_main
+        from ._app import main as typer_main
 
         typer_main()
         return
@@ -195,7 +195,7 @@ def main() -> None:
         else:
             open_files(Path(arguments["jwks"]), arguments["source"], arguments["output"])
     except RequestCryptoError as exc:
-        from ._cli_common import one_line  # only on this path: it imports the whole library
+        from ._common import one_line  # only on this path: it imports the whole library
 
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(1)
