@@ -134,7 +134,7 @@ def test_every_exception_class_in_the_package_is_a_request_crypto_error() -> Non
     # The walk reaches the receiver and the CLI, not only errors.py.
     assert {
         "request_crypto.receiver.sinks.SinkURLError",
-        "request_crypto.receiver.app._Refused",
+        "request_crypto.receiver._http.Refused",
         "request_crypto._b64.Decline",
         "request_crypto.errors.UsageError",
     } <= names
