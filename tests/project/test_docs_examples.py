@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Specifications: exact bytes, checked by their own vector tests, not run as tutorials.
 SPECIFICATIONS = {"WIRE-FORMAT.md", "FILE-FORMAT.md"}
 DOCUMENTS = [

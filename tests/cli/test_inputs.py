@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import fails, invoke, ok
 
 from request_crypto.cli import _common
 from request_crypto.cli._common import CLIError, read_input
 from request_crypto.formats.elastic import pack_body, unpack_body
 from request_crypto.keys.jwks import PRIVATE_MEMBERS
 from request_crypto.limits import DEFAULT_MAX_BODY_SIZE
+from tests.cli.runner import fails, invoke, ok
 
 MiB = 1024 * 1024
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import load_fixture
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +22,7 @@ from request_crypto import JWKManager, RequestDecryptor, RequestEncryptor
 from request_crypto._b64 import b64url_decode, b64url_encode
 from request_crypto.errors import InvalidArgumentError, InvalidJWKSError, NoKeyFoundError
 from request_crypto.keys.jwks import MAX_KEY_SIZE, MIN_KEY_SIZE, PRIVATE_MEMBERS
+from tests.conftest import load_fixture
 
 JS_KEY_FILES = ("private_jwks.json", "public_jwks.json")
 

@@ -17,7 +17,6 @@ from typing import Any
 import jwcrypto.jwe
 import jwcrypto.jwk
 import pytest
-from conftest import PYTHON_KIDS
 from joserfc import jwe as joserfc_jwe
 from joserfc.jwk import RSAKey
 
@@ -29,6 +28,7 @@ from request_crypto import (
     RequestEncryptor,
     pack_body,
 )
+from tests.conftest import PYTHON_KIDS
 
 pytestmark = pytest.mark.interop
 

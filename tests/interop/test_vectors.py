@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from conftest import load_fixture
 
 from request_crypto import PassphraseCipher, RequestDecryptor, pack_body, unpack_body
 from request_crypto.errors import DecryptionError, NoKeyFoundError
+from tests.conftest import load_fixture
 
 BODIES = load_fixture("bodies.json")["bodies"]
 NODE_CRYPTO = load_fixture("node_crypto.json")["vectors"]

@@ -17,7 +17,7 @@ import pytest
 from benchmarks.core import CORES, fixture_jwks, telemetry
 from benchmarks.receiver import Load, measure_receiver, parse_wrk, summarize
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:48107/v1/payloads

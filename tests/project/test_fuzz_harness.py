@@ -24,7 +24,7 @@ from request_crypto.errors import (
     UnsupportedAlgorithmError,
 )
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fuzz.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz.py"
 
 
 @pytest.fixture(scope="module")

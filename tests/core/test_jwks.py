@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import PYTHON_KIDS
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
@@ -29,6 +28,7 @@ from request_crypto.errors import (
     NoKeyFoundError,
     UnsupportedAlgorithmError,
 )
+from tests.conftest import PYTHON_KIDS
 
 PUBLIC_MEMBERS = ["kty", "kid", "use", "alg", "e", "n"]
 PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi"]

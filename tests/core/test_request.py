@@ -14,7 +14,6 @@ from typing import Any
 
 import jwcrypto.jwk
 import pytest
-from conftest import PYTHON_KIDS
 
 from request_crypto import (
     Format,
@@ -41,6 +40,7 @@ from request_crypto.errors import (
     NoKeyFoundError,
 )
 from request_crypto.keys import jwks
+from tests.conftest import PYTHON_KIDS
 
 #: One JavaScript-made RSA-OAEP key and one RSA-OAEP-256 key made here.
 KIDS = ["kibana_1", PYTHON_KIDS["RSA-OAEP-256"]]

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from request_crypto import JWKManager, SealedReader, inspect_sealed, open_sealed, seal
 from request_crypto import sealed as sealed_module
 
-VECTORS = Path(__file__).resolve().parent.parent / "fixtures" / "sealed"
+VECTORS = Path(__file__).resolve().parents[2] / "fixtures" / "sealed"
 MANIFEST: dict[str, dict[str, Any]] = json.loads((VECTORS / "vectors.json").read_text())
 PRIVATE = json.loads((VECTORS / "keys.json").read_text())
 GOOD = sorted(name for name, vector in MANIFEST.items() if vector["error"] is None)
