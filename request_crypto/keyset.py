@@ -24,6 +24,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from jwcrypto.jwk import JWK
+
+from ._b64 import b64url_decode
 from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
 from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
 from .keys.jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
@@ -72,6 +75,15 @@ def _set_kids(path: str | os.PathLike[str], document: dict[str, Any]) -> list[st
     except InvalidJWKSError as exc:
         raise InvalidJWKSError(f"{path}: {exc}") from None
     return parse_key_set(path, public_halves(document)).kids()
+
+
+def _rsa_bits(jwk: dict[str, Any]) -> int:
+    return len(b64url_decode(jwk["n"], "n")) * 8
+
+
+def thumbprint(public: dict[str, Any]) -> str:
+    """RFC 7638 SHA-256 thumbprint of a public JWK (of its required members only)."""
+    return str(JWK(**public).thumbprint())
 
 
 def _new_private_jwk(size: int, alg: str) -> dict[str, Any]:
@@ -244,6 +256,28 @@ class KeySetFile:
     def kids(self) -> list[str]:
         """The kids in file order; the last one is the newest (a set of any kind)."""
         return _set_kids(self.path, read_jwks(self.path))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """What `keys list` shows of a signing or dir set: never a private member or secret."""
+        document = read_jwks(self.path)
+        kids = _set_kids(self.path, document)
+        rows = []
+        for jwk in document["keys"]:
+            secret = jwk.get("kty") == "oct"
+            public = None if secret else SigningKey(jwk).public_jwk
+            rows.append(
+                {
+                    "kid": jwk["kid"],
+                    "kty": jwk["kty"],
+                    "alg": jwk.get("alg"),
+                    "use": jwk.get("use", "sig"),
+                    "size": 256 if secret else jwk.get("crv") or _rsa_bits(jwk),
+                    "private": secret or "d" in jwk,
+                    "thumbprint": "-" if public is None else thumbprint(public),
+                    "newest": jwk["kid"] == kids[-1],
+                }
+            )
+        return rows
 
     def kind(self) -> str:
         """`enc` (RSA encryption keys), `sig` (signing keys) or `dir` (shared secrets)."""

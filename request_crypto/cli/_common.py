@@ -26,6 +26,7 @@ from ..errors import CLIError, RequestCryptoError
 from ..formats import Format
 from ..keyfile import is_private_set, read_jwks, require_private_keys
 from ..keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
+from ..keys.signing import DirectKeySet
 from ..keyset import KeySetFile, parse_key_set
 from ..request import RequestEncryptor
 
@@ -386,9 +387,39 @@ def sender_set(path: Path) -> JWKManager:
 
 
 def encrypt_document(
-    path: Path, document: Any, kid: str | None, body_format: Format
+    path: Path,
+    document: Any,
+    kid: str | None,
+    body_format: Format | None,
+    signing: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """Encrypt to `kid`, or to the newest (last) key of the set at `path` that may encrypt."""
+    """Encrypt to `kid`, or to the newest (last) key of the set at `path` that may encrypt.
+
+    `path` is the receiver's public RSA set, or a set of `dir` secrets; `signing` holds
+    `RequestEncryptor`'s signing keywords (a signed body is always `jwe`).
+    """
+    signing = signing or {}
+    if signing and body_format is Format.ELASTIC:
+        raise CLIError(
+            "--sign-with needs the jwe format: the elastic format (the JavaScript library's) "
+            "has no signatures; drop --format elastic"
+        )
+    kind = KeySetFile(path).kind()
+    if kind == "sig":
+        raise CLIError(
+            f"{path} is a signing set: encrypt to the receiver's set (--jwks) and sign with "
+            "this one (--sign-with)"
+        )
+    if kind == "dir":
+        secrets = DirectKeySet(read_jwks(path))
+        kid = kid or (secrets.kids() or [""])[-1]
+        if kid not in secrets:
+            raise CLIError(
+                f"{path} has no key {shown(kid)}; its kids are {kid_list(secrets.kids())}"
+            )
+        if body_format is Format.ELASTIC:
+            raise CLIError(f"{path} holds dir secrets: they make jwe bodies; drop --format elastic")
+        return kid, RequestEncryptor(secrets, format=body_format, **signing).encrypt(kid, document)
     manager = sender_set(path)
     if kid is None:
         usable = [kid for kid in manager.kids() if manager.can_encrypt(kid)]
@@ -399,4 +430,4 @@ def encrypt_document(
             )
         kid = usable[-1]
     require_kid(path, manager, kid)
-    return kid, RequestEncryptor(manager, format=body_format).encrypt(kid, document)
+    return kid, RequestEncryptor(manager, format=body_format, **signing).encrypt(kid, document)

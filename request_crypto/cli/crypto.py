@@ -15,8 +15,11 @@ import typer
 
 from ..errors import DecryptionError, MalformedBodyError, NoKeyFoundError
 from ..formats import Format, detect_format
+from ..keyfile import read_jwks
 from ..keys.jwks import DECRYPT_OPS, JWKManager
+from ..keyset import KeySetFile
 from ..limits import DEFAULT_MAX_BODY_SIZE
+from ..nested import DEFAULT_EXPIRES_IN
 from ..request import RequestDecryptor
 from ._common import (
     CLIError,
@@ -32,6 +35,17 @@ from ._common import (
     shown,
 )
 from .sealed import describe_sealed
+from .signing import (
+    Audience,
+    ExpiresIn,
+    Issuer,
+    Leeway,
+    SignKid,
+    SignWith,
+    VerifyWith,
+    signing_options,
+    verification_keys,
+)
 
 __all__ = ["decrypt_body", "inspect_body", "register"]
 
@@ -74,19 +88,46 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
         ) from None
 
 
-def decrypt_body(path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE) -> Any:
-    """The payload of `body`, opened with the private set at `path`; failures explained."""
-    manager = load_private(path, "decrypt")
-    with _explained(path, manager):
-        return RequestDecryptor(manager, max_body_size=max_body).decrypt(body)
+def _decryptor(
+    path: Path, command: str, max_body: int, **verify: Any
+) -> tuple[RequestDecryptor, JWKManager]:
+    """The receiver's set at `path` (RSA, or dir secrets) as a decryptor, and its RSA keys."""
+    if KeySetFile(path).kind() == "dir":
+        secrets = read_jwks(path)
+        return RequestDecryptor(secrets, max_body_size=max_body, **verify), JWKManager()
+    manager = load_private(path, command)
+    return RequestDecryptor(manager, max_body_size=max_body, **verify), manager
 
 
-def inspect_body(path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE) -> dict[str, Any]:
-    """The body's key and format, once the whole body decrypted (its payload is discarded)."""
-    manager = load_private(path, "inspect")
+def decrypt_body(
+    path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE, **verify: Any
+) -> Any:
+    """The payload of `body`, opened with the private set at `path`; failures explained.
+
+    `verify`: RequestDecryptor's verify_with, issuer, audience, leeway (a signed body's
+    claims are the payload; with verify_with an unsigned body is refused).
+    """
+    decryptor, manager = _decryptor(path, "decrypt", max_body, **verify)
     with _explained(path, manager):
-        metadata = RequestDecryptor(manager, max_body_size=max_body).get_jwk_metadata(body)
-        return {"format": detect_format(body).value, **metadata.to_dict()}
+        return decryptor.decrypt(body)
+
+
+def inspect_body(
+    path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE, **verify: Any
+) -> dict[str, Any]:
+    """The body's key and format, once the whole body decrypted (its payload is discarded).
+
+    A signed body also shows its signer (kid, alg) and registered claims: verified with
+    `verify_with`, else read and labelled `"verified": false`.
+    """
+    decryptor, manager = _decryptor(path, "inspect", max_body, require_signature=False, **verify)
+    with _explained(path, manager):
+        metadata = decryptor.get_jwk_metadata(body)
+        described = {"format": detect_format(body).value, **metadata.to_dict()}
+        signer = decryptor.describe_signer(body)
+        if signer is not None:
+            described["signer"] = signer
+        return described
 
 
 def _read_body(source: str, max_body: int) -> bytes:
@@ -101,6 +142,7 @@ def _read_body(source: str, max_body: int) -> bytes:
 
 
 def encrypt(
+    *,
     jwks: Annotated[
         Path,
         typer.Option(
@@ -115,21 +157,66 @@ def encrypt(
         ),
     ] = None,
     body_format: Annotated[
-        Format, typer.Option("--format", help="elastic: JavaScript-compatible; jwe: compact JWE.")
-    ] = Format.ELASTIC,
+        Format | None,
+        typer.Option(
+            "--format",
+            help="elastic: JavaScript-compatible (the default); jwe: compact JWE (the default "
+            "with --sign-with or a dir set).",
+            show_default=False,
+        ),
+    ] = None,
+    sign_with: SignWith = None,
+    sign_kid: SignKid = None,
+    issuer: Issuer = None,
+    audience: Audience = None,
+    expires_in: ExpiresIn = DEFAULT_EXPIRES_IN,
 ) -> None:
-    """Encrypt a JSON document (as a sender would) and write the body to stdout."""
-    typer.echo(encrypt_document(jwks, read_json_input(source, "encrypt"), kid, body_format)[1])
+    """Encrypt a JSON document (as a sender would) and write the body to stdout.
+
+    With --sign-with the document (a JSON object) is first signed as a JWT (iat, exp, a
+    random jti, and --issuer/--audience), then encrypted as a jwe body (cty JWT). --jwks may
+    be a set of dir secrets: the body is then encrypted with the shared secret.
+    """
+    signing = signing_options(sign_with, sign_kid, issuer, audience, expires_in)
+    document = read_json_input(source, "encrypt")
+    typer.echo(encrypt_document(jwks, document, kid, body_format, signing)[1])
 
 
 def decrypt(
-    jwks: PrivateSet, source: Input = "-", max_body: MaxBody = DEFAULT_MAX_BODY_SIZE
+    *,
+    jwks: PrivateSet,
+    source: Input = "-",
+    max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
+    verify_with: VerifyWith = None,
+    issuer: Issuer = None,
+    audience: Audience = None,
+    leeway: Leeway = 0,
 ) -> None:
-    """Decrypt a body (either format) and write its JSON payload to stdout."""
-    echo_json(decrypt_body(jwks, _read_body(source, max_body), max_body))
+    """Decrypt a body (either format) and write its JSON payload to stdout.
+
+    With --verify-with the body must be signed: its signature is verified with the senders'
+    set and its claims checked (exp, nbf, --issuer, --audience); the verified claims are
+    printed. An unsigned body is then refused (exit 1).
+    """
+    verify = _verify_options(verify_with, issuer, audience, leeway)
+    echo_json(decrypt_body(jwks, _read_body(source, max_body), max_body, **verify))
+
+
+def _verify_options(
+    verify_with: str | None, issuer: str | None, audience: str | None, leeway: float
+) -> dict[str, Any]:
+    if verify_with is None:
+        if issuer is not None or audience is not None:
+            raise CLIError(
+                "--issuer and --audience are checked on signed bodies: give --verify-with"
+            )
+        return {}
+    keys = verification_keys(verify_with)
+    return {"verify_with": keys, "issuer": issuer, "audience": audience, "leeway": leeway}
 
 
 def inspect(
+    *,
     jwks: Annotated[
         Path | None,
         typer.Option(
@@ -141,8 +228,9 @@ def inspect(
     ] = None,
     source: Input = "-",
     max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
+    verify_with: VerifyWith = None,
 ) -> None:
-    """Show which key a body is for (JWK metadata) and its format.
+    """Show which key a body is for (JWK metadata) and its format (and a signed body's signer).
 
     The whole body is decrypted first (the payload is discarded), so a body altered anywhere
     fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
@@ -157,7 +245,8 @@ def inspect(
             "a request body needs the private key set (a sealed file needs none)",
             param_hint="'--jwks'",
         )
-    echo_json(inspect_body(jwks, _read_body(source, max_body), max_body))
+    verify = _verify_options(verify_with, None, None, 0)
+    echo_json(inspect_body(jwks, _read_body(source, max_body), max_body, **verify))
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,6 @@ from ._common import (
     one_line,
     output_stream,
     quoted,
-    require_kid,
     shown,
 )
 
@@ -53,8 +52,15 @@ KeySetPath = Annotated[
 Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
 KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
 Alg = Annotated[
-    Literal["RSA-OAEP", "RSA-OAEP-256"],
-    typer.Option("--alg", help="Key management algorithm (the JavaScript library uses RSA-OAEP)."),
+    Literal[
+        "RSA-OAEP", "RSA-OAEP-256", "ES256", "ES384", "EdDSA", "RS256", "PS256", "HS256", "dir"
+    ],
+    typer.Option(
+        "--alg",
+        help="RSA-OAEP, RSA-OAEP-256: an encryption set (the JavaScript library uses "
+        "RSA-OAEP). ES256, ES384, EdDSA, RS256, PS256: a sender's signing set; HS256: a "
+        "shared signing secret; dir: a shared secret that encrypts bodies (A256GCM).",
+    ),
 ]
 
 
@@ -158,9 +164,16 @@ def keys_init(
     alg: Alg = "RSA-OAEP",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
 ) -> None:
-    """Create a private key set holding one new key (mode 0600)."""
+    """Create a private key set holding one new key (mode 0600): encryption, signing or dir."""
     init_set(path, kid, size, alg, force)
-    note(f"created {path} (mode 0600) with key {shown(kid)}; keep it on receivers only")
+    if alg in ("HS256", "dir"):
+        note(
+            f"created {path} (mode 0600) with the secret {shown(kid)}; give it to the other "
+            "party over a trusted channel: a secret has no public half"
+        )
+        return
+    holder = "the sender" if alg not in ("RSA-OAEP", "RSA-OAEP-256") else "receivers"
+    note(f"created {path} (mode 0600) with key {shown(kid)}; keep it on {holder} only")
     note(f"publish its public half with: {PROG} keys public {quoted(path)} -o public_jwks.json")
 
 
@@ -201,7 +214,8 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array, for scripts.")] = False,
 ) -> None:
     """Show each key: kid, kty, alg, use, size, private part, RFC 7638 thumbprint, newest."""
-    rows = key_rows(load_set(path))
+    keys = KeySetFile(path)
+    rows = key_rows(load_set(path)) if keys.kind() == "enc" else keys.describe()
     if as_json:
         echo_json(rows)
     elif rows:
@@ -224,7 +238,11 @@ def keys_public(
         ),
     ] = None,
 ) -> None:
-    """Write the public set senders ship: only `kty kid use alg e n` per key."""
+    """Write the public set others ship: each key's public members only.
+
+    `kty kid use alg e n` per RSA key, `crv x y` for EC and OKP (Ed25519) signing keys. A set
+    of secrets (HS256, dir) has no public half: refused.
+    """
     with output_stream(output) as stream:
         public = KeySetFile(path).publish(output if stream is None else None)
         if stream is not None:
@@ -241,7 +259,12 @@ def keys_remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a key. Bodies encrypted to it can no longer be decrypted with this set."""
-    require_kid(path, load_set(path, private=False), kid)
+    kids = KeySetFile(path).kids()
+    if kid not in kids:
+        raise CLIError(
+            f"{path} has no key {shown(kid)}; its kids are {kid_list(kids)} "
+            f"(see: {PROG} keys list {quoted(path)})"
+        )
     if not yes:
         _confirm(
             f"Remove key {shown(kid)} from {path}? Bodies encrypted to it can no longer be "
