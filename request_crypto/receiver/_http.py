@@ -22,11 +22,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import (
+    ClaimsError,
     InternalSignal,
+    KeySetUnavailableError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
     RequestCryptoError,
+    SignatureError,
+    UnsignedBodyError,
 )
 from .config import format_size
 
@@ -168,6 +172,17 @@ class Refused(InternalSignal):
         self.headers = headers
 
 
+#: Body failures answered with their own message, first match wins (subclasses first).
+_REFUSALS: tuple[tuple[type[RequestCryptoError], int, str], ...] = (
+    (PayloadTooLargeError, 413, "too-large"),
+    (UnsignedBodyError, 401, "unsigned"),
+    (SignatureError, 401, "signature"),
+    (ClaimsError, 401, "claims"),
+    (MalformedBodyError, 400, "malformed"),
+    (RequestCryptoError, 400, "decryption"),
+)
+
+
 def refusal(exc: Exception, fields: MutableMapping[str, object]) -> Refused:
     """The answer to a body that failed to decrypt. Messages never quote the body or keys."""
     if isinstance(exc, NoKeyFoundError):
@@ -179,12 +194,12 @@ def refusal(exc: Exception, fields: MutableMapping[str, object]) -> Refused:
             "no key found: the body is encrypted to a kid this receiver does not hold; "
             "fetch /.well-known/jwks.json",
         )
-    if isinstance(exc, PayloadTooLargeError):
-        return Refused(413, "too-large", str(exc))
-    if isinstance(exc, MalformedBodyError):
-        return Refused(400, "malformed", str(exc))
-    if isinstance(exc, RequestCryptoError):
-        return Refused(400, "decryption", str(exc))
+    if isinstance(exc, KeySetUnavailableError):
+        logger.error("%s", exc)
+        return Refused(503, "sender-keys", "the senders' keys are unavailable; retry later")
+    for kind, status, tag in _REFUSALS:
+        if isinstance(exc, kind):
+            return Refused(status, tag, str(exc))
     logger.error("decrypting a body failed unexpectedly (%s)", type(exc).__name__)
     return Refused(500, f"internal:{type(exc).__name__}", "internal error decrypting the body")
 

@@ -25,10 +25,12 @@ import anyio.to_thread
 from ..errors import RequestCryptoError
 from ..keyfile import read_jwks, require_private_keys
 from ..keys.jwks import JWKSManager
+from ..keys.remote import RemoteJWKS
+from ..keys.signing import SigningKey, SigningKeySet, VerificationKeys
 from ..limits import Limits
 from ..request import RequestDecryptor
 
-__all__ = ["KeyFile", "KeyGeneration", "loaded_keys"]
+__all__ = ["KeyFile", "KeyGeneration", "SenderKeyFile", "loaded_keys", "verification_options"]
 
 logger = logging.getLogger("request_crypto.receiver")
 
@@ -52,24 +54,98 @@ def _generation(decryptor: RequestDecryptor) -> KeyGeneration:
     return KeyGeneration(decryptor, body, etag, len(decryptor.keys))
 
 
-def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
+def _decryptor(
+    jwks: Mapping[str, Any] | JWKSManager, max_body: int, verify: Mapping[str, Any]
+) -> RequestDecryptor:
     # Only the body size is the receiver's own; every other limit is the library's default.
-    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body))
+    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body), **verify)
 
 
-def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:
-    decryptor = _decryptor(read_jwks(path), max_body)
+def _load_decryptor(path: Path, max_body: int, verify: Mapping[str, Any]) -> RequestDecryptor:
+    decryptor = _decryptor(read_jwks(path), max_body, verify)
     require_private_keys(decryptor.keys, path, _NEEDED_BY)
     return decryptor
 
 
 def loaded_keys(
-    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor, max_body: int
+    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor,
+    max_body: int,
+    verify: Mapping[str, Any] | None = None,
 ) -> KeyGeneration:
     """The one generation of a set given already loaded (never reloaded)."""
-    decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body)
+    if isinstance(jwks, RequestDecryptor):
+        decryptor = jwks
+    else:
+        decryptor = _decryptor(jwks, max_body, verify or {})
     require_private_keys(decryptor.keys, "the key set", _NEEDED_BY)
     return _generation(decryptor)
+
+
+class SenderKeyFile:
+    """The senders' public signing set in a file, reloaded when it changes (`VerificationKeys`).
+
+    Looked at (inode, size, mtime) at most every `interval` seconds, on the thread that
+    verifies; a file that stops parsing is logged and the old keys are kept.
+    """
+
+    def __init__(self, path: Path, interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self._signature = _file_signature(path)
+        self._keys = SigningKeySet(read_jwks(path))
+        self._checked = time.monotonic()
+
+    def _current(self) -> SigningKeySet:
+        now = time.monotonic()
+        if now - self._checked >= self.interval:
+            self._checked = now
+            signature = _file_signature(self.path)
+            if signature != self._signature and signature is not None:
+                self._signature = signature
+                try:
+                    self._keys = SigningKeySet(read_jwks(self.path))
+                    logger.info("senders' key file %s reloaded", self.path)
+                except RequestCryptoError as exc:
+                    logger.error(
+                        "senders' key file %s changed but cannot be used (%s); keeping the "
+                        "old keys",
+                        self.path,
+                        exc,
+                    )
+        return self._keys
+
+    def verification_key(self, kid: str) -> SigningKey | None:
+        """The sender's key named `kid`, or None."""
+        return self._current().verification_key(kid)
+
+    def keys_for_alg(self, alg: str) -> list[SigningKey]:
+        """Every sender key for `alg`."""
+        return self._current().keys_for_alg(alg)
+
+
+def verification_options(
+    verify_with: str | None,
+    *,
+    require_signature: bool,
+    issuer: str | None,
+    audience: str | None,
+    leeway: float,
+) -> dict[str, Any]:
+    """RequestDecryptor's keywords for the receiver's signature settings (empty: none)."""
+    if verify_with is None:
+        return {}
+    keys: VerificationKeys
+    if verify_with.startswith(("https://", "http://")):
+        keys = RemoteJWKS(verify_with)
+    else:
+        keys = SenderKeyFile(Path(verify_with))
+    return {
+        "verify_with": keys,
+        "require_signature": require_signature,
+        "issuer": issuer,
+        "audience": audience,
+        "leeway": leeway,
+    }
 
 
 def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
@@ -87,14 +163,17 @@ class KeyFile:
     when it changed, parses it on a worker thread; `watch()` does that every few seconds.
     """
 
-    def __init__(self, path: Path, max_body: int, grace: float) -> None:
+    def __init__(
+        self, path: Path, max_body: int, grace: float, verify: Mapping[str, Any] | None = None
+    ) -> None:
         self.path = path
         self.max_body = max_body
+        self.verify = verify or {}
         self.grace = grace
         #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
         self.failing: tuple[float, str] | None = None
         self._signature = _file_signature(path)
-        self.keys = _generation(_load_decryptor(path, max_body))
+        self.keys = _generation(_load_decryptor(path, max_body, self.verify))
 
     async def watch(self, interval: float) -> None:
         """Check the file every `interval` seconds, until cancelled; never dies of an error."""
@@ -118,7 +197,9 @@ class KeyFile:
             self._failed("the key file is gone")
             return False
         try:
-            decryptor = await anyio.to_thread.run_sync(_load_decryptor, self.path, self.max_body)
+            decryptor = await anyio.to_thread.run_sync(
+                _load_decryptor, self.path, self.max_body, self.verify
+            )
         except RequestCryptoError as exc:
             logger.error(
                 "key file %s changed but cannot be used (%s); keeping the %d keys in use",

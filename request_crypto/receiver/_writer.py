@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import SinkUnavailableError
 from .config import DEFAULT_MAX_BATCH
+from .replay import Duplicate
 from .sinks import ReceivedPayload, Sink
 
 __all__ = ["SinkWriter"]
@@ -49,18 +50,21 @@ class SinkWriter:
         """False once closed or if the thread died: ``/healthz`` then answers 503."""
         return self._thread.is_alive() and not self._closed
 
-    def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[None]:
-        """Queue a record; the future is done when its batch is stored (or failed)."""
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[Duplicate | None]:
+        """Queue a record; the future is done when its batch is stored (or failed).
+
+        Its result is None (stored) or a `Duplicate` (a signed body's retry or replay).
+        """
+        future: concurrent.futures.Future[Duplicate | None] = concurrent.futures.Future()
         with self._lock:
             if self._closed:
                 raise SinkUnavailableError("the receiver is shutting down")
             self._queue.put((record, future))
         return future
 
-    async def write(self, record: ReceivedPayload) -> None:
+    async def write(self, record: ReceivedPayload) -> Duplicate | None:
         """Store a record and wait until it is durable; `SinkUnavailableError` if not."""
-        await asyncio.wrap_future(self.submit(record))
+        return await asyncio.wrap_future(self.submit(record))
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking records, write every record already taken, and stop the thread."""
@@ -90,12 +94,15 @@ class SinkWriter:
                 batch.append(item)
             self._write(batch)
 
-    def _write(self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[None]]]) -> None:
+    def _write(
+        self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[Duplicate | None]]]
+    ) -> None:
         # A record whose request was cancelled meanwhile is still written: it was decrypted
         # and accepted; only its answer is lost (the sender will retry, at least once).
-        futures = [f for _, f in batch if f.set_running_or_notify_cancel()]
+        running = [f.set_running_or_notify_cancel() for _, f in batch]
+        futures = [f for (_, f), live in zip(batch, running, strict=True) if live]
         try:
-            self._sink.write_batch([record for record, _ in batch])
+            outcomes = self._sink.write_batch([record for record, _ in batch])
         except Exception as exc:
             logger.error(
                 "the sink failed to store a batch of %d payloads (%s: %s); answering 503",
@@ -106,5 +113,7 @@ class SinkWriter:
             for future in futures:
                 future.set_exception(SinkUnavailableError("the sink failed"))
         else:
-            for future in futures:
-                future.set_result(None)
+            results = list(outcomes) if outcomes is not None else [None] * len(batch)
+            for (_, future), live, outcome in zip(batch, running, results, strict=True):
+                if live:
+                    future.set_result(outcome)

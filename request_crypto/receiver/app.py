@@ -11,6 +11,11 @@ Routes:
   "reason": ...}`` when the sink writer is down or the key file has failed to reload for
   longer than `key_reload_grace` seconds (so a load balancer takes the replica out).
 
+Signed bodies (``verify_with``): a bad, unknown or missing signature (with
+``require_signature``) or refused claims get ``401``; the very same signed body again is a
+retry, answered ``202`` with the first id and stored once; its `jti` in a different body is a
+replay, ``409``, nothing stored (`request_crypto.receiver.replay`).
+
 Errors are JSON ``{"error": "..."}``: ``400`` malformed or undecryptable, ``422`` unknown kid,
 ``413`` too large, ``408`` (and the connection closed) when the body is too slow, ``503`` when
 the sink failed, ``404``/``405`` as usual. Neither errors nor
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import uuid
@@ -77,7 +83,7 @@ from ._http import (
     read_body,
     refusal,
 )
-from ._keys import KeyFile, KeyGeneration, loaded_keys
+from ._keys import KeyFile, KeyGeneration, loaded_keys, verification_options
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
 from .sinks import ReceivedPayload, Sink, open_sink
@@ -100,15 +106,19 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str]:
-    """Runs on a worker thread: decrypt, then serialize the payload once for the sink."""
+def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str, str | None]:
+    """Runs on a worker thread: decrypt, then serialize the payload once for the sink.
+
+    A signed body also gets its SHA-256, which tells a retry (the same body) from a replay.
+    """
     decrypted = decryptor.decrypt_request(body)
     try:
         payload_json = dumps_utf8(decrypted.payload).decode("utf-8")
     except InvalidArgumentError:
         # e.g. a number like 1e999, which parses to infinity and has no JSON form.
         raise MalformedBodyError("the decrypted payload holds a number out of range") from None
-    return decrypted, payload_json
+    body_key = hashlib.sha256(body).hexdigest() if decrypted.signer is not None else None
+    return decrypted, payload_json, body_key
 
 
 class _Receiver:
@@ -129,10 +139,17 @@ class _Receiver:
         #: The key-set file followed by polling; None for a set given loaded (never reloaded).
         self.key_file: KeyFile | None = None
         self._loaded: KeyGeneration | None = None
+        verify = verification_options(
+            config.verify_with,
+            require_signature=config.require_signature,
+            issuer=config.issuer,
+            audience=config.audience,
+            leeway=config.leeway,
+        )
         if isinstance(jwks, (str, os.PathLike)):
-            self.key_file = KeyFile(Path(jwks), max_body, config.key_reload_grace)
+            self.key_file = KeyFile(Path(jwks), max_body, config.key_reload_grace, verify)
         else:
-            self._loaded = loaded_keys(jwks, max_body)
+            self._loaded = loaded_keys(jwks, max_body, verify)
         self.reload_interval = config.reload_interval if self.key_file is not None else None
         self.sink_spec = sink
         self.sink: Sink | None = None
@@ -256,7 +273,7 @@ class _Receiver:
             fields["size"] = size
             keys = self.keys  # the generation this request uses, even if a reload happens now
             try:
-                decrypted, payload_json = await anyio.to_thread.run_sync(
+                decrypted, payload_json, body_key = await anyio.to_thread.run_sync(
                     _decrypt, keys.decryptor, body, limiter=limiter
                 )
             except Exception as exc:
@@ -271,15 +288,27 @@ class _Receiver:
             payload=decrypted.payload,
             payload_json=payload_json,
             metadata=decrypted.metadata,
+            signer=decrypted.signer,
+            body_key=body_key,
         )
         fields.update(kid=record.kid, format=record.format, id=record.id)
         try:
-            await writer.write(record)
+            duplicate = await writer.write(record)
         except SinkUnavailableError as exc:
             raise Refused(
                 503, "sink", f"the payload could not be stored ({exc}); retry later"
             ) from None
-        return record
+        if duplicate is None:
+            return record
+        if duplicate.replay:
+            raise Refused(
+                409,
+                "replay",
+                "this signed token (its jti) was already used in another body: a replay is "
+                "refused; senders sign each body anew",
+            )
+        fields["id"] = duplicate.first_id  # a retry of a stored body: its first answer again
+        return dataclasses.replace(record, id=duplicate.first_id)
 
 
 def create_app(

@@ -26,9 +26,21 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from ..cli._common import encrypt_document, fail, read_json_input, reported, with_keys
+from ..cli.signing import (
+    Audience,
+    ExpiresIn,
+    Issuer,
+    Leeway,
+    SignKid,
+    SignWith,
+    VerifyWith,
+    signing_options,
+    verification_keys,
+)
 from ..errors import RequestCryptoError
-from ..formats import Format
+from ..formats import Format, detect_format
 from ..keyfile import require_private_keys
+from ..nested import DEFAULT_EXPIRES_IN
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -121,6 +133,8 @@ def _validate(config: ReceiverConfig) -> _Plan:
     _require_server_extra("starlette", "uvicorn")
     jwks = Path(cast(Path, config.jwks))
     kids = require_private_keys(with_keys(jwks), jwks, "serve")
+    if config.verify_with is not None:
+        verification_keys(config.verify_with)  # a bad senders' set fails here, not per body
     sink = cast(str, config.sink)
     sink_description = describe_sink(sink)  # a bad URL fails here, before any file exists
     open_sink(sink).close()  # creates the file / table now, so a bad path fails here
@@ -379,8 +393,23 @@ def serve(
             "--max-batch", min=1, help="Most payloads the sink stores in one transaction."
         ),
     ] = DEFAULT_MAX_BATCH,
+    verify_with: VerifyWith = None,
+    require_signature: Annotated[
+        bool,
+        typer.Option(
+            "--require-signature",
+            help="Refuse unsigned bodies (401); needs --verify-with.",
+        ),
+    ] = False,
+    issuer: Issuer = None,
+    audience: Audience = None,
+    leeway: Leeway = 0.0,
 ) -> None:
-    """Run the receiver: decrypt POSTed bodies, store the payloads, publish the public keys."""
+    """Run the receiver: decrypt POSTed bodies, store the payloads, publish the public keys.
+
+    With --verify-with, a signed body (a JWT inside the jwe) is verified with the senders'
+    public signing set before it is stored; a bad or unknown signature gets 401.
+    """
     if log_level.lower() not in LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     with reported():
@@ -402,6 +431,11 @@ def serve(
             workers=workers,
             log_level=log_level,
             limit_concurrency=limit_concurrency,
+            verify_with=verify_with,
+            require_signature=require_signature,
+            issuer=issuer,
+            audience=audience,
+            leeway=leeway,
         )
         plan = _validate(config)
     warning = _raise_fd_limit(limit_concurrency + 64)  # + the sink, key file, logs, pipes...
@@ -453,19 +487,33 @@ def send(
         str | None, typer.Option(help="Key to encrypt to (default: the newest, the last).")
     ] = None,
     body_format: Annotated[
-        Format, typer.Option("--format", help="Wire format of the body.")
-    ] = Format.ELASTIC,
+        Format | None,
+        typer.Option(
+            "--format",
+            help="Wire format of the body (default: elastic; jwe with --sign-with).",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds to wait for the receiver.")
     ] = 30.0,
+    sign_with: SignWith = None,
+    sign_kid: SignKid = None,
+    issuer: Issuer = None,
+    audience: Audience = None,
+    expires_in: ExpiresIn = DEFAULT_EXPIRES_IN,
 ) -> None:
-    """Encrypt a JSON document and POST it to a receiver; print the receiver's answer."""
+    """Encrypt a JSON document and POST it to a receiver; print the receiver's answer.
+
+    With --sign-with the document is signed as a JWT first (see `encrypt`).
+    """
     with reported():
         target = _payloads_url(url)
         _require_server_extra("httpx")
+        signing = signing_options(sign_with, sign_kid, issuer, audience, expires_in)
         document = read_json_input(source, "send")
-        body = encrypt_document(jwks, document, kid, body_format)[1]
-    _post(target, body, body_format, timeout)
+        body = encrypt_document(jwks, document, kid, body_format, signing)[1]
+    _post(target, body, detect_format(body), timeout)
 
 
 def _post(target: str, body: str, body_format: Format, timeout: float) -> None:

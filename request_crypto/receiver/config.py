@@ -130,6 +130,24 @@ _FLOAT = _Codec(float, repr, "a number")
 _BYTES = _Codec(parse_size, str, "a size such as 1048576 or 64MiB")
 
 
+def _bool(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError(text)
+    return text == "1"
+
+
+def _key_source_text(value: Any) -> str:
+    """A URL as given; a path made absolute (workers may start elsewhere)."""
+    text = str(value)
+    if text == "" or text.startswith(("https://", "http://")):
+        return text
+    return str(Path(text).resolve())
+
+
+_KEY_SOURCE = _Codec(str, _key_source_text, "a path, or an https:// or http:// URL")
+_BOOL = _Codec(_bool, lambda value: "1" if value else "0", "1 or 0")
+
+
 def _env(codec: _Codec) -> dict[str, _Codec]:
     """A field's metadata: its environment codec (every field needs one: `to_env` reads all)."""
     return {"env": codec}
@@ -147,6 +165,9 @@ class ReceiverConfig:
     (bodies over 256 KiB read at once; None: twice `decrypt_threads`), `max_batch` (records
     per sink write), `body_timeout` + 1 s per `min_body_rate` bytes (else 408),
     `key_reload_grace` (seconds a failing key file is tolerated before /healthz says 503).
+    Signed bodies: `verify_with` (the senders' public signing set: a file, reloaded when it
+    changes, or an ``https://``/``http://`` JWKS URL), `require_signature` (unsigned bodies get
+    401), `issuer`/`audience` (checked claims), `leeway` (seconds of clock skew).
     Server (ignored by `create_app`): `host`, `port`, `workers`, `log_level`,
     `limit_concurrency`, `header_timeout` (seconds for a request head).
 
@@ -173,6 +194,11 @@ class ReceiverConfig:
     workers: int = field(default=1, metadata=_env(_INT))
     log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
+    verify_with: str | None = field(default=None, metadata=_env(_optional(_KEY_SOURCE)))
+    require_signature: bool = field(default=False, metadata=_env(_BOOL))
+    issuer: str | None = field(default=None, metadata=_env(_optional(_TEXT)))
+    audience: str | None = field(default=None, metadata=_env(_optional(_TEXT)))
+    leeway: float = field(default=0.0, metadata=_env(_FLOAT))
 
     def __post_init__(self) -> None:
         if isinstance(self.jwks, (str, os.PathLike)):
@@ -193,7 +219,14 @@ class ReceiverConfig:
         for name in ("header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise InvalidArgumentError(f"{name} must be above 0, not {getattr(self, name)!r}")
-        for name in ("key_reload_grace", "jwks_max_age", "reload_interval"):
+        if self.verify_with is None and (
+            self.require_signature or self.issuer is not None or self.audience is not None
+        ):
+            raise InvalidArgumentError(
+                "require_signature, issuer and audience need verify_with: the senders' public "
+                "signing set (a file or an https:// URL)"
+            )
+        for name in ("key_reload_grace", "jwks_max_age", "reload_interval", "leeway"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise InvalidArgumentError(f"{name} must be 0 or more, not {value!r}")
@@ -251,6 +284,11 @@ class ReceiverSettings(TypedDict, total=False):
     workers: int
     log_level: str
     limit_concurrency: int
+    verify_with: str | None
+    require_signature: bool
+    issuer: str | None
+    audience: str | None
+    leeway: float
 
 
 def env_name(setting: str) -> str:

@@ -12,8 +12,9 @@ Built in, chosen by URL (the path after ``scheme://`` starts with ``/``, as in S
 is absolute):
 
 - ``sqlite:///PATH``: the default. One table ``payloads(id, received_at, kid, format,
-  payload)``, WAL mode, ``synchronous=FULL``, one transaction per batch. Several worker
-  processes may share one file.
+  payload, signer_kid, iss, jti)``, WAL mode, ``synchronous=FULL``, one transaction per
+  batch. Several worker processes may share one file. Signed bodies' `jti`s are remembered in
+  a ``replays`` table of the same database (see `replay`).
 - ``jsonl:///PATH``: one JSON object per line, appended; each batch is written, flushed and
   fsynced under an exclusive ``flock``, so several processes can share the file. A batch that
   fails halfway is cut off again, so the file never ends in a partial line.
@@ -50,6 +51,8 @@ from typing import IO, Any, Protocol, runtime_checkable
 from .._files import file_kind, open_in, parent_directory, symlink_message
 from ..errors import InvalidArgumentError
 from ..keys.source import JWKMetadata
+from ..nested import SignerInfo
+from .replay import REPLAY_SCHEMA, Duplicate, MemoryReplays, claim_sqlite, purge_sqlite
 
 __all__ = [
     "DEFAULT_SINK",
@@ -81,7 +84,12 @@ CREATE TABLE IF NOT EXISTS payloads (
 )
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS payloads_received_at ON payloads (received_at)"
-_INSERT = "INSERT INTO payloads (id, received_at, kid, format, payload) VALUES (?, ?, ?, ?, ?)"
+#: The signer of a signed body (NULL for an unsigned one); added to older databases too.
+_SIGNER_COLUMNS = ("signer_kid", "iss", "jti")
+_INSERT = (
+    "INSERT INTO payloads (id, received_at, kid, format, payload, signer_kid, iss, jti) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SinkURLError(InvalidArgumentError):
@@ -104,16 +112,28 @@ class ReceivedPayload:
     payload: Any = field(repr=False)
     payload_json: str = field(repr=False)
     metadata: JWKMetadata = field(repr=False)
+    #: Who signed the body (verified), or None for an unsigned body.
+    signer: SignerInfo | None = field(default=None, repr=False)
+    #: SHA-256 (hex) of the body as received: tells a retry from a replay.
+    body_key: str | None = field(default=None, repr=False)
+
+    def signer_columns(self) -> tuple[str | None, str | None, str | None]:
+        """The signer's kid, iss and jti (all None for an unsigned body)."""
+        signer = self.signer
+        return (None, None, None) if signer is None else (signer.kid, signer.iss, signer.jti)
 
     def to_json_line(self) -> str:
         """The record as one line of JSON (``id, received_at, kid, format, payload``) + ``\\n``."""
+        fields: dict[str, Any] = {
+            "id": self.id,
+            "received_at": self.received_at,
+            "kid": self.kid,
+            "format": self.format,
+        }
+        if self.signer is not None:
+            fields["signer"] = dict(zip(_SIGNER_COLUMNS, self.signer_columns(), strict=True))
         head = json.dumps(
-            {
-                "id": self.id,
-                "received_at": self.received_at,
-                "kid": self.kid,
-                "format": self.format,
-            },
+            fields,
             separators=(",", ":"),
             ensure_ascii=False,
         )
@@ -129,8 +149,12 @@ class Sink(Protocol):
     rejects the whole batch. ``close`` is called once, after the last batch.
     """
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
-        """Store `records` durably, all or none; raise to have the receiver answer 503."""
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> Sequence[Duplicate | None] | None:
+        """Store `records` durably, all or none; raise to have the receiver answer 503.
+
+        May return one entry per record: None (stored), or a `Duplicate` (a signed body's
+        retry or replay, not stored; see `replay`). Returning None means all were stored.
+        """
         ...
 
     def close(self) -> None:
@@ -233,6 +257,11 @@ class SQLiteSink:
             with self._transaction():
                 self._db.execute(_SCHEMA)
                 self._db.execute(_INDEX)
+                self._db.execute(REPLAY_SCHEMA)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(payloads)")}
+                for column in _SIGNER_COLUMNS:
+                    if column not in columns:
+                        self._db.execute(f"ALTER TABLE payloads ADD COLUMN {column} TEXT")
         except sqlite3.Error as exc:
             self._db.close()
             raise InvalidArgumentError(
@@ -255,13 +284,21 @@ class SQLiteSink:
                     self._db.execute("ROLLBACK")
             raise
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
-        """Insert `records` in one transaction."""
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> list[Duplicate | None]:
+        """Insert `records` in one transaction; a signed body's replay or retry is not stored."""
         with self._transaction():
+            outcomes = [claim_sqlite(self._db, r) for r in records]
             self._db.executemany(
                 _INSERT,
-                [(r.id, r.received_at, r.kid, r.format, r.payload_json) for r in records],
+                [
+                    (r.id, r.received_at, r.kid, r.format, r.payload_json, *r.signer_columns())
+                    for r, outcome in zip(records, outcomes, strict=True)
+                    if outcome is None
+                ],
             )
+            if any(r.signer is not None for r in records):
+                purge_sqlite(self._db)
+        return outcomes
 
     def close(self) -> None:
         """Close the database."""
@@ -277,10 +314,14 @@ class JSONLSink:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._fd = _open_sink_file(self.path, os.O_WRONLY | os.O_APPEND, "for appending")
+        self._replays = MemoryReplays()
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> list[Duplicate | None]:
         """Append `records` as JSON lines in one locked write, then fsync."""
-        data = "".join(r.to_json_line() for r in records).encode("utf-8")
+        outcomes = [self._replays.claim(r) for r in records]
+        data = "".join(
+            r.to_json_line() for r, outcome in zip(records, outcomes, strict=True) if not outcome
+        ).encode("utf-8")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             end = os.fstat(self._fd).st_size  # stable: every writer holds the lock
@@ -296,6 +337,7 @@ class JSONLSink:
                 raise
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return outcomes
 
     def close(self) -> None:
         """Close the file."""
@@ -313,11 +355,15 @@ class StdoutSink:
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
+        self._replays = MemoryReplays()
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> list[Duplicate | None]:
         """Write `records` as JSON lines and flush."""
-        self._stream.write("".join(r.to_json_line() for r in records).encode("utf-8"))
+        outcomes = [self._replays.claim(r) for r in records]
+        lines = (r.to_json_line() for r, o in zip(records, outcomes, strict=True) if not o)
+        self._stream.write("".join(lines).encode("utf-8"))
         self._stream.flush()
+        return outcomes
 
     def close(self) -> None:
         """Flush; standard output itself stays open."""

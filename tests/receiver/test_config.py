@@ -38,6 +38,11 @@ NON_DEFAULT: dict[str, Any] = {
     "workers": 4,
     "log_level": "debug",
     "limit_concurrency": 77,
+    "verify_with": "https://senders.example/jwks.json",
+    "require_signature": True,
+    "issuer": "kibana",
+    "audience": "telemetry",
+    "leeway": 30.0,
 }
 
 
@@ -71,7 +76,12 @@ def test_unset_variables_take_the_defaults() -> None:
 @pytest.mark.parametrize(
     # Any text is a path or a host name (one that resolves to nothing fails at bind).
     "field",
-    [f.name for f in dataclasses.fields(ReceiverConfig) if f.name not in ("jwks", "host")],
+    [
+        f.name
+        for f in dataclasses.fields(ReceiverConfig)
+        # free text: any value parses (a path, a host name, an issuer)
+        if f.name not in ("jwks", "host", "verify_with", "issuer", "audience")
+    ],
 )
 def test_a_value_that_does_not_parse_names_its_variable(field: str) -> None:
     environment = {env_name("jwks"): "/k.json", env_name(field): "nonsense:value"}
@@ -196,9 +206,18 @@ def test_serve_builds_one_config_with_every_option(
         "workers": "4",
         "log-level": "debug",
         "limit-concurrency": "77",
+        "verify-with": "https://senders.example/jwks.json",
+        "require-signature": None,  # a flag
+        "issuer": "kibana",
+        "audience": "telemetry",
+        "leeway": "30",
     }
     assert sorted(name.replace("-", "_") for name in options) == sorted(NON_DEFAULT)
-    arguments = [word for name, value in options.items() for word in (f"--{name}", value)]
+    arguments = [
+        word
+        for name, value in options.items()
+        for word in ((f"--{name}",) if value is None else (f"--{name}", value))
+    ]
     result = CliRunner().invoke(app, ["serve", *arguments])
     assert result.exit_code == 0, result.output
     (plan,) = planned

@@ -1,0 +1,122 @@
+"""Signed bodies at the receiver: verified before they are stored, 401s, retries and replays.
+
+Real Uvicorn servers on loopback (ReceiverThread), real httpx clients; stored rows read back
+from the sink's own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from request_crypto import JWKManager, RequestEncryptor, Signer
+from request_crypto.keyfile import write_jwks
+from request_crypto.keys.signing import generate_signing_jwk, public_key_set
+from request_crypto.receiver import create_app
+from request_crypto.receiver.testing import ReceiverThread
+from tests.receiver.helpers import PAYLOADS, client, write_private_set
+
+
+@pytest.fixture(scope="module")
+def sender() -> dict[str, Any]:
+    return {"keys": [generate_signing_jwk("kibana-1", "ES256")]}
+
+
+@pytest.fixture
+def files(tmp_path: Path, keys: JWKManager, sender: dict[str, Any]) -> dict[str, Path]:
+    write_jwks(tmp_path / "senders.json", public_key_set(sender))
+    return {
+        "keys": write_private_set(tmp_path / "private.json", keys),
+        "senders": tmp_path / "senders.json",
+        "db": tmp_path / "payloads.db",
+    }
+
+
+def signed_rows(db: Path) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return connection.execute(
+            "SELECT id, kid, signer_kid, iss, jti, payload FROM payloads ORDER BY received_at"
+        ).fetchall()
+
+
+def serve(files: dict[str, Path], **settings: Any) -> ReceiverThread:
+    settings.setdefault("sink", f"sqlite:///{files['db']}")
+    return ReceiverThread(create_app(files["keys"], verify_with=str(files["senders"]), **settings))
+
+
+def test_signed_body_is_verified_stored_with_its_signer_and_retried_once(
+    files, keys, sender
+) -> None:
+    encryptor = RequestEncryptor(keys.get_public_jwks(), sign_with=sender, issuer="kibana")
+    body = encryptor.encrypt("rx-a", {"count": 3})
+    with (
+        serve(files, require_signature=True, issuer="kibana") as receiver,
+        client(receiver.url) as http,
+    ):
+        first = http.post(PAYLOADS, content=body)
+        assert first.status_code == 202, first.text
+        again = http.post(PAYLOADS, content=body)  # the very same body: a retry
+        assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    rows = signed_rows(files["db"])
+    assert len(rows) == 1
+    row_id, kid, signer_kid, iss, jti, payload = rows[0]
+    assert (row_id, kid, signer_kid, iss) == (first.json()["id"], "rx-a", "kibana-1", "kibana")
+    assert jti == json.loads(payload)["jti"]
+
+
+def test_a_jti_in_another_body_is_a_replay_even_after_a_restart(files, keys, sender) -> None:
+    token = RequestEncryptor(keys.get_public_jwks(), sign_with=sender).signer.sign({"n": 1})
+    public = JWKManager(keys.get_public_jwks())
+    bodies = [public.encrypt_jwe("rx-a", token.encode(), cty="JWT") for _ in range(3)]
+    assert len(set(bodies)) == 3  # one token, three different bodies
+    with serve(files) as receiver, client(receiver.url) as http:
+        assert http.post(PAYLOADS, content=bodies[0]).status_code == 202
+        replayed = http.post(PAYLOADS, content=bodies[1])
+        assert replayed.status_code == 409 and "replay" in replayed.json()["error"]
+    with serve(files) as receiver, client(receiver.url) as http:  # the cache is in the database
+        assert http.post(PAYLOADS, content=bodies[2]).status_code == 409
+    assert len(signed_rows(files["db"])) == 1
+
+
+def test_unsigned_bad_and_unknown_signatures_get_401(files, keys, sender) -> None:
+    public = keys.get_public_jwks()
+    unsigned = RequestEncryptor(public, format="jwe").encrypt("rx-a", {"n": 1})
+    stranger = {"keys": [generate_signing_jwk("stranger", "ES256")]}
+    forged = RequestEncryptor(public, sign_with=stranger).encrypt("rx-a", {"n": 1})
+    other_key = {"keys": [{**generate_signing_jwk("kibana-1", "ES256")}]}  # the kid, not the key
+    impostor = RequestEncryptor(public, sign_with=other_key).encrypt("rx-a", {"n": 1})
+    made = time.time() - 7200  # two hours ago, valid for one
+    old_token = Signer(sender, clock=lambda: made).sign({"n": 1})
+    old = JWKManager(public).encrypt_jwe("rx-a", old_token.encode(), cty="JWT")
+    with serve(files, require_signature=True) as receiver, client(receiver.url) as http:
+        for body, status, word in [
+            (unsigned, 401, "not signed"),
+            (forged, 401, "does not hold"),
+            (impostor, 401, "does not verify"),
+            (old, 401, "expired"),
+        ]:
+            answer = http.post(PAYLOADS, content=body)
+            assert (answer.status_code, word in answer.json()["error"]) == (status, True), (
+                answer.text
+            )
+    assert signed_rows(files["db"]) == []
+    with serve(files) as receiver, client(receiver.url) as http:  # signature not required
+        assert http.post(PAYLOADS, content=unsigned).status_code == 202
+
+
+def test_jsonl_sink_records_the_signer_and_refuses_replays(files, keys, sender) -> None:
+    out = files["db"].with_suffix(".jsonl")
+    token = RequestEncryptor(keys.get_public_jwks(), sign_with=sender).signer.sign({"n": 1})
+    public = JWKManager(keys.get_public_jwks())
+    bodies = [public.encrypt_jwe("rx-b", token.encode(), cty="JWT") for _ in range(2)]
+    with serve(files, sink=f"jsonl:///{out}") as receiver, client(receiver.url) as http:
+        assert http.post(PAYLOADS, content=bodies[0]).status_code == 202
+        assert http.post(PAYLOADS, content=bodies[1]).status_code == 409
+    (line,) = out.read_text().splitlines()
+    assert json.loads(line)["signer"]["signer_kid"] == "kibana-1"
