@@ -120,3 +120,24 @@ def test_jsonl_sink_records_the_signer_and_refuses_replays(files, keys, sender) 
         assert http.post(PAYLOADS, content=bodies[1]).status_code == 409
     (line,) = out.read_text().splitlines()
     assert json.loads(line)["signer"]["signer_kid"] == "kibana-1"
+
+
+def test_send_signs_and_serve_refuses_a_wrong_senders_set(files, keys, sender, tmp_path) -> None:
+    from tests.cli.runner import fails, ok
+
+    public, signing = tmp_path / "public.json", tmp_path / "sender.json"
+    write_jwks(public, keys.get_public_jwks())
+    write_jwks(signing, sender)
+    with serve(files, require_signature=True) as receiver:
+        answer = ok(
+            "send", "--jwks", public, "--url", receiver.url, "--sign-with", signing, "-",
+            stdin='{"n": 1}',
+        )  # fmt: skip
+        assert json.loads(answer.stdout)["format"] == "jwe"
+        refused = fails("send", "--jwks", public, "--url", receiver.url, "-", stdin='{"n": 1}')
+        assert "401" in refused or "not signed" in refused
+    assert [row[2] for row in signed_rows(files["db"])] == ["kibana-1"]
+    # serve checks the senders' set before it starts: an encryption set is not one
+    assert "not a signing set" in fails(
+        "serve", "--jwks", files["keys"], "--verify-with", files["keys"], "--port", "0"
+    )
