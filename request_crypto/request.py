@@ -426,7 +426,12 @@ class RequestDecryptor:
 
     def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
         """The one path of every format: size, detect, open, verify, then the JSON budget."""
-        format, opened = self._open(body)
+        return self._finish(*self._open(body))
+
+    def _finish(
+        self, format: Format, opened: Opened
+    ) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
+        """Verify a signed body (or refuse an unsigned one if required), then parse it."""
         if format is Format.JWE and is_signed_header(opened.metadata.header):
             if self._verifier is None:
                 raise SignatureError(
@@ -451,10 +456,15 @@ class RequestDecryptor:
 
         The JavaScript original authenticates only the wrapped key, so a body with an altered
         payload would still report its key; here it fails as `decrypt` does, at the cost of
-        a decrypt (the payload is discarded). A signed body's signature is not checked here:
-        the metadata is the receiver's key's, not the sender's (see `describe_signer`).
+        a decrypt (the payload is discarded). A signed body is verified as in `decrypt` when
+        this decryptor has verification keys; without, only decrypted: the metadata is the
+        receiver's key's, not the sender's (see `describe_signer`).
         """
-        return self._open(body)[1].metadata
+        format, opened = self._open(body)
+        unverifiable = self._verifier is None and format is Format.JWE
+        if unverifiable and is_signed_header(opened.metadata.header):
+            return opened.metadata
+        return self._finish(format, opened)[2]
 
     def describe_signer(self, body: str | bytes) -> dict[str, Any] | None:
         """A signed body's signer (kid, alg) and registered claims; None for an unsigned body.
