@@ -269,7 +269,22 @@ class _GCPause:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0 and self._was_enabled:
+                    _promote_young_objects()
                     gc.enable()
+
+
+def _promote_young_objects() -> None:
+    """Move every tracked object to the oldest generation, without a collection.
+
+    The first young collection after a paused parse would otherwise traverse the ~100,000
+    containers of a 5 MB document (~5 ms, measured) to find no cycle: parsed JSON holds none.
+    gc.freeze() then gc.unfreeze() moves the young generations, in O(1), into the oldest one,
+    whose (rare) full collections still find any cycle. Skipped when the application keeps
+    objects frozen itself (a pre-fork server): unfreezing would release them too.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 _gc_deferred = _GCPause()

@@ -102,27 +102,27 @@ def pack_encrypted_payload(encrypted_aes_key: str, payload: bytes | bytearray | 
     if key.translate(None, _KEY_ALPHABET):  # would need JSON escaping: the general path
         return pack_body(encrypted_aes_key, b64encode_standard(payload).decode("ascii"))
     prefix = _PREFIX + key + _SEPARATOR
-    total = len(prefix) + 4 * ((len(payload) + 2) // 3) + len(_SUFFIX)
-    out = bytearray(4 * ((total + 2) // 3))
-    position = 0
-    carry = b""
+    # Grown by appending, never made as bytearray(size): a large zero-filled buffer is fresh
+    # memory, and touching it page by page measured ~10 ms for a 5 MB payload.
+    out = bytearray()
 
-    def emit(data: bytes, final: bool = False) -> None:
-        nonlocal position, carry
-        data = carry + data if carry else data
-        cut = len(data) if final else len(data) - len(data) % 3
-        encoded = b64url_encode_padded(data[:cut])
-        out[position : position + len(encoded)] = encoded
-        position += len(encoded)
-        carry = data[cut:]
+    def emit(data: bytes) -> None:
+        out.extend(b64url_encode_padded(data))
 
-    emit(prefix)
+    # The outer base64 must be fed whole 3-byte groups until the end. A payload piece of 9n
+    # bytes encodes to 12n characters, a multiple of 3, so once the first piece has completed
+    # the prefix's last group (it is 3k bytes longer, k = -len(prefix) mod 3: 4k characters
+    # more), every piece goes straight through both layers, never copied to join a carry.
     view = memoryview(payload)
-    step = CHUNK // 4 * 3  # whole groups: no padding until the last piece
-    for start in range(0, len(view), step):
-        emit(b64encode_standard(view[start : start + step]))
-    emit(_SUFFIX, final=True)
-    return str(memoryview(out)[: (total * 4 + 2) // 3], "ascii")
+    step = 9 * max(CHUNK // 12, 1)  # ~CHUNK characters of base64 a piece
+    first = min(step + 3 * (-len(prefix) % 3), len(view))
+    head = prefix + b64encode_standard(view[:first])
+    for start in range(first, len(view), step):
+        emit(head)
+        head = b64encode_standard(view[start : start + step])
+    emit(head + _SUFFIX)
+    padding = -(len(prefix) + 4 * ((len(payload) + 2) // 3) + len(_SUFFIX)) % 3
+    return str(memoryview(out)[: len(out) - padding], "ascii")
 
 
 def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
@@ -156,19 +156,12 @@ def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
         raise Decline
     pending = head[separator + len(_SEPARATOR) :]
     del head
-    # The decoded body is at most 3/4 of the body's length; the payload at most 3/4 of that.
-    out = bytearray((max(len(body) * 3 // 4 - separator, 0) * 3) // 4 + 3)
-    view = memoryview(out)
-    position = 0
+    out = bytearray()  # appended to: see pack_encrypted_payload on bytearray(size)
     for decoded in pieces:
         data = pending + decoded
         cut = (len(data) - 8) & ~3  # hold back the end: padding and the suffix live there
         if cut > 0:
-            chunk = decode_standard_quads(data[:cut])
-            if position + len(chunk) > len(out):  # pragma: no cover - sized above
-                raise Decline
-            view[position : position + len(chunk)] = chunk
-            position += len(chunk)
+            out += decode_standard_quads(data[:cut])
             pending = data[cut:]
         else:
             pending = data
@@ -177,15 +170,9 @@ def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
     try:
         # The very decoder of decode_standard_base64: the chunks before were whole groups of
         # the alphabet only, so its verdict on this tail is its verdict on the whole text.
-        chunk = base64.b64decode(pending[: -len(_SUFFIX)], validate=True)
+        out += base64.b64decode(pending[: -len(_SUFFIX)], validate=True)
     except ValueError:  # binascii.Error
         raise Decline from None
-    if position + len(chunk) > len(out):  # pragma: no cover - sized above
-        raise Decline
-    view[position : position + len(chunk)] = chunk
-    position += len(chunk)
-    view.release()
-    del out[position:]
     return key.decode("ascii"), out
 
 

@@ -37,6 +37,9 @@ IV_LENGTH_IN_BYTES = 12
 TAG_LENGTH_IN_BYTES = 16
 KEY_ITERATIONS = 10_000
 HEADER_LENGTH = SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES + TAG_LENGTH_IN_BYTES
+#: Plaintext bytes encrypted per call when sealing: large enough that calls cost nothing,
+#: small enough that each transient piece stays in cache.
+_SEAL_PIECE = 1 << 18
 
 
 def generate_passphrase() -> bytes:
@@ -132,16 +135,16 @@ class PassphraseCipher:
         ).encryptor()
         if aad is not None:
             encryptor.authenticate_additional_data(aad)
-        # update_into wants room for one block more than the input, even for GCM.
-        layout = bytearray(HEADER_LENGTH + len(plaintext) + 15)
-        view = memoryview(layout)
-        written = encryptor.update_into(plaintext, view[HEADER_LENGTH:])
-        encryptor.finalize()
-        view[:SALT_LENGTH_IN_BYTES] = salt
-        view[SALT_LENGTH_IN_BYTES : SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES] = iv
-        view[SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES : HEADER_LENGTH] = encryptor.tag
-        view.release()
-        del layout[HEADER_LENGTH + written :]
+        # Appended a piece at a time: no whole-ciphertext copy, and no bytearray(size), whose
+        # fresh zero-filled pages measured ~1 ms per MB to touch.
+        layout = bytearray(HEADER_LENGTH)
+        view = memoryview(plaintext)
+        for start in range(0, len(view), _SEAL_PIECE):
+            layout += encryptor.update(view[start : start + _SEAL_PIECE])
+        layout += encryptor.finalize()
+        layout[:SALT_LENGTH_IN_BYTES] = salt
+        layout[SALT_LENGTH_IN_BYTES : SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES] = iv
+        layout[SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES : HEADER_LENGTH] = encryptor.tag
         return layout
 
     def decrypt_bytes(self, raw: bytes | bytearray | memoryview, aad: bytes | None = None) -> bytes:
