@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["JWE", "JweFormat"]
 
+#: Bodies up to this length are shape-checked with one `count`; longer ones with `find`s.
+_COUNT_UP_TO = 64 * 1024
+
 
 class JweFormat:
     """The `jwe` format (see the module docstring); `JWE` is its one instance."""
@@ -33,10 +36,12 @@ class JweFormat:
     def detect(self, body: str | bytes) -> bool:
         """A compact JWE has exactly five dot-separated parts.
 
-        Found with at most five `find`s (memchr speed) rather than a `count` over the whole
-        body: on a 5 MB text the count alone measured ~2 ms, as long as the AES-GCM work.
+        Large bodies are looked at with at most five `find`s (memchr speed): on a 5 MB text a
+        whole `count` measured ~2 ms, as long as the AES-GCM work. Small ones are counted.
         """
         dot = "." if isinstance(body, str) else b"."
+        if len(body) <= _COUNT_UP_TO:
+            return body.count(dot) == 4  # type: ignore[arg-type]
         find: Callable[..., int] = body.find
         position = -1
         for dots in range(5):

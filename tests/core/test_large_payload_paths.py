@@ -4,7 +4,7 @@
 - the canonical base64url decoder, validating inside pybase64, against the strict decoder on
   long parts with every byte at several places;
 - the aligned `elastic` packing against pack_body, for every residue of the prefix length
-  and payloads around every piece boundary;
+  and payloads around every piece boundary; sealing in pieces against sealing whole;
 - the paused GC after a large parse: restored, objects promoted, an application's own frozen
   objects and its own disabled GC left alone.
 """
@@ -20,10 +20,17 @@ from collections.abc import Iterator
 import pytest
 
 from request_crypto import _accel, _b64, _json
-from request_crypto.errors import MalformedBodyError
+from request_crypto.errors import InvalidArgumentError, MalformedBodyError
 from request_crypto.formats import elastic as envelope
-from request_crypto.formats.elastic import pack_body, pack_encrypted_payload
+from request_crypto.formats import nodecrypto
+from request_crypto.formats.elastic import (
+    pack_body,
+    pack_encrypted_payload,
+    pack_sealed,
+    unpack_body,
+)
 from request_crypto.formats.jwe import JWE
+from request_crypto.formats.nodecrypto import PassphraseCipher
 
 
 @pytest.fixture(params=["stdlib", "accelerated"])
@@ -118,3 +125,34 @@ def test_an_applications_frozen_objects_and_disabled_gc_are_left_alone() -> None
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("chunk", [12, 64, 1 << 18])
+def test_sealing_in_pieces_packs_what_the_whole_layout_packs(
+    backend: str, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """pack_sealed (layout never whole) against pack_encrypted_payload(seal()): same salt
+    and IV drawn, so the very same body; and it opens."""
+    monkeypatch.setattr(envelope, "CHUNK", chunk)
+    cipher = PassphraseCipher(b"p" * 32)
+    rng = random.Random(chunk)
+    for key in ("", "k", "kk", "a.b_c-d", 'quote"d'):
+        for size in (0, 1, 2, 3, 8, 9, 100, 101, 102, 3_000, 3_001, 300_000):
+            plaintext = rng.randbytes(size)
+            draws = iter([b"s" * 64, b"i" * 12, b"s" * 64, b"i" * 12])
+            monkeypatch.setattr(nodecrypto.os, "urandom", lambda n, d=draws: next(d))
+            pieces = pack_sealed(key, cipher, plaintext)
+            whole = pack_encrypted_payload(key, cipher.seal(plaintext))
+            monkeypatch.undo()
+            monkeypatch.setattr(envelope, "CHUNK", chunk)
+            if backend == "stdlib":
+                monkeypatch.setattr(_accel, "pybase64", None)
+            assert pieces == whole, (key, size)
+            parts = unpack_body(pieces)
+            raw = base64.b64decode(parts.encrypted_payload)
+            assert cipher.decrypt_bytes(raw) == plaintext
+
+
+def test_sealing_pieces_refuse_a_head_without_room_for_the_header() -> None:
+    with pytest.raises(InvalidArgumentError, match="header"):
+        list(PassphraseCipher(b"k").seal_pieces(b"x" * 500, 91, 9))
