@@ -5,6 +5,7 @@
   long parts with every byte at several places;
 - the aligned `elastic` packing against pack_body, for every residue of the prefix length
   and payloads around every piece boundary; sealing in pieces against sealing whole;
+- the JSON budget's byte-count shortcut against the full scan and the exact count;
 - the paused GC after a large parse: restored, objects promoted, an application's own frozen
   objects and its own disabled GC left alone.
 """
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import gc
+import json
 import os
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -156,3 +159,44 @@ def test_sealing_in_pieces_packs_what_the_whole_layout_packs(
 def test_sealing_pieces_refuse_a_head_without_room_for_the_header() -> None:
     with pytest.raises(InvalidArgumentError, match="header"):
         list(PassphraseCipher(b"k").seal_pieces(b"x" * 500, 91, 9))
+
+
+def exact_shape(value: Any) -> tuple[int, int]:
+    """(values, depth) of parsed JSON, member names counted as values."""
+    if isinstance(value, dict):
+        inner = [exact_shape(v) for v in value.values()]
+        return 1 + len(value) + sum(n for n, _ in inner), 1 + max((d for _, d in inner), default=0)
+    if isinstance(value, list):
+        inner = [exact_shape(v) for v in value]
+        return 1 + sum(n for n, _ in inner), 1 + max((d for _, d in inner), default=0)
+    return 1, 0
+
+
+def test_the_byte_count_shortcut_only_passes_what_the_scan_and_the_count_pass() -> None:
+    """Whenever `within_by_bytes` lets text through unscanned, the full scan (and, for valid
+    JSON, the exact count of the parsed value) is within the same limits; hostile text too."""
+    rng = random.Random(11)
+    texts = [b'{"a":[1,{"b":"[[[["}],"c":"\\"{"}', b"[" * 40, b"]" * 40 + b"[" * 40]
+    texts += [b",,,,,,,", b'"' + b"[" * 30 + b'"', b"[{}]" * 9, b"1"]
+    for _ in range(3000):
+        texts.append(bytes(rng.choice(b'[]{},:"\\ 1a') for _ in range(rng.randrange(1, 60))))
+    for _ in range(300):
+        value: Any = rng.choice([1, "s", None])
+        for _ in range(rng.randrange(0, 12)):
+            value = rng.choice([[value, 2], {"k": value, "x[": "{"}, [value]])
+        texts.append(json.dumps(value, separators=(",", ":")).encode())
+    taken = 0
+    for text in texts:
+        for max_values in (3, 8, 20, 61):
+            for max_depth in (1, 3, 6):
+                if not _json.within_by_bytes(text, max_values, max_depth):
+                    continue
+                taken += 1
+                shape = _json.scan_json(text, max_values, max_depth)
+                assert shape.values <= max_values and not shape.too_deep, text
+                try:
+                    values, depth = exact_shape(json.loads(text))
+                except ValueError:
+                    continue
+                assert values <= max_values and depth <= max_depth, text
+    assert taken > 1000
