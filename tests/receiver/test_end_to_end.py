@@ -34,6 +34,7 @@ from tests.receiver.helpers import (
     flip_part,
     stored_rows,
     swap_header,
+    wait_for,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +314,13 @@ def test_request_log_line_fields(
     with client(receiver.url) as http:
         answer = http.post(PAYLOADS, content=body).json()
         assert http.post(PAYLOADS, content=unknown).status_code == 422
-    records = [r for r in caplog.records if r.name == LOGGER and "path=/v1/payloads" in r.message]
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == LOGGER and "path=/v1/payloads" in r.message]
+
+    # The line is written once the answer is sent: under load it may follow the client's read.
+    wait_for(lambda: len(logged()) >= 2, 30, "both request lines")
+    records = logged()
     assert len(records) == 2
     fields = records[0].request_crypto  # type: ignore[attr-defined]
     assert fields["status"] == 202
