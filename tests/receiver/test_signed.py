@@ -141,3 +141,18 @@ def test_send_signs_and_serve_refuses_a_wrong_senders_set(files, keys, sender, t
     assert "not a signing set" in fails(
         "serve", "--jwks", files["keys"], "--verify-with", files["keys"], "--port", "0"
     )
+
+
+def test_the_senders_file_is_reloaded_when_it_changes(tmp_path, sender) -> None:
+    from request_crypto.receiver._keys import SenderKeyFile
+
+    path = tmp_path / "senders.json"
+    write_jwks(path, public_key_set(sender))
+    keys = SenderKeyFile(path, interval=0)
+    assert keys.verification_key("kibana-1") is not None
+    assert keys.verification_key("kibana-2") is None
+    rotated = {"keys": [*sender["keys"], generate_signing_jwk("kibana-2", "EdDSA")]}
+    write_jwks(path, public_key_set(rotated))
+    assert keys.verification_key("kibana-2") is not None
+    path.write_text("not json")  # a broken write keeps the old keys
+    assert keys.verification_key("kibana-2") is not None
