@@ -8,6 +8,9 @@
   starting together do not race.
 - Each batch is one multi-row ``INSERT ... SELECT FROM unnest(...)`` in one transaction;
   ``write_batch`` returns only after ``COMMIT``, so a ``202`` always means committed.
+- ``payload`` is ``jsonb``; the rare JSON text jsonb cannot hold (a ``\\u0000`` or a lone
+  surrogate escape in a string) goes to ``payload_raw`` (text) instead of failing the batch:
+  read ``coalesce(payload::text, payload_raw)`` to see every payload.
 - Exactly once per body: ``idempotency_key`` is unique. A body already stored (by this replica
   or another) is not stored again; its first id is returned, and so answered. Rows of a batch
   are inserted in key order, so two replicas never wait on each other's keys in a cycle.
@@ -25,6 +28,7 @@ its own in that thread. Needs the ``postgres`` extra (psycopg, psycopg_pool).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 import psycopg
@@ -33,7 +37,7 @@ from psycopg_pool import ConnectionPool
 from ..errors import SinkUnavailableError
 from .sinks import ROW_COLUMNS, ReceivedPayload, describe_postgres_url, stored_ids
 
-__all__ = ["MIGRATIONS", "PostgresSink"]
+__all__ = ["MIGRATIONS", "PostgresSink", "jsonb_can_hold"]
 
 _logger = logging.getLogger("request_crypto.receiver")
 
@@ -46,11 +50,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at     timestamptz NOT NULL,
             kid             text NOT NULL,
             format          text NOT NULL,
-            payload         jsonb NOT NULL,
+            payload         jsonb,
+            payload_raw     text,
             idempotency_key text UNIQUE,
             signer_kid      text,
             signer_iss      text,
-            jti             text
+            jti             text,
+            CHECK ((payload IS NULL) <> (payload_raw IS NULL))
         )""",
         "CREATE INDEX payloads_received_at ON payloads (received_at)",
     ),
@@ -62,11 +68,24 @@ _SCHEMA_TABLE = (
 #: Any constant: replicas take this transaction-level lock while they migrate.
 _MIGRATION_LOCK = 0x52435047
 _INSERT = (
-    f"INSERT INTO payloads ({ROW_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 (constants)
+    f"INSERT INTO payloads ({ROW_COLUMNS}, payload_raw) SELECT * FROM unnest("  # noqa: S608
     "%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::jsonb[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING"
+    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING"
 )
 _STORED = "SELECT idempotency_key, id FROM payloads WHERE idempotency_key = ANY(%s::text[])"
+
+
+#: JSON escapes jsonb refuses: NUL, and UTF-16 surrogates (the serializer escapes only lone
+#: ones; a payload's literal backslash text can match too, which only costs it the jsonb column).
+_JSONB_REFUSES = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def jsonb_can_hold(payload_json: str | None) -> bool:
+    """False for JSON text that ``jsonb`` refuses (it is then kept as text in `payload_raw`).
+
+    Without this one such payload would fail its whole batch, again on every retry.
+    """
+    return payload_json is not None and _JSONB_REFUSES.search(payload_json) is None
 
 
 def _reason(exc: psycopg.Error) -> str:
@@ -132,6 +151,9 @@ class PostgresSink:
         """Insert `records` in one transaction; return each record's stored id."""
         ordered = sorted(records, key=lambda r: r.idempotency_key or "")
         columns = [list(column) for column in zip(*(r.row() for r in ordered), strict=True)]
+        payloads = columns[4]
+        columns[4] = [p if jsonb_can_hold(p) else None for p in payloads]
+        columns.append([None if p else raw for p, raw in zip(columns[4], payloads, strict=True)])
         keys = [k for k in columns[5] if k is not None]
         for attempt in (1, 2):
             try:
