@@ -18,7 +18,13 @@ import pytest
 from request_crypto._json import dumps_utf8
 from request_crypto.errors import SinkUnavailableError
 from request_crypto.keys.jwks import JWKMetadata
-from request_crypto.receiver import ReceivedPayload, SQLiteSink, describe_sink, open_sink
+from request_crypto.receiver import (
+    ReceivedPayload,
+    SinkURLError,
+    SQLiteSink,
+    describe_sink,
+    open_sink,
+)
 from request_crypto.receiver.pgtesting import PostgresCluster
 from request_crypto.receiver.postgres import MIGRATIONS, PostgresSink, jsonb_can_hold
 from request_crypto.receiver.sinks import JSONLSink, SupportsReady, idempotency_key
@@ -246,3 +252,12 @@ def test_postgres_sink_that_cannot_connect_at_start_says_where(postgres: Postgre
     assert (
         describe_sink(url) == f"PostgreSQL database no_such_database at 127.0.0.1:{postgres.port}"
     )
+
+
+def test_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "request_crypto.receiver.postgres")
+    with pytest.raises(SinkURLError, match=r"request_crypto\[postgres\]"):
+        open_sink("postgresql://u@127.0.0.1:1/db")
