@@ -27,6 +27,7 @@ from ..keyfile import read_jwks, require_private_keys
 from ..keys.jwks import JWKSManager
 from ..limits import Limits
 from ..request import RequestDecryptor
+from .observability import ReceiverMetrics
 
 __all__ = ["KeyFile", "KeyGeneration", "loaded_keys"]
 
@@ -87,14 +88,19 @@ class KeyFile:
     when it changed, parses it on a worker thread; `watch()` does that every few seconds.
     """
 
-    def __init__(self, path: Path, max_body: int, grace: float) -> None:
+    def __init__(
+        self, path: Path, max_body: int, grace: float, metrics: ReceiverMetrics | None = None
+    ) -> None:
         self.path = path
+        self.metrics = metrics
         self.max_body = max_body
         self.grace = grace
         #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
         self.failing: tuple[float, str] | None = None
         self._signature = _file_signature(path)
         self.keys = _generation(_load_decryptor(path, max_body))
+        if metrics is not None:
+            metrics.keys_reloaded(self.keys.count)
 
     async def watch(self, interval: float) -> None:
         """Check the file every `interval` seconds, until cancelled; never dies of an error."""
@@ -138,6 +144,8 @@ class KeyFile:
             return False
         self.failing = None
         self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
+        if self.metrics is not None:
+            self.metrics.keys_reloaded(self.keys.count)
         logger.info(
             "key file %s reloaded: %d keys (%s)",
             self.path,
@@ -150,6 +158,8 @@ class KeyFile:
         # The failure's start stays the first one's: a second bad write does not reset it.
         since = self.failing[0] if self.failing else time.monotonic()
         self.failing = (since, reason)
+        if self.metrics is not None:
+            self.metrics.key_reload_failed()
 
     def unhealthy(self) -> str | None:
         """Why the keys make this replica unfit to serve (failing past `grace`), or None."""
