@@ -183,10 +183,6 @@ class PostgresSink:
             return False
         return True
 
-    def stats(self) -> dict[str, int]:
-        """The pool's counters (connections, waits, errors), for metrics."""
-        return dict(self._pool.get_stats())
-
     def close(self) -> None:
         """Close every connection."""
         self._pool.close()
