@@ -9,7 +9,7 @@ on a unix socket inside it and on a free 127.0.0.1 port, trusts local connection
 else reaches a loopback port of a test machine's throwaway cluster with a password anyway),
 and is stopped and deleted on exit. The server refuses to run as root: as root, the directory
 is given to the ``postgres`` user and the programs run as that user (``runuser``).
-Stdlib only.
+Stdlib only (and the package's errors).
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from ..errors import RequestCryptoError
+
 __all__ = ["PostgresCluster", "PostgresUnavailableError", "postgres_bindir"]
 
 _DEBIAN_BINDIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
-class PostgresUnavailableError(RuntimeError):
+class PostgresUnavailableError(RequestCryptoError):
     """No PostgreSQL server programs on this machine (install Debian's ``postgresql``)."""
 
 

@@ -94,7 +94,7 @@ def _reason(exc: psycopg.Error) -> str:
     A data error's text can quote the payload, which the log must not hold.
     """
     if isinstance(exc, psycopg.OperationalError):
-        return f"{type(exc).__name__}: {str(exc).strip()}"
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate})"
 
 
@@ -125,6 +125,9 @@ class PostgresSink:
             name="request-crypto-sink",
         )
         try:
+            # One plain connection first: it fails fast with libpq's own reason (refused,
+            # unknown database, authentication), where the pool would retry and log.
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
             self._pool.open(wait=True, timeout=connect_timeout)
             self.schema_version = self._migrate()
         except psycopg.Error as exc:

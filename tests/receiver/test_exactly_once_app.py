@@ -5,6 +5,8 @@ with its first id, a failed store is a 503 with Retry-After, /readyz follows the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,3 +118,24 @@ def test_serve_writes_json_log_lines_and_serves_metrics(tmp_path: Path, keys: JW
     assert requests[0]["status"] == 202
     assert requests[0]["id"] == accepted.json()["id"]
     assert "payload" not in requests[0]
+
+
+def test_serve_on_an_unreachable_database_prints_one_error_line(
+    tmp_path: Path, keys: JWKManager
+) -> None:
+    key_file = write_private_set(tmp_path / "private.json", keys)
+    sink = "postgresql://someone:secret@127.0.0.1:1/telemetry"
+    command = [sys.executable, "-m", "request_crypto", "serve", "--jwks", str(key_file)]
+    done = subprocess.run(
+        [*command, "--sink", sink, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: PostgreSQL database telemetry at 127.0.0.1:1")
+    assert "refused" in lines[0]
+    assert "secret" not in done.stderr
