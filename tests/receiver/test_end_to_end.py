@@ -11,8 +11,8 @@ import base64
 import contextlib
 import json
 import logging
-import time
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
