@@ -29,6 +29,7 @@ from ..keys.remote import RemoteJWKS
 from ..keys.signing import SigningKey, SigningKeySet, VerificationKeys
 from ..limits import Limits
 from ..request import RequestDecryptor
+from .observability import ReceiverMetrics
 
 __all__ = ["KeyFile", "KeyGeneration", "SenderKeyFile", "loaded_keys", "verification_options"]
 
@@ -164,9 +165,15 @@ class KeyFile:
     """
 
     def __init__(
-        self, path: Path, max_body: int, grace: float, verify: Mapping[str, Any] | None = None
+        self,
+        path: Path,
+        max_body: int,
+        grace: float,
+        verify: Mapping[str, Any] | None = None,
+        metrics: ReceiverMetrics | None = None,
     ) -> None:
         self.path = path
+        self.metrics = metrics
         self.max_body = max_body
         self.verify = verify or {}
         self.grace = grace
@@ -174,6 +181,8 @@ class KeyFile:
         self.failing: tuple[float, str] | None = None
         self._signature = _file_signature(path)
         self.keys = _generation(_load_decryptor(path, max_body, self.verify))
+        if metrics is not None:
+            metrics.keys_reloaded(self.keys.count)
 
     async def watch(self, interval: float) -> None:
         """Check the file every `interval` seconds, until cancelled; never dies of an error."""
@@ -219,6 +228,8 @@ class KeyFile:
             return False
         self.failing = None
         self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
+        if self.metrics is not None:
+            self.metrics.keys_reloaded(self.keys.count)
         logger.info(
             "key file %s reloaded: %d keys (%s)",
             self.path,
@@ -231,6 +242,8 @@ class KeyFile:
         # The failure's start stays the first one's: a second bad write does not reset it.
         since = self.failing[0] if self.failing else time.monotonic()
         self.failing = (since, reason)
+        if self.metrics is not None:
+            self.metrics.key_reload_failed()
 
     def unhealthy(self) -> str | None:
         """Why the keys make this replica unfit to serve (failing past `grace`), or None."""

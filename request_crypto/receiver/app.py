@@ -5,11 +5,16 @@ Routes:
 - ``POST /v1/payloads``: the raw body is an ``elastic`` body or a ``jwe`` compact JWE. It is
   read with a running byte count (``413`` as soon as it passes the limit, or at once when
   ``Content-Length`` says so), decrypted on a worker thread, handed to the sink, and answered
-  ``202 {"id", "kid", "format", "received_at"}`` only after the sink has made it durable.
+  ``202 {"id", "kid", "format", "received_at"}`` only after the sink has made it durable. A
+  body stored before (a retry; same bytes, same SHA-256) is answered with its *first* id by
+  sinks that keep idempotency keys (SQLite, PostgreSQL) and is not stored again.
 - ``GET /.well-known/jwks.json``: the public key set, with ``Cache-Control`` and an ``ETag``.
 - ``GET /healthz``: ``{"status": "ok", "keys": N}``, or ``503 {"status": "unavailable",
   "reason": ...}`` when the sink writer is down or the key file has failed to reload for
-  longer than `key_reload_grace` seconds (so a load balancer takes the replica out).
+  longer than `key_reload_grace` seconds (liveness).
+- ``GET /readyz``: the same, and the sink answers now (`SupportsReady`, e.g. PostgreSQL):
+  ``{"status": "ready", "keys": N}`` or ``503`` (readiness: a load balancer's health check).
+- ``GET /metrics``: Prometheus metrics (`request_crypto.receiver.observability`).
 
 Signed bodies (``verify_with``): a bad, unknown or missing signature (with
 ``require_signature``) or refused claims get ``401``; the very same signed body again is a
@@ -17,8 +22,9 @@ retry, answered ``202`` with the first id and stored once; its `jti` in a differ
 replay, ``409``, nothing stored (`request_crypto.receiver.replay`).
 
 Errors are JSON ``{"error": "..."}``: ``400`` malformed or undecryptable, ``422`` unknown kid,
-``413`` too large, ``408`` (and the connection closed) when the body is too slow, ``503`` when
-the sink failed, ``404``/``405`` as usual. Neither errors nor
+``413`` too large, ``408`` (and the connection closed) when the body is too slow, ``503`` with
+``Retry-After`` when the sink failed (nothing of that body counts as stored), ``404``/``405``
+as usual. Neither errors nor
 logs ever carry payloads or key material.
 
 Memory is bounded per process. A body of up to `SMALL_BODY` (256 KiB) is read as it arrives;
@@ -49,9 +55,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import datetime, timezone
@@ -86,7 +92,9 @@ from ._http import (
 from ._keys import KeyFile, KeyGeneration, loaded_keys, verification_options
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
-from .sinks import ReceivedPayload, Sink, open_sink
+from .observability import METRICS_CONTENT_TYPE, ReceiverMetrics
+from .replay import replayed_id, signer_fields
+from .sinks import ReceivedPayload, Sink, SupportsReady, idempotency_key, open_sink
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -100,25 +108,23 @@ __all__ = [
 ]
 
 logger = logging.getLogger("request_crypto.receiver")
+#: Seconds a sender is told to wait after a 503 (the sink or the replica not ready).
+RETRY_AFTER = "1"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str, str | None]:
-    """Runs on a worker thread: decrypt, then serialize the payload once for the sink.
-
-    A signed body also gets its SHA-256, which tells a retry (the same body) from a replay.
-    """
+def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str]:
+    """Runs on a worker thread: decrypt, then serialize the payload once for the sink."""
     decrypted = decryptor.decrypt_request(body)
     try:
         payload_json = dumps_utf8(decrypted.payload).decode("utf-8")
     except InvalidArgumentError:
         # e.g. a number like 1e999, which parses to infinity and has no JSON form.
         raise MalformedBodyError("the decrypted payload holds a number out of range") from None
-    body_key = hashlib.sha256(body).hexdigest() if decrypted.signer is not None else None
-    return decrypted, payload_json, body_key
+    return decrypted, payload_json
 
 
 class _Receiver:
@@ -127,6 +133,7 @@ class _Receiver:
     def __init__(self, config: ReceiverConfig) -> None:
         jwks, sink, max_body = config.jwks, config.sink, config.max_body
         self.config = config
+        self.metrics = ReceiverMetrics()
         self.body_pace = BodyPace(config.body_timeout, config.min_body_rate)
         self.max_body = max_body
         self.jwks_max_age = config.jwks_max_age
@@ -147,9 +154,12 @@ class _Receiver:
             leeway=config.leeway,
         )
         if isinstance(jwks, (str, os.PathLike)):
-            self.key_file = KeyFile(Path(jwks), max_body, config.key_reload_grace, verify)
+            self.key_file = KeyFile(
+                Path(jwks), max_body, config.key_reload_grace, verify, metrics=self.metrics
+            )
         else:
             self._loaded = loaded_keys(jwks, max_body, verify)
+            self.metrics.keys_reloaded(self._loaded.count)
         self.reload_interval = config.reload_interval if self.key_file is not None else None
         self.sink_spec = sink
         self.sink: Sink | None = None
@@ -168,7 +178,7 @@ class _Receiver:
             self.sink = await anyio.to_thread.run_sync(open_sink, self.sink_spec)
         else:
             self.sink = self.sink_spec
-        self.writer = SinkWriter(self.sink, self.max_batch)
+        self.writer = SinkWriter(self.sink, self.max_batch, self.metrics)
         self.writer.start()
         try:
             async with anyio.create_task_group() as tasks:
@@ -224,6 +234,26 @@ class _Receiver:
             )
         return JSONResponse({"status": "ok", "keys": self.keys.count})
 
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: keys loaded, the writer running, and the sink answering now."""
+        reason = self.unhealthy()
+        sink = self.sink
+        ready = not isinstance(sink, SupportsReady) or await anyio.to_thread.run_sync(sink.ready)
+        if reason is None and not ready:
+            reason = "the sink does not answer"
+        if reason is not None:
+            return JSONResponse(
+                {"status": "unavailable", "reason": reason, "keys": self.keys.count},
+                503,
+                headers={"Retry-After": RETRY_AFTER},
+            )
+        return JSONResponse({"status": "ready", "keys": self.keys.count})
+
+    async def metrics_page(self, request: Request) -> Response:
+        """The Prometheus text exposition (`ReceiverMetrics`)."""
+        self.metrics.keys_loaded.set(self.keys.count)
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     async def receive(self, request: Request) -> Response:
         fields = log_fields(request)
         try:
@@ -231,8 +261,13 @@ class _Receiver:
         except Refused as refused:
             self.refused += 1
             fields["error"] = refused.tag
+            format_ = fields.get("format")
+            self.metrics.observe_request(
+                refused.status, format_ if isinstance(format_, str) else None
+            )
             return error_response(refused.status, refused.message, refused.headers)
         self.accepted += 1
+        self.metrics.observe_request(202, record.format)
         return JSONResponse(
             {
                 "id": record.id,
@@ -249,7 +284,12 @@ class _Receiver:
         """Read, decrypt and store one body; every refusal is a `Refused`."""
         writer, limiter, slots = self.writer, self.limiter, self.large_body_slots
         if writer is None or limiter is None or slots is None:
-            raise Refused(503, "not-started", "the receiver is not started (no ASGI lifespan)")
+            raise Refused(
+                503,
+                "not-started",
+                "the receiver is not started (no ASGI lifespan)",
+                headers={"Retry-After": RETRY_AFTER},
+            )
         async with contextlib.AsyncExitStack() as held:  # a large body's slot, if it took one
 
             async def take_slot() -> None:
@@ -273,8 +313,8 @@ class _Receiver:
             fields["size"] = size
             keys = self.keys  # the generation this request uses, even if a reload happens now
             try:
-                decrypted, payload_json, body_key = await anyio.to_thread.run_sync(
-                    _decrypt, keys.decryptor, body, limiter=limiter
+                decrypted, payload_json, key = await anyio.to_thread.run_sync(
+                    self._open, keys.decryptor, body, limiter=limiter
                 )
             except Exception as exc:
                 raise refusal(exc, fields) from None
@@ -288,27 +328,40 @@ class _Receiver:
             payload=decrypted.payload,
             payload_json=payload_json,
             metadata=decrypted.metadata,
-            signer=decrypted.signer,
-            body_key=body_key,
+            idempotency_key=key,
+            **signer_fields(decrypted.signer),
         )
         fields.update(kid=record.kid, format=record.format, id=record.id)
         try:
-            duplicate = await writer.write(record)
+            stored = await writer.write(record)
         except SinkUnavailableError as exc:
             raise Refused(
-                503, "sink", f"the payload could not be stored ({exc}); retry later"
+                503,
+                "sink",
+                f"the payload could not be stored ({exc}); retry later",
+                headers={"Retry-After": RETRY_AFTER},
             ) from None
-        if duplicate is None:
-            return record
-        if duplicate.replay:
+        first = replayed_id(stored)
+        if first is not None:
             raise Refused(
                 409,
                 "replay",
                 "this signed token (its jti) was already used in another body: a replay is "
                 "refused; senders sign each body anew",
             )
-        fields["id"] = duplicate.first_id  # a retry of a stored body: its first answer again
-        return dataclasses.replace(record, id=duplicate.first_id)
+        if stored != record.id:  # the same body was stored before: answer its first id
+            fields["id"] = stored
+            record = dataclasses.replace(record, id=stored)
+        return record
+
+    def _open(self, decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str, str]:
+        """On a worker thread: `_decrypt` (timed into the histogram), then the body's key."""
+        started = time.perf_counter()
+        try:
+            decrypted, payload_json = _decrypt(decryptor, body)
+        finally:
+            self.metrics.decrypt_seconds.observe(time.perf_counter() - started)
+        return decrypted, payload_json, idempotency_key(body)
 
 
 def create_app(
@@ -332,6 +385,8 @@ def create_app(
     routes = [
         Route("/.well-known/jwks.json", receiver.well_known, methods=["GET"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/readyz", receiver.readyz, methods=["GET"]),
+        Route("/metrics", receiver.metrics_page, methods=["GET"]),
         Route("/v1/payloads", receiver.receive, methods=["POST"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {

@@ -1,18 +1,17 @@
-"""Replays of signed bodies: a token's `jti` is accepted once, in one body, until it expires.
+"""Replays of signed bodies: a token's `jti` is accepted in one body only, until it expires.
 
-A signed body's JWT carries a random `jti` and an `exp`. The sink remembers each `jti` (or,
-for a token without one, the body's SHA-256) with the body's SHA-256, its payload id and the
-`exp`, in the same transaction that stores the payload, so every worker sharing the database
-sees it and a restart keeps it:
+A signed body's JWT carries a random `jti` and an `exp`. Every body has an idempotency key
+(the SHA-256 of its bytes, `sinks.idempotency_key`), and the sinks that keep keys answer the
+very same body again (a retry whose answer was lost) with its first id, storing it once. What
+this module adds: the sink remembers each `jti` with the key of the body that brought it, its
+id and the token's `exp`, in the same transaction that stores the payload (a ``replays``
+table of the SQLite file), so every worker sees it and a restart keeps it. The same `jti` in a
+*different* body is a replay: the sink stores nothing and answers ``replayed_marker(first
+id)``, which the receiver turns into ``409``.
 
-- the very same body again is a retry (its first answer was lost): `Duplicate(first_id,
-  replay=False)`, answered ``202`` with the first id, stored once;
-- the same `jti` in a *different* body is a replay: `Duplicate(first_id, replay=True)`,
-  answered ``409``, nothing stored.
-
-An expired token never reaches the sink (it is refused as expired), so entries are dropped
-once their `exp` has passed. Sinks without a database (JSON lines, stdout) keep the entries
-in memory (`MemoryReplays`): one process, lost on restart.
+An expired token never reaches the sink (it is refused as expired), so entries are dropped once
+their `exp` has passed. The JSON-lines sinks keep the entries in memory (`MemoryReplays`): one
+process, lost on restart. The PostgreSQL sink does not check replays yet.
 """
 
 from __future__ import annotations
@@ -20,19 +19,19 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..nested import SignerInfo
     from .sinks import ReceivedPayload
 
 __all__ = [
     "REPLAY_SCHEMA",
-    "Duplicate",
     "MemoryReplays",
     "claim_sqlite",
-    "purge_sqlite",
-    "replay_key",
+    "replayed_id",
+    "replayed_marker",
+    "signer_fields",
 ]
 
 REPLAY_SCHEMA = """
@@ -43,46 +42,58 @@ CREATE TABLE IF NOT EXISTS replays (
     exp      REAL NOT NULL
 )
 """
+_MARKER = "replayed:"
+#: A token without `exp` is never accepted (the verifier requires one); this is a fallback.
+_DEFAULT_LIFETIME = 3600.0
 
 
-@dataclass(frozen=True)
-class Duplicate:
-    """A record the sink did not store: a retry of `first_id`'s body, or a replay."""
+def signer_fields(signer: SignerInfo | None) -> dict[str, Any]:
+    """`ReceivedPayload`'s signer fields for a verified signer (empty for an unsigned body)."""
+    if signer is None:
+        return {}
+    return {
+        "signer_kid": signer.kid,
+        "signer_iss": signer.iss,
+        "jti": signer.jti,
+        "jti_exp": signer.exp,
+    }
 
-    first_id: str
-    replay: bool
+
+def replayed_marker(first_id: str) -> str:
+    """What a sink returns, as a record's stored id, for a replayed record (not stored)."""
+    return _MARKER + first_id
 
 
-def replay_key(record: ReceivedPayload) -> tuple[str, str, float] | None:
-    """(jti or body hash, body hash, exp) of a signed record; None for an unsigned one."""
-    signer = record.signer
-    if signer is None or record.body_key is None:
+def replayed_id(stored: str) -> str | None:
+    """The first id a replayed record's token came with, or None for a stored record."""
+    return stored[len(_MARKER) :] if stored.startswith(_MARKER) else None
+
+
+def _entry(record: ReceivedPayload) -> tuple[str, str, float] | None:
+    if record.jti is None or record.idempotency_key is None:
         return None
-    exp = signer.exp if signer.exp is not None else time.time() + 3600
-    return (signer.jti or f"body:{record.body_key}", record.body_key, exp)
+    exp = record.jti_exp if record.jti_exp is not None else time.time() + _DEFAULT_LIFETIME
+    return record.jti, record.idempotency_key, exp
 
 
-def claim_sqlite(db: sqlite3.Connection, record: ReceivedPayload) -> Duplicate | None:
-    """Inside the sink's transaction: remember the record's jti, or say why it is a duplicate."""
-    key = replay_key(record)
-    if key is None:
+def claim_sqlite(db: sqlite3.Connection, record: ReceivedPayload) -> str | None:
+    """Inside the sink's transaction: remember the record's jti, or its replay marker."""
+    entry = _entry(record)
+    if entry is None:
         return None
-    jti, body_key, exp = key
+    jti, body_key, exp = entry
+    now = time.time()
     row = db.execute(
-        "SELECT body_key, id FROM replays WHERE jti = ? AND exp > ?", (jti, time.time())
+        "SELECT body_key, id FROM replays WHERE jti = ? AND exp > ?", (jti, now)
     ).fetchone()
     if row is not None:
-        return Duplicate(str(row[1]), replay=row[0] != body_key)
+        return replayed_marker(str(row[1])) if row[0] != body_key else None
+    db.execute("DELETE FROM replays WHERE exp <= ?", (now,))
     db.execute(
         "INSERT OR REPLACE INTO replays (jti, body_key, id, exp) VALUES (?, ?, ?, ?)",
         (jti, body_key, record.id, exp),
     )
     return None
-
-
-def purge_sqlite(db: sqlite3.Connection) -> None:
-    """Drop the entries whose token has expired (such tokens are refused before the sink)."""
-    db.execute("DELETE FROM replays WHERE exp <= ?", (time.time(),))
 
 
 class MemoryReplays:
@@ -92,18 +103,18 @@ class MemoryReplays:
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[str, str, float]] = {}
 
-    def claim(self, record: ReceivedPayload) -> Duplicate | None:
-        """Remember the record's jti, or say why it is a duplicate."""
-        key = replay_key(record)
-        if key is None:
+    def claim(self, record: ReceivedPayload) -> str | None:
+        """Remember the record's jti, or return its replay marker."""
+        entry = _entry(record)
+        if entry is None:
             return None
-        jti, body_key, exp = key
+        jti, body_key, exp = entry
         now = time.time()
         with self._lock:
             if len(self._seen) > 100_000:
                 self._seen = {k: v for k, v in self._seen.items() if v[2] > now}
             seen = self._seen.get(jti)
             if seen is not None and seen[2] > now:
-                return Duplicate(seen[1], replay=seen[0] != body_key)
+                return replayed_marker(seen[1]) if seen[0] != body_key else None
             self._seen[jti] = (body_key, record.id, exp)
         return None

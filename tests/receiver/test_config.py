@@ -37,6 +37,7 @@ NON_DEFAULT: dict[str, Any] = {
     "port": 9999,
     "workers": 4,
     "log_level": "debug",
+    "log_format": "json",
     "limit_concurrency": 77,
     "verify_with": "https://senders.example/jwks.json",
     "require_signature": True,
@@ -108,6 +109,7 @@ def test_a_missing_key_set_variable_says_what_it_is() -> None:
         ({"port": 70000}, "port"),
         ({"workers": 0}, "workers"),
         ({"log_level": "loud"}, "log_level"),
+        ({"log_format": "xml"}, "log_format"),
         ({"sink": "nope://"}, "sink"),
     ],
 )
@@ -205,6 +207,7 @@ def test_serve_builds_one_config_with_every_option(
         "port": "0",
         "workers": "4",
         "log-level": "debug",
+        "log-format": "json",
         "limit-concurrency": "77",
         "verify-with": "https://senders.example/jwks.json",
         "require-signature": None,  # a flag

@@ -41,7 +41,8 @@ def files(tmp_path: Path, keys: JWKManager, sender: dict[str, Any]) -> dict[str,
 def signed_rows(db: Path) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(db)) as connection:
         return connection.execute(
-            "SELECT id, kid, signer_kid, iss, jti, payload FROM payloads ORDER BY received_at"
+            "SELECT id, kid, signer_kid, signer_iss, jti, payload FROM payloads"
+            " ORDER BY received_at"
         ).fetchall()
 
 
@@ -119,7 +120,7 @@ def test_jsonl_sink_records_the_signer_and_refuses_replays(files, keys, sender) 
         assert http.post(PAYLOADS, content=bodies[0]).status_code == 202
         assert http.post(PAYLOADS, content=bodies[1]).status_code == 409
     (line,) = out.read_text().splitlines()
-    assert json.loads(line)["signer"]["signer_kid"] == "kibana-1"
+    assert json.loads(line)["signer"]["kid"] == "kibana-1"
 
 
 def test_send_signs_and_serve_refuses_a_wrong_senders_set(files, keys, sender, tmp_path) -> None:
