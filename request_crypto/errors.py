@@ -26,6 +26,9 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── InvalidArgumentError (ValueError)   a caller's argument (a kid, a size, a setting)
     │   └── receiver.sinks.SinkURLError     a sink URL naming no known sink
     ├── KeyFileError (OSError)              a key-set file cannot be read, written, locked
+    │   └── WrongPasswordError              an encrypted key-set file the password cannot open
+    ├── KeySourceError                      an HSM/KMS key source that cannot work as configured
+    │   └── KeySourceUnavailableError       an HSM/KMS that is down, slow or throttling (retry)
     ├── BatchError                          some items of a batch failed
     ├── UsageError (alias CLIError)         what a command line was given
     ├── SinkUnavailableError                the receiver could not store a payload
@@ -50,6 +53,8 @@ __all__ = [
     "InvalidJWKSError",
     "JSONBudgetError",
     "KeyFileError",
+    "KeySourceError",
+    "KeySourceUnavailableError",
     "MalformedBodyError",
     "MissingKidError",
     "MissingKidInBodyError",
@@ -64,6 +69,7 @@ __all__ = [
     "TruncatedError",
     "UnsupportedAlgorithmError",
     "UsageError",
+    "WrongPasswordError",
 ]
 
 
@@ -144,6 +150,34 @@ class InvalidArgumentError(RequestCryptoError, ValueError):
 
 class KeyFileError(RequestCryptoError, OSError):
     """A key-set file could not be read, written or locked."""
+
+
+class WrongPasswordError(KeyFileError):
+    """An encrypted key-set file did not open: the password is wrong or the file was altered."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"{path}: the password does not open this encrypted key set (wrong password, "
+            "or the file was altered)"
+        )
+
+
+class KeySourceError(RequestCryptoError):
+    """A key source (HSM, KMS) cannot work as configured: a bad URI, no such token or key,
+    a wrong PIN, or an algorithm the module cannot do. Fix the configuration; retrying won't."""
+
+
+class KeySourceUnavailableError(KeySourceError):
+    """The HSM or KMS holding a key is unreachable, slow or throttling: retry later.
+
+    Never a verdict on the body: the receiver answers 503 with Retry-After, not 400.
+    `source` names the source (a URI without secrets); `retry_after` is in seconds.
+    """
+
+    def __init__(self, source: str, reason: str, *, retry_after: int = 5) -> None:
+        super().__init__(f"key source {source} is unavailable: {reason}; retry later")
+        self.source = source
+        self.retry_after = retry_after
 
 
 class BatchError(RequestCryptoError):

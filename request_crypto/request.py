@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 from ._json import dumps_utf8, loads_payload
 from .errors import BatchError, InvalidArgumentError, MissingKidError, PayloadTooLargeError
@@ -21,7 +21,7 @@ from .errors import RequestCryptoError as _Error
 from .formats import REGISTRY, Format, Opened, detect_format
 from .keyfile import read_jwks
 from .keys.jwks import JWKManager, JWKSInput, JWKSManager, load_jwks_document, public_halves
-from .keys.source import JWKMetadata
+from .keys.source import JWKMetadata, KeySource, is_key_source, public_set
 from .limits import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_BODY_SIZE,
@@ -62,6 +62,15 @@ def _limits(limits: Limits | None, **changes: int | None) -> Limits:
         raise InvalidArgumentError(f"limits must be a Limits object, not {type(limits).__name__}")
     given = {name: value for name, value in changes.items() if value is not None}
     return replace(limits or DEFAULT_LIMITS, **given) if given else limits or DEFAULT_LIMITS
+
+
+def _as_source(jwks: JWKSInput | KeySource) -> KeySource:
+    """A KeySource as given (a JWKManager is one); a set given as data becomes a JWKManager."""
+    if isinstance(jwks, (JWKManager, Mapping, str, bytes, JWKSManager)):
+        return jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
+    if is_key_source(jwks):
+        return jwks
+    return JWKManager(cast(JWKSInput, jwks))  # refuses it with the message for a bad key set
 
 
 def _path_given(jwks: object) -> bool:
@@ -228,7 +237,7 @@ class RequestDecryptor:
 
     def __init__(
         self,
-        jwks: JWKSInput,
+        jwks: JWKSInput | KeySource,
         *,
         limits: Limits | None = None,
         max_body_size: int | None = None,
@@ -237,8 +246,10 @@ class RequestDecryptor:
         max_json_values: int | None = None,
         max_json_depth: int | None = None,
     ) -> None:
-        """`limits` (default: DEFAULT_LIMITS); a `max_*` keyword given replaces that field."""
-        self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
+        """`jwks`: a private set (as data or a JWKManager) or any `KeySource` (an HSM, a KMS,
+        merged sources); `limits` (default: DEFAULT_LIMITS); a `max_*` keyword replaces a field.
+        """
+        self._keys: KeySource = _as_source(jwks)
         self._workers = _Workers()
         #: What one body may cost (see `Limits`).
         self.limits = _limits(
@@ -275,7 +286,16 @@ class RequestDecryptor:
 
     @property
     def keys(self) -> JWKManager:
-        """The key set this decryptor opens bodies with."""
+        """The in-memory key set this decryptor opens bodies with (see `source` otherwise)."""
+        if not isinstance(self._keys, JWKManager):
+            raise InvalidArgumentError(
+                f"this decryptor's keys live in {self._keys!r}, not in memory; use .source"
+            )
+        return self._keys
+
+    @property
+    def source(self) -> KeySource:
+        """Whatever holds the private keys: a JWKManager, an HSM or KMS source, merged ones."""
         return self._keys
 
     def decrypt(self, body: str | bytes) -> Any:
@@ -320,7 +340,7 @@ class RequestDecryptor:
 
     def get_well_knowns(self) -> dict[str, list[dict[str, str]]]:
         """The public set, for publishing at /.well-known/jwks.json."""
-        return self._keys.get_public_jwks()
+        return public_set(self._keys)
 
     def decrypt_many(
         self,
