@@ -18,6 +18,7 @@ from request_crypto.errors import (
 from request_crypto._b64 import b64url_decode
 from request_crypto.keys.external import choose_kid
 from request_crypto.keys.jwks import JWKManager
+from request_crypto.keys.merged import MergedKeySource
 from request_crypto.keys.pkcs11 import PKCS11KeySource, PinInURIWarning, import_key
 
 PAYLOAD = {"event": "login", "n": [1, 2, 3]}
@@ -167,22 +168,32 @@ def test_pin_is_never_in_the_source_name(softhsm: Any) -> None:
     assert "1234" not in source.name and "1234" not in repr(source)
 
 
-def test_many_threads_through_one_token_do_not_crash(source: PKCS11KeySource) -> None:
-    """python-pkcs11 does not lock the module: without our lock SoftHSM segfaults here."""
-    encryptor = RequestEncryptor(_public_set(source), format="jwe")
-    bodies = [encryptor.encrypt("recv-1", {"i": i}) for i in range(160)]
-    decryptor = RequestDecryptor(source)
+def test_many_threads_on_two_tokens_of_one_module_do_not_crash(
+    softhsm: Any, source: PKCS11KeySource
+) -> None:
+    """python-pkcs11 does not lock the module (C_Initialize without OS locking, calls made
+    without the GIL): two sessions of one module at once crash SoftHSM without our lock."""
+    second_uri = softhsm.uri("conc-1", token="rc-other")
+    import_key(second_uri, _fresh_private("conc-1"))
+    second = PKCS11KeySource(second_uri)
+    merged = MergedKeySource([source, second])
+    bodies = [
+        RequestEncryptor(_public_set(src), format="jwe").encrypt(kid, {"i": i})
+        for i in range(200)
+        for src, kid in [((source, second)[i % 2], ("recv-1", "conc-1")[i % 2])]
+    ]
+    decryptor = RequestDecryptor(merged)
     results: dict[int, Any] = {}
 
     def work(start: int) -> None:
         for i in range(start, len(bodies), 16):
             results[i] = decryptor.decrypt(bodies[i])
-            source.health()
+            (source, second)[i % 2].health()
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert results == {i: {"i": i} for i in range(160)}
-    assert decryptor.decrypt_many(bodies, workers=8) == [{"i": i} for i in range(160)]
+    assert results == {i: {"i": i} for i in range(200)}
+    assert decryptor.decrypt_many(bodies, workers=8) == [{"i": i} for i in range(200)]
