@@ -73,6 +73,9 @@ def js() -> Any:
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
+TOKEN_PINS = ("--so-pin", "0000", "--pin", "1234")
+
+
 class SoftHSM:
     """A SoftHSM2 token directory made for this test session, with URI helpers.
 
@@ -115,8 +118,7 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
     os.environ["SOFTHSM2_CONF"] = str(config)  # read by the module when it first loads
     for label in ("rc-test", "rc-other", "rc-spare"):
         subprocess.run(
-            ["softhsm2-util", "--init-token", "--free", "--label", label]
-            + ["--so-pin", "0000", "--pin", "1234"],
+            ["softhsm2-util", "--init-token", "--free", "--label", label, *TOKEN_PINS],
             check=True,
             capture_output=True,
         )
@@ -125,3 +127,87 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
 
     generate_key(hsm.uri("recv-1"))
     return hsm
+
+
+class KMS:
+    """moto's KMS server (tests/kms_server.py) on 127.0.0.1, with boto3's env pointed at it."""
+
+    def __init__(self, endpoint: str, control: Path) -> None:
+        self.endpoint = endpoint
+        self.control = control
+
+    def client(self) -> Any:
+        """A boto3 KMS client for the test's own setup calls (creating keys, aliases)."""
+        import boto3
+
+        return boto3.client("kms")
+
+    def rsa_key(self, alias: str | None = None) -> str:
+        """A new RSA_2048 ENCRYPT_DECRYPT key; its ARN (and `alias/NAME` made if asked)."""
+        client = self.client()
+        arn: str = client.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"][
+            "Arn"
+        ]
+        if alias:
+            client.create_alias(AliasName=f"alias/{alias}", TargetKeyId=arn)
+        return arn
+
+    def throttle(self, calls: int) -> None:
+        """The next `calls` Decrypt calls answer ThrottlingException."""
+        (self.control / "throttle").write_text(str(calls), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def kms(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Start moto's server at a free port for the session; boto3 env vars point at it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    control = tmp_path_factory.mktemp("kms")
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "kms_server.py"), str(port), str(control)],
+        stdout=subprocess.DEVNULL,
+        stderr=(control / "server.log").open("wb"),
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto did not start: {(control / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+    saved = {name: os.environ.get(name) for name in _KMS_ENV}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_KMS=endpoint,
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    yield KMS(endpoint, control)
+    server.terminate()
+    server.wait(timeout=30)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+_KMS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_KMS",
+    "AWS_PROFILE",
+)

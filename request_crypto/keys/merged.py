@@ -25,9 +25,11 @@ class MergedKeySource:
             raise InvalidArgumentError("merge at least one key source")
         self.sources = list(sources)
         self.names = list(names) if names is not None else [_name(s) for s in self.sources]
+        if len(self.names) != len(self.sources):
+            raise InvalidArgumentError("give one name per key source")
         self._by_kid: dict[str, KeySource] = {}
         where: dict[str, str] = {}
-        for source, name in zip(self.sources, self.names):
+        for source, name in zip(self.sources, self.names, strict=True):
             for kid in source.kids():
                 if kid in where:
                     raise InvalidJWKSError(

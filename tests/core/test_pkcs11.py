@@ -9,17 +9,17 @@ import pytest
 from jwcrypto.jwk import JWK
 
 from request_crypto import RequestDecryptor, RequestEncryptor
+from request_crypto._b64 import b64url_decode
 from request_crypto.errors import (
     DecryptionError,
     KeySourceError,
     NoKeyFoundError,
     UnsupportedAlgorithmError,
 )
-from request_crypto._b64 import b64url_decode
 from request_crypto.keys.external import choose_kid
 from request_crypto.keys.jwks import JWKManager
 from request_crypto.keys.merged import MergedKeySource
-from request_crypto.keys.pkcs11 import PKCS11KeySource, PinInURIWarning, import_key
+from request_crypto.keys.pkcs11 import PinInURIWarning, PKCS11KeySource, import_key
 
 PAYLOAD = {"event": "login", "n": [1, 2, 3]}
 
