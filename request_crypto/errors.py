@@ -29,6 +29,7 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     │   └── WrongPasswordError              an encrypted key-set file the password cannot open
     ├── KeySourceError                      an HSM/KMS key source that cannot work as configured
     │   └── KeySourceUnavailableError       an HSM/KMS that is down, slow or throttling (retry)
+    ├── PinInURIWarning (UserWarning)       a warning: a PKCS#11 PIN written into a URI
     ├── BatchError                          some items of a batch failed
     ├── UsageError (alias CLIError)         what a command line was given
     ├── SinkUnavailableError                the receiver could not store a payload
@@ -62,6 +63,7 @@ __all__ = [
     "NoRecipientKeyError",
     "OutputFileError",
     "PayloadTooLargeError",
+    "PinInURIWarning",
     "RequestCryptoError",
     "SealedFormatError",
     "SegmentError",
@@ -178,6 +180,11 @@ class KeySourceUnavailableError(KeySourceError):
         super().__init__(f"key source {source} is unavailable: {reason}; retry later")
         self.source = source
         self.retry_after = retry_after
+
+
+class PinInURIWarning(RequestCryptoError, UserWarning):
+    """A warning, not raised: a PKCS#11 PIN given as `pin-value` sits in a command line or
+    config file; `pin-source=file:PATH` keeps it out of both."""
 
 
 class BatchError(RequestCryptoError):

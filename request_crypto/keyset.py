@@ -27,6 +27,7 @@ from typing import Any
 from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
 from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
 from .keys.jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
+from .keys.pbes2 import is_encrypted_key_set
 from .kids import next_kid, validate_kid
 
 __all__ = ["KeySetFile", "parse_key_set"]
@@ -62,7 +63,10 @@ def _holds_private_keys(path: Path) -> bool:
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return False
-            document = json.loads(read_key_set_bytes(handle, path))
+            data = read_key_set_bytes(handle, path)
+            if is_encrypted_key_set(data):
+                return True  # only private sets are encrypted
+            document = json.loads(data)
     except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
         return False
     return isinstance(document, dict) and is_private_set(document)
@@ -75,10 +79,12 @@ class KeySetFile:
     (or a person with the CLI) may change the same file meanwhile.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, password: bytes | None = None) -> None:
+        """`password`: the file is (or becomes, at the next change) encrypted at rest with it."""
         self.path = Path(path)
+        self._password = password
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the password
         return f"KeySetFile({str(self.path)!r})"
 
     @classmethod
@@ -90,9 +96,13 @@ class KeySetFile:
         size: int = MIN_KEY_SIZE,
         alg: str = DEFAULT_ALG,
         force: bool = False,
+        password: bytes | None = None,
     ) -> KeySetFile:
-        """Create the file holding one new key under `kid`; an existing file only if `force`."""
-        keys = cls(path)
+        """Create the file holding one new key under `kid`; an existing file only if `force`.
+
+        With `password` the file is encrypted at rest (PBES2, see `keys.pbes2`).
+        """
+        keys = cls(path, password=password)
         validate_kid(kid)
         jwk = {**_new_private_jwk(size, alg), "kid": kid}
         with locked(keys.path):
@@ -101,7 +111,7 @@ class KeySetFile:
                     f"{keys.path} already exists; replacing it (force) loses its keys, and "
                     "bodies encrypted to them can no longer be decrypted"
                 )
-            write_jwks(keys.path, {"keys": [jwk]})
+            write_jwks(keys.path, {"keys": [jwk]}, password=password)
         return keys
 
     def add(self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG) -> dict[str, Any]:
@@ -133,7 +143,7 @@ class KeySetFile:
         self, choose_kid: Callable[[list[str]], str], size: int, alg: str
     ) -> dict[str, Any]:
         jwk = _new_private_jwk(size, alg)
-        with update_jwks(self.path) as document:
+        with update_jwks(self.path, password=self._password) as document:
             manager = parse_key_set(self.path, public_halves(document))
             if len(manager) and not is_private_set(document):
                 raise InvalidArgumentError(
@@ -152,7 +162,7 @@ class KeySetFile:
 
     def remove(self, kid: str) -> list[str]:
         """Remove the key `kid`; returns the kids left. Bodies encrypted to it no longer decrypt."""
-        with update_jwks(self.path) as document:
+        with update_jwks(self.path, password=self._password) as document:
             manager = parse_key_set(self.path, public_halves(document))
             if kid not in manager:
                 raise InvalidArgumentError(
@@ -182,7 +192,7 @@ class KeySetFile:
 
     def load(self, *, private: bool = True) -> JWKManager:
         """The set as a manager; with `private=False` only its public halves are parsed."""
-        document = read_jwks(self.path)
+        document = read_jwks(self.path, password=self._password)
         return parse_key_set(self.path, document if private else public_halves(document))
 
     def kids(self) -> list[str]:

@@ -266,6 +266,7 @@ class RequestDecryptor:
         cls,
         path: str | os.PathLike[str],
         *,
+        password: bytes | None = None,
         limits: Limits | None = None,
         max_body_size: int | None = None,
         max_wrapped_key_size: int | None = None,
@@ -273,9 +274,10 @@ class RequestDecryptor:
         max_json_values: int | None = None,
         max_json_depth: int | None = None,
     ) -> RequestDecryptor:
-        """A decryptor for the key-set file at `path`; keywords as for the constructor."""
+        """A decryptor for the key-set file at `path` (`password` if it is encrypted at rest);
+        other keywords as for the constructor."""
         return cls(
-            read_jwks(path),
+            read_jwks(path, password=password),
             limits=limits,
             max_body_size=max_body_size,
             max_wrapped_key_size=max_wrapped_key_size,

@@ -1,7 +1,9 @@
 """Key sources: whatever holds the private keys, behind one `KeySource` interface.
 
-`jwks` holds RFC 7517 key sets in memory (read from a dict, JSON text or a file); an HSM or
-KMS source is one more module implementing `source.KeySource`.
+`jwks` holds RFC 7517 key sets in memory (read from a dict, JSON text or a file); `pkcs11`
+(an HSM) and `aws_kms` (AWS KMS) keep private keys outside the process; `merged` joins
+sources by kid; `uri.open_key_source` opens any of them from a path or URI; `pbes2` encrypts
+key-set files at rest.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .jwks import (
     load_jwks_document,
     parse_jwks,
 )
+from .merged import MergedKeySource
 from .source import JWKDecryptResult, JWKMetadata, KeySource, open_compact
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "JWKSInput",
     "JWKSManager",
     "KeySource",
+    "MergedKeySource",
     "create_jwk_manager",
     "load_jwks_document",
     "open_compact",

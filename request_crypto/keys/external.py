@@ -124,6 +124,10 @@ class ExternalKeySource:
         """The kids of the module's keys this source was opened on."""
         return list(self._keys)
 
+    def key(self, kid: str) -> ExternalKey | None:
+        """The module key under `kid` (public numbers and handle), or None."""
+        return self._keys.get(kid)
+
     def can_decrypt(self, kid: str) -> bool:
         """Every key of the source is a private key that may unwrap."""
         return kid in self._keys

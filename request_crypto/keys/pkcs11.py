@@ -41,7 +41,7 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
 from .._b64 import b64url_decode
-from ..errors import KeySourceError, KeySourceUnavailableError
+from ..errors import KeySourceError, KeySourceUnavailableError, PinInURIWarning
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 from .jwks import JWKManager
 
@@ -66,10 +66,6 @@ _REFUSED = (
 )
 #: A token that does not do the mechanism's parameters (SoftHSM 2.6.1 with OAEP-SHA256).
 _UNSUPPORTED = (p11.ArgumentsBad, p11.MechanismParamInvalid, p11.MechanismInvalid)
-
-
-class PinInURIWarning(UserWarning):
-    """A PIN given as `pin-value` sits in a command line or config file; prefer pin-source."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +269,9 @@ class PKCS11KeySource(ExternalKeySource):
         self._handles: dict[str, Any] = {}
         self._generation = -1
         super().__init__(self.uri.name, self._token.call(self._find))
-        for key in self._keys.values():
+        for kid in self.kids():
+            key = self.key(kid)
+            assert key is not None
             self._probe(key)
 
     def _find(self, session: Any) -> list[ExternalKey]:
