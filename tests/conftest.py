@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from interop import node
+from interop import node, softhsm
 from request_crypto import JWKManager
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -69,64 +69,37 @@ def js() -> Any:
     return node.run
 
 
-#: Debian's SoftHSM2 module (package softhsm2; .ci/run installs it when missing).
-SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-
-
-TOKEN_PINS = ("--so-pin", "0000", "--pin", "1234")
-
-
 class SoftHSM:
-    """A SoftHSM2 token directory made for this test session, with URI helpers.
+    """A SoftHSM2 token directory made for this test session, with a URI helper.
 
-    Two tokens: `rc-test` (holding the key `recv-1`, made by `generate_key`) and `rc-other`
-    (empty). Tokens are picked by label: SoftHSM numbers slots at random.
+    Three tokens: `rc-test` (holding the key `recv-1`, made by `generate_key`), `rc-other`
+    and `rc-spare` (empty). Tokens are picked by label: SoftHSM numbers slots at random.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.pin_file = directory / "pin"
-        self.pin_file.write_text("1234\n", encoding="utf-8")
-        self.pin_file.chmod(0o600)
+    def __init__(self, pin_file: Path) -> None:
+        self.pin_file = pin_file
 
     def uri(self, object: str | None = "recv-1", *, token: str = "rc-test", **query: str) -> str:
         """A pkcs11: URI for `object` in `token`, with module-path and pin-source set."""
-        path = f"token={token}" + (f";object={object}" if object else "")
-        parameters = {"module-path": SOFTHSM_MODULE, "pin-source": f"file:{self.pin_file}"}
-        parameters.update({name.replace("_", "-"): value for name, value in query.items()})
-        return f"pkcs11:{path}?" + "&".join(f"{k}={v}" for k, v in parameters.items() if v)
+        return softhsm.uri(token, self.pin_file, object, **query)
 
 
-@pytest.fixture(scope="session")
-def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
-    """SOFTHSM2_CONF pointed at a fresh token directory for the whole session (see SoftHSM)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("softhsm2-util") is None or not Path(SOFTHSM_MODULE).exists():
+@pytest.fixture(scope="session", name="softhsm")
+def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
+    """SOFTHSM2_CONF pointed at fresh tokens for the whole session (see SoftHSM)."""
+    if not softhsm.available():
         if os.environ.get("CI") == "true":
             pytest.fail("the PKCS#11 tests need softhsm2 under CI (.ci/run installs it)")
         pytest.skip("softhsm2 is not installed")
-    directory = tmp_path_factory.mktemp("softhsm")
-    (directory / "tokens").mkdir()
-    config = directory / "softhsm2.conf"
-    config.write_text(
-        f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n"
-        "log.level = ERROR\n",
-        encoding="utf-8",
-    )
-    os.environ["SOFTHSM2_CONF"] = str(config)  # read by the module when it first loads
-    for label in ("rc-test", "rc-other", "rc-spare"):
-        subprocess.run(
-            ["softhsm2-util", "--init-token", "--free", "--label", label, *TOKEN_PINS],
-            check=True,
-            capture_output=True,
-        )
-    hsm = SoftHSM(directory)
+    pin_file = softhsm.make_tokens(tmp_path_factory.mktemp("softhsm"), TOKENS)
     from request_crypto.keys.pkcs11 import generate_key
 
+    hsm = SoftHSM(pin_file)
     generate_key(hsm.uri("recv-1"))
     return hsm
+
+
+TOKENS = ("rc-test", "rc-other", "rc-spare")
 
 
 class KMS:
