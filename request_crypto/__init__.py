@@ -3,7 +3,7 @@
 Byte-compatible both ways with the JavaScript `@elastic/request-crypto` 2.x (`elastic` format),
 plus one standard compact JWE (`jwe` format), and sealed files (streams of any size). See
 README.md for examples. This module only re-exports the public names;
-tests/test_architecture.py pins them.
+tests/project/test_architecture.py pins them.
 """
 
 from .formats import ElasticBody, Format, detect_format, pack_body, unpack_body

@@ -1,6 +1,6 @@
 """`python -m request_crypto`: the same CLI as the `request-crypto` console script."""
 
-from ._sealed_run import main
+from .cli import main
 
 if __name__ == "__main__":
     main()

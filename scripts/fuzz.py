@@ -19,8 +19,8 @@ the corpus (`-artifact_prefix`).
 
 Without atheris (or with `--plain`) the same target runs under a plain random mutation fuzzer
 with the same `-runs=` / `-max_total_time=` interface: no coverage guidance, but the same
-oracle. tests/test_fuzz_harness.py runs the target on a few hundred inputs in CI so this file
-cannot rot.
+oracle. tests/project/test_fuzz_harness.py runs the target on a few hundred inputs in CI so
+this file cannot rot.
 """
 
 from __future__ import annotations

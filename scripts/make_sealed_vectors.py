@@ -5,7 +5,7 @@
 Writes a fresh private key set (keys.json: test keys, never used elsewhere), then each
 vector as NAME.sealed, with NAME.plain for the good ones, and vectors.json saying what each
 one is and, for a bad one, which error opening it must raise. Sealing is randomized (file key,
-salt, RSA-OAEP), so every run writes different bytes; tests/test_sealed_vectors.py checks
+salt, RSA-OAEP), so every run writes different bytes; tests/core/test_sealed_vectors.py checks
 whatever is committed.
 """
 

@@ -3,7 +3,8 @@
 `register(app)` adds both commands to the main Typer app. Only typer, the standard library and
 the core package are imported here; Starlette, Uvicorn and httpx (the ``server`` extra) are
 imported when a command runs, with a clear message when they are missing. Reading INPUT,
-loading key sets and reporting errors are shared with the other commands (`_cli_common`).
+loading key sets and reporting errors are shared with the other commands
+(`request_crypto.cli._common`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from .._cli_common import encrypt_document, fail, read_json_input, reported, with_keys
+from ..cli._common import encrypt_document, fail, read_json_input, reported, with_keys
 from ..errors import RequestCryptoError
 from ..formats import Format
 from ..keyfile import require_private_keys

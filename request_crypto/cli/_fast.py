@@ -1,0 +1,201 @@
+"""What `seal` and `open` do, without Typer; and the console script's entry point.
+
+`main()` runs a well-formed `request-crypto seal ...` or `open ...` straight from `sys.argv`,
+without Typer: on this machine Typer's option handling alone imports pydantic and costs
+0.1-0.4 s, a fifth to a half of a whole 1 GiB seal. Anything else (any other command,
+`--help`, an unknown or malformed option) goes to the full Typer CLI, which owns help and
+usage errors; `sealed` declares the same options for it and calls the same functions.
+"""
+
+# Imports inside functions are deliberate here: start-up time is part of every file's time.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import InputError, InvalidArgumentError, RequestCryptoError
+
+if TYPE_CHECKING:
+    from ..keys.jwks import JWKManager
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_SEGMENT_SIZE",
+    "STDIO",
+    "InputError",
+    "key_set",
+    "main",
+    "open_files",
+    "opened_input",
+    "seal_files",
+]
+
+COMMANDS = ("seal", "open")
+STDIO = "-"
+DEFAULT_SEGMENT_SIZE = 64 * 1024
+
+
+def seal_files(
+    jwks: Path, source: str, kids: Sequence[str], output: str, segment_size: int
+) -> None:
+    """Seal `source` (a path or -) to `kids` of the set at `jwks` (default: its newest key)."""
+    from ..sealed import seal
+
+    keys = key_set(jwks)
+    chosen = list(dict.fromkeys(kids)) if kids else keys.kids()[-1:]
+    missing = [kid for kid in chosen if kid not in keys]
+    if not chosen or missing:
+        raise InvalidArgumentError(
+            f"{jwks} has no key {', '.join(map(repr, missing or ['(any)']))}; its kids are "
+            f"{', '.join(map(repr, keys.kids())) or '(none)'}"
+        )
+    recipients = [keys.get_public_jwk(kid) or {} for kid in chosen]
+    with opened_input(source) as src, _output(output, binary_to_terminal=False) as dst:
+        seal(src, dst, recipients, segment_size=segment_size)
+
+
+def open_files(jwks: Path, source: str, output: str) -> None:
+    """Open `source` (a path or -) with the private set at `jwks` into `output`."""
+    from ..keyfile import require_private_keys
+    from ..sealed import open_sealed
+
+    keys = key_set(jwks)
+    require_private_keys(keys, jwks, "open")
+    with opened_input(source) as src, _output(output, binary_to_terminal=True) as dst:
+        open_sealed(src, dst, keys)
+
+
+def key_set(path: Path) -> JWKManager:
+    """The key set at `path`; errors name the file."""
+    from ..errors import InvalidJWKSError
+    from ..keyfile import read_jwks
+    from ..keys.jwks import JWKManager
+
+    try:
+        return JWKManager(read_jwks(path))
+    except InvalidJWKSError as exc:
+        raise InvalidJWKSError(f"{path}: {exc}") from None
+
+
+@contextlib.contextmanager
+def opened_input(source: str) -> Iterator[IO[bytes]]:
+    """INPUT opened for reading: the file, or stdin for `-` (unbuffered when it can be)."""
+    if source == STDIO:
+        stdin = sys.stdin.buffer
+        try:
+            fd = stdin.fileno()
+        except (OSError, ValueError):  # a test runner's in-memory stdin
+            yield stdin
+            return
+        # Unbuffered: the sealed layer reads ~1 MiB at a time into its own buffers.
+        with open(fd, "rb", buffering=0, closefd=False) as raw:
+            yield raw
+        return
+    try:
+        handle = open(source, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file; pass an existing file, or - for stdin") from None
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read it ({exc.strerror or exc})") from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _output(output: str, *, binary_to_terminal: bool) -> Iterator[Any]:
+    """stdout (`-`), refusing to put sealed bytes on a terminal; else the path, as given."""
+    if output != STDIO:
+        yield output
+        return
+    stdout = sys.stdout.buffer
+    if not binary_to_terminal and stdout.isatty():
+        raise InvalidArgumentError(
+            "refusing to write a sealed file to a terminal; redirect it or pass -o FILE"
+        )
+    try:
+        yield stdout
+        stdout.flush()
+    except BrokenPipeError:
+        # The reader went away: say so once, and keep Python from complaining again at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise InputError("stdout was closed before all the data was written") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+_VALUED = {"--jwks": "jwks", "--kid": "kid", "-o": "output", "--output": "output"}
+
+
+def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
+    """`seal`/`open` arguments when they are plainly well formed, else None (Typer's turn).
+
+    None for anything unusual: `--help`, an unknown option, a value given twice or empty,
+    `--kid` or `--segment-size` on `open`, no `--jwks`. Typer then parses the same line and
+    answers with its help or usage error.
+    """
+    if not argv or argv[0] not in COMMANDS:
+        return None
+    found: dict[str, Any] = {"command": argv[0], "kid": [], "output": STDIO, "source": None}
+    sealing = argv[0] == "seal"
+    segment_size = str(DEFAULT_SEGMENT_SIZE)
+    rest = list(argv[1:])
+    plain = True
+    while rest and plain:
+        word = rest.pop(0)
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in (*_VALUED, "--segment-size") and (value if equals else rest):
+            value = value if equals else rest.pop(0)
+            if name == "--segment-size":
+                plain = sealing and value.isdigit()
+                segment_size = value
+            elif name == "--kid":
+                plain = sealing
+                found["kid"].append(value)
+            else:
+                plain = found.get(_VALUED[name], STDIO) == STDIO  # not given twice
+                found[_VALUED[name]] = value
+        else:
+            plain = (word == STDIO or not word.startswith("-")) and found["source"] is None
+            found["source"] = word
+    if not plain or "jwks" not in found:
+        return None
+    found["segment_size"] = int(segment_size)
+    found["source"] = found["source"] or STDIO
+    return found
+
+
+def main() -> None:
+    """The `request-crypto` console script."""
+    arguments = _plain_arguments(sys.argv[1:])
+    if arguments is None:
+        from ._app import main as typer_main
+
+        typer_main()
+        return
+    import logging
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    try:
+        if arguments["command"] == "seal":
+            seal_files(
+                Path(arguments["jwks"]),
+                arguments["source"],
+                arguments["kid"],
+                arguments["output"],
+                arguments["segment_size"],
+            )
+        else:
+            open_files(Path(arguments["jwks"]), arguments["source"], arguments["output"])
+    except RequestCryptoError as exc:
+        from ._common import one_line  # only on this path: it imports the whole library
+
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,256 @@
+"""`request-crypto keys init|add|rotate|list|public|remove`: key-set files for operators.
+
+Thin calls to `KeySetFile` (locked, atomic, mode 0600). `demo` runs the same steps through
+`init_set`, `key_rows` and `table`. No command here prints private key parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from ..keys.jwks import JWKManager
+from ..keyset import KeySetFile
+from ._common import (
+    PROG,
+    STDOUT,
+    CLIError,
+    echo_json,
+    json_bytes,
+    kid_list,
+    load_set,
+    note,
+    one_line,
+    output_stream,
+    quoted,
+    require_kid,
+    shown,
+)
+
+__all__ = ["init_set", "key_rows", "keys_app", "register", "table", "utc_today"]
+
+keys_app = typer.Typer(
+    help="Create, rotate, list and publish key sets.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `keys` command group to a Typer app (the main CLI)."""
+    app.add_typer(keys_app, name="keys")
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+KeySetPath = Annotated[
+    Path, typer.Argument(metavar="PATH", help="The key-set file.", show_default=False)
+]
+Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
+KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
+Alg = Annotated[
+    Literal["RSA-OAEP", "RSA-OAEP-256"],
+    typer.Option("--alg", help="Key management algorithm (the JavaScript library uses RSA-OAEP)."),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the commands do, as functions `demo` can call too
+
+
+def utc_today() -> date:
+    """Today's UTC date: the default kid of `keys rotate` ends with it."""
+    return datetime.now(timezone.utc).date()
+
+
+def _require_file(path: Path) -> KeySetFile:
+    """The key set at `path`, which must exist: a missing one is most likely a typo."""
+    if not path.exists():
+        raise CLIError(
+            f"{path}: no such key-set file; create it with: "
+            f"{PROG} keys init {quoted(path)} --kid KID"
+        )
+    return KeySetFile(path)
+
+
+def init_set(path: Path, kid: str, size: int, alg: str, force: bool) -> None:
+    """Create the set at `path`; an existing file needs `force` (its keys are then lost)."""
+    if path.exists() and not force:  # the library checks again under the lock
+        raise CLIError(
+            f"{path} already exists; pass --force to replace it (its keys are then lost, "
+            "and bodies encrypted to them can no longer be decrypted)"
+        )
+    KeySetFile.init(path, kid, size=size, alg=alg, force=force)
+
+
+def key_rows(manager: JWKManager) -> list[dict[str, Any]]:
+    """What `keys list` shows; never a private parameter."""
+    kids = manager.kids()
+    rows = []
+    for kid in kids:
+        meta = manager.key_metadata(kid)
+        assert meta is not None
+        rows.append(
+            {
+                "kid": kid,
+                "kty": meta["kty"],
+                "alg": meta["alg"],
+                "use": meta["use"],
+                "size": meta["length"],
+                "private": manager.has_private_key(kid),
+                "thumbprint": manager.thumbprint(kid),
+                "newest": kid == kids[-1],
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """`key_rows` as an aligned text table (control characters in kids escaped)."""
+
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row[column]
+        if isinstance(value, bool):
+            return ("yes" if value else "no") if column == "private" else ("*" if value else "")
+        return one_line(str(value))
+
+    columns = ["kid", "kty", "alg", "use", "size", "private", "thumbprint", "newest"]
+    cells = [[column.upper() for column in columns]]
+    cells += [[cell(row, column) for column in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+def _confirm(question: str, *, refused: str) -> None:
+    """Ask on stderr; without a terminal, the answer is read from stdin if it holds one.
+
+    Nothing to read (stdin at its end, e.g. `< /dev/null` or a cron job) is an error naming
+    the option that skips the question, rather than click's bare "Aborted!".
+    """
+    stdin = typer.get_text_stream("stdin")
+    if stdin.isatty():
+        typer.confirm(question, abort=True, err=True)
+        return
+    note(f"{question} [y/N]: ")
+    answer = stdin.readline()
+    if not answer:
+        raise CLIError(f"no terminal to confirm on and no answer on stdin; {refused}")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise typer.Abort()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+@keys_app.command("init")
+def keys_init(
+    path: KeySetPath,
+    kid: Kid,
+    size: KeySize = 2048,
+    alg: Alg = "RSA-OAEP",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Create a private key set holding one new key (mode 0600)."""
+    init_set(path, kid, size, alg, force)
+    note(f"created {path} (mode 0600) with key {shown(kid)}; keep it on receivers only")
+    note(f"publish its public half with: {PROG} keys public {quoted(path)} -o public_jwks.json")
+
+
+@keys_app.command("add")
+def keys_add(path: KeySetPath, kid: Kid, size: KeySize = 2048, alg: Alg = "RSA-OAEP") -> None:
+    """Add a new key under a new kid; it becomes the newest."""
+    _require_file(path).add(kid, size=size, alg=alg)
+    note(f"added key {shown(kid)} to {path}; it is now the newest")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    path: KeySetPath,
+    kid: Annotated[
+        str | None,
+        typer.Option(
+            "--kid",
+            help="The new key's id (default: common prefix + UTC date).",
+            show_default=False,
+        ),
+    ] = None,
+    size: KeySize = 2048,
+    alg: Alg = "RSA-OAEP",
+) -> None:
+    """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt."""
+    new_kid = _require_file(path).rotate(kid=kid, size=size, alg=alg, today=utc_today())
+    typer.echo(new_kid)
+    note(
+        f"added {shown(new_kid)} to {path}. Next: deploy it to every receiver, then ship "
+        f"`{PROG} keys public {quoted(path)}` to senders; remove old keys only once no sender "
+        "uses them"
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    path: KeySetPath,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array, for scripts.")] = False,
+) -> None:
+    """Show each key: kid, kty, alg, use, size, private part, RFC 7638 thumbprint, newest."""
+    rows = key_rows(load_set(path))
+    if as_json:
+        echo_json(rows)
+    elif rows:
+        typer.echo(table(rows))
+    else:
+        note(f"{path} holds no keys; add one with: {PROG} keys add {quoted(path)} --kid KID")
+
+
+@keys_app.command("public")
+def keys_public(
+    path: KeySetPath,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Write here (a file: mode 0644, replaced atomically; a device or FIFO: written "
+            "into) instead of stdout; - is stdout.",
+        ),
+    ] = None,
+) -> None:
+    """Write the public set senders ship: only `kty kid use alg e n` per key."""
+    with output_stream(output) as stream:
+        public = KeySetFile(path).publish(output if stream is None else None)
+        if stream is not None:
+            stream.write(json_bytes(public) + b"\n")
+    if output is not None and output != STDOUT:
+        kids = [jwk["kid"] for jwk in public["keys"]]
+        note(f"wrote the public set ({kid_list(kids)}) to {output}; ship it to senders")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    path: KeySetPath,
+    kid: Kid,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a key. Bodies encrypted to it can no longer be decrypted with this set."""
+    require_kid(path, load_set(path, private=False), kid)
+    if not yes:
+        _confirm(
+            f"Remove key {shown(kid)} from {path}? Bodies encrypted to it can no longer be "
+            "decrypted with this set",
+            refused=f"pass --yes to remove {shown(kid)} without asking",
+        )
+    left = KeySetFile(path).remove(kid)
+    newest = f"the newest is now {shown(left[-1])}" if left else "the set is now empty"
+    note(
+        f"removed {shown(kid)} from {path}: bodies encrypted to it can no longer be "
+        f"decrypted with this set; {newest}"
+    )

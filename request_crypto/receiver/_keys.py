@@ -1,0 +1,162 @@
+"""The receiver's keys: one immutable generation, and the key-set file followed by polling.
+
+A generation (decryptor, the public set served at ``/.well-known/jwks.json``, its ETag) is
+swapped as a whole, in one reference assignment: requests in flight finish with the keys
+they started with. A file that does not parse, or holds no private key, is logged and
+ignored; the old keys stay in use, and after `grace` seconds of that the replica reports
+itself unhealthy until a reload succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..errors import RequestCryptoError
+from ..keyfile import read_jwks, require_private_keys
+from ..keys.jwks import JWKSManager
+from ..limits import Limits
+from ..request import RequestDecryptor
+
+__all__ = ["KeyFile", "KeyGeneration", "loaded_keys"]
+
+logger = logging.getLogger("request_crypto.receiver")
+
+#: Who needs the private set, in the "holds no private keys" error.
+_NEEDED_BY = "a receiver"
+
+
+@dataclass(frozen=True)
+class KeyGeneration:
+    """The keys one request uses from start to end, and what ``/.well-known`` serves for them."""
+
+    decryptor: RequestDecryptor
+    well_known: bytes
+    etag: str
+    count: int
+
+
+def _generation(decryptor: RequestDecryptor) -> KeyGeneration:
+    body = json.dumps(decryptor.get_well_knowns(), separators=(",", ":")).encode("utf-8")
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return KeyGeneration(decryptor, body, etag, len(decryptor.keys))
+
+
+def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
+    # Only the body size is the receiver's own; every other limit is the library's default.
+    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body))
+
+
+def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:
+    decryptor = _decryptor(read_jwks(path), max_body)
+    require_private_keys(decryptor.keys, path, _NEEDED_BY)
+    return decryptor
+
+
+def loaded_keys(
+    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor, max_body: int
+) -> KeyGeneration:
+    """The one generation of a set given already loaded (never reloaded)."""
+    decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body)
+    require_private_keys(decryptor.keys, "the key set", _NEEDED_BY)
+    return _generation(decryptor)
+
+
+def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class KeyFile:
+    """A key-set file, read now (a missing or invalid set fails here) and reloaded on change.
+
+    `keys` is the current generation. `check()` looks at the file (inode, size, mtime) and,
+    when it changed, parses it on a worker thread; `watch()` does that every few seconds.
+    """
+
+    def __init__(self, path: Path, max_body: int, grace: float) -> None:
+        self.path = path
+        self.max_body = max_body
+        self.grace = grace
+        #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
+        self.failing: tuple[float, str] | None = None
+        self._signature = _file_signature(path)
+        self.keys = _generation(_load_decryptor(path, max_body))
+
+    async def watch(self, interval: float) -> None:
+        """Check the file every `interval` seconds, until cancelled; never dies of an error."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.check()
+            except Exception as exc:  # the watcher must outlive any surprise
+                logger.error("watching key file %s failed (%s)", self.path, type(exc).__name__)
+
+    async def check(self) -> bool:
+        """Reload the key file if it changed since the last look; True if new keys are in use."""
+        signature = _file_signature(self.path)
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        if signature is None:
+            logger.error(
+                "key file %s is gone; keeping the %d keys in use", self.path, self.keys.count
+            )
+            self._failed("the key file is gone")
+            return False
+        try:
+            decryptor = await anyio.to_thread.run_sync(_load_decryptor, self.path, self.max_body)
+        except RequestCryptoError as exc:
+            logger.error(
+                "key file %s changed but cannot be used (%s); keeping the %d keys in use",
+                self.path,
+                exc,
+                self.keys.count,
+            )
+            self._failed("the key file changed but cannot be used")
+            return False
+        except Exception as exc:  # never let the watcher die
+            logger.error(
+                "key file %s changed but loading it failed (%s); keeping the old keys",
+                self.path,
+                type(exc).__name__,
+            )
+            self._failed("the key file changed but loading it failed")
+            return False
+        self.failing = None
+        self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
+        logger.info(
+            "key file %s reloaded: %d keys (%s)",
+            self.path,
+            self.keys.count,
+            ", ".join(decryptor.keys.kids()),
+        )
+        return True
+
+    def _failed(self, reason: str) -> None:
+        # The failure's start stays the first one's: a second bad write does not reset it.
+        since = self.failing[0] if self.failing else time.monotonic()
+        self.failing = (since, reason)
+
+    def unhealthy(self) -> str | None:
+        """Why the keys make this replica unfit to serve (failing past `grace`), or None."""
+        if self.failing is None:
+            return None
+        since, reason = self.failing
+        elapsed = time.monotonic() - since
+        if elapsed <= self.grace:
+            return None
+        return f"{reason} (for {elapsed:.0f} s); serving the {self.keys.count} keys loaded before"

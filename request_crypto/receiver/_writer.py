@@ -1,0 +1,110 @@
+"""The receiver's sink writer: one thread feeding one sink, with group commit.
+
+Every accepted body becomes a `ReceivedPayload` submitted here; the request is answered only
+once the batch holding it is durable, so a sink failure is a ``503`` to each of its senders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from typing import Any
+
+from ..errors import SinkUnavailableError
+from .config import DEFAULT_MAX_BATCH
+from .sinks import ReceivedPayload, Sink
+
+__all__ = ["SinkWriter"]
+
+logger = logging.getLogger("request_crypto.receiver")
+
+
+class SinkWriter:
+    """Feeds one sink from one thread, batching whatever is waiting into one `write_batch`.
+
+    Under load, requests that arrive while a batch is being committed wait for the next batch,
+    so a commit (and its fsync) is shared by many requests; each request still gets its answer
+    only after the batch holding its record is durable.
+    """
+
+    _STOP = object()
+
+    def __init__(self, sink: Sink, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self._sink = sink
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="request-crypto-sink", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread (once, when the app starts)."""
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """False once closed or if the thread died: ``/healthz`` then answers 503."""
+        return self._thread.is_alive() and not self._closed
+
+    def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[None]:
+        """Queue a record; the future is done when its batch is stored (or failed)."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise SinkUnavailableError("the receiver is shutting down")
+            self._queue.put((record, future))
+        return future
+
+    async def write(self, record: ReceivedPayload) -> None:
+        """Store a record and wait until it is durable; `SinkUnavailableError` if not."""
+        await asyncio.wrap_future(self.submit(record))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking records, write every record already taken, and stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(self._STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is self._STOP:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is self._STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[None]]]) -> None:
+        # A record whose request was cancelled meanwhile is still written: it was decrypted
+        # and accepted; only its answer is lost (the sender will retry, at least once).
+        futures = [f for _, f in batch if f.set_running_or_notify_cancel()]
+        try:
+            self._sink.write_batch([record for record, _ in batch])
+        except Exception as exc:
+            logger.error(
+                "the sink failed to store a batch of %d payloads (%s: %s); answering 503",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            for future in futures:
+                future.set_exception(SinkUnavailableError("the sink failed"))
+        else:
+            for future in futures:
+                future.set_result(None)

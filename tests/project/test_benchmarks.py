@@ -1,0 +1,126 @@
+"""The benchmarks package (benchmarks/): its parsing and arithmetic, and that it runs.
+
+Nothing here times anything or needs `wrk`: the receiver run uses the Python client, and the
+full runs are `python scripts/bench.py`'s business.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.core import CORES, fixture_jwks, telemetry
+from benchmarks.receiver import Load, measure_receiver, parse_wrk, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:48107/v1/payloads
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.22ms    1.98ms  14.13ms   84.49%
+    Req/Sec     5.32k     1.64k    6.87k    80.00%
+  Latency Distribution
+     50%  812.00us
+     75%    3.34ms
+     90%    6.24ms
+     99%    1.08s
+  5312 requests in 1.01s, 767.88KB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   5271.58
+Transfer/sec:    762.04KB
+"""
+
+
+def test_parse_wrk_reads_rate_latency_and_failures() -> None:
+    load = parse_wrk(WRK_OUTPUT)
+    assert (load.requests, load.seconds, load.bodies_per_s) == (5312, 1.01, 5271.58)
+    assert load.p50_ms == pytest.approx(0.812)
+    assert load.p99_ms == pytest.approx(1080.0)
+    assert load.failures == 2 + 3 + 7
+
+
+def test_parse_wrk_counts_no_failures_when_wrk_reports_none() -> None:
+    clean = "\n".join(
+        line for line in WRK_OUTPUT.splitlines() if "errors" not in line and "Non-2xx" not in line
+    )
+    assert parse_wrk(clean).failures == 0
+
+
+def test_parse_wrk_refuses_output_without_figures() -> None:
+    without_latency = WRK_OUTPUT.replace("     99%    1.08s\n", "")
+    for output in ["", "unable to connect to 127.0.0.1:1 Connection refused", without_latency]:
+        with pytest.raises(ValueError, match="wrk printed no figures"):
+            parse_wrk(output)
+
+
+def test_ceiling_is_cores_over_the_cpu_one_body_needs() -> None:
+    served = Load(1000, 2.0, 500.0, 30.0, 60.0, 0, server_cpu_s=3.0, client_cpu_s=0.1)
+    bare = Load(8000, 2.0, 4000.0, 2.0, 9.0, 0, server_cpu_s=1.6, client_cpu_s=0.4)
+    figures = summarize(served, bare, crypto=0.0004)
+    # bare 0.2 ms + client 0.1 ms (measured while loading serve) + crypto 0.4 ms per body
+    assert figures["ceiling_bodies_per_s"] == pytest.approx(CORES / 0.0007)
+    assert figures["serve_vs_ceiling"] == pytest.approx(500.0 * 0.0007 / CORES)
+    assert figures["serve_vs_bare"] == pytest.approx(0.125)
+    assert figures["serve"]["server_cores_busy"] == pytest.approx(1.5)
+    assert figures["serve"]["server_cpu_ms_per_request"] == pytest.approx(3.0)
+
+
+def test_ceiling_is_unknown_without_cpu_figures() -> None:
+    served = Load(1000, 2.0, 500.0, 30.0, 60.0, 0)
+    bare = Load(8000, 2.0, 4000.0, 2.0, 9.0, 0)
+    figures = summarize(served, bare, crypto=0.0004)
+    assert figures["ceiling_bodies_per_s"] is None and figures["serve_vs_ceiling"] is None
+
+
+def test_nothing_in_the_installed_package_imports_benchmark_code() -> None:
+    package = ROOT / "request_crypto"
+    assert not [p for p in package.rglob("*.py") if "bench" in p.name]
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("benchmarks", "scripts", "interop")), (path, name)
+                assert "bench" not in name, (path, name)
+
+
+@pytest.mark.slow
+def test_receiver_benchmark_runs_without_wrk() -> None:
+    private, public = fixture_jwks("private"), fixture_jwks("public")
+    figures = measure_receiver(
+        private, public, public["keys"][0]["kid"], telemetry(1000), seconds=0.5, client="python"
+    )
+    assert figures["client"].startswith("python")
+    for fmt in ("jwe", "elastic"):
+        serve, bare = figures[fmt]["serve"], figures[fmt]["bare"]
+        assert serve["requests"] > 0 and serve["failures"] == 0
+        assert bare["requests"] > 0 and bare["failures"] == 0
+        assert serve["p50_ms"] <= serve["p99_ms"]
+    assert figures["stored"] >= figures["accepted"] > 0
+
+
+@pytest.mark.slow
+def test_bench_script_runs_the_package_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "jwe"]
+    command += ["--rounds", "1", "--seconds", "0.05", "--no-node", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "jwe decrypt 1KB" in done.stdout and "Targets" in done.stdout
+    document = json.loads(out.read_text())
+    assert document["best"]["jwe.decrypt.1KB"] > 0
+    assert document["best"]["bound.rsa.decrypt"] > 0
+    names = {t["name"]: t for t in document["targets"]}
+    assert names["jwe decrypt 1KB >= 90% of RSA decrypt"]["status"] in {"PASS", "FAIL"}
+    assert "elastic.decrypt.1KB" not in document["best"]  # --only left the others out
