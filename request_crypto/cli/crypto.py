@@ -16,17 +16,20 @@ import typer
 from ..errors import DecryptionError, MalformedBodyError, NoKeyFoundError
 from ..formats import Format, detect_format
 from ..keys.jwks import DECRYPT_OPS, JWKManager
+from ..keys.source import KeySource
 from ..limits import DEFAULT_MAX_BODY_SIZE
 from ..request import RequestDecryptor
 from ._common import (
     CLIError,
     Input,
-    PrivateSet,
+    PasswordFile,
+    PrivateSource,
     echo_json,
     encrypt_document,
     input_name,
     kid_list,
-    load_private,
+    open_private,
+    password_of,
     read_input,
     read_json_input,
     shown,
@@ -47,7 +50,7 @@ MaxBody = Annotated[
 
 
 @contextlib.contextmanager
-def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
+def _explained(path: str | Path, manager: KeySource) -> Iterator[None]:
     """Say what a body failure most likely means for this operator, and what to try."""
     try:
         yield
@@ -55,6 +58,7 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
         wanted = "names no kid" if exc.kid is None else f"is for kid {shown(exc.kid)}"
         if (
             exc.kid is not None
+            and isinstance(manager, JWKManager)
             and manager.has_private_key(exc.kid)
             and not manager.can_decrypt(exc.kid)
         ):
@@ -74,16 +78,27 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
         ) from None
 
 
-def decrypt_body(path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE) -> Any:
-    """The payload of `body`, opened with the private set at `path`; failures explained."""
-    manager = load_private(path, "decrypt")
+def decrypt_body(
+    path: str | Path,
+    body: bytes,
+    max_body: int = DEFAULT_MAX_BODY_SIZE,
+    password: bytes | None = None,
+) -> Any:
+    """The payload of `body`, opened with the private keys at `path` (a file or a key-source
+    URI); failures explained."""
+    manager = open_private(str(path), "decrypt", password)
     with _explained(path, manager):
         return RequestDecryptor(manager, max_body_size=max_body).decrypt(body)
 
 
-def inspect_body(path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE) -> dict[str, Any]:
+def inspect_body(
+    path: str | Path,
+    body: bytes,
+    max_body: int = DEFAULT_MAX_BODY_SIZE,
+    password: bytes | None = None,
+) -> dict[str, Any]:
     """The body's key and format, once the whole body decrypted (its payload is discarded)."""
-    manager = load_private(path, "inspect")
+    manager = open_private(str(path), "inspect", password)
     with _explained(path, manager):
         metadata = RequestDecryptor(manager, max_body_size=max_body).get_jwk_metadata(body)
         return {"format": detect_format(body).value, **metadata.to_dict()}
@@ -123,24 +138,30 @@ def encrypt(
 
 
 def decrypt(
-    jwks: PrivateSet, source: Input = "-", max_body: MaxBody = DEFAULT_MAX_BODY_SIZE
+    jwks: PrivateSource,
+    source: Input = "-",
+    max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
+    password_file: PasswordFile = None,
 ) -> None:
     """Decrypt a body (either format) and write its JSON payload to stdout."""
-    echo_json(decrypt_body(jwks, _read_body(source, max_body), max_body))
+    body = _read_body(source, max_body)
+    echo_json(decrypt_body(jwks, body, max_body, password_of(password_file)))
 
 
 def inspect(
     jwks: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--jwks",
-            metavar="PRIVATE_SET",
-            help="The receiver's private key set (optional for a sealed file).",
+            metavar="PRIVATE_SET|URI",
+            help="The receiver's private keys: a file or a key-source URI (optional for a "
+            "sealed file, which takes a file).",
             show_default=False,
         ),
     ] = None,
     source: Input = "-",
     max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
+    password_file: PasswordFile = None,
 ) -> None:
     """Show which key a body is for (JWK metadata) and its format.
 
@@ -148,7 +169,7 @@ def inspect(
     fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
     and plaintext length, with no key (unauthenticated), or authenticated with --jwks.
     """
-    sealed = describe_sealed(source, jwks)
+    sealed = describe_sealed(source, None if jwks is None else Path(jwks))
     if sealed is not None:
         echo_json(sealed)
         return
@@ -157,7 +178,8 @@ def inspect(
             "a request body needs the private key set (a sealed file needs none)",
             param_hint="'--jwks'",
         )
-    echo_json(inspect_body(jwks, _read_body(source, max_body), max_body))
+    body = _read_body(source, max_body)
+    echo_json(inspect_body(jwks, body, max_body, password_of(password_file)))
 
 
 def register(app: typer.Typer) -> None:

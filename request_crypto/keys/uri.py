@@ -16,6 +16,7 @@ import importlib
 import os
 import re
 from collections.abc import Sequence
+from types import ModuleType
 
 from ..errors import KeySourceError
 from ..keyfile import read_jwks
@@ -23,7 +24,7 @@ from .jwks import JWKManager
 from .merged import MergedKeySource
 from .source import KeySource
 
-__all__ = ["SCHEMES", "open_key_source", "open_key_sources"]
+__all__ = ["SCHEMES", "open_key_source", "open_key_sources", "scheme_module"]
 
 #: URI scheme -> (module, class, the extra that installs its dependency).
 SCHEMES = {
@@ -44,15 +45,7 @@ def open_key_source(
     text = os.fspath(location)
     scheme, colon, _ = text.partition(":")
     if colon and scheme in SCHEMES:
-        module_name, class_name, extra = SCHEMES[scheme]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise KeySourceError(
-                f"{scheme}: key sources need the {extra!r} extra: "
-                f"pip install 'request_crypto[{extra}]' ({exc})"
-            ) from None
-        source: KeySource = getattr(module, class_name)(text)
+        source: KeySource = getattr(scheme_module(scheme), SCHEMES[scheme][1])(text)
         return source
     if colon and _SCHEME.fullmatch(scheme) and not os.path.exists(text):
         raise KeySourceError(
@@ -60,6 +53,18 @@ def open_key_source(
             + " or ".join(f"{name}:" for name in SCHEMES)
         )
     return JWKManager(read_jwks(text, password=password))
+
+
+def scheme_module(scheme: str) -> ModuleType:
+    """The module implementing `scheme`, imported now; a missing extra is a clear error."""
+    module_name, _, extra = SCHEMES[scheme]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise KeySourceError(
+            f"{scheme}: key sources need the {extra!r} extra: "
+            f"pip install 'request_crypto[{extra}]' ({exc})"
+        ) from None
 
 
 def open_key_sources(
