@@ -29,7 +29,7 @@ from ..keyfile import is_private_set, read_jwks, require_private_keys
 from ..keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
 from ..keys.pbes2 import read_password_file
 from ..keys.source import KeySource
-from ..keys.uri import SCHEMES, open_key_source
+from ..keys.uri import SCHEMES, open_key_source, refuse_unknown_scheme
 from ..keyset import KeySetFile, parse_key_set
 from ..request import RequestEncryptor
 
@@ -426,6 +426,7 @@ def open_private(location: str, command: str, password: bytes | None = None) -> 
     `load_private` does)."""
     if is_uri(location):
         return open_key_source(location)
+    refuse_unknown_scheme(location)
     return load_private(Path(location), command, password)
 
 

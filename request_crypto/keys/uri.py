@@ -24,7 +24,13 @@ from .jwks import JWKManager
 from .merged import MergedKeySource
 from .source import KeySource
 
-__all__ = ["SCHEMES", "open_key_source", "open_key_sources", "scheme_module"]
+__all__ = [
+    "SCHEMES",
+    "open_key_source",
+    "open_key_sources",
+    "refuse_unknown_scheme",
+    "scheme_module",
+]
 
 #: URI scheme -> (module, class, the extra that installs its dependency).
 SCHEMES = {
@@ -47,12 +53,19 @@ def open_key_source(
     if colon and scheme in SCHEMES:
         source: KeySource = getattr(scheme_module(scheme), SCHEMES[scheme][1])(text)
         return source
-    if colon and _SCHEME.fullmatch(scheme) and not os.path.exists(text):
+    refuse_unknown_scheme(text)
+    return JWKManager(read_jwks(text, password=password))
+
+
+def refuse_unknown_scheme(location: str) -> None:
+    """Refuse `name:...` naming no known scheme and no existing file: a typo must not read as
+    a missing file."""
+    scheme, colon, _ = location.partition(":")
+    if colon and _SCHEME.fullmatch(scheme) and not os.path.exists(location):
         raise KeySourceError(
-            f"{text!r}: unknown key source scheme {scheme!r}; use a file path, "
+            f"{location!r}: unknown key source scheme {scheme!r}; use a file path, "
             + " or ".join(f"{name}:" for name in SCHEMES)
         )
-    return JWKManager(read_jwks(text, password=password))
 
 
 def scheme_module(scheme: str) -> ModuleType:
