@@ -29,7 +29,7 @@ from ..keyfile import is_private_set, read_jwks, require_private_keys
 from ..keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
 from ..keys.pbes2 import read_password_file
 from ..keys.source import KeySource
-from ..keys.uri import SCHEMES, open_key_source, refuse_unknown_scheme
+from ..keys.uri import is_key_source_uri, open_key_source, refuse_unknown_scheme
 from ..keyset import KeySetFile, parse_key_set
 from ..request import RequestEncryptor
 
@@ -394,7 +394,7 @@ def password_of(path: Path | None) -> bytes | None:
 
 def is_uri(location: str | Path) -> bool:
     """Whether `location` names a key-source URI (pkcs11:, aws-kms:) rather than a file."""
-    return str(location).partition(":")[0] in SCHEMES and ":" in str(location)
+    return is_key_source_uri(location)
 
 
 def load_set(path: Path, *, private: bool = True, password: bytes | None = None) -> JWKManager:

@@ -26,6 +26,7 @@ from .source import KeySource
 
 __all__ = [
     "SCHEMES",
+    "is_key_source_uri",
     "open_key_source",
     "open_key_sources",
     "refuse_unknown_scheme",
@@ -49,12 +50,18 @@ def open_key_source(
     no existing file is refused (a typo must not read as a missing file).
     """
     text = os.fspath(location)
-    scheme, colon, _ = text.partition(":")
-    if colon and scheme in SCHEMES:
+    if is_key_source_uri(text):
+        scheme = text.partition(":")[0]
         source: KeySource = getattr(scheme_module(scheme), SCHEMES[scheme][1])(text)
         return source
     refuse_unknown_scheme(text)
     return JWKManager(read_jwks(text, password=password))
+
+
+def is_key_source_uri(location: str | os.PathLike[str]) -> bool:
+    """Whether `location` is a URI of a scheme in SCHEMES (else it names a file)."""
+    scheme, colon, _ = os.fspath(location).partition(":")
+    return bool(colon) and scheme in SCHEMES
 
 
 def refuse_unknown_scheme(location: str) -> None:

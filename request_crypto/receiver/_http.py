@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import (
     InternalSignal,
+    KeySourceError,
+    KeySourceUnavailableError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
@@ -178,6 +180,15 @@ def refusal(exc: Exception, fields: MutableMapping[str, object]) -> Refused:
             "unknown-kid",
             "no key found: the body is encrypted to a kid this receiver does not hold; "
             "fetch /.well-known/jwks.json",
+        )
+    if isinstance(exc, KeySourceError):  # the HSM/KMS, never the body: senders retry
+        retry_after = exc.retry_after if isinstance(exc, KeySourceUnavailableError) else 30
+        logger.error("key source failed: %s", exc)
+        return Refused(
+            503,
+            "key-source",
+            "the key source is unavailable; retry later",
+            headers={"Retry-After": str(retry_after)},
         )
     if isinstance(exc, PayloadTooLargeError):
         return Refused(413, "too-large", str(exc))

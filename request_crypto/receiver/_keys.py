@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,16 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ..errors import RequestCryptoError
+from ..errors import InvalidArgumentError, RequestCryptoError
 from ..keyfile import read_jwks, require_private_keys
 from ..keys.jwks import JWKSManager
+from ..keys.pbes2 import read_password_file
+from ..keys.source import KeySource
+from ..keys.uri import open_key_sources
 from ..limits import Limits
 from ..request import RequestDecryptor
 
-__all__ = ["KeyFile", "KeyGeneration", "loaded_keys"]
+__all__ = ["KeyFile", "KeyGeneration", "loaded_keys", "opened_keys"]
 
 logger = logging.getLogger("request_crypto.receiver")
 
@@ -49,27 +52,43 @@ class KeyGeneration:
 def _generation(decryptor: RequestDecryptor) -> KeyGeneration:
     body = json.dumps(decryptor.get_well_knowns(), separators=(",", ":")).encode("utf-8")
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return KeyGeneration(decryptor, body, etag, len(decryptor.keys))
+    return KeyGeneration(decryptor, body, etag, len(decryptor.source.kids()))
 
 
-def _decryptor(jwks: Mapping[str, Any] | JWKSManager, max_body: int) -> RequestDecryptor:
+def _decryptor(
+    jwks: Mapping[str, Any] | JWKSManager | KeySource, max_body: int
+) -> RequestDecryptor:
     # Only the body size is the receiver's own; every other limit is the library's default.
     return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body))
 
 
-def _load_decryptor(path: Path, max_body: int) -> RequestDecryptor:
-    decryptor = _decryptor(read_jwks(path), max_body)
+def _password(password_file: Path | None) -> bytes | None:
+    return None if password_file is None else read_password_file(password_file)
+
+
+def _load_decryptor(path: Path, max_body: int, password_file: Path | None) -> RequestDecryptor:
+    decryptor = _decryptor(read_jwks(path, password=_password(password_file)), max_body)
     require_private_keys(decryptor.keys, path, _NEEDED_BY)
     return decryptor
 
 
 def loaded_keys(
-    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor, max_body: int
+    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor | KeySource, max_body: int
 ) -> KeyGeneration:
-    """The one generation of a set given already loaded (never reloaded)."""
+    """The one generation of a set or key source given already loaded (never reloaded)."""
     decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body)
-    require_private_keys(decryptor.keys, "the key set", _NEEDED_BY)
+    if isinstance(decryptor.source, JWKSManager):
+        require_private_keys(decryptor.source, "the key set", _NEEDED_BY)
+    elif not decryptor.source.kids():
+        raise InvalidArgumentError(f"{decryptor.source!r} holds no keys; {_NEEDED_BY} needs one")
     return _generation(decryptor)
+
+
+def opened_keys(
+    locations: Sequence[str | os.PathLike[str]], max_body: int, password_file: Path | None
+) -> KeyGeneration:
+    """Key-set files and key-source URIs, opened now and merged by kid (never reloaded)."""
+    return loaded_keys(open_key_sources(locations, password=_password(password_file)), max_body)
 
 
 def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
@@ -87,14 +106,17 @@ class KeyFile:
     when it changed, parses it on a worker thread; `watch()` does that every few seconds.
     """
 
-    def __init__(self, path: Path, max_body: int, grace: float) -> None:
+    def __init__(
+        self, path: Path, max_body: int, grace: float, password_file: Path | None = None
+    ) -> None:
         self.path = path
         self.max_body = max_body
         self.grace = grace
+        self.password_file = password_file
         #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
         self.failing: tuple[float, str] | None = None
         self._signature = _file_signature(path)
-        self.keys = _generation(_load_decryptor(path, max_body))
+        self.keys = _generation(_load_decryptor(path, max_body, password_file))
 
     async def watch(self, interval: float) -> None:
         """Check the file every `interval` seconds, until cancelled; never dies of an error."""
@@ -118,7 +140,9 @@ class KeyFile:
             self._failed("the key file is gone")
             return False
         try:
-            decryptor = await anyio.to_thread.run_sync(_load_decryptor, self.path, self.max_body)
+            decryptor = await anyio.to_thread.run_sync(
+                _load_decryptor, self.path, self.max_body, self.password_file
+            )
         except RequestCryptoError as exc:
             logger.error(
                 "key file %s changed but cannot be used (%s); keeping the %d keys in use",
@@ -142,7 +166,7 @@ class KeyFile:
             "key file %s reloaded: %d keys (%s)",
             self.path,
             self.keys.count,
-            ", ".join(decryptor.keys.kids()),
+            ", ".join(decryptor.source.kids()),
         )
         return True
 

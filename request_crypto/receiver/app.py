@@ -62,7 +62,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._json import dumps_utf8
-from ..errors import InvalidArgumentError, MalformedBodyError, SinkUnavailableError
+from ..errors import (
+    InvalidArgumentError,
+    KeySourceError,
+    MalformedBodyError,
+    SinkUnavailableError,
+)
+from ..keys.jwks import JWKManager
 from ..request import DecryptedRequest, RequestDecryptor
 from ._http import (
     SMALL_BODY,
@@ -77,7 +83,7 @@ from ._http import (
     read_body,
     refusal,
 )
-from ._keys import KeyFile, KeyGeneration, loaded_keys
+from ._keys import KeyFile, KeyGeneration, loaded_keys, opened_keys
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
 from .sinks import ReceivedPayload, Sink, open_sink
@@ -129,9 +135,13 @@ class _Receiver:
         #: The key-set file followed by polling; None for a set given loaded (never reloaded).
         self.key_file: KeyFile | None = None
         self._loaded: KeyGeneration | None = None
-        if isinstance(jwks, (str, os.PathLike)):
-            self.key_file = KeyFile(Path(jwks), max_body, config.key_reload_grace)
+        if isinstance(jwks, Path):
+            self.key_file = KeyFile(jwks, max_body, config.key_reload_grace, config.password_file)
+        elif isinstance(jwks, (str, tuple)):  # key-source URIs, or several locations merged
+            each = jwks if isinstance(jwks, tuple) else (jwks,)
+            self._loaded = opened_keys(each, max_body, config.password_file)
         else:
+            assert not isinstance(jwks, os.PathLike)  # ReceiverConfig made every path a Path
             self._loaded = loaded_keys(jwks, max_body)
         self.reload_interval = config.reload_interval if self.key_file is not None else None
         self.sink_spec = sink
@@ -201,11 +211,20 @@ class _Receiver:
 
     async def healthz(self, request: Request) -> Response:
         reason = self.unhealthy()
+        keys = self.keys
+        headers = None
+        source = keys.decryptor.source
+        if reason is None and not isinstance(source, JWKManager):  # an HSM or KMS: ask it
+            try:
+                await anyio.to_thread.run_sync(source.health)
+            except KeySourceError as exc:
+                reason = str(exc)  # names the failing source (its URI, no secret)
+                headers = {"Retry-After": str(getattr(exc, "retry_after", 30))}
         if reason is not None:
             return JSONResponse(
-                {"status": "unavailable", "reason": reason, "keys": self.keys.count}, 503
+                {"status": "unavailable", "reason": reason, "keys": keys.count}, 503, headers
             )
-        return JSONResponse({"status": "ok", "keys": self.keys.count})
+        return JSONResponse({"status": "ok", "keys": keys.count})
 
     async def receive(self, request: Request) -> Response:
         fields = log_fields(request)

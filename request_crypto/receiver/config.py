@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ..errors import InvalidArgumentError
+from ..keys.uri import is_key_source_uri
 from ..limits import DEFAULT_MAX_BODY_SIZE
 from .sinks import DEFAULT_SINK, parse_sink_url
 
 if TYPE_CHECKING:
     from ..keys.jwks import JWKSManager
+    from ..keys.source import KeySource
     from ..request import RequestDecryptor
     from .sinks import Sink
 
@@ -70,8 +72,17 @@ DEFAULT_LIMIT_CONCURRENCY = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
 
-#: What the app accepts as keys: a key-set file (watched) or an already loaded set.
-KeySetSource = Union[str, os.PathLike[str], Mapping[str, Any], "JWKSManager", "RequestDecryptor"]
+#: What the app accepts as keys: a key-set file (watched), a key-source URI (pkcs11:...,
+#: aws-kms:...), several of those merged by kid (a tuple), or an already loaded set or source.
+KeySetSource = Union[
+    str,
+    os.PathLike[str],
+    tuple[str | os.PathLike[str], ...],
+    Mapping[str, Any],
+    "JWKSManager",
+    "RequestDecryptor",
+    "KeySource",
+]
 
 _UNITS = {
     "": 1,
@@ -133,6 +144,39 @@ def _path_text(value: Any) -> str:
     return str(Path(value).resolve())
 
 
+def _location(value: str | os.PathLike[str]) -> str | Path:
+    """A key-source URI stays text; anything else is a key-set file's path."""
+    text = os.fspath(value)
+    return text if is_key_source_uri(text) else Path(text)
+
+
+def key_locations(value: Any) -> str | Path | tuple[str | Path, ...] | None:
+    """`jwks` as locations (a path, a URI, or several of them), or None for a loaded set."""
+    if isinstance(value, (str, os.PathLike)):
+        return _location(value)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (str, os.PathLike)) for v in value):
+        locations = tuple(_location(v) for v in value)
+        if not locations:
+            raise InvalidArgumentError("jwks names no key set: give at least one")
+        return locations[0] if len(locations) == 1 else locations
+    return None
+
+
+def _locations_text(value: Any) -> str:
+    """Paths (resolved) and URIs, one per line: what `_locations` parses back."""
+    locations = key_locations(value)
+    if locations is None:
+        return _path_text(value)  # refuses a loaded set with its message
+    each = locations if isinstance(locations, tuple) else (locations,)
+    return "\n".join(v if isinstance(v, str) else _path_text(v) for v in each)
+
+
+def _locations(text: str) -> str | Path | tuple[str | Path, ...]:
+    locations = key_locations(tuple(text.split("\n")))
+    assert locations is not None
+    return locations
+
+
 def _sink_text(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(
@@ -163,6 +207,7 @@ def _log_level(text: str) -> str:
 
 
 _PATH = _Codec(Path, _path_text, "a path")
+_LOCATIONS = _Codec(_locations, _locations_text, "key-set paths or key-source URIs, one a line")
 _SINK = _Codec(_sink_url, _sink_text, "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl or -")
 _LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
 _TEXT = _Codec(str, str, "text")
@@ -181,7 +226,10 @@ class ReceiverConfig:
     """Every setting of the receiver: the app's (`create_app`) and the server's (`serve`).
 
     App: `jwks` (a key-set file, watched every `reload_interval` seconds, None or 0: not
-    watched; or a loaded set: a mapping, a `JWKSManager`, a `RequestDecryptor`), `sink` (a
+    watched; a key-source URI, pkcs11:... or aws-kms:...; a tuple of files and URIs, merged
+    by kid and not watched; or a loaded set: a mapping, a `JWKSManager`, a `KeySource`, a
+    `RequestDecryptor`), `password_file` (the password of key-set files encrypted at rest,
+    read at every load), `sink` (a
     URL, or a `Sink` object the caller keeps and closes), `max_body` (bytes; larger bodies get
     413), `jwks_max_age` (seconds of ``Cache-Control`` on the well-known set),
     `decrypt_threads` (bodies decrypted at once; None: the cores, at least 2), `large_bodies`
@@ -195,7 +243,7 @@ class ReceiverConfig:
     (`to_env`). Values are checked when the object is made (InvalidArgumentError).
     """
 
-    jwks: KeySetSource = field(metadata=_env(_PATH))
+    jwks: KeySetSource = field(metadata=_env(_LOCATIONS))
     sink: str | Sink = field(default=DEFAULT_SINK, metadata=_env(_SINK))
     max_body: int = field(default=DEFAULT_MAX_BODY, metadata=_env(_BYTES))
     reload_interval: float | None = field(
@@ -214,10 +262,14 @@ class ReceiverConfig:
     workers: int = field(default=1, metadata=_env(_INT))
     log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
+    password_file: Path | None = field(default=None, metadata=_env(_optional(_PATH)))
 
     def __post_init__(self) -> None:
-        if isinstance(self.jwks, (str, os.PathLike)):
-            object.__setattr__(self, "jwks", Path(self.jwks))
+        locations = key_locations(self.jwks)
+        if locations is not None:
+            object.__setattr__(self, "jwks", locations)
+        if self.password_file is not None:
+            object.__setattr__(self, "password_file", Path(self.password_file))
         if isinstance(self.sink, str):
             parse_sink_url(self.sink)  # a bad URL fails here, not when the app starts
         if self.log_level.lower() not in LOG_LEVELS:
@@ -292,6 +344,7 @@ class ReceiverSettings(TypedDict, total=False):
     workers: int
     log_level: str
     limit_concurrency: int
+    password_file: Path | None
 
 
 def env_name(setting: str) -> str:

@@ -38,6 +38,7 @@ NON_DEFAULT: dict[str, Any] = {
     "workers": 4,
     "log_level": "debug",
     "limit_concurrency": 77,
+    "password_file": Path("/srv/keys/password"),
 }
 
 
@@ -71,7 +72,11 @@ def test_unset_variables_take_the_defaults() -> None:
 @pytest.mark.parametrize(
     # Any text is a path or a host name (one that resolves to nothing fails at bind).
     "field",
-    [f.name for f in dataclasses.fields(ReceiverConfig) if f.name not in ("jwks", "host")],
+    [
+        f.name
+        for f in dataclasses.fields(ReceiverConfig)
+        if f.name not in ("jwks", "host", "password_file")
+    ],
 )
 def test_a_value_that_does_not_parse_names_its_variable(field: str) -> None:
     environment = {env_name("jwks"): "/k.json", env_name(field): "nonsense:value"}
@@ -196,8 +201,10 @@ def test_serve_builds_one_config_with_every_option(
         "workers": "4",
         "log-level": "debug",
         "limit-concurrency": "77",
+        "password-file": str(tmp_path / "password"),
     }
     assert sorted(name.replace("-", "_") for name in options) == sorted(NON_DEFAULT)
+    (tmp_path / "password").write_text("unused: the key file is plain\n")
     arguments = [word for name, value in options.items() for word in (f"--{name}", value)]
     result = CliRunner().invoke(app, ["serve", *arguments])
     assert result.exit_code == 0, result.output
@@ -208,6 +215,7 @@ def test_serve_builds_one_config_with_every_option(
         "sink": options["sink"],
         "host": "127.0.0.1",
         "port": 0,
+        "password_file": tmp_path / "password",
     }
     assert plan.config == ReceiverConfig(**expected)
     assert ReceiverConfig.from_env(plan.config.to_env()) == dataclasses.replace(
