@@ -9,6 +9,7 @@ misspelt limit is a type error and a bad value fails at configuration time, not 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 from .errors import InvalidArgumentError
@@ -21,6 +22,8 @@ __all__ = [
     "DEFAULT_MAX_JSON_VALUES",
     "DEFAULT_MAX_WRAPPED_KEY_SIZE",
     "Limits",
+    "format_size",
+    "parse_size",
 ]
 
 #: A whole body (either format), and a compact JWE given to JWKManager.decrypt directly.
@@ -84,3 +87,46 @@ class Limits:
 
 #: The limits used wherever none are given.
 DEFAULT_LIMITS = Limits()
+
+
+# Sizes as operators write them (`--max-body 64MiB`), for every command and setting.
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``512KiB``, ``10MB`` (10**7), ``64MiB``, ``1G`` (binary) -> bytes (>= 1)."""
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise InvalidArgumentError(
+            f"size {text!r} is not understood: write a number of bytes, optionally with a unit "
+            "(KiB, MiB, GiB, KB, MB, GB), e.g. 64MiB"
+        )
+    number = match.group(1)
+    factor = _SIZE_UNITS[unit]
+    size = int(float(number) * factor) if "." in number else int(number) * factor
+    if size < 1:
+        raise InvalidArgumentError(f"size {text!r} is below one byte")
+    return size
+
+
+def format_size(size: int) -> str:
+    """64 MiB, 10000000 bytes...: the largest binary unit that divides `size` exactly."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"

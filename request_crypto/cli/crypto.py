@@ -13,13 +13,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import DecryptionError, MalformedBodyError, NoKeyFoundError
+from ..errors import DecryptionError, MalformedBodyError, NoKeyFoundError, RequestCryptoError
 from ..formats import Format, detect_format
 from ..keys.jwks import DECRYPT_OPS, JWKManager
 from ..keys.source import KeySource
-from ..limits import DEFAULT_MAX_BODY_SIZE
+from ..limits import DEFAULT_MAX_BODY_SIZE, parse_size
 from ..request import RequestDecryptor
+from ..sealed import is_sealed
 from ._common import (
+    PROG,
     CLIError,
     Input,
     PasswordFile,
@@ -30,6 +32,7 @@ from ._common import (
     kid_list,
     open_private,
     password_of,
+    quoted,
     read_input,
     read_json_input,
     shown,
@@ -38,13 +41,25 @@ from .sealed import describe_sealed
 
 __all__ = ["decrypt_body", "inspect_body", "register"]
 
+
+def _size(text: str | int) -> int:
+    """`--max-body` as `serve` takes it: 1048576, 512KiB, 10MB, 32MiB."""
+    if isinstance(text, int):
+        return text
+    try:
+        return parse_size(text)
+    except RequestCryptoError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 MaxBody = Annotated[
     int,
     typer.Option(
         "--max-body",
-        min=1,
-        metavar="BYTES",
-        help="Refuse a body over this size; reading stops one byte past it.",
+        parser=_size,
+        metavar="SIZE",
+        help="Refuse a body over this size (32MiB, 512KiB, 1048576...); reading stops one "
+        "byte past it.",
     ),
 ]
 
@@ -108,6 +123,11 @@ def _read_body(source: str, max_body: int) -> bytes:
     body = read_input(source, max_body).strip()
     if not body:
         raise CLIError(f"{input_name(source)} is empty; pass the body the sender sent")
+    if is_sealed(body[:64]):
+        raise CLIError(
+            f"{input_name(source)} is a sealed file, not a request body; open it with: "
+            f"{PROG} open --jwks PRIVATE_SET {quoted(input_name(source))}"
+        )
     return body
 
 

@@ -47,6 +47,7 @@ Kids = Annotated[
     list[str] | None,
     typer.Option(
         "--kid",
+        metavar="KID",
         help="Seal to this key; repeat for several recipients (default: the newest key).",
         show_default=False,
     ),

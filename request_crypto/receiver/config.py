@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ..errors import InvalidArgumentError
 from ..keys.uri import is_key_source_uri
-from ..limits import DEFAULT_MAX_BODY_SIZE
+from ..limits import DEFAULT_MAX_BODY_SIZE, format_size, parse_size
 from .sinks import DEFAULT_SINK, parse_sink_url
 
 if TYPE_CHECKING:
@@ -83,46 +82,6 @@ KeySetSource = Union[
     "RequestDecryptor",
     "KeySource",
 ]
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-
-
-def parse_size(text: str) -> int:
-    """``1048576``, ``512KiB``, ``10MB`` (10**7), ``64MiB``, ``1G`` (binary) -> bytes (>= 1)."""
-    match = _SIZE.fullmatch(text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _UNITS:
-        raise InvalidArgumentError(
-            f"size {text!r} is not understood: write a number of bytes, optionally with a unit "
-            "(KiB, MiB, GiB, KB, MB, GB), e.g. 64MiB"
-        )
-    number = match.group(1)
-    size = int(float(number) * _UNITS[unit]) if "." in number else int(number) * _UNITS[unit]
-    if size < 1:
-        raise InvalidArgumentError(f"size {text!r} is below one byte")
-    return size
-
-
-def format_size(size: int) -> str:
-    """64 MiB, 10000000 bytes...: the largest binary unit that divides `size` exactly."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size % factor == 0:
-            return f"{size // factor} {unit}"
-    return f"{size} bytes"
-
 
 # ---------------------------------------------------------------------------------------------
 # How each setting travels as text: (parse, format, what a valid value is)

@@ -103,6 +103,31 @@ def test_max_body_must_be_a_positive_number(sets: Any, value: str) -> None:
     assert "Invalid value for '--max-body'" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["decrypt", "inspect"])
+def test_max_body_takes_sizes_as_serve_does(sets: Any, tmp_path: Path, command: str) -> None:
+    """`--max-body 0.5KiB` here as in `serve`: 512 bytes, not a usage error."""
+    private, public = sets
+    path = tmp_path / "body.txt"
+    path.write_text(body_of(public))
+    assert path.stat().st_size > 512
+    ok(command, "--jwks", private, "--max-body", "1MiB", path)
+    error = fails(command, "--jwks", private, "--max-body", "0.5KiB", path)
+    assert error.startswith(f"error: {path} holds more than 512 bytes (--max-body)")
+
+
+def test_a_sealed_file_given_to_decrypt_says_to_open_it(sets: Any, tmp_path: Path) -> None:
+    """(`inspect` describes a sealed file instead: tests/cli/test_sealed.py.)"""
+    private, public = sets
+    (tmp_path / "data").write_bytes(b"x" * 100)
+    sealed = tmp_path / "data.sealed"
+    ok("seal", "--jwks", public, tmp_path / "data", "-o", sealed)
+    error = fails("decrypt", "--jwks", private, sealed)
+    assert error == (
+        f"error: {sealed} is a sealed file, not a request body; open it with: "
+        f"request-crypto open --jwks PRIVATE_SET {sealed}"
+    )
+
+
 class EndlessStdin:
     """A stdin that never ends, counting what is taken from it."""
 
