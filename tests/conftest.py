@@ -72,8 +72,9 @@ def js() -> Any:
 class SoftHSM:
     """A SoftHSM2 token directory made for this test session, with a URI helper.
 
-    Three tokens: `rc-test` (holding the key `recv-1`, made by `generate_key`), `rc-other`
-    and `rc-spare` (empty). Tokens are picked by label: SoftHSM numbers slots at random.
+    Tokens (TOKENS): `rc-test` holds the key `recv-1` (made by `generate_key`); the others
+    start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) so that test
+    order does not matter. Tokens are picked by label: SoftHSM numbers slots at random.
     """
 
     def __init__(self, pin_file: Path) -> None:
@@ -99,7 +100,7 @@ def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
     return hsm
 
 
-TOKENS = ("rc-test", "rc-other", "rc-spare")
+TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli")
 
 
 class KMS:

@@ -53,9 +53,9 @@ def test_wrong_or_missing_password_is_one_error_line(tmp_path: Path, password_fi
 
 
 def test_pkcs11_init_public_list_decrypt_and_import(softhsm: Any, tmp_path: Path) -> None:
-    uri = softhsm.uri(None, token="rc-other")
+    uri = softhsm.uri(None, token="rc-cli")
     ok("keys", "init", uri, "--kid", "cli-made")
-    made = softhsm.uri("cli-made", token="rc-other")
+    made = softhsm.uri("cli-made", token="rc-cli")
     public = json.loads(ok("keys", "public", made).stdout)
     assert [jwk["kid"] for jwk in public["keys"]] == ["cli-made"]
     assert "d" not in public["keys"][0]
@@ -69,7 +69,7 @@ def test_pkcs11_init_public_list_decrypt_and_import(softhsm: Any, tmp_path: Path
     keys = KeySetFile.init(tmp_path / "old.json", "moved-cli")
     old_body = RequestEncryptor(keys.publish(), format="elastic").encrypt("moved-cli", PAYLOAD)
     ok("keys", "import", keys.path, uri)
-    moved = softhsm.uri("moved-cli", token="rc-other")
+    moved = softhsm.uri("moved-cli", token="rc-cli")
     assert json.loads(ok("decrypt", "--jwks", moved, stdin=old_body).stdout) == PAYLOAD
 
 

@@ -77,13 +77,17 @@ def test_kid_explicit_else_label_else_thumbprint(softhsm: Any, source: PKCS11Key
 
 
 def test_a_token_uri_without_object_holds_every_rsa_key(softhsm: Any) -> None:
-    imported = import_key(softhsm.uri("other-1", token="rc-other"), _fresh_private("x"))
+    imported = import_key(softhsm.uri("other-1", token="rc-whole"), _fresh_private("x"))
     assert imported["kid"] == "other-1"
-    whole_token = PKCS11KeySource(softhsm.uri(None, token="rc-other"))
+    whole_token = PKCS11KeySource(softhsm.uri(None, token="rc-whole"))
     assert whole_token.kids() == ["other-1"]
+    import_key(softhsm.uri("other-2", token="rc-whole"), _fresh_private("y"))
+    assert sorted(PKCS11KeySource(softhsm.uri(None, token="rc-whole")).kids()) == [
+        "other-1",
+        "other-2",
+    ]
     with pytest.raises(KeySourceError, match="kid= names one key"):
-        import_key(softhsm.uri("other-2", token="rc-other"), _fresh_private("y"))
-        PKCS11KeySource(softhsm.uri(None, token="rc-other", kid="k"))
+        PKCS11KeySource(softhsm.uri(None, token="rc-whole", kid="k"))
 
 
 def _fresh_private(kid: str, alg: str = "RSA-OAEP") -> dict[str, Any]:
