@@ -456,7 +456,7 @@ def render(ctx: Context, sections: Sequence[Section], targets: list[Target]) -> 
     for label, c in bound_ratios(ctx, sections).items():
         pairs = f"of {c.pairs} slices" if c.pairs else "sides in different groups"
         out.append(f"  {label:58} {percent(c.best):>12} {percent(c.median):>15}  ({pairs})")
-    out.append("\nTargets (issue 4)")
+    out.append("\nTargets (issue 13)")
     for t in targets:
         # A third digit when two would show a FAIL as "1.80x need >= 1.80".
         digits = 3 if t.value is not None and round(t.value, 2) == t.threshold else 2

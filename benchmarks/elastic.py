@@ -144,26 +144,20 @@ def format_rows(ctx: Context, fmt: str, sizes: tuple[str, ...]) -> list[Row]:
 
 class Elastic(Section):
     title = "elastic format vs the JavaScript original (ops/s; MB/s = ops/s x payload size)"
+    # Issue 13: against the machine's limit, not the JavaScript original (which runs at ~0.6 of
+    # it); JavaScript stays beside it in the table.
     ratio_targets = (
         RatioTarget(
-            "elastic decrypt 1KB >= 1.8x JS sequential",
-            "elastic.decrypt.1KB",
-            "js.decrypt.1KB",
-            1.8,
-            ceiling=elastic_decrypt_bound,
-        ),
-        RatioTarget(
-            "elastic decrypt 1KB >= 90% of the primitive bound",
+            "elastic decrypt 1KB >= 97% of the PBKDF2+RSA bound",
             "elastic.decrypt.1KB",
             elastic_decrypt_bound,
-            0.9,
+            0.97,
         ),
         RatioTarget(
-            "elastic encrypt 1KB >= 1.6x JS sequential",
+            "elastic encrypt 1KB >= 97% of the PBKDF2+RSA bound",
             "elastic.encrypt.1KB",
-            "js.encrypt.1KB",
-            1.6,
-            ceiling=elastic_encrypt_bound,
+            elastic_encrypt_bound,
+            0.97,
         ),
     )
     bound_ratios = (

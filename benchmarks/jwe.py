@@ -15,10 +15,7 @@ class Jwe(Section):
     title = "jwe format (ops/s; MB/s = ops/s x payload size)"
     ratio_targets = (
         RatioTarget(
-            "jwe decrypt 1KB >= 7x elastic decrypt", "jwe.decrypt.1KB", "elastic.decrypt.1KB", 7.0
-        ),
-        RatioTarget(
-            "jwe decrypt 1KB >= 90% of RSA decrypt", "jwe.decrypt.1KB", "bound.rsa.decrypt", 0.9
+            "jwe decrypt 1KB >= 95% of RSA decrypt", "jwe.decrypt.1KB", "bound.rsa.decrypt", 0.95
         ),
     )
     bound_ratios = (

@@ -47,6 +47,7 @@ from .core import (
     Context,
     Row,
     Section,
+    Target,
     fixture_jwks,
     loop_rate,
     serial_bound,
@@ -61,8 +62,11 @@ PATH = "/v1/payloads"
 FORMATS = ("jwe", "elastic")
 CONNECTIONS = 16
 BODIES = 64  # distinct pre-made bodies per format, sent in turn
-#: The Uvicorn settings `serve` runs with (request_crypto/receiver/cli.py), for the bare app.
+#: The Uvicorn settings `serve` runs with (request_crypto/receiver/cli.py), for the bare app:
+#: its HTTP implementation is h11 (serve's protocol is an h11 one), its loop Uvicorn's "auto"
+#: (uvloop, a dependency of the `server` extra where it has wheels).
 UVICORN_SETTINGS = [
+    *["--http", "h11", "--loop", "auto"],
     *["--log-level", "warning", "--no-access-log", "--lifespan", "on"],
     *["--limit-concurrency", "1000", "--timeout-graceful-shutdown", "30"],
 ]
@@ -429,7 +433,32 @@ def summarize(served: Load, baseline: Load, crypto: float) -> dict[str, Any]:
         "ceiling_bodies_per_s": ceiling,
         "serve_vs_bare": served.bodies_per_s / baseline.bodies_per_s,
         "serve_vs_ceiling": served.bodies_per_s / ceiling if ceiling else None,
+        "cores_x_crypto_bodies_per_s": CORES / crypto,
     }
+
+
+#: Issue 13's receiver targets: serve's bodies/s over this limit, at least this fraction.
+#: `jwe`: min(bare app, the ceiling above); `elastic`: min(bare app, cores x one-core decrypt
+#: bound), the decrypt bound being PBKDF2 + RSA.
+RECEIVER_TARGETS = {
+    "jwe": ("ceiling_bodies_per_s", 0.5),
+    "elastic": ("cores_x_crypto_bodies_per_s", 0.8),
+}
+
+
+def receiver_target(fmt: str, figures: dict[str, Any]) -> Target:
+    """`serve` against min(bare app, the format's limit), as issue 13 states it."""
+    limit_key, threshold = RECEIVER_TARGETS[fmt]
+    f = figures[fmt]
+    limits = [f["bare"]["bodies_per_s"], f[limit_key]]
+    limit = min(x for x in limits if x) if any(limits) else None
+    name = "ceiling" if fmt == "jwe" else f"{CORES} x decrypt bound"
+    return Target(
+        f"receiver {fmt} >= {threshold:.0%} of min(bare app, {name})",
+        f["serve"]["bodies_per_s"] / limit if limit else None,
+        threshold,
+        notes=[f"{f['serve']['bodies_per_s']:,.0f} of {limit:,.0f} bodies/s"] if limit else [],
+    )
 
 
 def _cpu_note(load: dict[str, Any]) -> str:
@@ -459,6 +488,10 @@ class Receiver(Section):
                 log=_stderr,
             ),
         )
+
+    def targets(self, ctx: Context) -> list[Target]:
+        figures = ctx.values.get("receiver")
+        return [receiver_target(fmt, figures) for fmt in FORMATS] if figures else []
 
     def rows(self, ctx: Context) -> list[Row]:
         figures = ctx.values.get("receiver")

@@ -97,12 +97,22 @@ def b64url_decode_canonical(part: bytes) -> bytes | None:
     the alphabet (and refuses padding), then any decoder will do.
     """
     rest = len(part) % 4
-    if part.translate(None, _URL_ALPHABET) or (
-        rest and (rest == 1 or _INDEX[part[-1]] & _UNUSED_BITS[rest])
-    ):
+    if rest and (rest == 1 or part[-1] not in _INDEX or _INDEX[part[-1]] & _UNUSED_BITS[rest]):
         return None
     if _accel.pybase64 is not None and len(part) >= _ACCELERATE_FROM:
-        return bytes(_accel.pybase64.b64decode(part + b"=="[: -rest % 4], altchars=b"-_"))
+        # Validating in the decoder, not with a translate first: one pass instead of two
+        # (~4 ms less on a 5 MB JWE). validate=True lets through only `+`, `/` and `=`
+        # besides the url alphabet: memchr-speed checks for those.
+        if b"+" in part or b"/" in part or b"=" in part:
+            return None
+        try:
+            return bytes(
+                _accel.pybase64.b64decode(part + b"=="[: -rest % 4], altchars=b"-_", validate=True)
+            )
+        except ValueError:  # binascii.Error: a byte outside the alphabet
+            return None
+    if part.translate(None, _URL_ALPHABET):
+        return None
     return binascii.a2b_base64(part.translate(_URL_TO_STANDARD) + b"=="[: -rest % 4])
 
 

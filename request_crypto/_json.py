@@ -178,12 +178,30 @@ class JSONShape(NamedTuple):
 def measure_json(data: bytes | bytearray | str, max_values: int, max_depth: int) -> JSONShape:
     """Count the values of JSON text and check its depth, without parsing it.
 
-    Exact for valid JSON. For invalid JSON the counts bound those of any prefix a parser
-    could read before failing, so the budget holds for every input.
+    Over a limit, exact for valid JSON; within both, possibly just an upper bound (the byte
+    count, when that alone proves it). For invalid JSON the counts bound those of any prefix
+    a parser could read before failing, so the budget holds for every input.
     """
-    if len(data) < max_values and len(data) <= max_depth:
-        return JSONShape(len(data), False, True)  # at most one value, one level, per byte
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if within_by_bytes(raw, max_values, max_depth):
+        return JSONShape(len(raw), False, True)
+    return scan_json(raw, max_values, max_depth)
+
+
+def within_by_bytes(raw: bytes | bytearray, max_values: int, max_depth: int) -> bool:
+    """Whether `raw` is within both limits whatever it holds, judged without a scan.
+
+    Every value a parser makes, even of invalid text, starts at a byte of its own, and every
+    level opens at a `[` or `{` (those inside strings are counted too, so this only
+    overcounts). Most small payloads are decided here (~5 us less per 1 KB body).
+    """
+    if len(raw) >= max_values:
+        return False
+    return len(raw) <= max_depth or raw.count(b"[") + raw.count(b"{") <= max_depth
+
+
+def scan_json(raw: bytes | bytearray, max_values: int, max_depth: int) -> JSONShape:
+    """`measure_json`'s scan of UTF-8 text (see the comment above JSONShape)."""
     scan = raw.translate(_FOLD, _NOT_STRUCTURE)
     if b"\\" in scan:
         if b"\\\\" in scan or b'\\"' in scan:  # maybe an escaped quote: drop the escapes
@@ -269,7 +287,22 @@ class _GCPause:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0 and self._was_enabled:
+                    _promote_young_objects()
                     gc.enable()
+
+
+def _promote_young_objects() -> None:
+    """Move every tracked object to the oldest generation, without a collection.
+
+    The first young collection after a paused parse would otherwise traverse the ~100,000
+    containers of a 5 MB document (~5 ms, measured) to find no cycle: parsed JSON holds none.
+    gc.freeze() then gc.unfreeze() moves the young generations, in O(1), into the oldest one,
+    whose (rare) full collections still find any cycle. Skipped when the application keeps
+    objects frozen itself (a pre-fork server): unfreezing would release them too.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 _gc_deferred = _GCPause()

@@ -8,6 +8,7 @@ opens with the one private key that fits its `alg`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._jose import check_wire_jwe
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["JWE", "JweFormat"]
 
+#: Bodies up to this length are shape-checked with one `count`; longer ones with `find`s.
+_COUNT_UP_TO = 64 * 1024
+
 
 class JweFormat:
     """The `jwe` format (see the module docstring); `JWE` is its one instance."""
@@ -30,8 +34,21 @@ class JweFormat:
         return Format.JWE
 
     def detect(self, body: str | bytes) -> bool:
-        """A compact JWE has exactly five dot-separated parts."""
-        return (body.count(".") if isinstance(body, str) else body.count(b".")) == 4
+        """A compact JWE has exactly five dot-separated parts.
+
+        Large bodies are looked at with at most five `find`s (memchr speed): on a 5 MB text a
+        whole `count` measured ~2 ms, as long as the AES-GCM work. Small ones are counted.
+        """
+        dot = "." if isinstance(body, str) else b"."
+        if len(body) <= _COUNT_UP_TO:
+            return body.count(dot) == 4  # type: ignore[arg-type]
+        find: Callable[..., int] = body.find
+        position = -1
+        for dots in range(5):
+            position = find(dot, position + 1)
+            if position < 0:
+                return dots == 4
+        return False
 
     def seal(self, keys: JWKManager, kid: str, plaintext: bytes) -> str:
         """One compact JWE to `kid` (A256GCM, no compression)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -119,12 +120,8 @@ class PassphraseCipher:
         """Encrypt already-serialized bytes; the building block of `encrypt`."""
         return b64encode_standard(self.seal(plaintext, aad)).decode("ascii")
 
-    def seal(self, plaintext: bytes, aad: bytes | None = None) -> bytearray:
-        """Encrypt to the decoded layout ``salt || iv || tag || ciphertext``, not yet base64.
-
-        The ciphertext is written straight into the one output buffer (no joined copy); the
-        `elastic` format base64-encodes it a chunk at a time. `decrypt_bytes` opens it.
-        """
+    def _encryptor(self, aad: bytes | None) -> tuple[bytes, bytes, Any]:
+        """A fresh salt and IV, and the AES-256-GCM encryptor under the key they derive."""
         salt = os.urandom(SALT_LENGTH_IN_BYTES)
         iv = os.urandom(IV_LENGTH_IN_BYTES)
         encryptor = Cipher(
@@ -132,6 +129,15 @@ class PassphraseCipher:
         ).encryptor()
         if aad is not None:
             encryptor.authenticate_additional_data(aad)
+        return salt, iv, encryptor
+
+    def seal(self, plaintext: bytes, aad: bytes | None = None) -> bytearray:
+        """Encrypt to the decoded layout ``salt || iv || tag || ciphertext``, not yet base64.
+
+        The ciphertext is written straight into the one output buffer (no joined copy).
+        `decrypt_bytes` opens it; `seal_pieces` gives the same layout a piece at a time.
+        """
+        salt, iv, encryptor = self._encryptor(aad)
         # update_into wants room for one block more than the input, even for GCM.
         layout = bytearray(HEADER_LENGTH + len(plaintext) + 15)
         view = memoryview(layout)
@@ -143,6 +149,26 @@ class PassphraseCipher:
         view.release()
         del layout[HEADER_LENGTH + written :]
         return layout
+
+    def seal_pieces(
+        self, plaintext: bytes, head: int, step: int, aad: bytes | None = None
+    ) -> Iterator[bytes]:
+        """`seal`'s layout without ever holding it whole: ``layout[head:head+step]``, the
+        next `step` bytes, ... and ``layout[:head]`` last, since it holds the tag.
+
+        `head` must be at least HEADER_LENGTH (or the whole layout). The `elastic` format
+        base64-encodes each piece as it comes (formats/elastic.py, pack_sealed).
+        """
+        if head < HEADER_LENGTH:
+            raise InvalidArgumentError(f"the head piece holds the {HEADER_LENGTH}-byte header")
+        salt, iv, encryptor = self._encryptor(aad)
+        view = memoryview(plaintext)
+        start_of_rest = head - HEADER_LENGTH
+        first = encryptor.update(view[:start_of_rest])
+        for start in range(start_of_rest, len(view), step):
+            yield encryptor.update(view[start : start + step])
+        encryptor.finalize()
+        yield salt + iv + encryptor.tag + first
 
     def decrypt_bytes(self, raw: bytes | bytearray | memoryview, aad: bytes | None = None) -> bytes:
         """Decrypt the decoded ``salt || iv || tag || ciphertext`` layout to plaintext bytes."""
