@@ -4,7 +4,7 @@ Opened from `aws-kms:` + a key ARN, a key id or `alias/NAME` (an alias ARN too),
 query attributes: `kid` (default: the alias name, else the RFC 7638 thumbprint), `alg`
 (`RSA-OAEP`, the default, maps to RSAES_OAEP_SHA_1; `RSA-OAEP-256` to RSAES_OAEP_SHA_256) and
 `region`. Credentials, region and endpoint come from boto3's standard chain
-(`AWS_PROFILE`, `AWS_ACCESS_KEY_ID`..., `AWS_REGION`, `AWS_ENDPOINT_URL_KMS` /
+(`AWS_PROFILE`, `AWS_ACCESS_KEY_ID`..., `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_KMS` /
 `AWS_ENDPOINT_URL`), exactly as for any other AWS client.
 
 The public key is fetched once (`GetPublicKey`) when the source opens, which also checks the
@@ -140,7 +140,8 @@ def _client(name: str, region: str | None, attempts: int, timeout: float) -> Any
         return boto3.client("kms", region_name=region, config=config)
     except botocore.exceptions.NoRegionError:
         raise KeySourceError(
-            f"{name}: no AWS region: set AWS_REGION / AWS_DEFAULT_REGION or add region=NAME"
+            f"{name}: no AWS region: set AWS_DEFAULT_REGION (or a profile's region) "
+            "or add region=NAME"
         ) from None
 
 
