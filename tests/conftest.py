@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,12 @@ import pytest
 
 from interop import node, softhsm
 from request_crypto import JWKManager
+from request_crypto.receiver.pgtesting import PostgresCluster, PostgresUnavailableError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 #: The kids of `python_private_jwks`, by key-management algorithm.
 PYTHON_KIDS = {"RSA-OAEP": "py-oaep", "RSA-OAEP-256": "py-oaep256"}
+_DATABASES = itertools.count()
 
 
 def load_fixture(name: str) -> Any:
@@ -185,3 +189,26 @@ _KMS_ENV = (
     "AWS_ENDPOINT_URL_KMS",
     "AWS_PROFILE",
 )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session (never the system's service).
+
+    Outside CI a machine without PostgreSQL skips the test; under CI=true it fails.
+    """
+    try:
+        cluster = PostgresCluster()
+    except PostgresUnavailableError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is needed under CI: {exc}")
+        pytest.skip(str(exc))
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    """A new, empty database of the session's cluster, for one test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
+    return postgres.create_database(f"{name}_{os.getpid()}_{next(_DATABASES)}")

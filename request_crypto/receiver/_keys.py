@@ -30,6 +30,7 @@ from ..keys.source import KeySource
 from ..keys.uri import open_key_sources
 from ..limits import Limits
 from ..request import RequestDecryptor
+from .observability import ReceiverMetrics
 
 __all__ = ["KeyFile", "KeyGeneration", "loaded_keys", "opened_keys"]
 
@@ -107,9 +108,15 @@ class KeyFile:
     """
 
     def __init__(
-        self, path: Path, max_body: int, grace: float, password_file: Path | None = None
+        self,
+        path: Path,
+        max_body: int,
+        grace: float,
+        metrics: ReceiverMetrics | None = None,
+        password_file: Path | None = None,
     ) -> None:
         self.path = path
+        self.metrics = metrics
         self.max_body = max_body
         self.grace = grace
         self.password_file = password_file
@@ -117,6 +124,8 @@ class KeyFile:
         self.failing: tuple[float, str] | None = None
         self._signature = _file_signature(path)
         self.keys = _generation(_load_decryptor(path, max_body, password_file))
+        if metrics is not None:
+            metrics.keys_reloaded(self.keys.count)
 
     async def watch(self, interval: float) -> None:
         """Check the file every `interval` seconds, until cancelled; never dies of an error."""
@@ -162,6 +171,8 @@ class KeyFile:
             return False
         self.failing = None
         self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
+        if self.metrics is not None:
+            self.metrics.keys_reloaded(self.keys.count)
         logger.info(
             "key file %s reloaded: %d keys (%s)",
             self.path,
@@ -174,6 +185,8 @@ class KeyFile:
         # The failure's start stays the first one's: a second bad write does not reset it.
         since = self.failing[0] if self.failing else time.monotonic()
         self.failing = (since, reason)
+        if self.metrics is not None:
+            self.metrics.key_reload_failed()
 
     def unhealthy(self) -> str | None:
         """Why the keys make this replica unfit to serve (failing past `grace`), or None."""

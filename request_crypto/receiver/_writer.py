@@ -2,6 +2,8 @@
 
 Every accepted body becomes a `ReceivedPayload` submitted here; the request is answered only
 once the batch holding it is durable, so a sink failure is a ``503`` to each of its senders.
+Each request learns the id its record was stored under: its own, or the first id of the same
+body stored before (the sink's `write_batch` answer).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SinkUnavailableError
 from .config import DEFAULT_MAX_BATCH
+from .observability import ReceiverMetrics
 from .sinks import ReceivedPayload, Sink
 
 __all__ = ["SinkWriter"]
@@ -32,9 +37,15 @@ class SinkWriter:
 
     _STOP = object()
 
-    def __init__(self, sink: Sink, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        metrics: ReceiverMetrics | None = None,
+    ) -> None:
         self._sink = sink
         self._max_batch = max_batch
+        self._metrics = metrics
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -49,18 +60,21 @@ class SinkWriter:
         """False once closed or if the thread died: ``/healthz`` then answers 503."""
         return self._thread.is_alive() and not self._closed
 
-    def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[None]:
-        """Queue a record; the future is done when its batch is stored (or failed)."""
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[str]:
+        """Queue a record; the future holds its stored id once its batch is stored."""
+        future: concurrent.futures.Future[str] = concurrent.futures.Future()
         with self._lock:
             if self._closed:
                 raise SinkUnavailableError("the receiver is shutting down")
             self._queue.put((record, future))
         return future
 
-    async def write(self, record: ReceivedPayload) -> None:
-        """Store a record and wait until it is durable; `SinkUnavailableError` if not."""
-        await asyncio.wrap_future(self.submit(record))
+    async def write(self, record: ReceivedPayload) -> str:
+        """Store a record, wait until it is durable, return its stored id.
+
+        `SinkUnavailableError` if it was not stored.
+        """
+        return await asyncio.wrap_future(self.submit(record))
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking records, write every record already taken, and stop the thread."""
@@ -90,21 +104,40 @@ class SinkWriter:
                 batch.append(item)
             self._write(batch)
 
-    def _write(self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[None]]]) -> None:
+    def _write(self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[str]]]) -> None:
         # A record whose request was cancelled meanwhile is still written: it was decrypted
-        # and accepted; only its answer is lost (the sender will retry, at least once).
-        futures = [f for _, f in batch if f.set_running_or_notify_cancel()]
+        # and accepted; only its answer is lost (the sender will retry, and a sink keeping
+        # idempotency keys answers the retry with this record's id).
+        records = [record for record, _ in batch]
+        started = time.perf_counter()
         try:
-            self._sink.write_batch([record for record, _ in batch])
+            ids = _stored_ids(records, self._sink.write_batch(records))
         except Exception as exc:
+            self._observe(len(batch), started, failed=True)
             logger.error(
                 "the sink failed to store a batch of %d payloads (%s: %s); answering 503",
                 len(batch),
                 type(exc).__name__,
                 exc,
             )
-            for future in futures:
-                future.set_exception(SinkUnavailableError("the sink failed"))
+            for _, future in batch:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(SinkUnavailableError("the sink failed"))
         else:
-            for future in futures:
-                future.set_result(None)
+            self._observe(len(batch), started, failed=False)
+            for (_, future), stored in zip(batch, ids, strict=True):
+                if future.set_running_or_notify_cancel():
+                    future.set_result(stored)
+
+    def _observe(self, size: int, started: float, *, failed: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_batch(size, time.perf_counter() - started, failed=failed)
+
+
+def _stored_ids(records: Sequence[ReceivedPayload], ids: Sequence[str] | None) -> Sequence[str]:
+    """The sink's answer checked: one id per record (None: each record's own id)."""
+    if ids is None:
+        return [record.id for record in records]
+    if len(ids) != len(records) or not all(isinstance(i, str) for i in ids):
+        raise TypeError(f"write_batch returned {len(ids)} ids for {len(records)} records")
+    return ids

@@ -5,15 +5,21 @@ Routes:
 - ``POST /v1/payloads``: the raw body is an ``elastic`` body or a ``jwe`` compact JWE. It is
   read with a running byte count (``413`` as soon as it passes the limit, or at once when
   ``Content-Length`` says so), decrypted on a worker thread, handed to the sink, and answered
-  ``202 {"id", "kid", "format", "received_at"}`` only after the sink has made it durable.
+  ``202 {"id", "kid", "format", "received_at"}`` only after the sink has made it durable. A
+  body stored before (a retry; same bytes, same SHA-256) is answered with its *first* id by
+  sinks that keep idempotency keys (SQLite, PostgreSQL) and is not stored again.
 - ``GET /.well-known/jwks.json``: the public key set, with ``Cache-Control`` and an ``ETag``.
 - ``GET /healthz``: ``{"status": "ok", "keys": N}``, or ``503 {"status": "unavailable",
   "reason": ...}`` when the sink writer is down or the key file has failed to reload for
-  longer than `key_reload_grace` seconds (so a load balancer takes the replica out).
+  longer than `key_reload_grace` seconds (liveness).
+- ``GET /readyz``: the same, and the sink answers now (`SupportsReady`, e.g. PostgreSQL):
+  ``{"status": "ready", "keys": N}`` or ``503`` (readiness: a load balancer's health check).
+- ``GET /metrics``: Prometheus metrics (`request_crypto.receiver.observability`).
 
 Errors are JSON ``{"error": "..."}``: ``400`` malformed or undecryptable, ``422`` unknown kid,
-``413`` too large, ``408`` (and the connection closed) when the body is too slow, ``503`` when
-the sink failed, ``404``/``405`` as usual. Neither errors nor
+``413`` too large, ``408`` (and the connection closed) when the body is too slow, ``503`` with
+``Retry-After`` when the sink failed (nothing of that body counts as stored), ``404``/``405``
+as usual. Neither errors nor
 logs ever carry payloads or key material.
 
 Memory is bounded per process. A body of up to `SMALL_BODY` (256 KiB) is read as it arrives;
@@ -46,6 +52,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import datetime, timezone
@@ -86,7 +93,8 @@ from ._http import (
 from ._keys import KeyFile, KeyGeneration, loaded_keys, opened_keys
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
-from .sinks import ReceivedPayload, Sink, open_sink
+from .observability import METRICS_CONTENT_TYPE, ReceiverMetrics
+from .sinks import ReceivedPayload, Sink, SupportsReady, idempotency_key, open_sink
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -100,6 +108,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("request_crypto.receiver")
+#: Seconds a sender is told to wait after a 503 (the sink or the replica not ready).
+RETRY_AFTER = "1"
 
 
 def _now() -> str:
@@ -123,6 +133,7 @@ class _Receiver:
     def __init__(self, config: ReceiverConfig) -> None:
         jwks, sink, max_body = config.jwks, config.sink, config.max_body
         self.config = config
+        self.metrics = ReceiverMetrics()
         self.body_pace = BodyPace(config.body_timeout, config.min_body_rate)
         self.max_body = max_body
         self.jwks_max_age = config.jwks_max_age
@@ -136,13 +147,21 @@ class _Receiver:
         self.key_file: KeyFile | None = None
         self._loaded: KeyGeneration | None = None
         if isinstance(jwks, Path):
-            self.key_file = KeyFile(jwks, max_body, config.key_reload_grace, config.password_file)
+            self.key_file = KeyFile(
+                jwks,
+                max_body,
+                config.key_reload_grace,
+                metrics=self.metrics,
+                password_file=config.password_file,
+            )
         elif isinstance(jwks, (str, tuple)):  # key-source URIs, or several locations merged
             each = jwks if isinstance(jwks, tuple) else (jwks,)
             self._loaded = opened_keys(each, max_body, config.password_file)
+            self.metrics.keys_reloaded(self._loaded.count)
         else:
             assert not isinstance(jwks, os.PathLike)  # ReceiverConfig made every path a Path
             self._loaded = loaded_keys(jwks, max_body)
+            self.metrics.keys_reloaded(self._loaded.count)
         self.reload_interval = config.reload_interval if self.key_file is not None else None
         self.sink_spec = sink
         self.sink: Sink | None = None
@@ -161,7 +180,7 @@ class _Receiver:
             self.sink = await anyio.to_thread.run_sync(open_sink, self.sink_spec)
         else:
             self.sink = self.sink_spec
-        self.writer = SinkWriter(self.sink, self.max_batch)
+        self.writer = SinkWriter(self.sink, self.max_batch, self.metrics)
         self.writer.start()
         try:
             async with anyio.create_task_group() as tasks:
@@ -209,22 +228,54 @@ class _Receiver:
             return Response(status_code=304, headers=headers)
         return Response(keys.well_known, media_type="application/json", headers=headers)
 
+    async def key_source_problem(self) -> KeySourceError | None:
+        """Ask an HSM or KMS key source if it answers (on a thread: it blocks); keys in memory
+        always do. The error names the failing source (its URI, no secret)."""
+        source = self.keys.decryptor.source
+        if isinstance(source, JWKManager):
+            return None
+        try:
+            await anyio.to_thread.run_sync(source.health)
+        except KeySourceError as exc:
+            return exc
+        return None
+
     async def healthz(self, request: Request) -> Response:
         reason = self.unhealthy()
         keys = self.keys
         headers = None
-        source = keys.decryptor.source
-        if reason is None and not isinstance(source, JWKManager):  # an HSM or KMS: ask it
-            try:
-                await anyio.to_thread.run_sync(source.health)
-            except KeySourceError as exc:
-                reason = str(exc)  # names the failing source (its URI, no secret)
-                headers = {"Retry-After": str(getattr(exc, "retry_after", 30))}
+        problem = await self.key_source_problem() if reason is None else None
+        if problem is not None:
+            reason = str(problem)
+            headers = {"Retry-After": str(getattr(problem, "retry_after", 30))}
         if reason is not None:
             return JSONResponse(
                 {"status": "unavailable", "reason": reason, "keys": keys.count}, 503, headers
             )
         return JSONResponse({"status": "ok", "keys": keys.count})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: keys loaded, the writer running, and the sink answering now."""
+        reason = self.unhealthy()
+        sink = self.sink
+        ready = not isinstance(sink, SupportsReady) or await anyio.to_thread.run_sync(sink.ready)
+        if reason is None and not ready:
+            reason = "the sink does not answer"
+        problem = await self.key_source_problem() if reason is None else None
+        if problem is not None:
+            reason = str(problem)
+        if reason is not None:
+            return JSONResponse(
+                {"status": "unavailable", "reason": reason, "keys": self.keys.count},
+                503,
+                headers={"Retry-After": RETRY_AFTER},
+            )
+        return JSONResponse({"status": "ready", "keys": self.keys.count})
+
+    async def metrics_page(self, request: Request) -> Response:
+        """The Prometheus text exposition (`ReceiverMetrics`)."""
+        self.metrics.keys_loaded.set(self.keys.count)
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def receive(self, request: Request) -> Response:
         fields = log_fields(request)
@@ -233,8 +284,13 @@ class _Receiver:
         except Refused as refused:
             self.refused += 1
             fields["error"] = refused.tag
+            format_ = fields.get("format")
+            self.metrics.observe_request(
+                refused.status, format_ if isinstance(format_, str) else None
+            )
             return error_response(refused.status, refused.message, refused.headers)
         self.accepted += 1
+        self.metrics.observe_request(202, record.format)
         return JSONResponse(
             {
                 "id": record.id,
@@ -251,7 +307,12 @@ class _Receiver:
         """Read, decrypt and store one body; every refusal is a `Refused`."""
         writer, limiter, slots = self.writer, self.limiter, self.large_body_slots
         if writer is None or limiter is None or slots is None:
-            raise Refused(503, "not-started", "the receiver is not started (no ASGI lifespan)")
+            raise Refused(
+                503,
+                "not-started",
+                "the receiver is not started (no ASGI lifespan)",
+                headers={"Retry-After": RETRY_AFTER},
+            )
         async with contextlib.AsyncExitStack() as held:  # a large body's slot, if it took one
 
             async def take_slot() -> None:
@@ -275,8 +336,8 @@ class _Receiver:
             fields["size"] = size
             keys = self.keys  # the generation this request uses, even if a reload happens now
             try:
-                decrypted, payload_json = await anyio.to_thread.run_sync(
-                    _decrypt, keys.decryptor, body, limiter=limiter
+                decrypted, payload_json, key = await anyio.to_thread.run_sync(
+                    self._open, keys.decryptor, body, limiter=limiter
                 )
             except Exception as exc:
                 raise refusal(exc, fields) from None
@@ -290,15 +351,31 @@ class _Receiver:
             payload=decrypted.payload,
             payload_json=payload_json,
             metadata=decrypted.metadata,
+            idempotency_key=key,
         )
         fields.update(kid=record.kid, format=record.format, id=record.id)
         try:
-            await writer.write(record)
+            stored = await writer.write(record)
         except SinkUnavailableError as exc:
             raise Refused(
-                503, "sink", f"the payload could not be stored ({exc}); retry later"
+                503,
+                "sink",
+                f"the payload could not be stored ({exc}); retry later",
+                headers={"Retry-After": RETRY_AFTER},
             ) from None
+        if stored != record.id:  # the same body was stored before: answer its first id
+            fields["id"] = stored
+            record = dataclasses.replace(record, id=stored)
         return record
+
+    def _open(self, decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str, str]:
+        """On a worker thread: `_decrypt` (timed into the histogram), then the body's key."""
+        started = time.perf_counter()
+        try:
+            decrypted, payload_json = _decrypt(decryptor, body)
+        finally:
+            self.metrics.decrypt_seconds.observe(time.perf_counter() - started)
+        return decrypted, payload_json, idempotency_key(body)
 
 
 def create_app(
@@ -322,6 +399,8 @@ def create_app(
     routes = [
         Route("/.well-known/jwks.json", receiver.well_known, methods=["GET"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/readyz", receiver.readyz, methods=["GET"]),
+        Route("/metrics", receiver.metrics_page, methods=["GET"]),
         Route("/v1/payloads", receiver.receive, methods=["POST"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import logging
 import os
 import resource
 import signal
@@ -90,14 +91,21 @@ def _size(text: str, option: str) -> int:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    """Uvicorn's logging config plus our request lines on stderr; applied in every worker."""
+def _log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """Uvicorn's logging config plus our request lines on stderr; applied in every worker.
+
+    `log_format` ``json``: every line of the receiver's and Uvicorn's one JSON object.
+    """
     from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415 (the server extra)
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["request_crypto"] = {
         "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
     }
+    if log_format == "json":
+        json_formatter = {"()": "request_crypto.receiver.observability.JSONLogFormatter"}
+        for name in config["formatters"]:
+            config["formatters"][name] = json_formatter
     config["handlers"]["request_crypto"] = {
         "class": "logging.StreamHandler",
         "formatter": "request_crypto",
@@ -245,7 +253,7 @@ def _run(plan: _Plan, sock: socket.socket) -> None:
             port=plan.config.port,
             workers=plan.config.workers,
             lifespan="on",
-            log_config=_log_config(plan.config.log_level),
+            log_config=_log_config(plan.config.log_level, plan.config.log_format),
             log_level="warning",
             access_log=False,  # the receiver logs its own line per request
             timeout_graceful_shutdown=30,
@@ -267,16 +275,22 @@ def _announce(plan: _Plan, sock: socket.socket) -> None:
     host = f"[{plan.config.host}]" if ":" in plan.config.host else plan.config.host
     kids = plan.kids
     workers = plan.config.workers
-    typer.echo(
+    line = (
         f"request-crypto receiver listening on http://{host}:{sock.getsockname()[1]} "
         f"(POST {PAYLOADS_PATH}, GET /.well-known/jwks.json) with {len(kids)} "
         f"key{'s' if len(kids) != 1 else ''} ({', '.join(kids)}) from {plan.config.jwks}; "
         f"payloads go to {plan.sink_description}; max body {format_size(plan.config.max_body)}; "
         f"{workers} worker{'s' if workers != 1 else ''}; request heads within "
         f"{plan.config.header_timeout:g} s, bodies within {plan.config.body_timeout:g} s + 1 s "
-        f"per {format_size(plan.config.min_body_rate)}",
-        err=True,
+        f"per {format_size(plan.config.min_body_rate)}"
     )
+    if plan.config.log_format == "json":  # every line on stderr is then one JSON object
+        from .observability import JSONLogFormatter  # noqa: PLC0415 (the server extra)
+
+        name = "request_crypto.receiver"
+        record = logging.LogRecord(name, logging.INFO, __file__, 0, line, None, None)
+        line = JSONLogFormatter().format(record)
+    typer.echo(line, err=True)
 
 
 def serve(
@@ -300,7 +314,8 @@ def serve(
     sink: Annotated[
         str,
         typer.Option(
-            help="Where payloads go: sqlite:///FILE.db, jsonl:///FILE.jsonl or - (stdout)."
+            help="Where payloads go: sqlite:///FILE.db, jsonl:///FILE.jsonl, "
+            "postgresql://USER@HOST/DB or - (stdout)."
         ),
     ] = DEFAULT_SINK,
     max_body: Annotated[
@@ -315,6 +330,12 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="Log level of the request lines: debug, info, warning, error.")
     ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format", help="text, or json: one JSON object per log line (request lines)."
+        ),
+    ] = "text",
     limit_concurrency: Annotated[
         int,
         typer.Option(
@@ -424,6 +445,7 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
+            log_format=log_format,
             limit_concurrency=limit_concurrency,
         )
         plan = _validate(config)

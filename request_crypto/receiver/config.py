@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_RELOAD_INTERVAL",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "KeySetSource",
     "ReceiverConfig",
@@ -69,6 +70,8 @@ DEFAULT_MAX_BATCH = 256
 #: app's own bound on large bodies (see `request_crypto.receiver.app`), this bounds memory.
 DEFAULT_LIMIT_CONCURRENCY = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: ``text``: logfmt-style lines; ``json``: one JSON object per line (`JSONLogFormatter`).
+LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
 
 #: What the app accepts as keys: a key-set file (watched), a key-source URI (pkcs11:...,
@@ -165,10 +168,21 @@ def _log_level(text: str) -> str:
     return text
 
 
+def _log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise ValueError(text)
+    return text
+
+
 _PATH = _Codec(Path, _path_text, "a path")
 _LOCATIONS = _Codec(_locations, _locations_text, "key-set paths or key-source URIs, one a line")
-_SINK = _Codec(_sink_url, _sink_text, "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl or -")
+_SINK = _Codec(
+    _sink_url,
+    _sink_text,
+    "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl, postgresql://USER@HOST/DB or -",
+)
 _LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
+_LOG_FORMAT = _Codec(_log_format, str, f"one of {', '.join(LOG_FORMATS)}")
 _TEXT = _Codec(str, str, "text")
 _INT = _Codec(int, str, "an integer")
 _FLOAT = _Codec(float, repr, "a number")
@@ -195,7 +209,7 @@ class ReceiverConfig:
     (bodies over 256 KiB read at once; None: twice `decrypt_threads`), `max_batch` (records
     per sink write), `body_timeout` + 1 s per `min_body_rate` bytes (else 408),
     `key_reload_grace` (seconds a failing key file is tolerated before /healthz says 503).
-    Server (ignored by `create_app`): `host`, `port`, `workers`, `log_level`,
+    Server (ignored by `create_app`): `host`, `port`, `workers`, `log_level`, `log_format`,
     `limit_concurrency`, `header_timeout` (seconds for a request head).
 
     Only a config whose `jwks` is a path and `sink` a URL can go to worker processes
@@ -220,6 +234,7 @@ class ReceiverConfig:
     port: int = field(default=DEFAULT_PORT, metadata=_env(_INT))
     workers: int = field(default=1, metadata=_env(_INT))
     log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
+    log_format: str = field(default="text", metadata=_env(_LOG_FORMAT))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
     password_file: Path | None = field(default=None, metadata=_env(_optional(_PATH)))
 
@@ -234,6 +249,10 @@ class ReceiverConfig:
         if self.log_level.lower() not in LOG_LEVELS:
             raise InvalidArgumentError(
                 f"log_level {self.log_level!r} refused: use one of {', '.join(LOG_LEVELS)}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise InvalidArgumentError(
+                f"log_format {self.log_format!r} refused: use one of {', '.join(LOG_FORMATS)}"
             )
         if not 0 <= self.port <= 65535:
             raise InvalidArgumentError(f"port must be 0 to 65535, not {self.port!r}")
@@ -302,6 +321,7 @@ class ReceiverSettings(TypedDict, total=False):
     port: int
     workers: int
     log_level: str
+    log_format: str
     limit_concurrency: int
     password_file: Path | None
 

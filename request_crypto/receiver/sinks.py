@@ -12,8 +12,12 @@ Built in, chosen by URL (the path after ``scheme://`` starts with ``/``, as in S
 is absolute):
 
 - ``sqlite:///PATH``: the default. One table ``payloads(id, received_at, kid, format,
-  payload)``, WAL mode, ``synchronous=FULL``, one transaction per batch. Several worker
-  processes may share one file.
+  payload, idempotency_key, signer_kid, signer_iss, jti)``, WAL mode, ``synchronous=FULL``,
+  one transaction per batch. Several worker processes may share one file. The idempotency
+  key is unique: a body stored again (a sender's retry) keeps its first row and id. The
+  schema version is SQLite's ``user_version``; older files are migrated when opened.
+- ``postgresql://...``: PostgreSQL, for replicas on several machines
+  (`request_crypto.receiver.postgres`; needs the ``postgres`` extra).
 - ``jsonl:///PATH``: one JSON object per line, appended; each batch is written, flushed and
   fsynced under an exclusive ``flock``, so several processes can share the file. A batch that
   fails halfway is cut off again, so the file never ends in a partial line.
@@ -29,6 +33,11 @@ anyone who could change it could read or forge the payloads. Refusing is safer t
 nobody reads; an existing file readable by group or others is used, with a warning.
 - ``-``: one JSON object per line on standard output, flushed per batch.
 
+Every ``write_batch`` returns the id stored for each record: its own, or, when a record with
+the same idempotency key was stored before, that first record's id, which the receiver
+answers so a retried body gets the id it got the first time. The JSON-lines sinks cannot
+look back and store every record (at least once).
+
 Stdlib only: importing this module needs no server dependency.
 """
 
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +56,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from .._files import file_kind, open_in, parent_directory, symlink_message
 from ..errors import InvalidArgumentError
@@ -59,12 +70,18 @@ __all__ = [
     "Sink",
     "SinkURLError",
     "StdoutSink",
+    "SupportsReady",
+    "describe_postgres_url",
     "describe_sink",
+    "idempotency_key",
     "open_sink",
     "parse_sink_url",
+    "stored_ids",
 ]
 
 DEFAULT_SINK = "sqlite:///payloads.db"
+#: URL prefixes of the PostgreSQL sink (libpq accepts both).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Sink files hold decrypted payloads: only their owner may read them.
 PRIVATE_FILE_MODE = 0o600
 #: What SQLite may put next to the database file, with the database file's mode.
@@ -81,7 +98,44 @@ CREATE TABLE IF NOT EXISTS payloads (
 )
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS payloads_received_at ON payloads (received_at)"
-_INSERT = "INSERT INTO payloads (id, received_at, kid, format, payload) VALUES (?, ?, ?, ?, ?)"
+#: Schema changes after the first table, in order; a file's ``user_version`` counts those applied.
+_SQLITE_MIGRATIONS = (
+    (
+        "ALTER TABLE payloads ADD COLUMN idempotency_key TEXT",
+        "ALTER TABLE payloads ADD COLUMN signer_kid TEXT",
+        "ALTER TABLE payloads ADD COLUMN signer_iss TEXT",
+        "ALTER TABLE payloads ADD COLUMN jti TEXT",
+        "CREATE UNIQUE INDEX payloads_idempotency_key ON payloads (idempotency_key)",
+    ),
+)
+#: The columns `ReceivedPayload.row` gives, as the database sinks name them.
+ROW_COLUMNS = "id, received_at, kid, format, payload, idempotency_key, signer_kid, signer_iss, jti"
+_INSERT = (
+    f"INSERT INTO payloads ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
+_STORED_IDS = (
+    "SELECT idempotency_key, id FROM payloads"
+    " WHERE idempotency_key IN (SELECT value FROM json_each(?))"
+)
+
+
+def idempotency_key(body: bytes) -> str:
+    """A body's idempotency key: the hex SHA-256 of its bytes, as received.
+
+    The same body sent twice (a retry after a lost answer) has the same key, and the sinks
+    that keep keys store it once. Two different encryptions of one payload differ (fresh
+    AES keys and IVs), so a sender that means "again" resends the same bytes.
+    """
+    return hashlib.sha256(body).hexdigest()
+
+
+def stored_ids(records: Sequence[ReceivedPayload], first_ids: dict[str, str]) -> list[str]:
+    """Each record's stored id: the id first stored under its key (`first_ids`), or its own."""
+    return [
+        first_ids.get(r.idempotency_key, r.id) if r.idempotency_key is not None else r.id
+        for r in records
+    ]
 
 
 class SinkURLError(InvalidArgumentError):
@@ -104,6 +158,26 @@ class ReceivedPayload:
     payload: Any = field(repr=False)
     payload_json: str = field(repr=False)
     metadata: JWKMetadata = field(repr=False)
+    #: `idempotency_key(body)`, or a signed body's ``jti``; None: never deduplicated.
+    idempotency_key: str | None = None
+    #: Who signed the body (the signed-bodies feature), when it was signed.
+    signer_kid: str | None = None
+    signer_iss: str | None = None
+    jti: str | None = None
+
+    def row(self) -> tuple[str | None, ...]:
+        """The stored columns, in `ROW_COLUMNS` order (what the database sinks insert)."""
+        return (
+            self.id,
+            self.received_at,
+            self.kid,
+            self.format,
+            self.payload_json,
+            self.idempotency_key,
+            self.signer_kid,
+            self.signer_iss,
+            self.jti,
+        )
 
     def to_json_line(self) -> str:
         """The record as one line of JSON (``id, received_at, kid, format, payload``) + ``\\n``."""
@@ -126,15 +200,26 @@ class Sink(Protocol):
 
     ``write_batch`` is called from one thread at a time with one or more records and must not
     return before they are durable (committed, fsynced, acknowledged by the queue...); raising
-    rejects the whole batch. ``close`` is called once, after the last batch.
+    rejects the whole batch (raise `SinkUnavailableError` for "down, retry later"). It returns
+    the id stored for each record, in order (see the module docstring), or None when every
+    record was stored under its own id. ``close`` is called once, after the last batch.
     """
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
-        """Store `records` durably, all or none; raise to have the receiver answer 503."""
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> Sequence[str] | None:
+        """Store `records` durably, all or none; return each record's stored id."""
         ...
 
     def close(self) -> None:
         """Release the sink's resources; no write follows."""
+        ...
+
+
+@runtime_checkable
+class SupportsReady(Protocol):
+    """A sink that can tell whether it could store a batch now (for ``/readyz``)."""
+
+    def ready(self) -> bool:
+        """True when the sink's backend answers now; quick, and never raises."""
         ...
 
 
@@ -233,6 +318,11 @@ class SQLiteSink:
             with self._transaction():
                 self._db.execute(_SCHEMA)
                 self._db.execute(_INDEX)
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                for step in _SQLITE_MIGRATIONS[version:]:
+                    for statement in step:
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {len(_SQLITE_MIGRATIONS)}")
         except sqlite3.Error as exc:
             self._db.close()
             raise InvalidArgumentError(
@@ -255,13 +345,16 @@ class SQLiteSink:
                     self._db.execute("ROLLBACK")
             raise
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
-        """Insert `records` in one transaction."""
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
+        """Insert `records` in one transaction; a known idempotency key keeps its first row."""
+        keys = [r.idempotency_key for r in records if r.idempotency_key is not None]
         with self._transaction():
             self._db.executemany(
                 _INSERT,
-                [(r.id, r.received_at, r.kid, r.format, r.payload_json) for r in records],
+                [r.row() for r in records],
             )
+            first = dict(self._db.execute(_STORED_IDS, (json.dumps(keys),))) if keys else {}
+        return stored_ids(records, first)
 
     def close(self) -> None:
         """Close the database."""
@@ -278,7 +371,7 @@ class JSONLSink:
         self.path = Path(path)
         self._fd = _open_sink_file(self.path, os.O_WRONLY | os.O_APPEND, "for appending")
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
         """Append `records` as JSON lines in one locked write, then fsync."""
         data = "".join(r.to_json_line() for r in records).encode("utf-8")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -296,6 +389,7 @@ class JSONLSink:
                 raise
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return [r.id for r in records]
 
     def close(self) -> None:
         """Close the file."""
@@ -314,10 +408,11 @@ class StdoutSink:
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
 
-    def write_batch(self, records: Sequence[ReceivedPayload]) -> None:
+    def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
         """Write `records` as JSON lines and flush."""
         self._stream.write("".join(r.to_json_line() for r in records).encode("utf-8"))
         self._stream.flush()
+        return [r.id for r in records]
 
     def close(self) -> None:
         """Flush; standard output itself stays open."""
@@ -328,9 +423,11 @@ class StdoutSink:
 
 
 def parse_sink_url(url: str) -> tuple[str, Path | None]:
-    """Split a sink URL into its kind (``sqlite``, ``jsonl``, ``stdout``) and path."""
+    """Split a sink URL into its kind (sqlite, jsonl, postgresql, stdout) and path."""
     if url == "-":
         return "stdout", None
+    if url.startswith(POSTGRES_SCHEMES):
+        return "postgresql", None
     for scheme in ("sqlite", "jsonl"):
         prefix = f"{scheme}://"
         if url.startswith(prefix):
@@ -342,7 +439,8 @@ def parse_sink_url(url: str) -> tuple[str, Path | None]:
                 )
             return scheme, Path(rest[1:])
     raise SinkURLError(
-        f"sink {url!r} is unknown: use sqlite:///PATH.db, jsonl:///PATH.jsonl or - (stdout)"
+        f"sink {url!r} is unknown: use sqlite:///PATH.db, jsonl:///PATH.jsonl, "
+        "postgresql://USER@HOST/DB or - (stdout)"
     )
 
 
@@ -355,12 +453,40 @@ def open_sink(url: str) -> Sink:
     if kind == "jsonl":
         assert path is not None
         return JSONLSink(path)
+    if kind == "postgresql":
+        return _open_postgres(url)
     return StdoutSink()
+
+
+def _open_postgres(url: str) -> Sink:
+    """A `PostgresSink`, or an error naming the extra it needs."""
+    try:
+        from .postgres import PostgresSink  # noqa: PLC0415
+    except ImportError as exc:
+        raise SinkURLError(
+            f"a postgresql:// sink needs psycopg ({exc.name} is missing): "
+            "pip install 'request_crypto[postgres]'"
+        ) from None
+    return PostgresSink(url)
+
+
+def describe_postgres_url(url: str) -> str:
+    """Where a ``postgresql://`` URL points, without user or password."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "the local socket"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "PostgreSQL (an unreadable URL)"
+    database = parts.path.lstrip("/") or "(default)"
+    return f"PostgreSQL database {database} at {host}{port}"
 
 
 def describe_sink(url: str) -> str:
     """Where a sink URL puts payloads, for a person: ``SQLite file /abs/payloads.db``."""
     kind, path = parse_sink_url(url)
+    if kind == "postgresql":
+        return describe_postgres_url(url)
     if path is None:
         return "standard output (JSON lines)"
     where = path.resolve()

@@ -37,6 +37,7 @@ NON_DEFAULT: dict[str, Any] = {
     "port": 9999,
     "workers": 4,
     "log_level": "debug",
+    "log_format": "json",
     "limit_concurrency": 77,
     "password_file": Path("/srv/keys/password"),
 }
@@ -103,6 +104,7 @@ def test_a_missing_key_set_variable_says_what_it_is() -> None:
         ({"port": 70000}, "port"),
         ({"workers": 0}, "workers"),
         ({"log_level": "loud"}, "log_level"),
+        ({"log_format": "xml"}, "log_format"),
         ({"sink": "nope://"}, "sink"),
     ],
 )
@@ -200,6 +202,7 @@ def test_serve_builds_one_config_with_every_option(
         "port": "0",
         "workers": "4",
         "log-level": "debug",
+        "log-format": "json",
         "limit-concurrency": "77",
         "password-file": str(tmp_path / "password"),
     }

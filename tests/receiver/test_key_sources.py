@@ -74,6 +74,8 @@ def test_a_kms_outage_is_503_with_retry_after_and_healthz_names_it(
         health = http.get("/healthz")
         assert health.status_code == 503
         assert uri in health.json()["reason"]
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and uri in ready.json()["reason"]
         switch.down = False  # back: the same process serves again, nothing restarted
         assert http.post(PAYLOADS, content=body).status_code == 202
         assert http.get("/healthz").status_code == 200

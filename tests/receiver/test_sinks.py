@@ -266,7 +266,7 @@ def test_sink_urls_and_sizes() -> None:
     assert parse_sink_url("sqlite:////var/lib/p.db") == ("sqlite", Path("/var/lib/p.db"))
     assert parse_sink_url("jsonl:///out/p.jsonl") == ("jsonl", Path("out/p.jsonl"))
     assert parse_sink_url("-") == ("stdout", None)
-    for bad in ("postgres://x/y", "sqlite://", "sqlite:///", "payloads.db", "jsonl:/x"):
+    for bad in ("mysql://x/y", "sqlite://", "sqlite:///", "payloads.db", "jsonl:/x"):
         with pytest.raises(SinkURLError):
             parse_sink_url(bad)
     assert parse_size("1048576") == 1048576

@@ -1,0 +1,138 @@
+"""What operators watch: Prometheus metrics (``GET /metrics``) and JSON log lines.
+
+`ReceiverMetrics` holds one receiver's metrics in a registry of its own (two apps in one
+process, as in tests, do not share counters):
+
+- ``request_crypto_requests_total{status, format}``: answered requests (format ``none`` when
+  the body was refused before its format was known);
+- ``request_crypto_decrypt_seconds`` and ``request_crypto_sink_seconds``: histograms of the
+  time to decrypt one body and to store one batch;
+- ``request_crypto_batch_size``: records per batch (how much group commit is shared);
+- ``request_crypto_sink_failures_total``: batches the sink refused (each answered 503);
+- ``request_crypto_keys_loaded``, ``request_crypto_key_reloads_total{result}`` and
+  ``request_crypto_key_reload_timestamp_seconds``: the key set in use and how reloads went;
+- ``request_crypto_key_source_failures_total``: failed reads of the key source.
+
+With ``--workers N`` each worker process has its own registry and answers ``/metrics`` for
+itself; run one worker per replica behind the load balancer (docs/deployment.md) so every
+scrape sees the whole process.
+
+`JSONLogFormatter` writes each log record as one JSON object; request lines carry the
+access-log fields (method, path, status, kid, format, size, duration_ms, id, error).
+Needs the ``server`` extra (prometheus-client).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["METRICS_CONTENT_TYPE", "JSONLogFormatter", "ReceiverMetrics"]
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ReceiverMetrics:
+    """One receiver's metrics; `render` gives the Prometheus text exposition."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "request_crypto_requests",
+            "Requests answered, by HTTP status and body format",
+            ["status", "format"],
+            registry=r,
+        )
+        self.decrypt_seconds = Histogram(
+            "request_crypto_decrypt_seconds",
+            "Time to decrypt one body",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_seconds = Histogram(
+            "request_crypto_sink_seconds",
+            "Time to store one batch (until committed)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "request_crypto_batch_size",
+            "Records per sink batch",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.sink_failures = Counter(
+            "request_crypto_sink_failures", "Batches the sink failed to store", registry=r
+        )
+        self.keys_loaded = Gauge(
+            "request_crypto_keys_loaded", "Private keys in the key set in use", registry=r
+        )
+        self.key_reloads = Counter(
+            "request_crypto_key_reloads", "Key-set reloads, by result", ["result"], registry=r
+        )
+        self.key_reload_timestamp = Gauge(
+            "request_crypto_key_reload_timestamp_seconds",
+            "When the key set in use was loaded (Unix time)",
+            registry=r,
+        )
+        self.key_source_failures = Counter(
+            "request_crypto_key_source_failures",
+            "Failed reads of the key source (the previous set stays in use)",
+            registry=r,
+        )
+
+    def observe_request(self, status: int, body_format: str | None) -> None:
+        """Count one answered request."""
+        self.requests.labels(status=str(status), format=body_format or "none").inc()
+
+    def observe_batch(self, size: int, seconds: float, *, failed: bool) -> None:
+        """Record one sink batch: its size, how long it took, whether the sink refused it."""
+        self.batch_size.observe(size)
+        self.sink_seconds.observe(seconds)
+        if failed:
+            self.sink_failures.inc()
+
+    def keys_reloaded(self, count: int) -> None:
+        """A key set of `count` keys is now in use."""
+        self.keys_loaded.set(count)
+        self.key_reloads.labels(result="ok").inc()
+        self.key_reload_timestamp.set(time.time())
+
+    def key_reload_failed(self) -> None:
+        """A reload failed; the previous key set stays in use."""
+        self.key_reloads.labels(result="failed").inc()
+        self.key_source_failures.inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric (serve as `METRICS_CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+class JSONLogFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and request fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (no line breaks, whatever the message holds)."""
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "request_crypto", None)
+        if isinstance(fields, dict):  # an access-log line: its fields replace the logfmt text
+            entry["message"] = "request"
+            entry.update({k: v for k, v in fields.items() if k not in entry})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
