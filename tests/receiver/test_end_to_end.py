@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -313,7 +314,15 @@ def test_request_log_line_fields(
     with client(receiver.url) as http:
         answer = http.post(PAYLOADS, content=body).json()
         assert http.post(PAYLOADS, content=unknown).status_code == 422
-    records = [r for r in caplog.records if r.name == LOGGER and "path=/v1/payloads" in r.message]
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == LOGGER and "path=/v1/payloads" in r.message]
+
+    # The line is written once the response is sent, from the server's thread: wait for it.
+    deadline = time.monotonic() + 10
+    while len(logged()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    records = logged()
     assert len(records) == 2
     fields = records[0].request_crypto  # type: ignore[attr-defined]
     assert fields["status"] == 202
