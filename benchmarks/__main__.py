@@ -10,7 +10,8 @@ One run measures, on this machine and side by side:
 - the JavaScript original (`@elastic/request-crypto@2.0.3`, through interop/harness.mjs) on
   the same payloads, sequential and with Promise.all (skipped, with a note, without node);
 - tracemalloc's peak of a 5 MB round trip beyond its input and result, per payload byte;
-- the receiver over loopback HTTP under `wrk`, beside a bare Starlette app and its ceiling.
+- the receiver over loopback HTTP under `wrk`, beside a bare Starlette app and its ceiling;
+- `jwe` bodies through a SoftHSM2 token (PKCS#11) beside SoftHSM's own RSA-OAEP rate.
 
     python -m benchmarks                 # the full run (two to three minutes on 2 cores)
     python -m benchmarks --quick         # a smoke run, under a minute
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import batch, elastic, jwe, large, nested, receiver
+from . import batch, elastic, hsm, jwe, large, nested, receiver
 from .core import (
     CORES,
     SIZES,
@@ -57,6 +58,7 @@ SECTION_NAMES = (
     "batch",
     "memory",
     "receiver",
+    "hsm",
 )
 
 
@@ -71,6 +73,7 @@ def sections(only: set[str] | None = None) -> list[Section]:
         "batch": batch.Batch(),
         "memory": large.Memory(),
         "receiver": receiver.Receiver(),
+        "hsm": hsm.Hsm(),
     }
     return [s for name, s in every.items() if only is None or name in only | {"primitives"}]
 

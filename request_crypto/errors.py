@@ -32,6 +32,10 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── InvalidArgumentError (ValueError)   a caller's argument (a kid, a size, a setting)
     │   └── receiver.sinks.SinkURLError     a sink URL naming no known sink
     ├── KeyFileError (OSError)              a key-set file cannot be read, written, locked
+    │   └── WrongPasswordError              an encrypted key-set file the password cannot open
+    ├── KeySourceError                      an HSM/KMS key source that cannot work as configured
+    │   └── KeySourceUnavailableError       an HSM/KMS that is down, slow or throttling (retry)
+    ├── PinInURIWarning (UserWarning)       a warning: a PKCS#11 PIN written into a URI
     ├── BatchError                          some items of a batch failed
     ├── UsageError (alias CLIError)         what a command line was given
     ├── SinkUnavailableError                the receiver could not store a payload
@@ -58,6 +62,8 @@ __all__ = [
     "JSONBudgetError",
     "KeyFileError",
     "KeySetUnavailableError",
+    "KeySourceError",
+    "KeySourceUnavailableError",
     "MalformedBodyError",
     "MissingKidError",
     "MissingKidInBodyError",
@@ -65,6 +71,7 @@ __all__ = [
     "NoRecipientKeyError",
     "OutputFileError",
     "PayloadTooLargeError",
+    "PinInURIWarning",
     "RequestCryptoError",
     "SealedFormatError",
     "SegmentError",
@@ -76,6 +83,7 @@ __all__ = [
     "UnsignedBodyError",
     "UnsupportedAlgorithmError",
     "UsageError",
+    "WrongPasswordError",
 ]
 
 
@@ -156,6 +164,39 @@ class InvalidArgumentError(RequestCryptoError, ValueError):
 
 class KeyFileError(RequestCryptoError, OSError):
     """A key-set file could not be read, written or locked."""
+
+
+class WrongPasswordError(KeyFileError):
+    """An encrypted key-set file did not open: the password is wrong or the file was altered."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"{path}: the password does not open this encrypted key set (wrong password, "
+            "or the file was altered)"
+        )
+
+
+class KeySourceError(RequestCryptoError):
+    """A key source (HSM, KMS) cannot work as configured: a bad URI, no such token or key,
+    a wrong PIN, or an algorithm the module cannot do. Fix the configuration; retrying won't."""
+
+
+class KeySourceUnavailableError(KeySourceError):
+    """The HSM or KMS holding a key is unreachable, slow or throttling: retry later.
+
+    Never a verdict on the body: the receiver answers 503 with Retry-After, not 400.
+    `source` names the source (a URI without secrets); `retry_after` is in seconds.
+    """
+
+    def __init__(self, source: str, reason: str, *, retry_after: int = 5) -> None:
+        super().__init__(f"key source {source} is unavailable: {reason}; retry later")
+        self.source = source
+        self.retry_after = retry_after
+
+
+class PinInURIWarning(RequestCryptoError, UserWarning):
+    """A warning, not raised: a PKCS#11 PIN given as `pin-value` sits in a command line or
+    config file; `pin-source=file:PATH` keeps it out of both."""
 
 
 class BatchError(RequestCryptoError):

@@ -41,6 +41,7 @@ from ._files import (
 )
 from .errors import InvalidArgumentError, KeyFileError
 from .keys.jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
+from .keys.pbes2 import decrypt_key_set, encrypt_key_set, is_encrypted_key_set
 
 __all__ = [
     "PRIVATE_MODE",
@@ -86,10 +87,11 @@ def require_private_keys(keys: JWKSManager, where: object, needed_by: str) -> li
     return kids
 
 
-def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_jwks(path: str | os.PathLike[str], *, password: bytes | None = None) -> dict[str, Any]:
     """Read a key-set file; logs a warning if a private set is readable by group or others.
 
-    A link is followed: only writing refuses links (see the module docstring).
+    A file encrypted at rest (`keys.pbes2`) needs its `password`. A link is followed: only
+    writing refuses links (see the module docstring).
     """
     path = Path(path)
     try:
@@ -102,7 +104,7 @@ def read_jwks(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise KeyFileError(f"{path}: no such key-set file; check the path") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key set ({exc.strerror})") from None
-    return _parsed(path, text, mode)
+    return _parsed(path, text, mode, password)
 
 
 #: A key set holds a few keys of a few KB each; a larger file is refused before it is read
@@ -123,7 +125,14 @@ def read_key_set_bytes(handle: BinaryIO, path: Path) -> bytes:
     return text
 
 
-def _parsed(path: Path, text: bytes, mode: int) -> dict[str, Any]:
+def _parsed(path: Path, text: bytes, mode: int, password: bytes | None) -> dict[str, Any]:
+    if is_encrypted_key_set(text):
+        if password is None:
+            raise KeyFileError(
+                f"{path} is encrypted at rest; give its password (--password-file, or "
+                "REQUEST_CRYPTO_PASSWORD_FILE)"
+            )
+        text = decrypt_key_set(text, password, path)
     document = dict(load_jwks_document(text, source=str(path)))
     if is_private_set(document) and stat.S_IMODE(mode) & 0o077:
         logger.warning(
@@ -135,14 +144,19 @@ def _parsed(path: Path, text: bytes, mode: int) -> dict[str, Any]:
     return document
 
 
-def write_jwks(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
+def write_jwks(
+    path: str | os.PathLike[str], document: Mapping[str, Any], *, password: bytes | None = None
+) -> None:
     """Atomically replace `path`; 0600 if the set holds private keys, else 0644.
+
+    With `password`, a private set is written encrypted at rest (`keys.pbes2`); a public set
+    is always plain JSON.
 
     Refused (KeyFileError) when `path` or a directory on it is a link, or `path` exists and
     is not a regular file.
     """
     with parent_directory(path, error=KeyFileError) as (dir_fd, name):
-        _write_in(dir_fd, name, Path(path), document)
+        _write_in(dir_fd, name, Path(path), document, password)
 
 
 def _open_existing(dir_fd: int, name: str, path: Path) -> int | None:
@@ -205,9 +219,15 @@ def _create_temporary(dir_fd: int, name: str, path: Path) -> tuple[int, str]:
     raise KeyFileError(f"{path}: cannot create a temporary file in {path.parent}")
 
 
-def _write_in(dir_fd: int, name: str, path: Path, document: Mapping[str, Any]) -> None:
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-    mode = PRIVATE_MODE if is_private_set(document) else PUBLIC_MODE
+def _write_in(
+    dir_fd: int, name: str, path: Path, document: Mapping[str, Any], password: bytes | None
+) -> None:
+    private = is_private_set(document)
+    if private and password is not None:
+        data = encrypt_key_set(dict(document), password)
+    else:
+        data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    mode = PRIVATE_MODE if private else PUBLIC_MODE
     old = _existing(dir_fd, name, path)
     fd, temporary = _create_temporary(dir_fd, name, path)
     try:
@@ -382,8 +402,12 @@ def _open_lock(dir_fd: int, name: str, lock_path: Path) -> tuple[int, bool]:
 
 
 @contextlib.contextmanager
-def update_jwks(path: str | os.PathLike[str], *, create: bool = False) -> Iterator[dict[str, Any]]:
+def update_jwks(
+    path: str | os.PathLike[str], *, create: bool = False, password: bytes | None = None
+) -> Iterator[dict[str, Any]]:
     """Locked read-modify-write: edit the yielded document; it is written back on success.
+
+    With `password` the file is read (if encrypted) and written back encrypted at rest.
 
     Unlike `read_jwks`, the file is read without following a link (one is refused), in the
     directory the lock and the write use.
@@ -398,6 +422,6 @@ def update_jwks(path: str | os.PathLike[str], *, create: bool = False) -> Iterat
         else:
             with os.fdopen(fd, "rb") as handle:
                 text, mode = read_key_set_bytes(handle, path), os.fstat(fd).st_mode
-            document = _parsed(path, text, mode)
+            document = _parsed(path, text, mode, password)
         yield document
-        _write_in(dir_fd, name, path, document)
+        _write_in(dir_fd, name, path, document, password)

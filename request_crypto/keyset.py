@@ -30,6 +30,7 @@ from ._b64 import b64url_decode
 from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
 from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
 from .keys.jwks import DEFAULT_ALG, MIN_KEY_SIZE, JWKManager, public_halves
+from .keys.pbes2 import is_encrypted_key_set
 from .keys.signing import (
     DIRECT_ALG,
     SIGNING_ALGORITHMS,
@@ -110,7 +111,10 @@ def _holds_private_keys(path: Path) -> bool:
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return False
-            document = json.loads(read_key_set_bytes(handle, path))
+            data = read_key_set_bytes(handle, path)
+            if is_encrypted_key_set(data):
+                return True  # only private sets are encrypted
+            document = json.loads(data)
     except (OSError, ValueError, RecursionError):  # not a key set, so nothing to protect
         return False
     return isinstance(document, dict) and is_private_set(document)
@@ -123,10 +127,12 @@ class KeySetFile:
     (or a person with the CLI) may change the same file meanwhile.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, password: bytes | None = None) -> None:
+        """`password`: the file is (or becomes, at the next change) encrypted at rest with it."""
         self.path = Path(path)
+        self._password = password
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the password
         return f"KeySetFile({str(self.path)!r})"
 
     @classmethod
@@ -138,9 +144,13 @@ class KeySetFile:
         size: int = MIN_KEY_SIZE,
         alg: str = DEFAULT_ALG,
         force: bool = False,
+        password: bytes | None = None,
     ) -> KeySetFile:
-        """Create the file holding one new key under `kid`; an existing file only if `force`."""
-        keys = cls(path)
+        """Create the file holding one new key under `kid`; an existing file only if `force`.
+
+        With `password` the file is encrypted at rest (PBES2, see `keys.pbes2`).
+        """
+        keys = cls(path, password=password)
         validate_kid(kid)
         jwk = {**_new_private_jwk(size, alg), "kid": kid}
         with locked(keys.path):
@@ -149,7 +159,7 @@ class KeySetFile:
                     f"{keys.path} already exists; replacing it (force) loses its keys, and "
                     "bodies encrypted to them can no longer be decrypted"
                 )
-            write_jwks(keys.path, {"keys": [jwk]})
+            write_jwks(keys.path, {"keys": [jwk]}, password=password)
         return keys
 
     def add(self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG) -> dict[str, Any]:
@@ -181,7 +191,7 @@ class KeySetFile:
         self, choose_kid: Callable[[list[str]], str], size: int, alg: str
     ) -> dict[str, Any]:
         jwk = _new_private_jwk(size, alg)
-        with update_jwks(self.path) as document:
+        with update_jwks(self.path, password=self._password) as document:
             kids = _set_kids(self.path, document)
             if kids and not is_private_set(document):
                 raise InvalidArgumentError(
@@ -209,7 +219,7 @@ class KeySetFile:
 
     def remove(self, kid: str) -> list[str]:
         """Remove the key `kid`; returns the kids left. Bodies encrypted to it no longer decrypt."""
-        with update_jwks(self.path) as document:
+        with update_jwks(self.path, password=self._password) as document:
             kids = _set_kids(self.path, document)
             if kid not in kids:
                 raise InvalidArgumentError(f"{self.path} has no key {kid!r}; its kids are {kids}")
@@ -225,7 +235,7 @@ class KeySetFile:
         `output` (mode 0644, replaced atomically, no link followed) is refused when it holds
         private keys: overwriting the private set with its public half would lose every key.
         """
-        document = read_jwks(self.path)
+        document = read_jwks(self.path, password=self._password)
         kind = key_set_kind(document) if document.get("keys") else "enc"
         if kind == "dir":
             raise InvalidArgumentError(
@@ -250,16 +260,16 @@ class KeySetFile:
 
     def load(self, *, private: bool = True) -> JWKManager:
         """The set as a manager; with `private=False` only its public halves are parsed."""
-        document = read_jwks(self.path)
+        document = read_jwks(self.path, password=self._password)
         return parse_key_set(self.path, document if private else public_halves(document))
 
     def kids(self) -> list[str]:
         """The kids in file order; the last one is the newest (a set of any kind)."""
-        return _set_kids(self.path, read_jwks(self.path))
+        return _set_kids(self.path, read_jwks(self.path, password=self._password))
 
     def describe(self) -> list[dict[str, Any]]:
         """What `keys list` shows of a signing or dir set: never a private member or secret."""
-        document = read_jwks(self.path)
+        document = read_jwks(self.path, password=self._password)
         kids = _set_kids(self.path, document)
         rows = []
         for jwk in document["keys"]:
@@ -281,4 +291,4 @@ class KeySetFile:
 
     def kind(self) -> str:
         """`enc` (RSA encryption keys), `sig` (signing keys) or `dir` (shared secrets)."""
-        return key_set_kind(read_jwks(self.path))
+        return key_set_kind(read_jwks(self.path, password=self._password))

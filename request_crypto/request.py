@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 from ._jose import encrypt_direct
 from ._json import dumps_utf8, loads_payload
@@ -37,7 +37,7 @@ from .keys.signing import (
     VerificationKeys,
     key_set_kind,
 )
-from .keys.source import JWKMetadata, KeySource
+from .keys.source import JWKMetadata, KeySource, is_key_source, public_set
 from .limits import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_BODY_SIZE,
@@ -101,6 +101,15 @@ def _limits(limits: Limits | None, **changes: int | None) -> Limits:
         raise InvalidArgumentError(f"limits must be a Limits object, not {type(limits).__name__}")
     given = {name: value for name, value in changes.items() if value is not None}
     return replace(limits or DEFAULT_LIMITS, **given) if given else limits or DEFAULT_LIMITS
+
+
+def _as_source(jwks: JWKSInput | KeySource) -> KeySource:
+    """A KeySource as given (a JWKManager is one); a set given as data becomes a JWKManager."""
+    if isinstance(jwks, (JWKManager, Mapping, str, bytes, JWKSManager)):
+        return jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
+    if is_key_source(jwks):
+        return jwks
+    return JWKManager(cast(JWKSInput, jwks))  # refuses it with the message for a bad key set
 
 
 def _path_given(jwks: object) -> bool:
@@ -315,7 +324,7 @@ class RequestDecryptor:
 
     def __init__(
         self,
-        jwks: JWKSInput,
+        jwks: JWKSInput | KeySource,
         *,
         limits: Limits | None = None,
         max_body_size: int | None = None,
@@ -329,20 +338,17 @@ class RequestDecryptor:
         leeway: float = 0,
         require_signature: bool | None = None,
     ) -> None:
-        """`limits` (default: DEFAULT_LIMITS); a `max_*` keyword given replaces that field.
+        """`jwks`: a private set (as data or a JWKManager) or any `KeySource` (an HSM, a KMS,
+        merged sources), or a set of `dir` secrets (then only `dir` bodies open); `limits`
+        (default: DEFAULT_LIMITS); a `max_*` keyword replaces a field.
 
-        `jwks` is the receiver's RSA set, or a set of `dir` secrets (then only `dir` bodies
-        open). `verify_with` (the senders' public signing set, or a `RemoteJWKS`) verifies
-        signed bodies and checks `iss`/`aud` against `issuer`/`audience` with `leeway`
-        seconds of clock skew; `require_signature` (default: whether `verify_with` is given)
-        refuses unsigned bodies with UnsignedBodyError.
+        `verify_with` (the senders' public signing set, or a `RemoteJWKS`) verifies signed
+        bodies and checks `iss`/`aud` against `issuer`/`audience` with `leeway` seconds of
+        clock skew; `require_signature` (default: whether `verify_with` is given) refuses
+        unsigned bodies with UnsignedBodyError.
         """
         self._direct = _direct_set(jwks)
-        if self._direct is not None:
-            self._keys = JWKManager()
-        else:
-            self._keys = jwks if isinstance(jwks, JWKManager) else JWKManager(jwks)
-        self._source: KeySource = self._direct or self._keys
+        self._keys: KeySource = self._direct if self._direct is not None else _as_source(jwks)
         self._verifier = (
             None
             if verify_with is None
@@ -371,6 +377,7 @@ class RequestDecryptor:
         cls,
         path: str | os.PathLike[str],
         *,
+        password: bytes | None = None,
         limits: Limits | None = None,
         max_body_size: int | None = None,
         max_wrapped_key_size: int | None = None,
@@ -383,9 +390,10 @@ class RequestDecryptor:
         leeway: float = 0,
         require_signature: bool | None = None,
     ) -> RequestDecryptor:
-        """A decryptor for the key-set file at `path`; keywords as for the constructor."""
+        """A decryptor for the key-set file at `path` (`password` if it is encrypted at rest);
+        other keywords as for the constructor."""
         return cls(
-            read_jwks(path),
+            read_jwks(path, password=password),
             limits=limits,
             max_body_size=max_body_size,
             max_wrapped_key_size=max_wrapped_key_size,
@@ -401,7 +409,16 @@ class RequestDecryptor:
 
     @property
     def keys(self) -> JWKManager:
-        """The RSA key set this decryptor opens bodies with (empty for a `dir` set)."""
+        """The in-memory key set this decryptor opens bodies with (see `source` otherwise)."""
+        if not isinstance(self._keys, JWKManager):
+            raise InvalidArgumentError(
+                f"this decryptor's keys live in {self._keys!r}, not in memory; use .source"
+            )
+        return self._keys
+
+    @property
+    def source(self) -> KeySource:
+        """Whatever holds the private keys: a JWKManager, an HSM or KMS source, merged ones."""
         return self._keys
 
     @property
@@ -422,7 +439,7 @@ class RequestDecryptor:
         format = self._check(body)
         if self.require_signature and format is Format.ELASTIC:
             raise UnsignedBodyError("the elastic format has no signatures")  # before its PBKDF2
-        return format, REGISTRY[format].open(self._source, body, self.limits)
+        return format, REGISTRY[format].open(self._keys, body, self.limits)
 
     def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
         """The one path of every format: size, detect, open, verify, then the JSON budget."""
@@ -492,7 +509,7 @@ class RequestDecryptor:
 
     def get_well_knowns(self) -> dict[str, list[dict[str, str]]]:
         """The public set, for publishing at /.well-known/jwks.json."""
-        return self._keys.get_public_jwks()
+        return public_set(self._keys)
 
     def decrypt_many(
         self,
@@ -514,7 +531,7 @@ class RequestDecryptor:
         return await asyncio.to_thread(self.decrypt, body)
 
     def __repr__(self) -> str:
-        return f"RequestDecryptor(kids={self._source.kids()!r})"
+        return f"RequestDecryptor(kids={self._keys.kids()!r})"
 
 
 def create_request_encryptor(

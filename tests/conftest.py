@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from interop import node
+from interop import node, softhsm
 from request_crypto import JWKManager
 from request_crypto.receiver.pgtesting import PostgresCluster, PostgresUnavailableError
 
@@ -71,6 +71,124 @@ def js() -> Any:
             pytest.fail(f"interop needs node and npm under CI: {exc}")
         pytest.skip(f"interop skipped: {exc}")
     return node.run
+
+
+class SoftHSM:
+    """A SoftHSM2 token directory made for this test session, with a URI helper.
+
+    Tokens (TOKENS): `rc-test` holds the key `recv-1` (made by `generate_key`); the others
+    start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) so that test
+    order does not matter. Tokens are picked by label: SoftHSM numbers slots at random.
+    """
+
+    def __init__(self, pin_file: Path) -> None:
+        self.pin_file = pin_file
+
+    def uri(self, object: str | None = "recv-1", *, token: str = "rc-test", **query: str) -> str:
+        """A pkcs11: URI for `object` in `token`, with module-path and pin-source set."""
+        return softhsm.uri(token, self.pin_file, object, **query)
+
+
+@pytest.fixture(scope="session", name="softhsm")
+def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
+    """SOFTHSM2_CONF pointed at fresh tokens for the whole session (see SoftHSM)."""
+    if not softhsm.available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the PKCS#11 tests need softhsm2 under CI (.ci/run installs it)")
+        pytest.skip("softhsm2 is not installed")
+    pin_file = softhsm.make_tokens(tmp_path_factory.mktemp("softhsm"), TOKENS)
+    from request_crypto.keys.pkcs11 import generate_key
+
+    hsm = SoftHSM(pin_file)
+    generate_key(hsm.uri("recv-1"))
+    return hsm
+
+
+TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli")
+
+
+class KMS:
+    """moto's KMS server (tests/kms_server.py) on 127.0.0.1, with boto3's env pointed at it."""
+
+    def __init__(self, endpoint: str, control: Path) -> None:
+        self.endpoint = endpoint
+        self.control = control
+
+    def client(self) -> Any:
+        """A boto3 KMS client for the test's own setup calls (creating keys, aliases)."""
+        import boto3
+
+        return boto3.client("kms")
+
+    def rsa_key(self, alias: str | None = None) -> str:
+        """A new RSA_2048 ENCRYPT_DECRYPT key; its ARN (and `alias/NAME` made if asked)."""
+        client = self.client()
+        arn: str = client.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"][
+            "Arn"
+        ]
+        if alias:
+            client.create_alias(AliasName=f"alias/{alias}", TargetKeyId=arn)
+        return arn
+
+    def throttle(self, calls: int) -> None:
+        """The next `calls` Decrypt calls answer ThrottlingException."""
+        (self.control / "throttle").write_text(str(calls), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def kms(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Start moto's server at a free port for the session; boto3 env vars point at it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    control = tmp_path_factory.mktemp("kms")
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "kms_server.py"), str(port), str(control)],
+        stdout=subprocess.DEVNULL,
+        stderr=(control / "server.log").open("wb"),
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto did not start: {(control / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+    saved = {name: os.environ.get(name) for name in _KMS_ENV}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_KMS=endpoint,
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    yield KMS(endpoint, control)
+    server.terminate()
+    server.wait(timeout=30)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+_KMS_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL_KMS",
+    "AWS_PROFILE",
+)
 
 
 @pytest.fixture(scope="session")

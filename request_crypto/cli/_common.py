@@ -15,9 +15,10 @@ import logging
 import os
 import shlex
 import stat
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Annotated, Any, BinaryIO, Literal, NoReturn
+from typing import IO, Annotated, Any, BinaryIO, Literal, NoReturn, TextIO
 
 import typer
 
@@ -26,27 +27,36 @@ from ..errors import CLIError, RequestCryptoError
 from ..formats import Format
 from ..keyfile import is_private_set, read_jwks, require_private_keys
 from ..keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
+from ..keys.pbes2 import read_password_file
 from ..keys.signing import DirectKeySet
+from ..keys.source import KeySource
+from ..keys.uri import is_key_source_uri, open_key_source, refuse_unknown_scheme
 from ..keyset import KeySetFile, parse_key_set
 from ..request import RequestEncryptor
 
 __all__ = [
+    "PASSWORD_FILE_ENV",
     "PROG",
     "STDOUT",
     "CLIError",
     "Input",
+    "PasswordFile",
     "PrivateSet",
+    "PrivateSource",
     "echo_json",
     "encrypt_document",
     "fail",
     "input_name",
+    "is_uri",
     "json_bytes",
     "kid_list",
     "load_private",
     "load_set",
     "note",
     "one_line",
+    "open_private",
     "output_stream",
+    "password_of",
     "public_halves",
     "quoted",
     "read_input",
@@ -60,6 +70,8 @@ __all__ = [
 ]
 
 PROG = "request-crypto"
+#: Where every command that reads or writes a private set finds its password file by default.
+PASSWORD_FILE_ENV = "REQUEST_CRYPTO_PASSWORD_FILE"  # noqa: S105 - a variable name
 _logger = logging.getLogger("request_crypto")
 
 
@@ -68,6 +80,26 @@ PrivateSet = Annotated[
     Path,
     typer.Option(
         "--jwks", metavar="PRIVATE_SET", help="The receiver's private key set.", show_default=False
+    ),
+]
+PrivateSource = Annotated[
+    str,
+    typer.Option(
+        "--jwks",
+        metavar="PRIVATE_SET|URI",
+        help="The receiver's private key set: a file, or a key-source URI (pkcs11:..., "
+        "aws-kms:...; see docs/key-sources.md).",
+        show_default=False,
+    ),
+]
+PasswordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        envvar=PASSWORD_FILE_ENV,
+        metavar="FILE",
+        help="The password of a key-set file encrypted at rest (written encrypted with it).",
+        show_default=False,
     ),
 ]
 Input = Annotated[
@@ -162,7 +194,24 @@ def _warnings_on_stderr() -> Iterator[None]:
     _logger.addHandler(handler)
     _logger.propagate = False
     try:
-        yield
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(  # noqa: PLR0917 - warnings.showwarning's own signature
+                message: Warning | str,
+                category: type[Warning],
+                filename: str,
+                lineno: int,
+                file: TextIO | None = None,
+                line: str | None = None,
+            ) -> None:
+                if issubclass(category, RequestCryptoError):  # ours: one `warning:` line
+                    handler.emit(logging.makeLogRecord({"msg": str(message)}))
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            yield
     finally:
         _logger.removeHandler(handler)
         _logger.propagate = propagate
@@ -339,13 +388,23 @@ def _standard_stream(link: Path) -> IO[bytes] | None:
 # Key sets: loading with checks a person understands
 
 
-def load_set(path: Path, *, private: bool = True) -> JWKManager:
+def password_of(path: Path | None) -> bytes | None:
+    """The password in `path` (--password-file / REQUEST_CRYPTO_PASSWORD_FILE), if given."""
+    return None if path is None else read_password_file(path)
+
+
+def is_uri(location: str | Path) -> bool:
+    """Whether `location` names a key-source URI (pkcs11:, aws-kms:) rather than a file."""
+    return is_key_source_uri(location)
+
+
+def load_set(path: Path, *, private: bool = True, password: bytes | None = None) -> JWKManager:
     """The set at `path`; with `private=False` only its public halves (see `public_halves`)."""
-    return KeySetFile(path).load(private=private)
+    return KeySetFile(path, password=password).load(private=private)
 
 
-def with_keys(path: Path, *, private: bool = True) -> JWKManager:
-    return _not_empty(path, load_set(path, private=private))
+def with_keys(path: Path, *, private: bool = True, password: bytes | None = None) -> JWKManager:
+    return _not_empty(path, load_set(path, private=private, password=password))
 
 
 def _not_empty(path: Path, manager: JWKManager) -> JWKManager:
@@ -356,11 +415,20 @@ def _not_empty(path: Path, manager: JWKManager) -> JWKManager:
     return manager
 
 
-def load_private(path: Path, command: str) -> JWKManager:
+def load_private(path: Path, command: str, password: bytes | None = None) -> JWKManager:
     """A set that can decrypt: a public set here is the most likely operator mistake."""
-    manager = with_keys(path)
+    manager = with_keys(path, password=password)
     require_private_keys(manager, path, command)
     return manager
+
+
+def open_private(location: str, command: str, password: bytes | None = None) -> KeySource:
+    """The private keys `location` names: a key-source URI, else a key-set file (checked as
+    `load_private` does)."""
+    if is_uri(location):
+        return open_key_source(location)
+    refuse_unknown_scheme(location)
+    return load_private(Path(location), command, password)
 
 
 def require_kid(path: Path, manager: JWKManager, kid: str) -> None:

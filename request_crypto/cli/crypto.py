@@ -17,6 +17,7 @@ from ..errors import DecryptionError, MalformedBodyError, NoKeyFoundError, Reque
 from ..formats import Format, detect_format
 from ..keyfile import read_jwks
 from ..keys.jwks import DECRYPT_OPS, JWKManager
+from ..keys.source import KeySource
 from ..keyset import KeySetFile
 from ..limits import DEFAULT_MAX_BODY_SIZE, parse_size
 from ..nested import DEFAULT_EXPIRES_IN
@@ -26,12 +27,14 @@ from ._common import (
     PROG,
     CLIError,
     Input,
-    PrivateSet,
+    PasswordFile,
+    PrivateSource,
     echo_json,
     encrypt_document,
     input_name,
     kid_list,
-    load_private,
+    open_private,
+    password_of,
     quoted,
     read_input,
     read_json_input,
@@ -76,7 +79,7 @@ MaxBody = Annotated[
 
 
 @contextlib.contextmanager
-def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
+def _explained(path: str | Path, manager: KeySource) -> Iterator[None]:
     """Say what a body failure most likely means for this operator, and what to try."""
     try:
         yield
@@ -84,6 +87,7 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
         wanted = "names no kid" if exc.kid is None else f"is for kid {shown(exc.kid)}"
         if (
             exc.kid is not None
+            and isinstance(manager, JWKManager)
             and manager.has_private_key(exc.kid)
             and not manager.can_decrypt(exc.kid)
         ):
@@ -104,38 +108,50 @@ def _explained(path: Path, manager: JWKManager) -> Iterator[None]:
 
 
 def _decryptor(
-    path: Path, command: str, max_body: int, **verify: Any
-) -> tuple[RequestDecryptor, JWKManager]:
-    """The receiver's set at `path` (RSA, or dir secrets) as a decryptor, and its RSA keys."""
-    if KeySetFile(path).kind() == "dir":
-        secrets = read_jwks(path)
+    path: str | Path, command: str, max_body: int, password: bytes | None, **verify: Any
+) -> tuple[RequestDecryptor, KeySource]:
+    """The receiver's keys at `path` (a file, a key-source URI, or dir secrets) as a
+    decryptor, and the key source (for `_explained`)."""
+    if Path(path).is_file() and KeySetFile(path, password=password).kind() == "dir":
+        secrets = read_jwks(path, password=password)
         return RequestDecryptor(secrets, max_body_size=max_body, **verify), JWKManager()
-    manager = load_private(path, command)
+    manager = open_private(str(path), command, password)
     return RequestDecryptor(manager, max_body_size=max_body, **verify), manager
 
 
 def decrypt_body(
-    path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE, **verify: Any
+    path: str | Path,
+    body: bytes,
+    max_body: int = DEFAULT_MAX_BODY_SIZE,
+    password: bytes | None = None,
+    **verify: Any,
 ) -> Any:
-    """The payload of `body`, opened with the private set at `path`; failures explained.
+    """The payload of `body`, opened with the private keys at `path` (a file or a key-source
+    URI); failures explained.
 
     `verify`: RequestDecryptor's verify_with, issuer, audience, leeway (a signed body's
     claims are the payload; with verify_with an unsigned body is refused).
     """
-    decryptor, manager = _decryptor(path, "decrypt", max_body, **verify)
+    decryptor, manager = _decryptor(path, "decrypt", max_body, password, **verify)
     with _explained(path, manager):
         return decryptor.decrypt(body)
 
 
 def inspect_body(
-    path: Path, body: bytes, max_body: int = DEFAULT_MAX_BODY_SIZE, **verify: Any
+    path: str | Path,
+    body: bytes,
+    max_body: int = DEFAULT_MAX_BODY_SIZE,
+    password: bytes | None = None,
+    **verify: Any,
 ) -> dict[str, Any]:
     """The body's key and format, once the whole body decrypted (its payload is discarded).
 
     A signed body also shows its signer (kid, alg) and registered claims: verified with
     `verify_with`, else read and labelled `"verified": false`.
     """
-    decryptor, manager = _decryptor(path, "inspect", max_body, require_signature=False, **verify)
+    decryptor, manager = _decryptor(
+        path, "inspect", max_body, password, require_signature=False, **verify
+    )
     with _explained(path, manager):
         metadata = decryptor.get_jwk_metadata(body)
         described = {"format": detect_format(body).value, **metadata.to_dict()}
@@ -204,9 +220,10 @@ def encrypt(
 
 def decrypt(
     *,
-    jwks: PrivateSet,
+    jwks: PrivateSource,
     source: Input = "-",
     max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
+    password_file: PasswordFile = None,
     verify_with: VerifyWith = None,
     issuer: Issuer = None,
     audience: Audience = None,
@@ -219,7 +236,8 @@ def decrypt(
     printed. An unsigned body is then refused (exit 1).
     """
     verify = _verify_options(verify_with, issuer, audience, leeway)
-    echo_json(decrypt_body(jwks, _read_body(source, max_body), max_body, **verify))
+    body = _read_body(source, max_body)
+    echo_json(decrypt_body(jwks, body, max_body, password_of(password_file), **verify))
 
 
 def _verify_options(
@@ -238,17 +256,19 @@ def _verify_options(
 def inspect(
     *,
     jwks: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--jwks",
-            metavar="PRIVATE_SET",
-            help="The receiver's private key set (optional for a sealed file).",
+            metavar="PRIVATE_SET|URI",
+            help="The receiver's private keys: a file or a key-source URI (optional for a "
+            "sealed file, which takes a file).",
             show_default=False,
         ),
     ] = None,
     source: Input = "-",
     max_body: MaxBody = DEFAULT_MAX_BODY_SIZE,
     verify_with: VerifyWith = None,
+    password_file: PasswordFile = None,
 ) -> None:
     """Show which key a body is for (JWK metadata) and its format (and a signed body's signer).
 
@@ -256,7 +276,7 @@ def inspect(
     fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
     and plaintext length, with no key (unauthenticated), or authenticated with --jwks.
     """
-    sealed = describe_sealed(source, jwks)
+    sealed = describe_sealed(source, None if jwks is None else Path(jwks))
     if sealed is not None:
         echo_json(sealed)
         return
@@ -266,7 +286,8 @@ def inspect(
             param_hint="'--jwks'",
         )
     verify = _verify_options(verify_with, None, None, 0)
-    echo_json(inspect_body(jwks, _read_body(source, max_body), max_body, **verify))
+    body = _read_body(source, max_body)
+    echo_json(inspect_body(jwks, body, max_body, password_of(password_file), **verify))
 
 
 def register(app: typer.Typer) -> None:

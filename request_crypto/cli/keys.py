@@ -11,21 +11,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from jwcrypto.jwk import JWK
 
-from ..keys.jwks import JWKManager
+from ..keyfile import write_jwks
+from ..keys.jwks import DEFAULT_ALG, JWKManager
+from ..keys.source import KeySource, public_set
+from ..keys.uri import open_key_source, scheme_module
 from ..keyset import KeySetFile
 from ._common import (
     PROG,
     STDOUT,
     CLIError,
+    PasswordFile,
     echo_json,
+    is_uri,
     json_bytes,
     kid_list,
+    load_private,
     load_set,
     note,
     one_line,
     output_stream,
+    password_of,
     quoted,
+    require_kid,
     shown,
 )
 
@@ -48,6 +57,14 @@ def register(app: typer.Typer) -> None:
 
 KeySetPath = Annotated[
     Path, typer.Argument(metavar="PATH", help="The key-set file.", show_default=False)
+]
+KeyLocation = Annotated[
+    str,
+    typer.Argument(
+        metavar="PATH|URI",
+        help="The key-set file, or a key-source URI (pkcs11:..., aws-kms:...).",
+        show_default=False,
+    ),
 ]
 Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
 KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
@@ -73,33 +90,65 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def _require_file(path: Path) -> KeySetFile:
+def _require_file(path: Path, password: bytes | None = None) -> KeySetFile:
     """The key set at `path`, which must exist: a missing one is most likely a typo."""
+    if is_uri(path):
+        raise CLIError(
+            f"{path} is a key-source URI: add a key to a token with {PROG} keys init URI or "
+            f"{PROG} keys import PRIVATE_SET URI; KMS keys are made with AWS's own tools"
+        )
     if not path.exists():
         raise CLIError(
             f"{path}: no such key-set file; create it with: "
             f"{PROG} keys init {quoted(path)} --kid KID"
         )
-    return KeySetFile(path)
+    return KeySetFile(path, password=password)
 
 
-def init_set(path: Path, kid: str, size: int, alg: str, force: bool) -> None:
+def init_set(
+    path: Path, kid: str, size: int, alg: str, force: bool, *, password: bytes | None = None
+) -> None:
     """Create the set at `path`; an existing file needs `force` (its keys are then lost)."""
     if path.exists() and not force:  # the library checks again under the lock
         raise CLIError(
             f"{path} already exists; pass --force to replace it (its keys are then lost, "
             "and bodies encrypted to them can no longer be decrypted)"
         )
-    KeySetFile.init(path, kid, size=size, alg=alg, force=force)
+    KeySetFile.init(path, kid, size=size, alg=alg, force=force, password=password)
 
 
-def key_rows(manager: JWKManager) -> list[dict[str, Any]]:
+def _init_in_module(uri: str, kid: str | None, size: int, alg: str) -> dict[str, Any]:
+    """`keys init pkcs11:...`: a non-extractable key generated in the token."""
+    if not uri.startswith("pkcs11:"):
+        raise CLIError(
+            f"{PROG} keys init makes keys in PKCS#11 tokens only; create a KMS key with AWS's "
+            "tools (aws kms create-key --key-spec RSA_2048 --key-usage ENCRYPT_DECRYPT)"
+        )
+    path, _, query = uri.partition("?")
+    if kid is not None and ";object=" not in f";{path[len('pkcs11:') :]}":
+        path += f";object={kid}"
+    if alg != DEFAULT_ALG and "alg=" not in query:
+        query += f"&alg={alg}"
+    public: dict[str, Any] = scheme_module("pkcs11").generate_key(f"{path}?{query}", size=size)
+    return public
+
+
+def _thumbprint(jwk: dict[str, Any]) -> str:
+    return str(JWK(kty="RSA", n=jwk["n"], e=jwk["e"]).thumbprint())
+
+
+def key_rows(manager: KeySource) -> list[dict[str, Any]]:
     """What `keys list` shows; never a private parameter."""
     kids = manager.kids()
     rows = []
     for kid in kids:
-        meta = manager.key_metadata(kid)
-        assert meta is not None
+        meta, jwk = manager.key_metadata(kid), manager.public_jwk(kid)
+        assert meta is not None and jwk is not None
+        private = (
+            manager.has_private_key(kid)
+            if isinstance(manager, JWKManager)
+            else manager.can_decrypt(kid)
+        )
         rows.append(
             {
                 "kid": kid,
@@ -107,8 +156,8 @@ def key_rows(manager: JWKManager) -> list[dict[str, Any]]:
                 "alg": meta["alg"],
                 "use": meta["use"],
                 "size": meta["length"],
-                "private": manager.has_private_key(kid),
-                "thumbprint": manager.thumbprint(kid),
+                "private": private,
+                "thumbprint": _thumbprint(jwk),
                 "newest": kid == kids[-1],
             }
         )
@@ -158,14 +207,30 @@ def _confirm(question: str, *, refused: str) -> None:
 
 @keys_app.command("init")
 def keys_init(
-    path: KeySetPath,
-    kid: Kid,
+    location: KeyLocation,
+    *,
+    kid: Annotated[
+        str | None,
+        typer.Option(
+            "--kid", help="The key id (a pkcs11: URI's object= names it).", show_default=False
+        ),
+    ] = None,
     size: KeySize = 2048,
     alg: Alg = "RSA-OAEP",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    password_file: PasswordFile = None,
 ) -> None:
-    """Create a private key set holding one new key (mode 0600): encryption, signing or dir."""
-    init_set(path, kid, size, alg, force)
+    """Create a private key set holding one new key (mode 0600): encryption, signing or dir;
+    or generate a non-extractable key in a PKCS#11 token (pkcs11:...;object=KID?...)."""
+    if is_uri(location):
+        public = _init_in_module(location, kid, size, alg)
+        note(f"generated key {shown(public['kid'])} in the token (not extractable)")
+        note(f"publish its public half with: {PROG} keys public {quoted(location)}")
+        return
+    if kid is None:
+        raise typer.BadParameter("a key-set file's new key needs its id", param_hint="'--kid'")
+    path = Path(location)
+    init_set(path, kid, size, alg, force, password=password_of(password_file))
     if alg in ("HS256", "dir"):
         note(
             f"created {path} (mode 0600) with the secret {shown(kid)}; give it to the other "
@@ -178,9 +243,15 @@ def keys_init(
 
 
 @keys_app.command("add")
-def keys_add(path: KeySetPath, kid: Kid, size: KeySize = 2048, alg: Alg = "RSA-OAEP") -> None:
+def keys_add(
+    path: KeySetPath,
+    kid: Kid,
+    size: KeySize = 2048,
+    alg: Alg = "RSA-OAEP",
+    password_file: PasswordFile = None,
+) -> None:
     """Add a new key under a new kid; it becomes the newest."""
-    _require_file(path).add(kid, size=size, alg=alg)
+    _require_file(path, password_of(password_file)).add(kid, size=size, alg=alg)
     note(f"added key {shown(kid)} to {path}; it is now the newest")
 
 
@@ -197,9 +268,11 @@ def keys_rotate(
     ] = None,
     size: KeySize = 2048,
     alg: Alg = "RSA-OAEP",
+    password_file: PasswordFile = None,
 ) -> None:
     """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt."""
-    new_kid = _require_file(path).rotate(kid=kid, size=size, alg=alg, today=utc_today())
+    keys = _require_file(path, password_of(password_file))
+    new_kid = keys.rotate(kid=kid, size=size, alg=alg, today=utc_today())
     typer.echo(new_kid)
     note(
         f"added {shown(new_kid)} to {path}. Next: deploy it to every receiver, then ship "
@@ -210,12 +283,20 @@ def keys_rotate(
 
 @keys_app.command("list")
 def keys_list(
-    path: KeySetPath,
+    location: KeyLocation,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array, for scripts.")] = False,
+    password_file: PasswordFile = None,
 ) -> None:
     """Show each key: kid, kty, alg, use, size, private part, RFC 7638 thumbprint, newest."""
-    keys = KeySetFile(path)
-    rows = key_rows(load_set(path)) if keys.kind() == "enc" else keys.describe()
+    path = location
+    if is_uri(location):
+        rows = key_rows(open_key_source(location))
+    else:
+        keys = KeySetFile(Path(location), password=password_of(password_file))
+        if keys.kind() == "enc":
+            rows = key_rows(load_set(Path(location), password=password_of(password_file)))
+        else:
+            rows = keys.describe()
     if as_json:
         echo_json(rows)
     elif rows:
@@ -226,7 +307,7 @@ def keys_list(
 
 @keys_app.command("public")
 def keys_public(
-    path: KeySetPath,
+    location: KeyLocation,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -237,14 +318,22 @@ def keys_public(
             "into) instead of stdout; - is stdout.",
         ),
     ] = None,
+    password_file: PasswordFile = None,
 ) -> None:
-    """Write the public set others ship: each key's public members only.
+    """Write the public set others ship: each key's public members only (of a file, or read
+    from an HSM or KMS).
 
     `kty kid use alg e n` per RSA key, `crv x y` for EC and OKP (Ed25519) signing keys. A set
     of secrets (HS256, dir) has no public half: refused.
     """
     with output_stream(output) as stream:
-        public = KeySetFile(path).publish(output if stream is None else None)
+        if is_uri(location):
+            public = public_set(open_key_source(location))
+            if stream is None and output is not None:
+                write_jwks(output, public)
+        else:
+            keys = KeySetFile(location, password=password_of(password_file))
+            public = keys.publish(output if stream is None else None)
         if stream is not None:
             stream.write(json_bytes(public) + b"\n")
     if output is not None and output != STDOUT:
@@ -257,9 +346,11 @@ def keys_remove(
     path: KeySetPath,
     kid: Kid,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    password_file: PasswordFile = None,
 ) -> None:
     """Remove a key. Bodies encrypted to it can no longer be decrypted with this set."""
-    kids = KeySetFile(path).kids()
+    password = password_of(password_file)
+    kids = _require_file(path, password).kids()
     if kid not in kids:
         raise CLIError(
             f"{path} has no key {shown(kid)}; its kids are {kid_list(kids)} "
@@ -271,9 +362,48 @@ def keys_remove(
             "decrypted with this set",
             refused=f"pass --yes to remove {shown(kid)} without asking",
         )
-    left = KeySetFile(path).remove(kid)
+    left = KeySetFile(path, password=password).remove(kid)
     newest = f"the newest is now {shown(left[-1])}" if left else "the set is now empty"
     note(
         f"removed {shown(kid)} from {path}: bodies encrypted to it can no longer be "
         f"decrypted with this set; {newest}"
+    )
+
+
+@keys_app.command("import")
+def keys_import(
+    private_set: KeySetPath,
+    uri: Annotated[
+        str,
+        typer.Argument(
+            metavar="URI",
+            help="pkcs11:token=...?module-path=...&pin-source=... (object= only with --kid).",
+            show_default=False,
+        ),
+    ],
+    kid: Annotated[
+        str | None,
+        typer.Option("--kid", help="Import only this key (default: every private key)."),
+    ] = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Move private keys from a JSON set into a PKCS#11 token (non-extractable there), each
+    under its kid, so senders keep their public set. Delete the file once the token serves."""
+    if not uri.startswith("pkcs11:"):
+        raise CLIError(f"{PROG} keys import writes into PKCS#11 tokens only (pkcs11:...)")
+    manager = load_private(private_set, "keys import", password_of(password_file))
+    kids = [k for k in manager.kids() if manager.has_private_key(k)]
+    if kid is not None:
+        require_kid(private_set, manager, kid)
+        kids = [kid]
+    elif len(kids) > 1 and ";object=" in f";{uri.partition('?')[0][len('pkcs11:') :]}":
+        raise CLIError(f"{uri.partition('?')[0]} names one object; pass --kid to pick one key")
+    for each in kids:
+        jwk = manager.get_private_jwk(each)
+        assert jwk is not None
+        scheme_module("pkcs11").import_key(uri, jwk)
+        note(f"imported key {shown(each)} into the token (not extractable there)")
+    note(
+        f"the token now serves {kid_list(kids)}; once a receiver decrypts with it, delete "
+        f"{private_set} (the token cannot give the keys back)"
     )

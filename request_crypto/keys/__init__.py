@@ -1,8 +1,10 @@
 """Key sources: whatever holds the private keys, behind one `KeySource` interface.
 
-`jwks` holds RFC 7517 key sets in memory (read from a dict, JSON text or a file); an HSM or
-KMS source is one more module implementing `source.KeySource`. `signing` holds the senders'
-signing sets and `dir` secret sets, `remote` a senders' JWKS fetched over HTTP(S).
+`jwks` holds RFC 7517 key sets in memory (read from a dict, JSON text or a file); `pkcs11`
+(an HSM) and `aws_kms` (AWS KMS) keep private keys outside the process; `merged` joins
+sources by kid; `uri.open_key_source` opens any of them from a path or URI; `pbes2` encrypts
+key-set files at rest. `signing` holds the senders' signing sets and `dir` secret sets,
+`remote` a senders' JWKS fetched over HTTP(S).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .jwks import (
     load_jwks_document,
     parse_jwks,
 )
+from .merged import MergedKeySource
 from .remote import RemoteJWKS
 from .signing import DirectKeySet, SigningKey, SigningKeySet, VerificationKeys
 from .source import JWKDecryptResult, JWKMetadata, KeySource, open_compact
@@ -27,6 +30,7 @@ __all__ = [
     "JWKSInput",
     "JWKSManager",
     "KeySource",
+    "MergedKeySource",
     "RemoteJWKS",
     "SigningKey",
     "SigningKeySet",

@@ -487,6 +487,12 @@ class JWKManager(JWKSManager):
             pass
         raise DecryptionError()  # outside the handler: no __context__ naming the step
 
+    def health(self) -> None:
+        """Keys in memory are always available."""
+
+    def close(self) -> None:
+        """Nothing to release: the keys are plain memory."""
+
 
 def create_jwk_manager(jwks: JWKSInput | None = None) -> JWKManager:
     """The original's factory name (`createJWKManager`)."""

@@ -368,6 +368,12 @@ class DirectKeySet:
             raise DecryptionError()
         return secret
 
+    def health(self) -> None:
+        """Secrets in memory are always available."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def content_key(self, kid: str) -> bytes:
         """The A256GCM key to seal a body to `kid` with."""
         secret = self._secrets.get(kid)

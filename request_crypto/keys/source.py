@@ -19,7 +19,15 @@ from ..errors import (
     PayloadTooLargeError,
 )
 
-__all__ = ["JWKDecryptResult", "JWKMetadata", "KeySource", "check_token", "open_compact"]
+__all__ = [
+    "JWKDecryptResult",
+    "JWKMetadata",
+    "KeySource",
+    "check_token",
+    "is_key_source",
+    "open_compact",
+    "public_set",
+]
 
 
 class KeySource(Protocol):
@@ -46,9 +54,32 @@ class KeySource(Protocol):
 
         Raises NoKeyFoundError for a kid it cannot unwrap with, UnsupportedAlgorithmError for
         an `alg` the key is not declared for, and the one DecryptionError (with no
-        `__context__`) when the key does not open `encrypted_key`.
+        `__context__`) when the key does not open `encrypted_key`. A source whose module
+        is down, slow or throttling raises KeySourceUnavailableError (retry: never a 400).
         """
         ...
+
+    def health(self) -> None:
+        """Raise KeySourceUnavailableError if the source cannot answer now; else return."""
+        ...
+
+    def close(self) -> None:
+        """Release what the source holds (sessions, clients); it is unusable afterwards."""
+        ...
+
+
+_SOURCE_METHODS = ("kids", "can_decrypt", "public_jwk", "key_metadata", "unwrap", "health")
+
+
+def is_key_source(value: object) -> bool:
+    """Whether `value` offers the `KeySource` methods (a set given as data does not)."""
+    return all(callable(getattr(value, name, None)) for name in _SOURCE_METHODS)
+
+
+def public_set(keys: KeySource) -> dict[str, list[dict[str, Any]]]:
+    """The public halves of every key of a source: what /.well-known/jwks.json publishes."""
+    found = (keys.public_jwk(kid) for kid in keys.kids())
+    return {"keys": [jwk for jwk in found if jwk is not None]}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from ..errors import (
     ClaimsError,
     InternalSignal,
     KeySetUnavailableError,
+    KeySourceError,
+    KeySourceUnavailableError,
     MalformedBodyError,
     NoKeyFoundError,
     PayloadTooLargeError,
@@ -194,9 +196,23 @@ def refusal(exc: Exception, fields: MutableMapping[str, object]) -> Refused:
             "no key found: the body is encrypted to a kid this receiver does not hold; "
             "fetch /.well-known/jwks.json",
         )
+    if isinstance(exc, KeySourceError):  # the HSM/KMS, never the body: senders retry
+        retry_after = exc.retry_after if isinstance(exc, KeySourceUnavailableError) else 30
+        logger.error("key source failed: %s", exc)
+        return Refused(
+            503,
+            "key-source",
+            "the key source is unavailable; retry later",
+            headers={"Retry-After": str(retry_after)},
+        )
     if isinstance(exc, KeySetUnavailableError):
         logger.error("%s", exc)
-        return Refused(503, "sender-keys", "the senders' keys are unavailable; retry later")
+        return Refused(
+            503,
+            "sender-keys",
+            "the senders' keys are unavailable; retry later",
+            headers={"Retry-After": "30"},
+        )
     for kind, status, tag in _REFUSALS:
         if isinstance(exc, kind):
             return Refused(status, tag, str(exc))

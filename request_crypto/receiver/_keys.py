@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,26 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ..errors import RequestCryptoError
+from ..errors import InvalidArgumentError, RequestCryptoError
 from ..keyfile import read_jwks, require_private_keys
 from ..keys.jwks import JWKSManager
+from ..keys.pbes2 import read_password_file
 from ..keys.remote import RemoteJWKS
 from ..keys.signing import SigningKey, SigningKeySet, VerificationKeys
+from ..keys.source import KeySource
+from ..keys.uri import open_key_sources
 from ..limits import Limits
 from ..request import RequestDecryptor
 from .observability import ReceiverMetrics
 
-__all__ = ["KeyFile", "KeyGeneration", "SenderKeyFile", "loaded_keys", "verification_options"]
+__all__ = [
+    "KeyFile",
+    "KeyGeneration",
+    "SenderKeyFile",
+    "loaded_keys",
+    "opened_keys",
+    "verification_options",
+]
 
 logger = logging.getLogger("request_crypto.receiver")
 
@@ -52,34 +62,53 @@ class KeyGeneration:
 def _generation(decryptor: RequestDecryptor) -> KeyGeneration:
     body = json.dumps(decryptor.get_well_knowns(), separators=(",", ":")).encode("utf-8")
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return KeyGeneration(decryptor, body, etag, len(decryptor.keys))
+    return KeyGeneration(decryptor, body, etag, len(decryptor.source.kids()))
 
 
 def _decryptor(
-    jwks: Mapping[str, Any] | JWKSManager, max_body: int, verify: Mapping[str, Any]
+    jwks: Mapping[str, Any] | JWKSManager | KeySource,
+    max_body: int,
+    verify: Mapping[str, Any] | None = None,
 ) -> RequestDecryptor:
     # Only the body size is the receiver's own; every other limit is the library's default.
-    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body), **verify)
+    return RequestDecryptor(jwks, limits=Limits(max_body_size=max_body), **(verify or {}))
 
 
-def _load_decryptor(path: Path, max_body: int, verify: Mapping[str, Any]) -> RequestDecryptor:
-    decryptor = _decryptor(read_jwks(path), max_body, verify)
+def _password(password_file: Path | None) -> bytes | None:
+    return None if password_file is None else read_password_file(password_file)
+
+
+def _load_decryptor(
+    path: Path, max_body: int, password_file: Path | None, verify: Mapping[str, Any]
+) -> RequestDecryptor:
+    decryptor = _decryptor(read_jwks(path, password=_password(password_file)), max_body, verify)
     require_private_keys(decryptor.keys, path, _NEEDED_BY)
     return decryptor
 
 
 def loaded_keys(
-    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor,
+    jwks: Mapping[str, Any] | JWKSManager | RequestDecryptor | KeySource,
     max_body: int,
     verify: Mapping[str, Any] | None = None,
 ) -> KeyGeneration:
-    """The one generation of a set given already loaded (never reloaded)."""
-    if isinstance(jwks, RequestDecryptor):
-        decryptor = jwks
-    else:
-        decryptor = _decryptor(jwks, max_body, verify or {})
-    require_private_keys(decryptor.keys, "the key set", _NEEDED_BY)
+    """The one generation of a set or key source given already loaded (never reloaded)."""
+    decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body, verify)
+    if isinstance(decryptor.source, JWKSManager):
+        require_private_keys(decryptor.source, "the key set", _NEEDED_BY)
+    elif not decryptor.source.kids():
+        raise InvalidArgumentError(f"{decryptor.source!r} holds no keys; {_NEEDED_BY} needs one")
     return _generation(decryptor)
+
+
+def opened_keys(
+    locations: Sequence[str | os.PathLike[str]],
+    max_body: int,
+    password_file: Path | None,
+    verify: Mapping[str, Any] | None = None,
+) -> KeyGeneration:
+    """Key-set files and key-source URIs, opened now and merged by kid (never reloaded)."""
+    sources = open_key_sources(locations, password=_password(password_file))
+    return loaded_keys(sources, max_body, verify)
 
 
 class SenderKeyFile:
@@ -169,18 +198,21 @@ class KeyFile:
         path: Path,
         max_body: int,
         grace: float,
-        verify: Mapping[str, Any] | None = None,
+        *,
         metrics: ReceiverMetrics | None = None,
+        password_file: Path | None = None,
+        verify: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = path
         self.metrics = metrics
         self.max_body = max_body
         self.verify = verify or {}
         self.grace = grace
+        self.password_file = password_file
         #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
         self.failing: tuple[float, str] | None = None
         self._signature = _file_signature(path)
-        self.keys = _generation(_load_decryptor(path, max_body, self.verify))
+        self.keys = _generation(_load_decryptor(path, max_body, password_file, self.verify))
         if metrics is not None:
             metrics.keys_reloaded(self.keys.count)
 
@@ -207,7 +239,7 @@ class KeyFile:
             return False
         try:
             decryptor = await anyio.to_thread.run_sync(
-                _load_decryptor, self.path, self.max_body, self.verify
+                _load_decryptor, self.path, self.max_body, self.password_file, self.verify
             )
         except RequestCryptoError as exc:
             logger.error(
@@ -234,7 +266,7 @@ class KeyFile:
             "key file %s reloaded: %d keys (%s)",
             self.path,
             self.keys.count,
-            ", ".join(decryptor.keys.kids()),
+            ", ".join(decryptor.source.kids()),
         )
         return True
 

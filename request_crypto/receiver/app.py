@@ -74,7 +74,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._json import dumps_utf8
-from ..errors import InvalidArgumentError, MalformedBodyError, SinkUnavailableError
+from ..errors import (
+    InvalidArgumentError,
+    KeySourceError,
+    MalformedBodyError,
+    SinkUnavailableError,
+)
+from ..keys.jwks import JWKManager
 from ..request import DecryptedRequest, RequestDecryptor
 from ._http import (
     SMALL_BODY,
@@ -89,7 +95,7 @@ from ._http import (
     read_body,
     refusal,
 )
-from ._keys import KeyFile, KeyGeneration, loaded_keys, verification_options
+from ._keys import KeyFile, KeyGeneration, loaded_keys, opened_keys, verification_options
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
 from .observability import METRICS_CONTENT_TYPE, ReceiverMetrics
@@ -153,11 +159,21 @@ class _Receiver:
             audience=config.audience,
             leeway=config.leeway,
         )
-        if isinstance(jwks, (str, os.PathLike)):
+        if isinstance(jwks, Path):
             self.key_file = KeyFile(
-                Path(jwks), max_body, config.key_reload_grace, verify, metrics=self.metrics
+                jwks,
+                max_body,
+                config.key_reload_grace,
+                metrics=self.metrics,
+                password_file=config.password_file,
+                verify=verify,
             )
+        elif isinstance(jwks, (str, tuple)):  # key-source URIs, or several locations merged
+            each = jwks if isinstance(jwks, tuple) else (jwks,)
+            self._loaded = opened_keys(each, max_body, config.password_file, verify)
+            self.metrics.keys_reloaded(self._loaded.count)
         else:
+            assert not isinstance(jwks, os.PathLike)  # ReceiverConfig made every path a Path
             self._loaded = loaded_keys(jwks, max_body, verify)
             self.metrics.keys_reloaded(self._loaded.count)
         self.reload_interval = config.reload_interval if self.key_file is not None else None
@@ -226,13 +242,31 @@ class _Receiver:
             return Response(status_code=304, headers=headers)
         return Response(keys.well_known, media_type="application/json", headers=headers)
 
+    async def key_source_problem(self) -> KeySourceError | None:
+        """Ask an HSM or KMS key source if it answers (on a thread: it blocks); keys in memory
+        always do. The error names the failing source (its URI, no secret)."""
+        source = self.keys.decryptor.source
+        if isinstance(source, JWKManager):
+            return None
+        try:
+            await anyio.to_thread.run_sync(source.health)
+        except KeySourceError as exc:
+            return exc
+        return None
+
     async def healthz(self, request: Request) -> Response:
         reason = self.unhealthy()
+        keys = self.keys
+        headers = None
+        problem = await self.key_source_problem() if reason is None else None
+        if problem is not None:
+            reason = str(problem)
+            headers = {"Retry-After": str(getattr(problem, "retry_after", 30))}
         if reason is not None:
             return JSONResponse(
-                {"status": "unavailable", "reason": reason, "keys": self.keys.count}, 503
+                {"status": "unavailable", "reason": reason, "keys": keys.count}, 503, headers
             )
-        return JSONResponse({"status": "ok", "keys": self.keys.count})
+        return JSONResponse({"status": "ok", "keys": keys.count})
 
     async def readyz(self, request: Request) -> Response:
         """Readiness: keys loaded, the writer running, and the sink answering now."""
@@ -241,6 +275,9 @@ class _Receiver:
         ready = not isinstance(sink, SupportsReady) or await anyio.to_thread.run_sync(sink.ready)
         if reason is None and not ready:
             reason = "the sink does not answer"
+        problem = await self.key_source_problem() if reason is None else None
+        if problem is not None:
+            reason = str(problem)
         if reason is not None:
             return JSONResponse(
                 {"status": "unavailable", "reason": reason, "keys": self.keys.count},

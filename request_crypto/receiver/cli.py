@@ -26,7 +26,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from ..cli._common import encrypt_document, fail, read_json_input, reported, with_keys
+from ..cli._common import (
+    PasswordFile,
+    encrypt_document,
+    fail,
+    is_uri,
+    password_of,
+    read_json_input,
+    reported,
+    with_keys,
+)
 from ..cli.signing import (
     Audience,
     ExpiresIn,
@@ -41,7 +50,9 @@ from ..cli.signing import (
 from ..errors import RequestCryptoError
 from ..formats import Format, detect_format
 from ..keyfile import require_private_keys
+from ..keys.uri import refuse_unknown_scheme
 from ..nested import DEFAULT_EXPIRES_IN
+from ._keys import opened_keys
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -139,8 +150,13 @@ def _validate(config: ReceiverConfig) -> _Plan:
     The keys come first, so a wrong key set leaves no payload database behind.
     """
     _require_server_extra("starlette", "uvicorn")
-    jwks = Path(cast(Path, config.jwks))
-    kids = require_private_keys(with_keys(jwks), jwks, "serve")
+    jwks = config.jwks
+    password = config.password_file
+    if isinstance(jwks, Path):
+        kids = require_private_keys(with_keys(jwks, password=password_of(password)), jwks, "serve")
+    else:  # key-source URIs or several sets: opened now, so a bad one fails before binding
+        each = cast(tuple[str, ...], jwks if isinstance(jwks, tuple) else (jwks,))
+        kids = opened_keys(each, config.max_body, password).decryptor.source.kids()
     if config.verify_with is not None:
         verification_keys(config.verify_with)  # a bad senders' set fails here, not per body
     sink = cast(str, config.sink)
@@ -294,14 +310,17 @@ def _announce(plan: _Plan, sock: socket.socket) -> None:
 def serve(
     *,
     jwks: Annotated[
-        Path,
+        list[str],
         typer.Option(
             "--jwks",
-            metavar="PRIVATE_SET",
-            help="The private key-set file. Watched: a rotated file is used within seconds.",
+            metavar="PRIVATE_SET|URI",
+            help="The private key-set file (watched: a rotated file is used within seconds), "
+            "or a key-source URI (pkcs11:..., aws-kms:...). Repeat to serve several, merged "
+            "by kid (then not watched).",
             show_default=False,
         ),
     ],
+    password_file: PasswordFile = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")
@@ -434,8 +453,12 @@ def serve(
     if log_level.lower() not in LOG_LEVELS:
         raise typer.BadParameter(f"use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     with reported():
+        for location in jwks:
+            if not is_uri(location):
+                refuse_unknown_scheme(location)
         config = ReceiverConfig(
-            jwks=jwks,
+            jwks=tuple(jwks),
+            password_file=password_file,
             sink=sink,
             max_body=_size(max_body, "--max-body"),
             reload_interval=reload_interval,

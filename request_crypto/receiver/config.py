@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ..errors import InvalidArgumentError
+from ..keys.uri import is_key_source_uri
 from ..limits import DEFAULT_MAX_BODY_SIZE, format_size, parse_size
 from .sinks import DEFAULT_SINK, parse_sink_url
 
 if TYPE_CHECKING:
     from ..keys.jwks import JWKSManager
+    from ..keys.source import KeySource
     from ..request import RequestDecryptor
     from .sinks import Sink
 
@@ -72,8 +74,17 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
 
-#: What the app accepts as keys: a key-set file (watched) or an already loaded set.
-KeySetSource = Union[str, os.PathLike[str], Mapping[str, Any], "JWKSManager", "RequestDecryptor"]
+#: What the app accepts as keys: a key-set file (watched), a key-source URI (pkcs11:...,
+#: aws-kms:...), several of those merged by kid (a tuple), or an already loaded set or source.
+KeySetSource = Union[
+    str,
+    os.PathLike[str],
+    tuple[str | os.PathLike[str], ...],
+    Mapping[str, Any],
+    "JWKSManager",
+    "RequestDecryptor",
+    "KeySource",
+]
 
 # ---------------------------------------------------------------------------------------------
 # How each setting travels as text: (parse, format, what a valid value is)
@@ -93,6 +104,39 @@ def _path_text(value: Any) -> str:
             "give ReceiverConfig the key-set file's path"
         )
     return str(Path(value).resolve())
+
+
+def _location(value: str | os.PathLike[str]) -> str | Path:
+    """A key-source URI stays text; anything else is a key-set file's path."""
+    text = os.fspath(value)
+    return text if is_key_source_uri(text) else Path(text)
+
+
+def key_locations(value: Any) -> str | Path | tuple[str | Path, ...] | None:
+    """`jwks` as locations (a path, a URI, or several of them), or None for a loaded set."""
+    if isinstance(value, (str, os.PathLike)):
+        return _location(value)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (str, os.PathLike)) for v in value):
+        locations = tuple(_location(v) for v in value)
+        if not locations:
+            raise InvalidArgumentError("jwks names no key set: give at least one")
+        return locations[0] if len(locations) == 1 else locations
+    return None
+
+
+def _locations_text(value: Any) -> str:
+    """Paths (resolved) and URIs, one per line: what `_locations` parses back."""
+    locations = key_locations(value)
+    if locations is None:
+        return _path_text(value)  # refuses a loaded set with its message
+    each = locations if isinstance(locations, tuple) else (locations,)
+    return "\n".join(v if isinstance(v, str) else _path_text(v) for v in each)
+
+
+def _locations(text: str) -> str | Path | tuple[str | Path, ...]:
+    locations = key_locations(tuple(text.split("\n")))
+    assert locations is not None
+    return locations
 
 
 def _sink_text(value: Any) -> str:
@@ -131,6 +175,7 @@ def _log_format(text: str) -> str:
 
 
 _PATH = _Codec(Path, _path_text, "a path")
+_LOCATIONS = _Codec(_locations, _locations_text, "key-set paths or key-source URIs, one a line")
 _SINK = _Codec(
     _sink_url,
     _sink_text,
@@ -172,7 +217,10 @@ class ReceiverConfig:
     """Every setting of the receiver: the app's (`create_app`) and the server's (`serve`).
 
     App: `jwks` (a key-set file, watched every `reload_interval` seconds, None or 0: not
-    watched; or a loaded set: a mapping, a `JWKSManager`, a `RequestDecryptor`), `sink` (a
+    watched; a key-source URI, pkcs11:... or aws-kms:...; a tuple of files and URIs, merged
+    by kid and not watched; or a loaded set: a mapping, a `JWKSManager`, a `KeySource`, a
+    `RequestDecryptor`), `password_file` (the password of key-set files encrypted at rest,
+    read at every load), `sink` (a
     URL, or a `Sink` object the caller keeps and closes), `max_body` (bytes; larger bodies get
     413), `jwks_max_age` (seconds of ``Cache-Control`` on the well-known set),
     `decrypt_threads` (bodies decrypted at once; None: the cores, at least 2), `large_bodies`
@@ -189,7 +237,7 @@ class ReceiverConfig:
     (`to_env`). Values are checked when the object is made (InvalidArgumentError).
     """
 
-    jwks: KeySetSource = field(metadata=_env(_PATH))
+    jwks: KeySetSource = field(metadata=_env(_LOCATIONS))
     sink: str | Sink = field(default=DEFAULT_SINK, metadata=_env(_SINK))
     max_body: int = field(default=DEFAULT_MAX_BODY, metadata=_env(_BYTES))
     reload_interval: float | None = field(
@@ -209,6 +257,7 @@ class ReceiverConfig:
     log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
     log_format: str = field(default="text", metadata=_env(_LOG_FORMAT))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
+    password_file: Path | None = field(default=None, metadata=_env(_optional(_PATH)))
     verify_with: str | None = field(default=None, metadata=_env(_optional(_KEY_SOURCE)))
     require_signature: bool = field(default=False, metadata=_env(_BOOL))
     issuer: str | None = field(default=None, metadata=_env(_optional(_TEXT)))
@@ -216,8 +265,11 @@ class ReceiverConfig:
     leeway: float = field(default=0.0, metadata=_env(_FLOAT))
 
     def __post_init__(self) -> None:
-        if isinstance(self.jwks, (str, os.PathLike)):
-            object.__setattr__(self, "jwks", Path(self.jwks))
+        locations = key_locations(self.jwks)
+        if locations is not None:
+            object.__setattr__(self, "jwks", locations)
+        if self.password_file is not None:
+            object.__setattr__(self, "password_file", Path(self.password_file))
         if isinstance(self.sink, str):
             parse_sink_url(self.sink)  # a bad URL fails here, not when the app starts
         if self.log_level.lower() not in LOG_LEVELS:
@@ -238,13 +290,7 @@ class ReceiverConfig:
         for name in ("header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise InvalidArgumentError(f"{name} must be above 0, not {getattr(self, name)!r}")
-        if self.verify_with is None and (
-            self.require_signature or self.issuer is not None or self.audience is not None
-        ):
-            raise InvalidArgumentError(
-                "require_signature, issuer and audience need verify_with: the senders' public "
-                "signing set (a file or an https:// URL)"
-            )
+        _check_signature_settings(self)
         for name in ("key_reload_grace", "jwks_max_age", "reload_interval", "leeway"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
@@ -284,6 +330,16 @@ class ReceiverConfig:
         return cls(**values)
 
 
+def _check_signature_settings(config: ReceiverConfig) -> None:
+    if config.verify_with is None and (
+        config.require_signature or config.issuer is not None or config.audience is not None
+    ):
+        raise InvalidArgumentError(
+            "require_signature, issuer and audience need verify_with: the senders' public "
+            "signing set (a file or an https:// URL)"
+        )
+
+
 class ReceiverSettings(TypedDict, total=False):
     """`ReceiverConfig`'s fields but `jwks`, as keywords: `create_app(jwks, sink=..., ...)`."""
 
@@ -304,6 +360,7 @@ class ReceiverSettings(TypedDict, total=False):
     log_level: str
     log_format: str
     limit_concurrency: int
+    password_file: Path | None
     verify_with: str | None
     require_signature: bool
     issuer: str | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,24 @@ def test_nested_benchmark_section_runs(tmp_path: Path) -> None:
     assert document["best"]["nested.unsigned.1KB"] > 0
     names = {t["name"] for t in document["targets"]}
     assert "signed jwe (ES256) decrypt+verify 1KB >= 90% of RSA decrypt + ES256 verify" in names
+
+
+def test_hsm_benchmark_measures_the_token_beside_its_bound(tmp_path: Path) -> None:
+    from interop import softhsm
+
+    if not softhsm.available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the HSM benchmark needs softhsm2 under CI (.ci/run installs it)")
+        pytest.skip("softhsm2 is not installed")
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "benchmarks", "--only", "hsm", "--rounds", "1"]
+    command += ["--seconds", "0.05", "--no-node", "--json", str(out)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SoftHSM RSA-OAEP decrypt (the bound)" in done.stdout
+    best = json.loads(out.read_text())["best"]
+    assert best["hsm.raw"] > 0 and best["hsm.jwe.1"] > 0 and best["hsm.jwe.4"] > 0
+    targets = {t["name"]: t for t in json.loads(out.read_text())["targets"]}
+    assert targets["jwe via SoftHSM, 4 threads >= 90% of SoftHSM RSA-OAEP"]["value"] > 0

@@ -39,6 +39,7 @@ NON_DEFAULT: dict[str, Any] = {
     "log_level": "debug",
     "log_format": "json",
     "limit_concurrency": 77,
+    "password_file": Path("/srv/keys/password"),
     "verify_with": "https://senders.example/jwks.json",
     "require_signature": True,
     "issuer": "kibana",
@@ -81,7 +82,7 @@ def test_unset_variables_take_the_defaults() -> None:
         f.name
         for f in dataclasses.fields(ReceiverConfig)
         # free text: any value parses (a path, a host name, an issuer)
-        if f.name not in ("jwks", "host", "verify_with", "issuer", "audience")
+        if f.name not in ("jwks", "host", "password_file", "verify_with", "issuer", "audience")
     ],
 )
 def test_a_value_that_does_not_parse_names_its_variable(field: str) -> None:
@@ -209,6 +210,7 @@ def test_serve_builds_one_config_with_every_option(
         "log-level": "debug",
         "log-format": "json",
         "limit-concurrency": "77",
+        "password-file": str(tmp_path / "password"),
         "verify-with": "https://senders.example/jwks.json",
         "require-signature": None,  # a flag
         "issuer": "kibana",
@@ -216,6 +218,7 @@ def test_serve_builds_one_config_with_every_option(
         "leeway": "30",
     }
     assert sorted(name.replace("-", "_") for name in options) == sorted(NON_DEFAULT)
+    (tmp_path / "password").write_text("unused: the key file is plain\n")
     arguments = [
         word
         for name, value in options.items()
@@ -230,6 +233,7 @@ def test_serve_builds_one_config_with_every_option(
         "sink": options["sink"],
         "host": "127.0.0.1",
         "port": 0,
+        "password_file": tmp_path / "password",
     }
     assert plan.config == ReceiverConfig(**expected)
     assert ReceiverConfig.from_env(plan.config.to_env()) == dataclasses.replace(

@@ -1,0 +1,102 @@
+"""Where private keys live, named by one string: a file path or a key-source URI.
+
+    private_jwks.json                              a JWK set file (plain or encrypted at rest)
+    pkcs11:token=T;object=K?module-path=...&...    a PKCS#11 token (RFC 7512; keys.pkcs11)
+    aws-kms:arn:aws:kms:...:key/ID | aws-kms:alias/NAME    AWS KMS (keys.aws_kms)
+
+`open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
+registry shape); several locations are merged by kid (`MergedKeySource`). The HSM and KMS
+modules are imported only when their scheme is used, so the core needs neither
+python-pkcs11 nor boto3.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Sequence
+from types import ModuleType
+
+from ..errors import KeySourceError
+from ..keyfile import read_jwks
+from .jwks import JWKManager
+from .merged import MergedKeySource
+from .source import KeySource
+
+__all__ = [
+    "SCHEMES",
+    "is_key_source_uri",
+    "open_key_source",
+    "open_key_sources",
+    "refuse_unknown_scheme",
+    "scheme_module",
+]
+
+#: URI scheme -> (module, class, the extra that installs its dependency).
+SCHEMES = {
+    "pkcs11": ("request_crypto.keys.pkcs11", "PKCS11KeySource", "hsm"),
+    "aws-kms": ("request_crypto.keys.aws_kms", "AWSKMSKeySource", "kms"),
+}
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]+")
+
+
+def open_key_source(
+    location: str | os.PathLike[str], *, password: bytes | None = None
+) -> KeySource:
+    """The key source `location` names: a URI of a scheme in SCHEMES, else a key-set file.
+
+    `password` opens a file encrypted at rest. A `name:` prefix that is no known scheme and
+    no existing file is refused (a typo must not read as a missing file).
+    """
+    text = os.fspath(location)
+    if is_key_source_uri(text):
+        scheme = text.partition(":")[0]
+        source: KeySource = getattr(scheme_module(scheme), SCHEMES[scheme][1])(text)
+        return source
+    refuse_unknown_scheme(text)
+    return JWKManager(read_jwks(text, password=password))
+
+
+def is_key_source_uri(location: str | os.PathLike[str]) -> bool:
+    """Whether `location` is a URI of a scheme in SCHEMES (else it names a file)."""
+    scheme, colon, _ = os.fspath(location).partition(":")
+    return bool(colon) and scheme in SCHEMES
+
+
+def refuse_unknown_scheme(location: str) -> None:
+    """Refuse `name:...` naming no known scheme and no existing file: a typo must not read as
+    a missing file."""
+    scheme, colon, _ = location.partition(":")
+    if colon and _SCHEME.fullmatch(scheme) and not os.path.exists(location):
+        raise KeySourceError(
+            f"{location!r}: unknown key source scheme {scheme!r}; use a file path, "
+            + " or ".join(f"{name}:" for name in SCHEMES)
+        )
+
+
+def scheme_module(scheme: str) -> ModuleType:
+    """The module implementing `scheme`, imported now; a missing extra is a clear error."""
+    module_name, _, extra = SCHEMES[scheme]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise KeySourceError(
+            f"{scheme}: key sources need the {extra!r} extra: "
+            f"pip install 'request_crypto[{extra}]' ({exc})"
+        ) from None
+
+
+def open_key_sources(
+    locations: Sequence[str | os.PathLike[str]], *, password: bytes | None = None
+) -> KeySource:
+    """One location's source, or several merged by kid (a kid in two of them is refused)."""
+    sources = [open_key_source(location, password=password) for location in locations]
+    if len(sources) == 1:
+        return sources[0]
+    return MergedKeySource(sources, [_shown(location) for location in locations])
+
+
+def _shown(location: str | os.PathLike[str]) -> str:
+    """A location for messages: a URI without its pin-value."""
+    return re.sub(r"pin-value=[^&]*", "pin-value=***", os.fspath(location))
