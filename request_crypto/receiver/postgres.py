@@ -14,6 +14,10 @@
 - Exactly once per body: ``idempotency_key`` is unique. A body already stored (by this replica
   or another) is not stored again; its first id is returned, and so answered. Rows of a batch
   are inserted in key order, so two replicas never wait on each other's keys in a cycle.
+- Replays (`replay`): a signed body's ``jti`` is claimed in a ``replays`` table in the same
+  transaction, one ``INSERT ... ON CONFLICT`` per record in ``jti`` order, before any payload
+  row: the conflict waits for a racing replica's commit and locks the row, so exactly one body
+  keeps a ``jti``; the same ``jti`` in another body is not stored and answered as replayed.
 - Faults: a lost connection (server restarting, failover) is retried once on a fresh
   connection, which is safe because the insert is idempotent; if that fails too, or no
   connection comes within `wait_timeout`, it raises `SinkUnavailableError` (the receiver
@@ -29,12 +33,15 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from ..errors import SinkUnavailableError
+from .replay import replay_entry, replayed_marker
 from .sinks import ROW_COLUMNS, ReceivedPayload, describe_postgres_url, stored_ids
 
 __all__ = ["MIGRATIONS", "PostgresSink", "jsonb_can_hold"]
@@ -60,6 +67,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX payloads_received_at ON payloads (received_at)",
     ),
+    (
+        """CREATE TABLE replays (
+            jti      text PRIMARY KEY,
+            body_key text NOT NULL,
+            id       text NOT NULL,
+            exp      double precision NOT NULL
+        )""",
+    ),
 )
 _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS request_crypto_schema ("
@@ -73,6 +88,13 @@ _INSERT = (
     " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING"
 )
 _STORED = "SELECT idempotency_key, id FROM payloads WHERE idempotency_key = ANY(%s::text[])"
+#: Claims a jti unless an unexpired entry holds it; the conflict path locks the row either way.
+_CLAIM = (
+    "INSERT INTO replays (jti, body_key, id, exp) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (jti) DO UPDATE SET body_key = EXCLUDED.body_key, id = EXCLUDED.id,"
+    " exp = EXCLUDED.exp WHERE replays.exp <= %s RETURNING id"
+)
+_HOLDER = "SELECT body_key, id FROM replays WHERE jti = %s"
 
 
 #: JSON escapes jsonb refuses: NUL, and UTF-16 surrogates (the serializer escapes only lone
@@ -86,6 +108,34 @@ def jsonb_can_hold(payload_json: str | None) -> bool:
     Without this one such payload would fail its whole batch, again on every retry.
     """
     return payload_json is not None and _JSONB_REFUSES.search(payload_json) is None
+
+
+def _claim(conn: psycopg.Connection[Any], records: Sequence[ReceivedPayload]) -> list[str | None]:
+    """Inside the batch's transaction: each record's replay marker, or None to store it.
+
+    Records are claimed in ``jti`` order (then batch order), so replicas lock ``replays`` rows
+    in one order and never wait on each other in a cycle.
+    """
+    claims: list[str | None] = [None] * len(records)
+    entries = [(entry, i) for i, r in enumerate(records) if (entry := replay_entry(r))]
+    now = time.time()
+    for (jti, body_key, exp), i in sorted(entries, key=lambda e: (e[0][0], e[1])):
+        if conn.execute(_CLAIM, (jti, body_key, records[i].id, exp, now)).fetchone():
+            continue
+        holder = conn.execute(_HOLDER, (jti,)).fetchone()
+        if holder is not None and holder[0] != body_key:
+            claims[i] = replayed_marker(str(holder[1]))
+    return claims
+
+
+def _columns(records: Sequence[ReceivedPayload]) -> list[list[Any]]:
+    """The `_INSERT` arrays for `records`, in key order, with `payload_raw` split off."""
+    ordered = sorted(records, key=lambda r: r.idempotency_key or "")
+    columns = [list(column) for column in zip(*(r.row() for r in ordered), strict=True)]
+    payloads = columns[4]
+    columns[4] = [p if jsonb_can_hold(p) else None for p in payloads]
+    columns.append([None if p else raw for p, raw in zip(columns[4], payloads, strict=True)])
+    return columns
 
 
 def _reason(exc: psycopg.Error) -> str:
@@ -151,20 +201,23 @@ class PostgresSink:
         return len(MIGRATIONS)
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
-        """Insert `records` in one transaction; return each record's stored id."""
-        ordered = sorted(records, key=lambda r: r.idempotency_key or "")
-        columns = [list(column) for column in zip(*(r.row() for r in ordered), strict=True)]
-        payloads = columns[4]
-        columns[4] = [p if jsonb_can_hold(p) else None for p in payloads]
-        columns.append([None if p else raw for p, raw in zip(columns[4], payloads, strict=True)])
-        keys = [k for k in columns[5] if k is not None]
+        """Insert `records` in one transaction; return each record's stored id.
+
+        A replayed record (its jti held by another body) is not stored; its id is
+        `replayed_marker` of the first body's id.
+        """
+        keys = sorted({r.idempotency_key for r in records if r.idempotency_key is not None})
         for attempt in (1, 2):
             try:
                 with self._pool.connection() as conn, conn.transaction():
-                    conn.execute(_INSERT, columns)
+                    claims = _claim(conn, records)
+                    kept = [r for r, claim in zip(records, claims, strict=True) if claim is None]
+                    if kept:
+                        conn.execute(_INSERT, _columns(kept))
                     rows = conn.execute(_STORED, (keys,)).fetchall() if keys else []
                 first: dict[str, str] = dict(rows)
-                return stored_ids(records, first)
+                ids = stored_ids(records, first)
+                return [claim or id_ for claim, id_ in zip(claims, ids, strict=True)]
             except psycopg.OperationalError as exc:
                 # A connection lost mid-batch (or a deadlock/serialization abort): the insert
                 # is idempotent, so one retry on a fresh connection is safe even if the

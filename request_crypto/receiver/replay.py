@@ -11,7 +11,8 @@ id)``, which the receiver turns into ``409``.
 
 An expired token never reaches the sink (it is refused as expired), so entries are dropped once
 their `exp` has passed. The JSON-lines sinks keep the entries in memory (`MemoryReplays`): one
-process, lost on restart. The PostgreSQL sink does not check replays yet.
+process, lost on restart. The PostgreSQL sink keeps them in a ``replays`` table of its
+database, in the batch's transaction (`postgres`), so every replica sees them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "REPLAY_SCHEMA",
     "MemoryReplays",
     "claim_sqlite",
+    "replay_entry",
     "replayed_id",
     "replayed_marker",
     "signer_fields",
@@ -69,7 +71,8 @@ def replayed_id(stored: str) -> str | None:
     return stored[len(_MARKER) :] if stored.startswith(_MARKER) else None
 
 
-def _entry(record: ReceivedPayload) -> tuple[str, str, float] | None:
+def replay_entry(record: ReceivedPayload) -> tuple[str, str, float] | None:
+    """The record's ``(jti, body_key, exp)`` to remember, or None if it has nothing to check."""
     if record.jti is None or record.idempotency_key is None:
         return None
     exp = record.jti_exp if record.jti_exp is not None else time.time() + _DEFAULT_LIFETIME
@@ -78,7 +81,7 @@ def _entry(record: ReceivedPayload) -> tuple[str, str, float] | None:
 
 def claim_sqlite(db: sqlite3.Connection, record: ReceivedPayload) -> str | None:
     """Inside the sink's transaction: remember the record's jti, or its replay marker."""
-    entry = _entry(record)
+    entry = replay_entry(record)
     if entry is None:
         return None
     jti, body_key, exp = entry
@@ -105,7 +108,7 @@ class MemoryReplays:
 
     def claim(self, record: ReceivedPayload) -> str | None:
         """Remember the record's jti, or return its replay marker."""
-        entry = _entry(record)
+        entry = replay_entry(record)
         if entry is None:
             return None
         jti, body_key, exp = entry

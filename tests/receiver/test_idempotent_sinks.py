@@ -7,6 +7,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,11 +28,14 @@ from request_crypto.receiver import (
 )
 from request_crypto.receiver.pgtesting import PostgresCluster
 from request_crypto.receiver.postgres import MIGRATIONS, PostgresSink, jsonb_can_hold
+from request_crypto.receiver.replay import replayed_id, replayed_marker
 from request_crypto.receiver.sinks import JSONLSink, SupportsReady, idempotency_key
 
 
-def record(payload: Any, *, body: bytes | None = None) -> ReceivedPayload:
-    """A record of `payload`, keyed as the receiver keys `body` (None: no key)."""
+def record(
+    payload: Any, *, body: bytes | None = None, jti: str | None = None, exp: float | None = None
+) -> ReceivedPayload:
+    """A record of `payload`, keyed as the receiver keys `body` (None: no key), with `jti`."""
     return ReceivedPayload(
         id=str(uuid.uuid4()),
         received_at="2026-01-01T00:00:00.000000Z",
@@ -42,6 +46,8 @@ def record(payload: Any, *, body: bytes | None = None) -> ReceivedPayload:
         payload_json=dumps_utf8(payload).decode(),
         metadata=JWKMetadata({"kid": "k"}, [], {}),
         idempotency_key=None if body is None else idempotency_key(body),
+        jti=jti,
+        jti_exp=exp if exp is not None or jti is None else time.time() + 600,
     )
 
 
@@ -137,7 +143,9 @@ def test_postgres_sink_creates_its_schema_once_even_when_replicas_start_together
         sink.close()
     PostgresSink(postgres_url).close()
     with psycopg.connect(postgres_url) as conn:
-        versions = conn.execute("SELECT version FROM request_crypto_schema").fetchall()
+        versions = conn.execute(
+            "SELECT version FROM request_crypto_schema ORDER BY version"
+        ).fetchall()
         indexes = {
             row[0]
             for row in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename='payloads'")
@@ -148,7 +156,7 @@ def test_postgres_sink_creates_its_schema_once_even_when_replicas_start_together
                 " WHERE table_name = 'payloads'"
             ).fetchall()
         )
-    assert versions == [(len(MIGRATIONS),)]
+    assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)]  # each step once
     assert any("UNIQUE" in i and "(idempotency_key)" in i for i in indexes)
     assert any("(received_at)" in i for i in indexes)
     assert types["payload"] == "jsonb"
@@ -205,6 +213,76 @@ def test_postgres_replicas_racing_on_the_same_bodies_store_each_once(postgres_ur
     by_key = {key: row_id for row_id, key, _ in rows}
     for body, ids in answers.items():
         assert ids == {by_key[idempotency_key(body)]}  # every replica answered the stored id
+
+
+def test_postgres_jti_in_another_body_is_a_replay_and_not_stored(postgres_url: str) -> None:
+    one, two = PostgresSink(postgres_url), PostgresSink(postgres_url)
+    first = record({"n": 1}, body=b"signed-1", jti="jti-1")
+    assert one.write_batch([first]) == [first.id]
+    other = record({"n": 2}, body=b"signed-2", jti="jti-1")
+    fresh = record({"n": 3}, body=b"signed-3", jti="jti-3")
+    assert two.write_batch([other, fresh]) == [replayed_marker(first.id), fresh.id]
+    # In one batch too: the batch's first body keeps the jti.
+    a, b = (record({"n": n}, body=f"same-batch-{n}".encode(), jti="jti-4") for n in (4, 5))
+    assert one.write_batch([a, b]) == [a.id, replayed_marker(a.id)]
+    one.close()
+    two.close()
+    assert sorted(r[0] for r in pg_rows(postgres_url)) == sorted([first.id, fresh.id, a.id])
+
+
+def test_postgres_same_signed_body_again_gets_its_first_id(postgres_url: str) -> None:
+    one, two = PostgresSink(postgres_url), PostgresSink(postgres_url)
+    first = record({"n": 1}, body=b"signed-1", jti="jti-1")
+    assert one.write_batch([first]) == [first.id]
+    again = record({"n": 1}, body=b"signed-1", jti="jti-1")
+    assert two.write_batch([again]) == [first.id]
+    one.close()
+    two.close()
+    assert [r[0] for r in pg_rows(postgres_url)] == [first.id]
+
+
+def test_postgres_expired_replay_entry_is_replaced(postgres_url: str) -> None:
+    sink = PostgresSink(postgres_url)
+    old = record({"n": 1}, body=b"signed-1", jti="jti-1", exp=time.time() - 1)
+    assert sink.write_batch([old]) == [old.id]
+    new = record({"n": 2}, body=b"signed-2", jti="jti-1")
+    assert sink.write_batch([new]) == [new.id]
+    late = record({"n": 3}, body=b"signed-3", jti="jti-1")
+    assert sink.write_batch([late]) == [replayed_marker(new.id)]  # the new entry holds it
+    sink.close()
+    with psycopg.connect(postgres_url) as conn:
+        held = conn.execute("SELECT body_key, id FROM replays WHERE jti = 'jti-1'").fetchall()
+    assert held == [(new.idempotency_key, new.id)]
+    assert sorted(r[0] for r in pg_rows(postgres_url)) == sorted([old.id, new.id])
+
+
+def test_postgres_replicas_racing_on_one_jti_from_different_bodies_store_one(
+    postgres_url: str,
+) -> None:
+    sinks = [PostgresSink(postgres_url) for _ in range(4)]
+    for round_ in range(10):
+        jti = f"race-{round_}"
+        records = [
+            record({"r": round_, "s": s}, body=f"{jti}-{s}".encode(), jti=jti) for s in range(4)
+        ]
+        start = threading.Barrier(len(sinks))
+
+        def write(
+            which: int,
+            records: list[ReceivedPayload] = records,
+            start: threading.Barrier = start,
+        ) -> str:
+            start.wait(timeout=60)
+            return sinks[which].write_batch([records[which]])[0]
+
+        with ThreadPoolExecutor(max_workers=len(sinks)) as pool:
+            answers = list(pool.map(write, range(len(sinks))))
+        stored = [a for a in answers if replayed_id(a) is None]
+        assert len(stored) == 1, answers
+        assert {replayed_id(a) for a in answers if a not in stored} == set(stored)
+    for sink in sinks:
+        sink.close()
+    assert len(pg_rows(postgres_url)) == 10
 
 
 def test_postgres_payload_jsonb_cannot_hold_is_kept_as_text(postgres_url: str) -> None:
