@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
-from typing import Any, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar, Union
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto.jwk import JWK
@@ -266,16 +266,34 @@ def public_halves(document: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
-    """Validate a key set and parse every key; kids must be unique."""
+class _HasKid(Protocol):
+    kid: str
+
+
+_ParsedKey = TypeVar("_ParsedKey", bound=_HasKid)
+
+
+def parse_keys(
+    jwks: Mapping[str, Any] | str | bytes, make: Callable[[Mapping[str, Any], str], _ParsedKey]
+) -> dict[str, _ParsedKey]:
+    """Every key of a set, each built by `make(jwk, position)`, by kid; kids must be unique.
+
+    One loop for every kind of set (encryption here, signing in `keys.signing`), so each
+    refuses a repeated kid the same way.
+    """
     document = load_jwks_document(jwks)
-    keys: dict[str, _Key] = {}
+    keys: dict[str, _ParsedKey] = {}
     for index, jwk in enumerate(document["keys"]):
-        key = _Key(jwk, f"key #{index}")
+        key = make(jwk, f"key #{index}")
         if key.kid in keys:
             raise InvalidJWKSError(f"kid {key.kid!r} appears twice in the key set")
         keys[key.kid] = key
     return keys
+
+
+def parse_jwks(jwks: Mapping[str, Any] | str | bytes) -> dict[str, _Key]:
+    """Validate an encryption key set and parse every key; kids must be unique."""
+    return parse_keys(jwks, _Key)
 
 
 def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:

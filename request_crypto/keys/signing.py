@@ -28,7 +28,7 @@ from jwcrypto.jwk import JWK
 from .._b64 import b64url_decode, b64url_encode
 from ..errors import DecryptionError, InvalidArgumentError, InvalidJWKSError, NoKeyFoundError
 from ..kids import validate_kid
-from .jwks import MIN_KEY_SIZE, load_jwks_document
+from .jwks import MIN_KEY_SIZE, load_jwks_document, parse_keys
 
 __all__ = [
     "DIRECT_ALG",
@@ -254,14 +254,7 @@ class SigningKeySet:
         self._lock = threading.Lock()
         self._keys: dict[str, SigningKey] = {}
         if jwks is not None:
-            document = load_jwks_document(jwks)
-            keys: dict[str, SigningKey] = {}
-            for index, jwk in enumerate(document["keys"]):
-                key = SigningKey(jwk, f"key #{index}")
-                if key.kid in keys:
-                    raise InvalidJWKSError(f"kid {key.kid!r} appears twice in the key set")
-                keys[key.kid] = key
-            self._keys = keys
+            self._keys = parse_keys(jwks, SigningKey)
 
     def kids(self) -> list[str]:
         """Every kid, in set order (the last one is the newest)."""
