@@ -20,6 +20,7 @@ from ._json import dumps_utf8, loads_payload
 from ._jws import read_unverified, sign_compact, verify_compact
 from .errors import ClaimsError, InvalidArgumentError, MalformedBodyError, TokenExpiredError
 from .keys.signing import SigningKey, SigningKeySet, VerificationKeys
+from .keys.uri import open_signing_key
 from .limits import Limits
 
 __all__ = [
@@ -102,13 +103,15 @@ class Signer:
     """The sender's key: makes the JWT claims set of a payload and signs it.
 
     `sign_with` is a signing set (document or `SigningKeySet`) holding a private key (or an
-    HS256 secret); `kid` picks one (default: the newest). Each token gets `iat`, `exp`
-    (`expires_in` seconds later), a random 128-bit `jti`, and `iss`/`aud` when given.
+    HS256 secret), or one key kept outside (`aws-kms:...`, or a `SigningKey` such as
+    `AWSKMSSigningKey`); `kid` picks one of a set (default: the newest). Each token gets
+    `iat`, `exp` (`expires_in` seconds later), a random 128-bit `jti`, and `iss`/`aud` when
+    given.
     """
 
     def __init__(
         self,
-        sign_with: Mapping[str, Any] | str | bytes | SigningKeySet,
+        sign_with: Mapping[str, Any] | str | bytes | SigningKeySet | SigningKey,
         *,
         kid: str | None = None,
         issuer: str | None = None,
@@ -121,8 +124,7 @@ class Signer:
         for name, value in (("issuer", issuer), ("audience", audience)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidArgumentError(f"{name} must be a non-empty string")
-        keys = sign_with if isinstance(sign_with, SigningKeySet) else SigningKeySet(sign_with)
-        self.key: SigningKey = keys.signing_key(kid)
+        self.key: SigningKey = _signing_key(sign_with, kid)
         self.issuer = issuer
         self.audience = audience
         self.expires_in = expires_in
@@ -163,12 +165,26 @@ class Signer:
         return f"Signer(kid={self.kid!r}, alg={self.key.alg!r}, issuer={self.issuer!r})"
 
 
+def _signing_key(
+    sign_with: Mapping[str, Any] | str | bytes | SigningKeySet | SigningKey, kid: str | None
+) -> SigningKey:
+    """The one key given (an object, or `aws-kms:...`), else `kid` (or the newest) of a set."""
+    if isinstance(sign_with, SigningKey):
+        return sign_with
+    outside = open_signing_key(sign_with)
+    if outside is not None:
+        return outside
+    keys = sign_with if isinstance(sign_with, SigningKeySet) else SigningKeySet(sign_with)
+    return keys.signing_key(kid)
+
+
 class Verifier:
     """The receiver's check of a signed body: the signature, then the claims.
 
-    `keys` is a signing set (document, `SigningKeySet`) or any `VerificationKeys` (a
-    `RemoteJWKS`). `exp` is required; `nbf` and `exp` are checked with `leeway` seconds of
-    clock skew; `iss` and `aud` must match when `issuer`/`audience` are given.
+    `keys` is a signing set (document, `SigningKeySet`), any `VerificationKeys` (a
+    `RemoteJWKS`, an `AWSKMSSigningKey`) or an `aws-kms:...` URI. `exp` is required; `nbf`
+    and `exp` are checked with `leeway` seconds of clock skew; `iss` and `aud` must match when
+    `issuer`/`audience` are given.
     """
 
     def __init__(
@@ -182,9 +198,13 @@ class Verifier:
     ) -> None:
         if isinstance(leeway, bool) or not isinstance(leeway, (int, float)) or leeway < 0:
             raise InvalidArgumentError(f"leeway {leeway!r} refused: give seconds >= 0")
-        self.keys: VerificationKeys = (
-            SigningKeySet(keys) if isinstance(keys, (Mapping, str, bytes)) else keys
-        )
+        outside = open_signing_key(keys)
+        if outside is not None:  # aws-kms:...: a one-key set
+            self.keys: VerificationKeys = outside
+        elif isinstance(keys, (Mapping, str, bytes)):
+            self.keys = SigningKeySet(keys)
+        else:
+            self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.leeway = float(leeway)

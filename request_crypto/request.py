@@ -33,6 +33,7 @@ from .keys.signing import (
     DIRECT_ALG,
     DIRECT_ENC,
     DirectKeySet,
+    SigningKey,
     SigningKeySet,
     VerificationKeys,
     key_set_kind,
@@ -74,8 +75,9 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-#: What `sign_with=` and `verify_with=` take: a signing set as a document, or as an object.
-SigningKeysInput = Mapping[str, Any] | str | bytes | SigningKeySet
+#: What `sign_with=` and `verify_with=` take: a signing set as a document, or as an object,
+#: or one key kept outside (`aws-kms:...`, `AWSKMSSigningKey`).
+SigningKeysInput = Mapping[str, Any] | str | bytes | SigningKeySet | SigningKey
 VerifyKeysInput = Mapping[str, Any] | str | bytes | VerificationKeys
 
 

@@ -130,6 +130,19 @@ class KMS:
             client.create_alias(AliasName=f"alias/{alias}", TargetKeyId=arn)
         return arn
 
+    def signing_key(self, alg: str, alias: str | None = None) -> str:
+        """A new KMS signing key: ES256 (ECC_NIST_P256 SIGN_VERIFY) or HS256 (HMAC_256
+        GENERATE_VERIFY_MAC); its ARN (and `alias/NAME` made if asked)."""
+        spec, usage = {
+            "ES256": ("ECC_NIST_P256", "SIGN_VERIFY"),
+            "HS256": ("HMAC_256", "GENERATE_VERIFY_MAC"),
+        }[alg]
+        client = self.client()
+        arn: str = client.create_key(KeySpec=spec, KeyUsage=usage)["KeyMetadata"]["Arn"]
+        if alias:
+            client.create_alias(AliasName=f"alias/{alias}", TargetKeyId=arn)
+        return arn
+
     def throttle(self, calls: int) -> None:
         """The next `calls` Decrypt calls answer ThrottlingException."""
         (self.control / "throttle").write_text(str(calls), encoding="utf-8")

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from ..errors import KeySourceError, KeySourceUnavailableError
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 
-__all__ = ["AWSKMSKeySource"]
+__all__ = ["AWSKMSKeySource", "kms_call", "kms_client", "parse_kms_uri"]
 
 #: JOSE alg -> the KMS encryption algorithm doing the same RSA-OAEP.
 KMS_ALGORITHMS = {"RSA-OAEP": "RSAES_OAEP_SHA_1", "RSA-OAEP-256": "RSAES_OAEP_SHA_256"}
@@ -52,20 +52,11 @@ class AWSKMSKeySource(ExternalKeySource):
         timeout: float = 5.0,
     ) -> None:
         """Parse `uri`, make a boto3 KMS client (or use `client`), read the public key."""
-        if not uri.startswith("aws-kms:"):
-            raise KeySourceError(f"{uri!r} is not an aws-kms: URI")
-        key_id, _, query_text = uri[len("aws-kms:") :].partition("?")
-        query = parse_attributes(query_text, "&", uri)
-        unknown = set(query) - _QUERY
-        if unknown or not key_id:
-            raise KeySourceError(
-                f"{uri}: use aws-kms:ARN-OR-alias/NAME[?kid=..&alg=..&region=..]"
-                + (f"; unknown attribute(s) {', '.join(sorted(unknown))}" if unknown else "")
-            )
+        key_id, query, alias = parse_kms_uri(uri)
         self.key_id = key_id
         self.alg = check_alg(query.get("alg", "RSA-OAEP"), uri)
         name = uri
-        self._client = client or _client(name, query.get("region"), attempts, timeout)
+        self._client = client or kms_client(name, query.get("region"), attempts, timeout)
         answer = self._call("GetPublicKey", name, KeyId=key_id)
         # The key's ARN, which every Decrypt answer must name (an alias resolves to it).
         self._arn = str(self._call("DescribeKey", name, KeyId=key_id)["KeyMetadata"]["Arn"])
@@ -81,27 +72,11 @@ class AWSKMSKeySource(ExternalKeySource):
                 f"{algorithm} (it is {answer.get('KeySpec')} for {answer.get('KeyUsage')})"
             )
         numbers = public.public_numbers()
-        alias = key_id.rsplit("alias/", 1)[1] if "alias/" in key_id else None
         kid = choose_kid(query.get("kid"), alias, numbers.n, numbers.e)
         super().__init__(name, [ExternalKey(kid, self.alg, numbers.n, numbers.e)])
 
     def _call(self, operation: str, name: str, **arguments: Any) -> dict[str, Any]:
-        """One KMS call, its failures sorted: the key refused it, configuration, or outage."""
-        method = getattr(self._client, _snake(operation))
-        try:
-            answer: dict[str, Any] = method(**arguments)
-        except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            return _refused(code, operation, name)
-        except (
-            botocore.exceptions.BotoCoreError,
-            botocore.exceptions.ConnectionError,
-            OSError,
-        ) as exc:
-            raise KeySourceUnavailableError(
-                name, f"{operation} failed: {type(exc).__name__}"
-            ) from None
-        return answer
+        return kms_call(self._client, operation, name, **arguments)
 
     def _decrypt(self, key: ExternalKey, encrypted_key: bytes) -> bytes | None:
         """KMS `Decrypt` with the key's OAEP algorithm; None when KMS says it is not ours."""
@@ -129,7 +104,43 @@ class AWSKMSKeySource(ExternalKeySource):
             raise KeySourceUnavailableError(self.name, f"the KMS key is {state}")
 
 
-def _client(name: str, region: str | None, attempts: int, timeout: float) -> Any:
+def parse_kms_uri(uri: str) -> tuple[str, dict[str, str], str | None]:
+    """`aws-kms:KEY[?kid=..&alg=..&region=..]`: the key id, the attributes, the alias name."""
+    if not uri.startswith("aws-kms:"):
+        raise KeySourceError(f"{uri!r} is not an aws-kms: URI")
+    key_id, _, query_text = uri[len("aws-kms:") :].partition("?")
+    query = parse_attributes(query_text, "&", uri)
+    unknown = set(query) - _QUERY
+    if unknown or not key_id:
+        raise KeySourceError(
+            f"{uri}: use aws-kms:ARN-OR-alias/NAME[?kid=..&alg=..&region=..]"
+            + (f"; unknown attribute(s) {', '.join(sorted(unknown))}" if unknown else "")
+        )
+    alias = key_id.rsplit("alias/", 1)[1] if "alias/" in key_id else None
+    return key_id, query, alias
+
+
+def kms_call(client: Any, operation: str, name: str, **arguments: Any) -> dict[str, Any]:
+    """One KMS call, its failures sorted: the key refused it, configuration, or outage.
+
+    {} means KMS said the input is not this key's (Decrypt) or the MAC is wrong (VerifyMac).
+    """
+    method = getattr(client, _snake(operation))
+    try:
+        answer: dict[str, Any] = method(**arguments)
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return _refused(code, operation, name)
+    except (
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ConnectionError,
+        OSError,
+    ) as exc:
+        raise KeySourceUnavailableError(name, f"{operation} failed: {type(exc).__name__}") from None
+    return answer
+
+
+def kms_client(name: str, region: str | None, attempts: int, timeout: float) -> Any:
     """A boto3 KMS client: standard credential chain and endpoint settings, standard retries."""
     config = botocore.config.Config(
         retries={"mode": "standard", "total_max_attempts": attempts},
@@ -152,6 +163,8 @@ def _snake(operation: str) -> str:
 def _refused(code: str, operation: str, name: str) -> dict[str, Any]:
     """What a KMS error means here: {} (not this key's ciphertext), or an exception."""
     if operation == "Decrypt" and code in _NOT_THIS_KEY:
+        return {}
+    if operation == "VerifyMac" and code == "KMSInvalidMacException":
         return {}
     if operation in ("GetPublicKey", "DescribeKey") and code in (
         "NotFoundException",

@@ -222,6 +222,14 @@ class SigningKey:
             return padding.PSS(padding.MGF1(hashes.SHA256()), 32)  # RFC 7518 3.5: salt = hash
         return padding.PKCS1v15()
 
+    def verification_key(self, kid: str) -> SigningKey | None:
+        """This key when `kid` is its kid: one key is a one-key `VerificationKeys`."""
+        return self if kid == self.kid else None
+
+    def keys_for_alg(self, alg: str) -> list[SigningKey]:
+        """This key when `alg` is its alg."""
+        return [self] if alg == self.alg else []
+
     @property
     def metadata(self) -> dict[str, Any]:
         """kid, kty, alg and use: what a receiver may log about the signer's key."""

@@ -5,7 +5,8 @@
     aws-kms:arn:aws:kms:...:key/ID | aws-kms:alias/NAME    AWS KMS (keys.aws_kms)
 
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
-registry shape); several locations are merged by kid (`MergedKeySource`). The HSM and KMS
+registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in KMS); several
+locations are merged by kid (`MergedKeySource`). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
 python-pkcs11 nor boto3.
 """
@@ -15,20 +16,23 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 from ..errors import KeySourceError
 from ..keyfile import read_jwks
 from .jwks import JWKManager
 from .merged import MergedKeySource
+from .signing import SigningKey
 from .source import KeySource
 
 __all__ = [
     "SCHEMES",
+    "SIGNING_SCHEMES",
     "is_key_source_uri",
     "open_key_source",
     "open_key_sources",
+    "open_signing_key",
     "refuse_unknown_scheme",
     "scheme_module",
 ]
@@ -37,6 +41,10 @@ __all__ = [
 SCHEMES = {
     "pkcs11": ("request_crypto.keys.pkcs11", "PKCS11KeySource", "hsm"),
     "aws-kms": ("request_crypto.keys.aws_kms", "AWSKMSKeySource", "kms"),
+}
+#: URI scheme -> (module, class, extra) of a signing key kept outside the process.
+SIGNING_SCHEMES = {
+    "aws-kms": ("request_crypto.keys.aws_kms_signing", "AWSKMSSigningKey", "kms"),
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]+")
 
@@ -75,9 +83,21 @@ def refuse_unknown_scheme(location: str) -> None:
         )
 
 
-def scheme_module(scheme: str) -> ModuleType:
+def open_signing_key(location: object) -> SigningKey | None:
+    """The signing key a URI of SIGNING_SCHEMES names (`aws-kms:...`), else None."""
+    if not isinstance(location, str):
+        return None
+    scheme = location.partition(":")[0]
+    if scheme not in SIGNING_SCHEMES:
+        return None
+    module = scheme_module(scheme, SIGNING_SCHEMES)
+    key: SigningKey = getattr(module, SIGNING_SCHEMES[scheme][1])(location)
+    return key
+
+
+def scheme_module(scheme: str, schemes: Mapping[str, tuple[str, str, str]] = SCHEMES) -> ModuleType:
     """The module implementing `scheme`, imported now; a missing extra is a clear error."""
-    module_name, _, extra = SCHEMES[scheme]
+    module_name, _, extra = schemes[scheme]
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
