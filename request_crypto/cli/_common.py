@@ -47,6 +47,7 @@ __all__ = [
     "encrypt_document",
     "fail",
     "input_name",
+    "is_direct_set",
     "is_uri",
     "json_bytes",
     "kid_list",
@@ -413,6 +414,12 @@ def _not_empty(path: Path, manager: JWKManager) -> JWKManager:
             f"{path} holds no keys; add one with: {PROG} keys add {quoted(path)} --kid KID"
         )
     return manager
+
+
+def is_direct_set(location: str | Path, password: bytes | None = None) -> bool:
+    """Whether `location` is a file of `dir` secrets (`keys init --alg dir`): opened with
+    `DirectKeySet`, not checked for private RSA keys."""
+    return Path(location).is_file() and KeySetFile(location, password=password).kind() == "dir"
 
 
 def load_private(path: Path, command: str, password: bytes | None = None) -> JWKManager:

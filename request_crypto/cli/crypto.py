@@ -18,7 +18,6 @@ from ..formats import Format, detect_format
 from ..keyfile import read_jwks
 from ..keys.jwks import DECRYPT_OPS, JWKManager
 from ..keys.source import KeySource
-from ..keyset import KeySetFile
 from ..limits import DEFAULT_MAX_BODY_SIZE, parse_size
 from ..nested import DEFAULT_EXPIRES_IN
 from ..request import RequestDecryptor
@@ -32,6 +31,7 @@ from ._common import (
     echo_json,
     encrypt_document,
     input_name,
+    is_direct_set,
     kid_list,
     open_private,
     password_of,
@@ -112,7 +112,7 @@ def _decryptor(
 ) -> tuple[RequestDecryptor, KeySource]:
     """The receiver's keys at `path` (a file, a key-source URI, or dir secrets) as a
     decryptor, and the key source (for `_explained`)."""
-    if Path(path).is_file() and KeySetFile(path, password=password).kind() == "dir":
+    if is_direct_set(path, password):
         secrets = read_jwks(path, password=password)
         return RequestDecryptor(secrets, max_body_size=max_body, **verify), JWKManager()
     manager = open_private(str(path), command, password)

@@ -38,6 +38,7 @@ __all__ = [
     "KeyFile",
     "KeyGeneration",
     "SenderKeyFile",
+    "file_keys",
     "loaded_keys",
     "opened_keys",
     "verification_options",
@@ -82,7 +83,16 @@ def _load_decryptor(
     path: Path, max_body: int, password_file: Path | None, verify: Mapping[str, Any]
 ) -> RequestDecryptor:
     decryptor = _decryptor(read_jwks(path, password=_password(password_file)), max_body, verify)
-    require_private_keys(decryptor.keys, path, _NEEDED_BY)
+    return _usable(decryptor, path)
+
+
+def _usable(decryptor: RequestDecryptor, where: object) -> RequestDecryptor:
+    """`decryptor`, refused when it could open nothing: an RSA set must hold private keys
+    (a public set is the likeliest mistake); a `dir` set or a key source, any key at all."""
+    if isinstance(decryptor.source, JWKSManager):
+        require_private_keys(decryptor.source, where, _NEEDED_BY)
+    elif not decryptor.source.kids():
+        raise InvalidArgumentError(f"{where} holds no keys; {_NEEDED_BY} needs one")
     return decryptor
 
 
@@ -93,11 +103,13 @@ def loaded_keys(
 ) -> KeyGeneration:
     """The one generation of a set or key source given already loaded (never reloaded)."""
     decryptor = jwks if isinstance(jwks, RequestDecryptor) else _decryptor(jwks, max_body, verify)
-    if isinstance(decryptor.source, JWKSManager):
-        require_private_keys(decryptor.source, "the key set", _NEEDED_BY)
-    elif not decryptor.source.kids():
-        raise InvalidArgumentError(f"{decryptor.source!r} holds no keys; {_NEEDED_BY} needs one")
-    return _generation(decryptor)
+    where = "the key set" if isinstance(decryptor.source, JWKSManager) else repr(decryptor.source)
+    return _generation(_usable(decryptor, where))
+
+
+def file_keys(path: Path, max_body: int, password_file: Path | None) -> KeyGeneration:
+    """The key-set file at `path` (RSA private keys or `dir` secrets), opened once to check it."""
+    return _generation(_load_decryptor(path, max_body, password_file, {}))
 
 
 def opened_keys(

@@ -30,6 +30,7 @@ from ..cli._common import (
     PasswordFile,
     encrypt_document,
     fail,
+    is_direct_set,
     is_uri,
     password_of,
     read_json_input,
@@ -52,7 +53,7 @@ from ..formats import Format, detect_format
 from ..keyfile import require_private_keys
 from ..keys.uri import refuse_unknown_scheme
 from ..nested import DEFAULT_EXPIRES_IN
-from ._keys import opened_keys
+from ._keys import file_keys, opened_keys
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -152,7 +153,9 @@ def _validate(config: ReceiverConfig) -> _Plan:
     _require_server_extra("starlette", "uvicorn")
     jwks = config.jwks
     password = config.password_file
-    if isinstance(jwks, Path):
+    if isinstance(jwks, Path) and is_direct_set(jwks, password_of(password)):
+        kids = file_keys(jwks, config.max_body, password).decryptor.source.kids()
+    elif isinstance(jwks, Path):
         kids = require_private_keys(with_keys(jwks, password=password_of(password)), jwks, "serve")
     else:  # key-source URIs or several sets: opened now, so a bad one fails before binding
         each = cast(tuple[str, ...], jwks if isinstance(jwks, tuple) else (jwks,))
@@ -314,9 +317,9 @@ def serve(
         typer.Option(
             "--jwks",
             metavar="PRIVATE_SET|URI",
-            help="The private key-set file (watched: a rotated file is used within seconds), "
-            "or a key-source URI (pkcs11:..., aws-kms:...). Repeat to serve several, merged "
-            "by kid (then not watched).",
+            help="The private key-set file, or a set of dir secrets (watched: a rotated file "
+            "is used within seconds), or a key-source URI (pkcs11:..., aws-kms:...). Repeat "
+            "to serve several, merged by kid (then not watched).",
             show_default=False,
         ),
     ],

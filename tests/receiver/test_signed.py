@@ -20,7 +20,7 @@ from request_crypto.keyfile import write_jwks
 from request_crypto.keys.signing import generate_signing_jwk, public_key_set
 from request_crypto.receiver import create_app
 from request_crypto.receiver.testing import ReceiverThread
-from tests.receiver.helpers import PAYLOADS, client, write_private_set
+from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, write_private_set
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +157,32 @@ def test_the_senders_file_is_reloaded_when_it_changes(tmp_path, sender) -> None:
     assert keys.verification_key("kibana-2") is not None
     path.write_text("not json")  # a broken write keeps the old keys
     assert keys.verification_key("kibana-2") is not None
+
+
+def test_serve_takes_a_dir_set_opens_signed_dir_bodies_and_publishes_no_secret(
+    files, keys, sender, tmp_path
+) -> None:
+    from tests.cli.runner import fails, ok
+
+    secrets = tmp_path / "shared.json"
+    ok("keys", "init", secrets, "--kid", "shared-1", "--alg", "dir")
+    secret = json.loads(secrets.read_text())["keys"][0]["k"]
+    encryptor = RequestEncryptor(json.loads(secrets.read_text()), sign_with=sender)
+    body = encryptor.encrypt("shared-1", {"n": 7})
+    rsa_body = RequestEncryptor(keys.get_public_jwks(), sign_with=sender).encrypt("rx-a", {"n": 8})
+    dir_files = {**files, "keys": secrets}
+    with serve(dir_files, require_signature=True) as receiver, client(receiver.url) as http:
+        stored = http.post(PAYLOADS, content=body)
+        assert stored.status_code == 202, stored.text
+        published = http.get(WELL_KNOWN)
+        assert published.status_code == 200 and published.json() == {"keys": []}
+        assert secret not in published.text
+        assert http.post(PAYLOADS, content=rsa_body).status_code == 400  # no RSA key here
+    ((_, kid, signer_kid, _, _, payload),) = signed_rows(files["db"])
+    assert (kid, signer_kid, json.loads(payload)["n"]) == ("shared-1", "kibana-1", 7)
+    with serve(files) as receiver, client(receiver.url) as http:  # an RSA receiver: never dir
+        assert http.post(PAYLOADS, content=body).status_code == 400
+    # serve's own checks accept the dir set and go on to the senders' set
+    assert "not a signing set" in fails(
+        "serve", "--jwks", secrets, "--verify-with", files["keys"], "--port", "0"
+    )
