@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ import pytest
 
 from request_crypto import JWKManager
 from request_crypto._b64 import b64url_decode, b64url_encode
+from request_crypto._json import dumps_utf8
 from request_crypto.keyfile import write_jwks
+from request_crypto.keys.jwks import JWKMetadata
 from request_crypto.receiver import ReceivedPayload
+from request_crypto.receiver.sinks import idempotency_key
 
 PAYLOADS = "/v1/payloads"
 WELL_KNOWN = "/.well-known/jwks.json"
@@ -100,3 +104,22 @@ class ListSink:
 
     def close(self) -> None:
         self.closed = True
+
+
+def record(
+    payload: Any, *, body: bytes | None = None, jti: str | None = None, exp: float | None = None
+) -> ReceivedPayload:
+    """A record of `payload`, keyed as the receiver keys `body` (None: no key), with `jti`."""
+    return ReceivedPayload(
+        id=str(uuid.uuid4()),
+        received_at="2026-01-01T00:00:00.000000Z",
+        kid="k",
+        format="jwe",
+        size=1,
+        payload=payload,
+        payload_json=dumps_utf8(payload).decode(),
+        metadata=JWKMetadata({"kid": "k"}, [], {}),
+        idempotency_key=None if body is None else idempotency_key(body),
+        jti=jti,
+        jti_exp=exp if exp is not None or jti is None else time.time() + 600,
+    )

@@ -8,7 +8,6 @@ import json
 import sqlite3
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 
 from request_crypto._json import dumps_utf8
 from request_crypto.errors import SinkUnavailableError
-from request_crypto.keys.jwks import JWKMetadata
 from request_crypto.receiver import (
     ReceivedPayload,
     SinkURLError,
@@ -30,25 +28,7 @@ from request_crypto.receiver.pgtesting import PostgresCluster
 from request_crypto.receiver.postgres import MIGRATIONS, PostgresSink, jsonb_can_hold
 from request_crypto.receiver.replay import replayed_id, replayed_marker
 from request_crypto.receiver.sinks import JSONLSink, SupportsReady, idempotency_key
-
-
-def record(
-    payload: Any, *, body: bytes | None = None, jti: str | None = None, exp: float | None = None
-) -> ReceivedPayload:
-    """A record of `payload`, keyed as the receiver keys `body` (None: no key), with `jti`."""
-    return ReceivedPayload(
-        id=str(uuid.uuid4()),
-        received_at="2026-01-01T00:00:00.000000Z",
-        kid="k",
-        format="jwe",
-        size=1,
-        payload=payload,
-        payload_json=dumps_utf8(payload).decode(),
-        metadata=JWKMetadata({"kid": "k"}, [], {}),
-        idempotency_key=None if body is None else idempotency_key(body),
-        jti=jti,
-        jti_exp=exp if exp is not None or jti is None else time.time() + 600,
-    )
+from tests.receiver.helpers import record
 
 
 def pg_rows(url: str) -> list[tuple[Any, ...]]:

@@ -24,7 +24,6 @@ from request_crypto.errors import InvalidArgumentError
 from request_crypto.keyfile import write_jwks
 from request_crypto.receiver import (
     JSONLSink,
-    ReceivedPayload,
     Sink,
     SinkURLError,
     SQLiteSink,
@@ -40,6 +39,7 @@ from tests.receiver.helpers import (
     PAYLOADS,
     ListSink,
     client,
+    record,
     stored_rows,
 )
 
@@ -119,26 +119,10 @@ def test_jsonl_sink_through_the_server(tmp_path: Path, keys: JWKManager) -> None
     assert set(records[0]) == {"id", "received_at", "kid", "format", "payload"}
 
 
-def make_record(payload: Any) -> ReceivedPayload:
-    from request_crypto._json import dumps_utf8
-    from request_crypto.keys.jwks import JWKMetadata
-
-    return ReceivedPayload(
-        id=str(uuid.uuid4()),
-        received_at="2026-01-01T00:00:00.000000Z",
-        kid="k",
-        format="jwe",
-        size=1,
-        payload=payload,
-        payload_json=dumps_utf8(payload).decode(),
-        metadata=JWKMetadata({"kid": "k"}, [], {}),
-    )
-
-
 def test_stdout_and_jsonl_sinks_write_json_lines(tmp_path: Path) -> None:
     stream = io.BytesIO()
     sink = StdoutSink(stream)
-    records = [make_record({"a": "ü"}), make_record([1, None]), make_record("\ud800")]
+    records = [record({"a": "ü"}), record([1, None]), record("\ud800")]
     sink.write_batch(records)
     lines = stream.getvalue().decode("utf-8").splitlines()
     assert [json.loads(line)["payload"] for line in lines] == [{"a": "ü"}, [1, None], "\ud800"]
@@ -163,8 +147,8 @@ def test_sink_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     try:
-        sqlite.write_batch([make_record({"a": 1})])
-        jsonl.write_batch([make_record({"a": 1})])
+        sqlite.write_batch([record({"a": 1})])
+        jsonl.write_batch([record({"a": 1})])
         names = sorted(path.name for path in tmp_path.iterdir())
         assert names == ["p.db", "p.db-shm", "p.db-wal", "p.jsonl"]  # while the db is open
         assert {
@@ -195,10 +179,10 @@ def test_sqlite_sink_writes_on_after_a_failed_commit(tmp_path: Path) -> None:
             """
         )
     sink._db.execute("PRAGMA foreign_keys = ON")
-    good, bad = make_record({"n": 1}), replace(make_record({"n": 2}), kid="bad")
+    good, bad = record({"n": 1}), replace(record({"n": 2}), kid="bad")
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
         sink.write_batch([good, bad])
-    later = make_record({"n": 3})
+    later = record({"n": 3})
     sink.write_batch([later])  # before the fix: "cannot start a transaction within a transaction"
     sink.close()
     assert list(stored_rows(db)) == [later.id]
@@ -225,7 +209,7 @@ def test_jsonl_sink_cuts_off_a_batch_that_failed_halfway(
 ) -> None:
     path = tmp_path / "p.jsonl"
     sink = JSONLSink(path)
-    first, failed, later = (make_record({"n": n, "pad": "x" * 100}) for n in range(3))
+    first, failed, later = (record({"n": n, "pad": "x" * 100}) for n in range(3))
     sink.write_batch([first])
     size = path.stat().st_size
     with monkeypatch.context() as patch:
@@ -245,7 +229,7 @@ def test_sqlite_sink_shared_by_two_writers(tmp_path: Path) -> None:
     """Two sinks on one file (as two worker processes have), each fed by its own thread."""
     db = tmp_path / "shared.db"
     sinks = [open_sink(f"sqlite:///{db}"), open_sink(f"sqlite:///{db}")]
-    records = [make_record({"i": i}) for i in range(400)]
+    records = [record({"i": i}) for i in range(400)]
 
     def feed(which: int) -> None:
         mine = records[which::2]
