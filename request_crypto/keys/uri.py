@@ -35,6 +35,7 @@ __all__ = [
     "open_signing_key",
     "refuse_unknown_scheme",
     "scheme_module",
+    "shown_location",
 ]
 
 #: URI scheme -> (module, class, the extra that installs its dependency).
@@ -114,9 +115,9 @@ def open_key_sources(
     sources = [open_key_source(location, password=password) for location in locations]
     if len(sources) == 1:
         return sources[0]
-    return MergedKeySource(sources, [_shown(location) for location in locations])
+    return MergedKeySource(sources, [shown_location(location) for location in locations])
 
 
-def _shown(location: str | os.PathLike[str]) -> str:
+def shown_location(location: str | os.PathLike[str]) -> str:
     """A location for messages: a URI without its pin-value."""
     return re.sub(r"pin-value=[^&]*", "pin-value=***", os.fspath(location))

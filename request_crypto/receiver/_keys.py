@@ -9,6 +9,7 @@ itself unhealthy until a reload succeeds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,20 +25,29 @@ import anyio.to_thread
 
 from ..errors import InvalidArgumentError, RequestCryptoError
 from ..keyfile import read_jwks, require_private_keys
-from ..keys.jwks import JWKSManager
+from ..keys.jwks import JWKManager, JWKSManager
+from ..keys.merged import MergedKeySource
 from ..keys.pbes2 import read_password_file
 from ..keys.remote import RemoteJWKS
-from ..keys.signing import SigningKey, SigningKeySet, VerificationKeys
+from ..keys.signing import (
+    DirectKeySet,
+    SigningKey,
+    SigningKeySet,
+    VerificationKeys,
+    key_set_kind,
+)
 from ..keys.source import KeySource
-from ..keys.uri import open_key_sources
+from ..keys.uri import is_key_source_uri, open_key_source, refuse_unknown_scheme, shown_location
 from ..limits import Limits
 from ..request import RequestDecryptor
 from .observability import ReceiverMetrics
 
 __all__ = [
-    "KeyFile",
+    "KIND_NAMES",
     "KeyGeneration",
+    "KeySetKindChangedError",
     "SenderKeyFile",
+    "WatchedKeys",
     "file_keys",
     "loaded_keys",
     "opened_keys",
@@ -79,13 +89,6 @@ def _password(password_file: Path | None) -> bytes | None:
     return None if password_file is None else read_password_file(password_file)
 
 
-def _load_decryptor(
-    path: Path, max_body: int, password_file: Path | None, verify: Mapping[str, Any]
-) -> RequestDecryptor:
-    decryptor = _decryptor(read_jwks(path, password=_password(password_file)), max_body, verify)
-    return _usable(decryptor, path)
-
-
 def _usable(decryptor: RequestDecryptor, where: object) -> RequestDecryptor:
     """`decryptor`, refused when it could open nothing: an RSA set must hold private keys
     (a public set is the likeliest mistake); a `dir` set or a key source, any key at all."""
@@ -109,7 +112,7 @@ def loaded_keys(
 
 def file_keys(path: Path, max_body: int, password_file: Path | None) -> KeyGeneration:
     """The key-set file at `path` (RSA private keys or `dir` secrets), opened once to check it."""
-    return _generation(_load_decryptor(path, max_body, password_file, {}))
+    return WatchedKeys([path], max_body, 0.0, password_file=password_file).keys
 
 
 def opened_keys(
@@ -118,9 +121,11 @@ def opened_keys(
     password_file: Path | None,
     verify: Mapping[str, Any] | None = None,
 ) -> KeyGeneration:
-    """Key-set files and key-source URIs, opened now and merged by kid (never reloaded)."""
-    sources = open_key_sources(locations, password=_password(password_file))
-    return loaded_keys(sources, max_body, verify)
+    """Key-set files and key-source URIs, opened now and merged by kid, as `serve` opens them
+    (`WatchedKeys`), to check them once."""
+    return WatchedKeys(
+        list(locations), max_body, 0.0, password_file=password_file, verify=verify
+    ).keys
 
 
 class SenderKeyFile:
@@ -198,16 +203,95 @@ def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class KeyFile:
-    """A key-set file, read now (a missing or invalid set fails here) and reloaded on change.
+#: A key set's kind (`key_set_kind`), as logs name it.
+KIND_NAMES = {"enc": "RSA encryption keys", "dir": "dir secrets", "sig": "signing keys"}
 
-    `keys` is the current generation. `check()` looks at the file (inode, size, mtime) and,
-    when it changed, parses it on a worker thread; `watch()` does that every few seconds.
+
+@dataclass(frozen=True)
+class _Member:
+    """One location of the receiver's keys: a file (watched: `signature` is its last look)
+    or a key-source URI (opened once, kept across reloads)."""
+
+    location: str | Path
+    name: str
+    source: KeySource
+    kind: str
+    signature: tuple[int, int, int, int] | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self.location if isinstance(self.location, Path) else None
+
+
+def _open_file(path: Path, password_file: Path | None, kind: str | None = None) -> _Member:
+    """The key-set file at `path` as a member; `kind`: the kind it must still have (a reload).
+
+    A file whose kind changed is refused: a receiver must never start accepting `dir` bodies,
+    or stop accepting RSA ones, because a file was replaced.
+    """
+    signature = _file_signature(path)
+    document = read_jwks(path, password=_password(password_file))
+    found = key_set_kind(document)
+    if kind is not None and found != kind:
+        raise KeySetKindChangedError(
+            f"it now holds {KIND_NAMES[found]} where it held {KIND_NAMES[kind]}; a key file "
+            "keeps its kind (serve another receiver for the new kind)"
+        )
+    source: KeySource
+    if found == "dir":
+        source = DirectKeySet(document)
+    elif found == "enc":
+        source = JWKManager(document)
+        require_private_keys(source, path, _NEEDED_BY)
+    else:
+        raise InvalidArgumentError(
+            f"{path} holds {KIND_NAMES[found]}; {_NEEDED_BY} needs RSA encryption keys or dir "
+            "secrets"
+        )
+    return _Member(path, str(path), source, found, signature)
+
+
+def _open_member(location: str | os.PathLike[str], password_file: Path | None) -> _Member:
+    """A file (watched) or a key-source URI (opened now, kept)."""
+    if isinstance(location, os.PathLike) or not is_key_source_uri(location):
+        refuse_unknown_scheme(os.fspath(location))
+        return _open_file(Path(location), password_file)
+    source = open_key_source(location)
+    return _Member(location, shown_location(location), source, "enc")
+
+
+def _merged(members: Sequence[_Member]) -> KeySource:
+    """The members' sources as one (a single member as itself); `dir` secrets stand alone,
+    since a decryptor opens either `dir` bodies or RSA ones, never both."""
+    if len(members) == 1:
+        return members[0].source
+    for member in members:
+        if member.kind != "enc":
+            raise InvalidArgumentError(
+                f"{member.name} holds {KIND_NAMES[member.kind]}, which cannot be merged with "
+                "other key sets: serve it alone"
+            )
+    return MergedKeySource([m.source for m in members], [m.name for m in members])
+
+
+class KeySetKindChangedError(InvalidArgumentError):
+    """A watched key file now holds another kind of keys than when it was first read."""
+
+
+class WatchedKeys:
+    """The receiver's keys from files and key-source URIs, every file reloaded on change.
+
+    Every location is opened now (a missing or invalid one fails here); several are merged
+    by kid. `keys` is the current generation. `check()` looks at each file (inode, size,
+    mtime) and, when one changed, reads it on a worker thread and builds a new generation
+    from it and the members kept (HSM and KMS sources stay open); `watch()` does that every
+    few seconds. A file that cannot be used, or changed kind, is logged and the last good
+    set stays in use; past `grace` seconds of that, `unhealthy()` says why.
     """
 
     def __init__(
         self,
-        path: Path,
+        locations: Sequence[str | os.PathLike[str]],
         max_body: int,
         grace: float,
         *,
@@ -215,86 +299,141 @@ class KeyFile:
         password_file: Path | None = None,
         verify: Mapping[str, Any] | None = None,
     ) -> None:
-        self.path = path
         self.metrics = metrics
         self.max_body = max_body
         self.verify = verify or {}
         self.grace = grace
         self.password_file = password_file
-        #: Since when (monotonic) the key file has failed to load, and why; None while it loads.
-        self.failing: tuple[float, str] | None = None
-        self._signature = _file_signature(path)
-        self.keys = _generation(_load_decryptor(path, max_body, password_file, self.verify))
+        #: Per failing file: since when (monotonic) it has failed to reload, and why.
+        self.failing: dict[Path, tuple[float, str]] = {}
+        self._members = [_open_member(location, password_file) for location in locations]
+        self.keys = self._generation(self._members)
         if metrics is not None:
             metrics.keys_reloaded(self.keys.count)
 
+    @property
+    def files(self) -> list[Path]:
+        """The watched files."""
+        return [m.path for m in self._members if m.path is not None]
+
+    def _generation(self, members: Sequence[_Member]) -> KeyGeneration:
+        decryptor = _decryptor(_merged(members), self.max_body, self.verify)
+        return _generation(_usable(decryptor, ", ".join(m.name for m in members)))
+
     async def watch(self, interval: float) -> None:
-        """Check the file every `interval` seconds, until cancelled; never dies of an error."""
+        """Check the files every `interval` seconds, until cancelled; never dies of an error."""
         while True:
             await anyio.sleep(interval)
             try:
                 await self.check()
             except Exception as exc:  # the watcher must outlive any surprise
-                logger.error("watching key file %s failed (%s)", self.path, type(exc).__name__)
+                logger.error("watching key files failed (%s)", type(exc).__name__)
 
     async def check(self) -> bool:
-        """Reload the key file if it changed since the last look; True if new keys are in use."""
-        signature = _file_signature(self.path)
-        if signature == self._signature:
-            return False
-        self._signature = signature
-        if signature is None:
-            logger.error(
-                "key file %s is gone; keeping the %d keys in use", self.path, self.keys.count
-            )
-            self._failed("the key file is gone")
+        """Reload the files that changed since the last look; True if new keys are in use."""
+        members = list(self._members)
+        changed = []
+        for index, before in enumerate(members):
+            path = before.path
+            if path is None:
+                continue
+            signature = _file_signature(path)
+            if signature == before.signature:
+                continue
+            member = dataclasses.replace(before, signature=signature)
+            members[index] = self._members[index] = member  # a bad file is logged once
+            if signature is None:
+                logger.error(
+                    "key file %s is gone; keeping the %d keys in use", path, self.keys.count
+                )
+                self._failed(path, "the key file is gone")
+                continue
+            reloaded = await self._reload(member)
+            if reloaded is not None:
+                members[index] = reloaded
+                changed.append(reloaded)
+        if not changed:
             return False
         try:
-            decryptor = await anyio.to_thread.run_sync(
-                _load_decryptor, self.path, self.max_body, self.password_file, self.verify
-            )
+            keys = self._generation(members)
         except RequestCryptoError as exc:
+            names = ", ".join(m.name for m in changed)
             logger.error(
-                "key file %s changed but cannot be used (%s); keeping the %d keys in use",
-                self.path,
+                "key file(s) %s changed but the keys cannot be used together (%s); "
+                "keeping the %d keys in use",
+                names,
                 exc,
                 self.keys.count,
             )
-            self._failed("the key file changed but cannot be used")
+            for member in changed:
+                assert member.path is not None
+                self._failed(member.path, "the key file changed but cannot be used")
             return False
+        self._members = members
+        self.keys = keys  # one assignment: requests see old or new, whole
+        for member in changed:
+            assert member.path is not None
+            self.failing.pop(member.path, None)
+            merged = f"; {keys.count} keys in use" if len(members) > 1 else ""
+            logger.info(
+                "key file %s reloaded: %d keys (%s)%s",
+                member.path,
+                len(member.source.kids()),
+                ", ".join(member.source.kids()),
+                merged,
+            )
+        if self.metrics is not None:
+            self.metrics.keys_reloaded(keys.count)
+        return True
+
+    async def _reload(self, member: _Member) -> _Member | None:
+        """`member`'s file read again (on a thread), or None after logging why it is refused."""
+        path = member.path
+        assert path is not None
+        try:
+            return await anyio.to_thread.run_sync(_open_file, path, self.password_file, member.kind)
+        except KeySetKindChangedError as exc:
+            logger.error(
+                "key file %s changed kind and is refused: %s; keeping the %d keys in use",
+                path,
+                exc,
+                self.keys.count,
+            )
+            self._failed(path, "the key file changed kind")
+        except RequestCryptoError as exc:
+            logger.error(
+                "key file %s changed but cannot be used (%s); keeping the %d keys in use",
+                path,
+                exc,
+                self.keys.count,
+            )
+            self._failed(path, "the key file changed but cannot be used")
         except Exception as exc:  # never let the watcher die
             logger.error(
                 "key file %s changed but loading it failed (%s); keeping the old keys",
-                self.path,
+                path,
                 type(exc).__name__,
             )
-            self._failed("the key file changed but loading it failed")
-            return False
-        self.failing = None
-        self.keys = _generation(decryptor)  # one assignment: requests see old or new, whole
-        if self.metrics is not None:
-            self.metrics.keys_reloaded(self.keys.count)
-        logger.info(
-            "key file %s reloaded: %d keys (%s)",
-            self.path,
-            self.keys.count,
-            ", ".join(decryptor.source.kids()),
-        )
-        return True
+            self._failed(path, "the key file changed but loading it failed")
+        return None
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, path: Path, reason: str) -> None:
         # The failure's start stays the first one's: a second bad write does not reset it.
-        since = self.failing[0] if self.failing else time.monotonic()
-        self.failing = (since, reason)
+        since = self.failing[path][0] if path in self.failing else time.monotonic()
+        self.failing[path] = (since, reason)
         if self.metrics is not None:
             self.metrics.key_reload_failed()
 
     def unhealthy(self) -> str | None:
-        """Why the keys make this replica unfit to serve (failing past `grace`), or None."""
-        if self.failing is None:
+        """Why the keys make this replica unfit to serve (a file failing past `grace`), or
+        None."""
+        if not self.failing:
             return None
-        since, reason = self.failing
+        path, (since, reason) = min(self.failing.items(), key=lambda item: item[1][0])
         elapsed = time.monotonic() - since
         if elapsed <= self.grace:
             return None
-        return f"{reason} (for {elapsed:.0f} s); serving the {self.keys.count} keys loaded before"
+        return (
+            f"{reason}: {path} (for {elapsed:.0f} s); serving the {self.keys.count} keys "
+            "loaded before"
+        )

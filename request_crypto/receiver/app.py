@@ -95,7 +95,7 @@ from ._http import (
     read_body,
     refusal,
 )
-from ._keys import KeyFile, KeyGeneration, loaded_keys, opened_keys, verification_options
+from ._keys import KeyGeneration, WatchedKeys, loaded_keys, verification_options
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
 from .observability import METRICS_CONTENT_TYPE, ReceiverMetrics
@@ -149,8 +149,8 @@ class _Receiver:
         #: Bodies answered 202, and refused (any error), for the line logged at shutdown.
         self.accepted = 0
         self.refused = 0
-        #: The key-set file followed by polling; None for a set given loaded (never reloaded).
-        self.key_file: KeyFile | None = None
+        #: The key files (watched) and key sources; None for a set given loaded (never reloaded).
+        self.key_file: WatchedKeys | None = None
         self._loaded: KeyGeneration | None = None
         verify = verification_options(
             config.verify_with,
@@ -159,24 +159,21 @@ class _Receiver:
             audience=config.audience,
             leeway=config.leeway,
         )
-        if isinstance(jwks, Path):
-            self.key_file = KeyFile(
-                jwks,
+        if isinstance(jwks, (Path, str, tuple)):  # files and key-source URIs, merged by kid
+            self.key_file = WatchedKeys(
+                jwks if isinstance(jwks, tuple) else (jwks,),
                 max_body,
                 config.key_reload_grace,
                 metrics=self.metrics,
                 password_file=config.password_file,
                 verify=verify,
             )
-        elif isinstance(jwks, (str, tuple)):  # key-source URIs, or several locations merged
-            each = jwks if isinstance(jwks, tuple) else (jwks,)
-            self._loaded = opened_keys(each, max_body, config.password_file, verify)
-            self.metrics.keys_reloaded(self._loaded.count)
         else:
             assert not isinstance(jwks, os.PathLike)  # ReceiverConfig made every path a Path
             self._loaded = loaded_keys(jwks, max_body, verify)
             self.metrics.keys_reloaded(self._loaded.count)
-        self.reload_interval = config.reload_interval if self.key_file is not None else None
+        watched = self.key_file is not None and self.key_file.files
+        self.reload_interval = config.reload_interval if watched else None
         self.sink_spec = sink
         self.sink: Sink | None = None
         self.writer: SinkWriter | None = None
