@@ -55,3 +55,15 @@ def uri(token: str, pin_file: Path, object: str | None = None, **query: str) -> 
     parameters = {"module-path": MODULE, "pin-source": f"file:{pin_file}"}
     parameters.update({name.replace("_", "-"): value for name, value in query.items()})
     return f"pkcs11:{path}?" + "&".join(f"{k}={v}" for k, v in parameters.items() if v)
+
+
+def token_dir(label: str) -> Path:
+    """The directory SoftHSM keeps token `label` in (under SOFTHSM2_CONF's tokendir): the
+    fault tests move it away and back, as a device that disappears and returns."""
+    config = Path(os.environ["SOFTHSM2_CONF"]).read_text(encoding="utf-8")
+    tokens = Path(config.split("directories.tokendir = ", 1)[1].splitlines()[0])
+    for directory in tokens.iterdir():
+        token_object = directory / "token.object"
+        if token_object.exists() and label.encode() in token_object.read_bytes():
+            return directory
+    raise LookupError(f"no SoftHSM token {label!r} in {tokens}")

@@ -77,7 +77,8 @@ class SoftHSM:
     """A SoftHSM2 token directory made for this test session, with a URI helper.
 
     Tokens (TOKENS): `rc-test` holds the key `recv-1` (made by `generate_key`); the others
-    start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) so that test
+    start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) or breaks its
+    token (`rc-fault`, `rc-lost`: tests/receiver/test_hsm_faults.py) so that test
     order does not matter. Tokens are picked by label: SoftHSM numbers slots at random.
     """
 
@@ -104,7 +105,7 @@ def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
     return hsm
 
 
-TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli")
+TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli", "rc-fault", "rc-lost")
 
 
 class KMS:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,12 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
 from .._b64 import b64url_decode
-from ..errors import KeySourceError, KeySourceUnavailableError, PinInURIWarning
+from ..errors import (
+    InternalSignal,
+    KeySourceError,
+    KeySourceUnavailableError,
+    PinInURIWarning,
+)
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 from .jwks import JWKManager
 
@@ -55,15 +61,35 @@ _OAEP = {
     "RSA-OAEP": (Mechanism.SHA_1, MGF.SHA1, hashes.SHA1),
     "RSA-OAEP-256": (Mechanism.SHA256, MGF.SHA256, hashes.SHA256),
 }
-#: What a token answers for a ciphertext its key does not open (SoftHSM: CKR_GENERAL_ERROR).
+#: What a token answers for a ciphertext its key does not open, and only for that.
 _REFUSED = (
     p11.EncryptedDataInvalid,
     p11.EncryptedDataLenRange,
     p11.DataInvalid,
     p11.DataLenRange,
-    p11.GeneralError,
-    p11.FunctionFailed,
 )
+#: Answers that may mean a bad ciphertext (SoftHSM's answer to bad OAEP padding) or a failing
+#: device: the known-good probe tells which (`PKCS11KeySource._token_decrypts`).
+_AMBIGUOUS = (p11.GeneralError, p11.FunctionFailed)
+#: Answers meaning the session, the token or the device is gone: log in again later.
+_GONE = (
+    p11.DeviceError,
+    p11.DeviceRemoved,
+    p11.DeviceMemory,
+    p11.SessionClosed,
+    p11.SessionHandleInvalid,
+    p11.TokenNotPresent,
+    p11.TokenNotRecognised,
+    p11.UserNotLoggedIn,
+    p11.ObjectHandleInvalid,
+    p11.KeyHandleInvalid,
+    p11.NoSuchToken,
+)
+#: Seconds a probe's verdict (or a successful decrypt) stands: at most one probe per source
+#: per PROBE_TTL, however many hostile bodies arrive.
+PROBE_TTL = 1.0
+#: Seconds between two attempts to log in again to a token that was lost.
+RECONNECT_INTERVAL = 1.0
 #: A token that does not do the mechanism's parameters (SoftHSM 2.6.1 with OAEP-SHA256).
 _UNSUPPORTED = (p11.ArgumentsBad, p11.MechanismParamInvalid, p11.MechanismInvalid)
 
@@ -152,45 +178,91 @@ def _read_pin(query: dict[str, str], name: str) -> str:
     return pin
 
 
+class _TokenFault(InternalSignal):
+    """The token failed a known-good operation: it is failing, not the body."""
+
+
+class _Module:
+    """One PKCS#11 module in this process: its lock, and how often it was reinitialised."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        #: Bumped at each C_Finalize/C_Initialize: sessions opened before are gone.
+        self.epoch = 0
+
+
 class _Token:
     """One token's logged-in session, shared by every source on it, behind its module's lock.
 
-    After a session or device error the session is dropped; the next call logs in again, so
-    a token that comes back is used again without a restart.
+    After a session or device error (or a failed probe) the session is dropped. The next call
+    logs in again, at most once per RECONNECT_INTERVAL (calls in between are unavailable at
+    once), reinitialising the module first (C_Finalize, C_Initialize: a module does not see a
+    device that came back otherwise), so a token that comes back is used again without a
+    restart.
     """
 
-    def __init__(self, uri: PKCS11URI, lock: threading.RLock) -> None:
+    def __init__(self, uri: PKCS11URI, module: _Module) -> None:
         self.uri = uri
-        self.lock = lock
+        self.module = module
+        self.lock = module.lock
         self.session: Any = None
         self.generation = 0
         self.description = uri.token or uri.serial or "?"
+        self._epoch = module.epoch
+        #: Why the token was lost, and when it was last tried; None while it is connected.
+        self._lost: str | None = None
+        self._tried = 0.0
 
     def call(self, action: Callable[[Any], _T]) -> _T:
-        """Run `action(session)` under the module lock; a gone token is unavailable."""
+        """Run `action(session)` under the module lock; a gone or failing token is
+        unavailable."""
         with self.lock:
-            gone: Exception | None = None
+            failure: str
             try:
-                if self.session is None:
-                    self.session = self._login()
-                    self.generation += 1
-                return action(self.session)
-            except (
-                p11.DeviceError,
-                p11.DeviceRemoved,
-                p11.DeviceMemory,
-                p11.SessionClosed,
-                p11.SessionHandleInvalid,
-                p11.TokenNotPresent,
-                p11.TokenNotRecognised,
-                p11.UserNotLoggedIn,
-                p11.ObjectHandleInvalid,
-                p11.KeyHandleInvalid,
-                p11.NoSuchToken,
-            ) as exc:
-                self.session = None
-                gone = exc
-            raise KeySourceUnavailableError(self.uri.name, f"the token answered {_code(gone)}")
+                return action(self._session())
+            except _GONE as exc:
+                failure = f"the token answered {_code(exc)}"
+            except _AMBIGUOUS as exc:  # outside a decrypt, nothing a body did
+                failure = f"the token answered {_code(exc)}"
+            except _TokenFault as exc:
+                failure = str(exc)
+            self._drop(failure)
+            raise KeySourceUnavailableError(self.uri.name, failure)
+
+    def _session(self) -> Any:
+        if self._epoch != self.module.epoch:  # another token reinitialised the module
+            self.session, self._epoch = None, self.module.epoch
+        if self.session is not None:
+            return self.session
+        if self._lost is None and self.generation == 0:
+            self.session = self._login()  # the first login: errors say what to fix
+        else:
+            self.session = self._reconnect()
+        self.generation += 1
+        self._lost = None
+        return self.session
+
+    def _reconnect(self) -> Any:
+        """Log in again after a loss, reinitialising the module; rate-limited."""
+        now = time.monotonic()
+        if self._lost is not None and now - self._tried < RECONNECT_INTERVAL:
+            raise KeySourceUnavailableError(self.uri.name, self._lost)
+        self._tried = now
+        try:
+            if self._lost is not None and self._epoch == self.module.epoch:
+                pkcs11.lib(self.uri.module_path).reinitialize()
+                self.module.epoch += 1
+                self._epoch = self.module.epoch
+            return self._login()
+        except (KeySourceError, p11.PKCS11Error) as exc:
+            self._lost = f"logging in again failed ({_code(exc)})"
+            raise KeySourceUnavailableError(self.uri.name, self._lost) from None
+
+    def _drop(self, reason: str) -> None:
+        """Forget the session (never closed: the device may hang on it); log in again later."""
+        self.session = None
+        self._lost = reason
+        self._tried = time.monotonic()
 
     def _login(self) -> Any:
         uri = self.uri
@@ -231,18 +303,18 @@ def _code(exc: Exception | None) -> str:
 
 
 _REGISTRY_LOCK = threading.Lock()
-_MODULE_LOCKS: dict[str, threading.RLock] = {}
+_MODULES: dict[str, _Module] = {}
 _TOKENS: dict[tuple[str, str | None, str | None], _Token] = {}
 
 
 def _token_for(uri: PKCS11URI) -> _Token:
     """The process's one `_Token` for the URI's token (one login per token per process)."""
-    module = os.path.realpath(uri.module_path)
+    path = os.path.realpath(uri.module_path)
     with _REGISTRY_LOCK:
-        lock = _MODULE_LOCKS.setdefault(module, threading.RLock())
-        key = (module, uri.token, uri.serial)
+        module = _MODULES.setdefault(path, _Module())
+        key = (path, uri.token, uri.serial)
         if key not in _TOKENS:
-            _TOKENS[key] = _Token(uri, lock)
+            _TOKENS[key] = _Token(uri, module)
         return _TOKENS[key]
 
 
@@ -259,7 +331,16 @@ def _template(uri: PKCS11URI, object_class: ObjectClass) -> dict[Attribute, Any]
 
 
 class PKCS11KeySource(ExternalKeySource):
-    """RSA private keys in a PKCS#11 token, unwrapping inside it (see the module docstring)."""
+    """RSA private keys in a PKCS#11 token, unwrapping inside it (see the module docstring).
+
+    A token answering CKR_GENERAL_ERROR or CKR_FUNCTION_FAILED to a decrypt may mean a bad
+    body (SoftHSM's answer to bad OAEP padding) or a failing device. The source then has the
+    token open a known-good ciphertext (the one made when it opened): if that works, the
+    body was bad (DecryptionError, 400); if not, the token is failing
+    (KeySourceUnavailableError, 503, and `health` fails until a probe works again). A verdict
+    stands PROBE_TTL seconds, and a successful decrypt counts as a working probe, so hostile
+    bodies cost at most one extra decrypt per source per PROBE_TTL.
+    """
 
     def __init__(self, uri: str) -> None:
         """Open the token, find the keys, check each one decrypts in the token under its alg."""
@@ -268,6 +349,12 @@ class PKCS11KeySource(ExternalKeySource):
         self._token = _token_for(self.uri)
         self._handles: dict[str, Any] = {}
         self._generation = -1
+        #: Per kid: a ciphertext made to its public key, and what it must open to.
+        self._known_good: dict[str, tuple[bytes, bytes]] = {}
+        #: When the token was last seen to decrypt (or fail to), and which it was.
+        self._verdict: tuple[float, bool] | None = None
+        #: Known-good probes run after ambiguous answers (what hostile bodies cost).
+        self.probes = 0
         super().__init__(self.uri.name, self._token.call(self._find))
         for kid in self.kids():
             key = self.key(kid)
@@ -294,11 +381,17 @@ class PKCS11KeySource(ExternalKeySource):
     def _handle(self, session: Any, kid: str) -> Any:
         """The key's object in the current session (found again after a re-login)."""
         if self._generation != self._token.generation:
-            self._find(session)
+            try:
+                found = {key.kid for key in self._find(session)}
+            except KeySourceError:
+                found = set()
+            if set(self.kids()) - found:  # the token came back without our keys
+                raise _TokenFault("the token no longer holds the source's keys")
         return self._handles[kid]
 
     def _probe(self, key: ExternalKey) -> None:
-        """Wrap 32 random bytes to the public key and have the token open them."""
+        """Wrap 32 random bytes to the public key and have the token open them; the ciphertext
+        is kept as the known-good probe."""
         secret = os.urandom(32)
         hash_type = _OAEP[key.alg][2]
         wrapped = (
@@ -308,37 +401,74 @@ class PKCS11KeySource(ExternalKeySource):
         )
         if self._decrypt(key, wrapped) != secret:
             raise KeySourceError(f"{self.name}: key {key.kid!r} does not decrypt in the token")
+        self._known_good[key.kid] = (wrapped, secret)
+
+    def _oaep(self, session: Any, key: ExternalKey, encrypted_key: bytes) -> bytes:
+        mechanism_hash, mgf, _ = _OAEP[key.alg]
+        try:
+            plaintext: bytes = self._handle(session, key.kid).decrypt(
+                encrypted_key,
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=(mechanism_hash, mgf, None),
+            )
+        except _UNSUPPORTED:
+            pass
+        else:
+            return plaintext
+        # Raised outside the handler: a configuration error, not a body's.
+        raise KeySourceError(
+            f"token {self._token.description} cannot do {key.alg} (CKM_RSA_PKCS_OAEP "
+            f"with {mechanism_hash.name}), which key {key.kid!r} is declared for; "
+            "SoftHSM 2.6.1 does OAEP with SHA-1 only: use RSA-OAEP keys in this token"
+        )
 
     def _decrypt(self, key: ExternalKey, encrypted_key: bytes) -> bytes | None:
-        """CKM_RSA_PKCS_OAEP in the token; the token's refusal is None (the caller's one error)."""
-        mechanism_hash, mgf, _ = _OAEP[key.alg]
+        """CKM_RSA_PKCS_OAEP in the token; a refusal the probe blames on the body is None."""
 
         def decrypt(session: Any) -> bytes | None:
-            plaintext: bytes | None = None
-            unsupported = False
             try:
-                plaintext = self._handle(session, key.kid).decrypt(
-                    encrypted_key,
-                    mechanism=Mechanism.RSA_PKCS_OAEP,
-                    mechanism_param=(mechanism_hash, mgf, None),
-                )
+                plaintext = self._oaep(session, key, encrypted_key)
             except _REFUSED:
-                plaintext = None
-            except _UNSUPPORTED:
-                unsupported = True
-            if unsupported:  # raised outside the handler: a configuration error, not a body's
-                raise KeySourceError(
-                    f"token {self._token.description} cannot do {key.alg} (CKM_RSA_PKCS_OAEP "
-                    f"with {mechanism_hash.name}), which key {key.kid!r} is declared for; "
-                    "SoftHSM 2.6.1 does OAEP with SHA-1 only: use RSA-OAEP keys in this token"
-                )
+                return None
+            except _AMBIGUOUS:
+                if self._token_decrypts(session, key):
+                    return None
+                raise _TokenFault("the token fails a known-good decrypt") from None
+            self._verdict = (time.monotonic(), True)
             return plaintext
 
         return self._token.call(decrypt)
 
+    def _token_decrypts(self, session: Any, key: ExternalKey) -> bool:
+        """Whether the token opens the known-good ciphertext of `key` (the last verdict if it
+        is under PROBE_TTL old). Runs under the module lock: one probe at a time."""
+        now = time.monotonic()
+        if self._verdict is not None and now - self._verdict[0] < PROBE_TTL:
+            return self._verdict[1]
+        known = self._known_good.get(key.kid)
+        if known is None:  # the open-time check itself: no verdict to lean on
+            return True
+        self.probes += 1
+        try:
+            works = self._oaep(session, key, known[0]) == known[1]
+        except p11.PKCS11Error:
+            works = False
+        self._verdict = (time.monotonic(), works)
+        return works
+
     def health(self) -> None:
-        """Ask the token for a few random bytes: a dead or logged-out session fails here."""
-        self._token.call(lambda session: session.generate_random(64))
+        """Ask the token for a few random bytes: a dead or logged-out session fails here; after
+        a failed probe, the probe again (at most once per PROBE_TTL) until it works."""
+
+        def check(session: Any) -> None:
+            session.generate_random(64)
+            if self._verdict is not None and not self._verdict[1]:
+                key = self.key(self.kids()[0])
+                assert key is not None
+                if not self._token_decrypts(session, key):
+                    raise _TokenFault("the token fails a known-good decrypt")
+
+        self._token.call(check)
 
 
 def generate_key(uri: str, *, size: int = 2048) -> dict[str, Any]:
