@@ -78,7 +78,7 @@ class SoftHSM:
 
     Tokens (TOKENS): `rc-test` holds the key `recv-1` (made by `generate_key`); the others
     start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) or breaks its
-    token (`rc-fault`, `rc-lost`: tests/receiver/test_hsm_faults.py) so that test
+    token (`rc-fault`, `rc-lost`: tests/receiver/test_hsm_faults.py; `rc-close`) so that test
     order does not matter. Tokens are picked by label: SoftHSM numbers slots at random.
     """
 
@@ -105,7 +105,16 @@ def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
     return hsm
 
 
-TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli", "rc-fault", "rc-lost")
+TOKENS = (
+    "rc-test",
+    "rc-other",
+    "rc-spare",
+    "rc-whole",
+    "rc-cli",
+    "rc-fault",
+    "rc-lost",
+    "rc-close",
+)
 
 
 class KMS:

@@ -18,6 +18,7 @@ mistake).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
@@ -56,7 +57,12 @@ class AWSKMSKeySource(ExternalKeySource):
         self.key_id = key_id
         self.alg = check_alg(query.get("alg", "RSA-OAEP"), uri)
         name = uri
+        #: How to make the client again in a forked child (None: the caller's client, kept).
+        self._make_client = (
+            None if client is not None else (name, query.get("region"), attempts, timeout)
+        )
         self._client = client or kms_client(name, query.get("region"), attempts, timeout)
+        self._pid = os.getpid()
         answer = self._call("GetPublicKey", name, KeyId=key_id)
         # The key's ARN, which every Decrypt answer must name (an alias resolves to it).
         self._arn = str(self._call("DescribeKey", name, KeyId=key_id)["KeyMetadata"]["Arn"])
@@ -76,6 +82,10 @@ class AWSKMSKeySource(ExternalKeySource):
         super().__init__(name, [ExternalKey(kid, self.alg, numbers.n, numbers.e)])
 
     def _call(self, operation: str, name: str, **arguments: Any) -> dict[str, Any]:
+        if self._pid != os.getpid() and self._make_client is not None:
+            # A forked child: boto3 clients are not fork-safe (their pooled connections
+            # would be shared with the parent), so each process makes its own.
+            self._client, self._pid = kms_client(*self._make_client), os.getpid()
         return kms_call(self._client, operation, name, **arguments)
 
     def _decrypt(self, key: ExternalKey, encrypted_key: bytes) -> bytes | None:

@@ -25,6 +25,7 @@ opened on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -187,8 +188,10 @@ class _Module:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        #: Bumped at each C_Finalize/C_Initialize: sessions opened before are gone.
+        #: Bumped at each C_Finalize/C_Initialize (and fork): sessions opened before are gone.
         self.epoch = 0
+        #: Set in a forked child: the module state is the parent's, reinitialise before use.
+        self.forked = False
 
 
 class _Token:
@@ -204,14 +207,31 @@ class _Token:
     def __init__(self, uri: PKCS11URI, module: _Module) -> None:
         self.uri = uri
         self.module = module
-        self.lock = module.lock
         self.session: Any = None
         self.generation = 0
+        #: Logins by this process (a forked child starts again at 0), and sources open on it.
+        self.logins = 0
+        self.users = 0
         self.description = uri.token or uri.serial or "?"
         self._epoch = module.epoch
         #: Why the token was lost, and when it was last tried; None while it is connected.
         self._lost: str | None = None
         self._tried = 0.0
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The module's lock (a new one in a forked child)."""
+        return self.module.lock
+
+    def release(self) -> None:
+        """One source on the token closed; the last one logs out and closes the session."""
+        with self.lock:
+            self.users -= 1
+            if self.users > 0 or self.session is None:
+                return
+            session, self.session = self.session, None
+            with contextlib.suppress(p11.PKCS11Error):
+                session.close()
 
     def call(self, action: Callable[[Any], _T]) -> _T:
         """Run `action(session)` under the module lock; a gone or failing token is
@@ -265,11 +285,19 @@ class _Token:
         self._tried = time.monotonic()
 
     def _login(self) -> Any:
+        session = self._open_session()
+        self.logins += 1
+        return session
+
+    def _open_session(self) -> Any:
         uri = self.uri
         try:
             lib = pkcs11.lib(uri.module_path)
         except Exception as exc:  # a missing or broken .so: configuration, not an outage
             raise KeySourceError(f"{uri.name}: cannot load the PKCS#11 module: {exc}") from None
+        if self.module.forked:  # PKCS#11: a child of fork must initialise the module anew
+            lib.reinitialize()
+            self.module.forked = False
         try:
             token = lib.get_token(token_label=uri.token, token_serial=uri.serial)
         except p11.MultipleTokensReturned:
@@ -305,6 +333,23 @@ def _code(exc: Exception | None) -> str:
 _REGISTRY_LOCK = threading.Lock()
 _MODULES: dict[str, _Module] = {}
 _TOKENS: dict[tuple[str, str | None, str | None], _Token] = {}
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: no lock, session or login of the parent is used (PKCS#11 sessions
+    do not survive fork); each module is reinitialised, each token logged into anew."""
+    global _REGISTRY_LOCK  # noqa: PLW0603 (the parent's may have been held at fork)
+    _REGISTRY_LOCK = threading.Lock()
+    for module in _MODULES.values():
+        module.lock = threading.RLock()
+        module.epoch += 1
+        module.forked = True
+    for token in _TOKENS.values():
+        token.session = None
+        token.logins = 0
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _token_for(uri: PKCS11URI) -> _Token:
@@ -360,6 +405,22 @@ class PKCS11KeySource(ExternalKeySource):
             key = self.key(kid)
             assert key is not None
             self._probe(key)
+        with self._token.lock:
+            self._token.users += 1
+        self._open = True
+
+    @property
+    def logins(self) -> int:
+        """How often this process logged into the source's token (one per process, more
+        only after the token was lost)."""
+        return self._token.logins
+
+    def close(self) -> None:
+        """Forget the keys; the last source open on the token logs out of it."""
+        if getattr(self, "_open", False):
+            self._open = False
+            self._token.release()
+        super().close()
 
     def _find(self, session: Any) -> list[ExternalKey]:
         """The token's matching RSA private keys, with kids and public numbers read from it."""
@@ -572,6 +633,9 @@ def _with_object(uri: str, label: str) -> str:
 
 def _public_of(uri: str) -> dict[str, Any]:
     source = PKCS11KeySource(uri)
-    jwk = source.public_jwk(source.kids()[0])
+    try:
+        jwk = source.public_jwk(source.kids()[0])
+    finally:
+        source.close()
     assert jwk is not None
     return jwk

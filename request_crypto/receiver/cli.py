@@ -159,7 +159,11 @@ def _validate(config: ReceiverConfig) -> _Plan:
         kids = require_private_keys(with_keys(jwks, password=password_of(password)), jwks, "serve")
     else:  # key-source URIs or several sets: opened now, so a bad one fails before binding
         each = cast(tuple[str, ...], jwks if isinstance(jwks, tuple) else (jwks,))
-        kids = opened_keys(each, config.max_body, password).decryptor.source.kids()
+        source = opened_keys(each, config.max_body, password).decryptor.source
+        kids = source.kids()
+        # Closed again: every worker opens its own sources (one login per process); this
+        # process only checked them.
+        source.close()
     if config.verify_with is not None:
         verification_keys(config.verify_with)  # a bad senders' set fails here, not per body
     sink = cast(str, config.sink)
