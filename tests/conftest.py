@@ -154,7 +154,7 @@ class KMS:
         return arn
 
     def throttle(self, calls: int) -> None:
-        """The next `calls` Decrypt calls answer ThrottlingException."""
+        """The next `calls` Decrypt and DescribeKey calls answer ThrottlingException."""
         (self.control / "throttle").write_text(str(calls), encoding="utf-8")
 
 

@@ -8,9 +8,9 @@ TEST SHIM 1 (RSA unwrap): moto 5.2.5 cannot `Decrypt` RSA-OAEP ciphertext made o
 EncryptionAlgorithm RSAES_OAEP_SHA_1/_256 is answered here with the key's RSA private key and
 OAEP, as AWS KMS does. Any other Decrypt goes to moto unchanged.
 
-TEST SHIM 2 (faults): when CONTROL_DIR/throttle holds a number N > 0, the next N Decrypt
-calls answer ThrottlingException (N is decremented), so the tests see botocore's retries and
-what happens once they run out.
+TEST SHIM 2 (faults): when CONTROL_DIR/throttle holds a number N > 0, the next N Decrypt and
+DescribeKey calls (the unwrap and the health check) answer ThrottlingException (N is
+decremented), so the tests see botocore's retries and what happens once they run out.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from moto.server import main
 OAEP = {"RSAES_OAEP_SHA_1": hashes.SHA1, "RSAES_OAEP_SHA_256": hashes.SHA256}
 CONTROL = Path(sys.argv[2])
 moto_decrypt = KmsResponse.decrypt
+moto_describe_key = KmsResponse.describe_key
 
 
 def _throttled() -> bool:
@@ -67,7 +68,16 @@ def decrypt(self: KmsResponse) -> str:
     )
 
 
+def describe_key(self: KmsResponse) -> str:
+    """KMS DescribeKey, throttled like Decrypt (see TEST SHIM 2)."""
+    if _throttled():
+        raise JsonRESTError("ThrottlingException", "Rate exceeded")
+    answer: str = moto_describe_key(self)
+    return answer
+
+
 KmsResponse.decrypt = decrypt  # type: ignore[method-assign]
+KmsResponse.describe_key = describe_key  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     main(["-H", "127.0.0.1", "-p", sys.argv[1]])
