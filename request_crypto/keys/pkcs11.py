@@ -20,7 +20,12 @@ with one error naming the token.
 python-pkcs11 initialises a module without OS locking and releases the GIL during calls, so
 two threads in one module at once can crash the process: every call into a module holds that
 module's lock, and each token has one logged-in session per process, shared by the sources
-opened on it.
+opened on it (the last one closed logs out). A forked child never uses its parent's session:
+it reinitialises the module and logs in itself.
+
+Faults: an answer that may mean a bad body or a failing device (CKR_GENERAL_ERROR) is judged
+by a known-good probe (`PKCS11KeySource`); a token that is gone is logged into again by
+itself, the module reinitialised first, at most once per RECONNECT_INTERVAL.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""The receiver's keys: one immutable generation, and the key-set file followed by polling.
+"""The receiver's keys: one immutable generation, and the key files followed by polling.
 
 A generation (decryptor, the public set served at ``/.well-known/jwks.json``, its ETag) is
 swapped as a whole, in one reference assignment: requests in flight finish with the keys
-they started with. A file that does not parse, or holds no private key, is logged and
-ignored; the old keys stay in use, and after `grace` seconds of that the replica reports
-itself unhealthy until a reload succeeds.
+they started with. The keys come from files and key-source URIs merged by kid
+(`WatchedKeys`): every file is watched, the HSM and KMS sources are opened once and kept. A
+file that does not parse, holds no private key, or changed kind (RSA keys, `dir` secrets,
+signing keys) is logged and ignored; the old keys stay in use, and after `grace` seconds of
+that the replica reports itself unhealthy until a reload succeeds.
 """
 
 from __future__ import annotations

@@ -41,11 +41,12 @@ it needs, a stalled one holds its slot no longer than `body_timeout`). Time spen
 large-body slot does not count. The request head is timed by the server (`request-crypto
 serve` uses `request_crypto.receiver.protocol`).
 
-When built from a key-set *file*, the app polls it (inode, size, mtime) and, when it changes,
-parses it on a worker thread and swaps in a new decryptor in one reference assignment:
-requests in flight finish with the keys they started with. A file that does not parse, or
-holds no private key, is logged and ignored; the old keys stay in use, and after
-`key_reload_grace` seconds of that ``/healthz`` answers ``503`` until a reload succeeds.
+When built from key-set *files* (alone, or merged with key-source URIs), the app polls each
+file (inode, size, mtime) and, when one changes, parses it on a worker thread and swaps in a
+new decryptor in one reference assignment: requests in flight finish with the keys they
+started with. A file that does not parse, holds no private key or changed kind is logged and
+ignored; the old keys stay in use, and after `key_reload_grace` seconds of that ``/healthz``
+answers ``503`` until a reload succeeds.
 
 Here: the routes and the state behind them. Reading bodies, refusals and the access log are in
 `_http`; the key generations and the key-file reload in `_keys`; the sink writer in `_writer`.

@@ -323,7 +323,7 @@ def serve(
             metavar="PRIVATE_SET|URI",
             help="The private key-set file, or a set of dir secrets (watched: a rotated file "
             "is used within seconds), or a key-source URI (pkcs11:..., aws-kms:...). Repeat "
-            "to serve several, merged by kid (then not watched).",
+            "to serve several, merged by kid (each file watched).",
             show_default=False,
         ),
     ],

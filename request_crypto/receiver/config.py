@@ -75,7 +75,8 @@ LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
 
 #: What the app accepts as keys: a key-set file (watched), a key-source URI (pkcs11:...,
-#: aws-kms:...), several of those merged by kid (a tuple), or an already loaded set or source.
+#: aws-kms:...), several of those merged by kid (a tuple; its files watched), or an already
+#: loaded set or source.
 KeySetSource = Union[
     str,
     os.PathLike[str],
@@ -218,7 +219,7 @@ class ReceiverConfig:
 
     App: `jwks` (a key-set file, watched every `reload_interval` seconds, None or 0: not
     watched; a key-source URI, pkcs11:... or aws-kms:...; a tuple of files and URIs, merged
-    by kid and not watched; or a loaded set: a mapping, a `JWKSManager`, a `KeySource`, a
+    by kid, each file watched; or a loaded set: a mapping, a `JWKSManager`, a `KeySource`, a
     `RequestDecryptor`), `password_file` (the password of key-set files encrypted at rest,
     read at every load), `sink` (a
     URL, or a `Sink` object the caller keeps and closes), `max_body` (bytes; larger bodies get
