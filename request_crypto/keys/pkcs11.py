@@ -17,49 +17,43 @@ plus unpadding here, which would make the process a padding oracle. A key whose 
 token cannot do (SoftHSM 2.6.1 has OAEP with SHA-1 only) is refused when the source opens,
 with one error naming the token.
 
-python-pkcs11 initialises a module without OS locking and releases the GIL during calls, so
-two threads in one module at once can crash the process: every call into a module holds that
-module's lock, and each token has one logged-in session per process, shared by the sources
-opened on it (the last one closed logs out). A forked child never uses its parent's session:
-it reinitialises the module and logs in itself.
-
-Faults: an answer that may mean a bad body or a failing device (CKR_GENERAL_ERROR) is judged
-by a known-good probe (`PKCS11KeySource`); a token that is gone is logged into again by
-itself, the module reinitialised first, at most once per RECONNECT_INTERVAL.
+Sessions (`_pkcs11_session`): one logged-in session per token per process, every call under
+its module's lock (python-pkcs11 does not lock modules, and two threads in one crash it); a
+token that is gone is logged into again by itself; a forked child logs in itself. An answer
+that may mean a bad body or a failing device (CKR_GENERAL_ERROR) is judged by a known-good
+probe (`PKCS11KeySource`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
-import pkcs11
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
 from .._b64 import b64url_decode
-from ..errors import (
-    InternalSignal,
-    KeySourceError,
-    KeySourceUnavailableError,
-    PinInURIWarning,
-)
+from ..errors import KeySourceError, PinInURIWarning
+from ._pkcs11_session import AMBIGUOUS, TokenFault, token_for
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 from .jwks import JWKManager
 
-__all__ = ["PKCS11URI", "PKCS11KeySource", "PinInURIWarning", "generate_key", "import_key"]
+__all__ = [
+    "PKCS11URI",
+    "PROBE_TTL",
+    "PKCS11KeySource",
+    "PinInURIWarning",
+    "generate_key",
+    "import_key",
+]
 
-_T = TypeVar("_T")
 
 _PATH_ATTRIBUTES = frozenset({"token", "serial", "object", "id", "type", "manufacturer", "model"})
 _QUERY_ATTRIBUTES = frozenset({"module-path", "pin-source", "pin-value", "kid", "alg"})
@@ -74,28 +68,9 @@ _REFUSED = (
     p11.DataInvalid,
     p11.DataLenRange,
 )
-#: Answers that may mean a bad ciphertext (SoftHSM's answer to bad OAEP padding) or a failing
-#: device: the known-good probe tells which (`PKCS11KeySource._token_decrypts`).
-_AMBIGUOUS = (p11.GeneralError, p11.FunctionFailed)
-#: Answers meaning the session, the token or the device is gone: log in again later.
-_GONE = (
-    p11.DeviceError,
-    p11.DeviceRemoved,
-    p11.DeviceMemory,
-    p11.SessionClosed,
-    p11.SessionHandleInvalid,
-    p11.TokenNotPresent,
-    p11.TokenNotRecognised,
-    p11.UserNotLoggedIn,
-    p11.ObjectHandleInvalid,
-    p11.KeyHandleInvalid,
-    p11.NoSuchToken,
-)
 #: Seconds a probe's verdict (or a successful decrypt) stands: at most one probe per source
 #: per PROBE_TTL, however many hostile bodies arrive.
 PROBE_TTL = 1.0
-#: Seconds between two attempts to log in again to a token that was lost.
-RECONNECT_INTERVAL = 1.0
 #: A token that does not do the mechanism's parameters (SoftHSM 2.6.1 with OAEP-SHA256).
 _UNSUPPORTED = (p11.ArgumentsBad, p11.MechanismParamInvalid, p11.MechanismInvalid)
 
@@ -184,190 +159,6 @@ def _read_pin(query: dict[str, str], name: str) -> str:
     return pin
 
 
-class _TokenFault(InternalSignal):
-    """The token failed a known-good operation: it is failing, not the body."""
-
-
-class _Module:
-    """One PKCS#11 module in this process: its lock, and how often it was reinitialised."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        #: Bumped at each C_Finalize/C_Initialize (and fork): sessions opened before are gone.
-        self.epoch = 0
-        #: Set in a forked child: the module state is the parent's, reinitialise before use.
-        self.forked = False
-
-
-class _Token:
-    """One token's logged-in session, shared by every source on it, behind its module's lock.
-
-    After a session or device error (or a failed probe) the session is dropped. The next call
-    logs in again, at most once per RECONNECT_INTERVAL (calls in between are unavailable at
-    once), reinitialising the module first (C_Finalize, C_Initialize: a module does not see a
-    device that came back otherwise), so a token that comes back is used again without a
-    restart.
-    """
-
-    def __init__(self, uri: PKCS11URI, module: _Module) -> None:
-        self.uri = uri
-        self.module = module
-        self.session: Any = None
-        self.generation = 0
-        #: Logins by this process (a forked child starts again at 0), and sources open on it.
-        self.logins = 0
-        self.users = 0
-        self.description = uri.token or uri.serial or "?"
-        self._epoch = module.epoch
-        #: Why the token was lost, and when it was last tried; None while it is connected.
-        self._lost: str | None = None
-        self._tried = 0.0
-
-    @property
-    def lock(self) -> threading.RLock:
-        """The module's lock (a new one in a forked child)."""
-        return self.module.lock
-
-    def release(self) -> None:
-        """One source on the token closed; the last one logs out and closes the session."""
-        with self.lock:
-            self.users -= 1
-            if self.users > 0 or self.session is None:
-                return
-            session, self.session = self.session, None
-            with contextlib.suppress(p11.PKCS11Error):
-                session.close()
-
-    def call(self, action: Callable[[Any], _T]) -> _T:
-        """Run `action(session)` under the module lock; a gone or failing token is
-        unavailable."""
-        with self.lock:
-            failure: str
-            try:
-                return action(self._session())
-            except _GONE as exc:
-                failure = f"the token answered {_code(exc)}"
-            except _AMBIGUOUS as exc:  # outside a decrypt, nothing a body did
-                failure = f"the token answered {_code(exc)}"
-            except _TokenFault as exc:
-                failure = str(exc)
-            self._drop(failure)
-            raise KeySourceUnavailableError(self.uri.name, failure)
-
-    def _session(self) -> Any:
-        if self._epoch != self.module.epoch:  # another token reinitialised the module
-            self.session, self._epoch = None, self.module.epoch
-        if self.session is not None:
-            return self.session
-        if self._lost is None and self.generation == 0:
-            self.session = self._login()  # the first login: errors say what to fix
-        else:
-            self.session = self._reconnect()
-        self.generation += 1
-        self._lost = None
-        return self.session
-
-    def _reconnect(self) -> Any:
-        """Log in again after a loss, reinitialising the module; rate-limited."""
-        now = time.monotonic()
-        if self._lost is not None and now - self._tried < RECONNECT_INTERVAL:
-            raise KeySourceUnavailableError(self.uri.name, self._lost)
-        self._tried = now
-        try:
-            if self._lost is not None and self._epoch == self.module.epoch:
-                pkcs11.lib(self.uri.module_path).reinitialize()
-                self.module.epoch += 1
-                self._epoch = self.module.epoch
-            return self._login()
-        except (KeySourceError, p11.PKCS11Error) as exc:
-            self._lost = f"logging in again failed ({_code(exc)})"
-            raise KeySourceUnavailableError(self.uri.name, self._lost) from None
-
-    def _drop(self, reason: str) -> None:
-        """Forget the session (never closed: the device may hang on it); log in again later."""
-        self.session = None
-        self._lost = reason
-        self._tried = time.monotonic()
-
-    def _login(self) -> Any:
-        session = self._open_session()
-        self.logins += 1
-        return session
-
-    def _open_session(self) -> Any:
-        uri = self.uri
-        try:
-            lib = pkcs11.lib(uri.module_path)
-        except Exception as exc:  # a missing or broken .so: configuration, not an outage
-            raise KeySourceError(f"{uri.name}: cannot load the PKCS#11 module: {exc}") from None
-        if self.module.forked:  # PKCS#11: a child of fork must initialise the module anew
-            lib.reinitialize()
-            self.module.forked = False
-        try:
-            token = lib.get_token(token_label=uri.token, token_serial=uri.serial)
-        except p11.MultipleTokensReturned:
-            raise KeySourceError(
-                f"{uri.name}: several tokens match; add serial= to pick one"
-            ) from None
-        except p11.NoSuchToken:
-            raise KeySourceError(
-                f"{uri.name}: no token {self.description!r} in the module"
-            ) from None
-        self.description = (
-            f"{token.label!r} ({token.manufacturer_id.strip()} {token.model.strip()} "
-            f"firmware {_version(token.firmware_version)})"
-        )
-        try:
-            return token.open(user_pin=uri.pin, rw=True)
-        except p11.UserAlreadyLoggedIn:  # another session of this process logged in
-            return token.open(rw=True)
-        except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
-            raise KeySourceError(f"{uri.name}: the token refused the PIN") from None
-        except p11.PinLocked:
-            raise KeySourceError(f"{uri.name}: the token's user PIN is locked") from None
-
-
-def _version(value: Any) -> str:
-    return ".".join(str(part) for part in value) if isinstance(value, tuple) else str(value)
-
-
-def _code(exc: Exception | None) -> str:
-    return type(exc).__name__ if exc is not None else "nothing"
-
-
-_REGISTRY_LOCK = threading.Lock()
-_MODULES: dict[str, _Module] = {}
-_TOKENS: dict[tuple[str, str | None, str | None], _Token] = {}
-
-
-def _forget_after_fork() -> None:
-    """In a forked child: no lock, session or login of the parent is used (PKCS#11 sessions
-    do not survive fork); each module is reinitialised, each token logged into anew."""
-    global _REGISTRY_LOCK  # noqa: PLW0603 (the parent's may have been held at fork)
-    _REGISTRY_LOCK = threading.Lock()
-    for module in _MODULES.values():
-        module.lock = threading.RLock()
-        module.epoch += 1
-        module.forked = True
-    for token in _TOKENS.values():
-        token.session = None
-        token.logins = 0
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def _token_for(uri: PKCS11URI) -> _Token:
-    """The process's one `_Token` for the URI's token (one login per token per process)."""
-    path = os.path.realpath(uri.module_path)
-    with _REGISTRY_LOCK:
-        module = _MODULES.setdefault(path, _Module())
-        key = (path, uri.token, uri.serial)
-        if key not in _TOKENS:
-            _TOKENS[key] = _Token(uri, module)
-        return _TOKENS[key]
-
-
 def _template(uri: PKCS11URI, object_class: ObjectClass) -> dict[Attribute, Any]:
     template: dict[Attribute, Any] = {
         Attribute.CLASS: object_class,
@@ -396,7 +187,7 @@ class PKCS11KeySource(ExternalKeySource):
         """Open the token, find the keys, check each one decrypts in the token under its alg."""
         self.uri = PKCS11URI.parse(uri)
         self.name = self.uri.name
-        self._token = _token_for(self.uri)
+        self._token = token_for(self.uri)
         self._handles: dict[str, Any] = {}
         self._generation = -1
         #: Per kid: a ciphertext made to its public key, and what it must open to.
@@ -452,7 +243,7 @@ class PKCS11KeySource(ExternalKeySource):
             except KeySourceError:
                 found = set()
             if set(self.kids()) - found:  # the token came back without our keys
-                raise _TokenFault("the token no longer holds the source's keys")
+                raise TokenFault("the token no longer holds the source's keys")
         return self._handles[kid]
 
     def _probe(self, key: ExternalKey) -> None:
@@ -496,10 +287,10 @@ class PKCS11KeySource(ExternalKeySource):
                 plaintext = self._oaep(session, key, encrypted_key)
             except _REFUSED:
                 return None
-            except _AMBIGUOUS:
+            except AMBIGUOUS:
                 if self._token_decrypts(session, key):
                     return None
-                raise _TokenFault("the token fails a known-good decrypt") from None
+                raise TokenFault("the token fails a known-good decrypt") from None
             self._verdict = (time.monotonic(), True)
             return plaintext
 
@@ -532,7 +323,7 @@ class PKCS11KeySource(ExternalKeySource):
                 key = self.key(self.kids()[0])
                 assert key is not None
                 if not self._token_decrypts(session, key):
-                    raise _TokenFault("the token fails a known-good decrypt")
+                    raise TokenFault("the token fails a known-good decrypt")
 
         self._token.call(check)
 
@@ -560,7 +351,7 @@ def generate_key(uri: str, *, size: int = 2048) -> dict[str, Any]:
             private_template=_PRIVATE_TEMPLATE,
         )
 
-    _token_for(parsed).call(generate)
+    token_for(parsed).call(generate)
     return _public_of(uri)
 
 
@@ -609,7 +400,7 @@ def import_key(uri: str, private_jwk: dict[str, Any]) -> dict[str, Any]:
             }
         )
 
-    _token_for(parsed).call(create)
+    token_for(parsed).call(create)
     named_uri = uri if parsed.object else _with_object(uri, label)
     return _public_of(named_uri)
 

@@ -161,8 +161,7 @@ def _validate(config: ReceiverConfig) -> _Plan:
         each = cast(tuple[str, ...], jwks if isinstance(jwks, tuple) else (jwks,))
         source = opened_keys(each, config.max_body, password).decryptor.source
         kids = source.kids()
-        # Closed again: every worker opens its own sources (one login per process); this
-        # process only checked them.
+        # Closed again: each worker opens its own (one login per process).
         source.close()
     if config.verify_with is not None:
         verification_keys(config.verify_with)  # a bad senders' set fails here, not per body
