@@ -5,8 +5,10 @@
     aws-kms:arn:aws:kms:...:key/ID | aws-kms:alias/NAME    AWS KMS (keys.aws_kms)
 
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
-registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in KMS); several
-locations are merged by kid (`MergedKeySource`). The HSM and KMS
+registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in a token or in
+KMS, for signing and for verifying); several locations are merged by kid
+(`MergedKeySource`). `is_signing_key_uri` tells a URI naming a signing key from one naming
+a decryption key (each scheme module's `is_signing_uri` asks the token or KMS). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
 python-pkcs11 nor boto3.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "SCHEMES",
     "SIGNING_SCHEMES",
     "is_key_source_uri",
+    "is_signing_key_uri",
     "open_key_source",
     "open_key_sources",
     "open_signing_key",
@@ -44,6 +47,7 @@ SCHEMES = {
 }
 #: URI scheme -> (module, class, extra) of a signing key kept outside the process.
 SIGNING_SCHEMES = {
+    "pkcs11": ("request_crypto.keys.pkcs11_signing", "PKCS11SigningKey", "hsm"),
     "aws-kms": ("request_crypto.keys.aws_kms_signing", "AWSKMSSigningKey", "kms"),
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]+")
@@ -84,7 +88,8 @@ def refuse_unknown_scheme(location: str) -> None:
 
 
 def open_signing_key(location: object) -> SigningKey | None:
-    """The signing key a URI of SIGNING_SCHEMES names (`aws-kms:...`), else None."""
+    """The signing key a URI of SIGNING_SCHEMES names (`pkcs11:...`, `aws-kms:...`), else
+    None (a file, a URL or a set given as data)."""
     if not isinstance(location, str):
         return None
     scheme = location.partition(":")[0]
@@ -93,6 +98,14 @@ def open_signing_key(location: object) -> SigningKey | None:
     module = scheme_module(scheme, SIGNING_SCHEMES)
     key: SigningKey = getattr(module, SIGNING_SCHEMES[scheme][1])(location)
     return key
+
+
+def is_signing_key_uri(location: str) -> bool:
+    """Whether `location` is a URI naming a signing key (asks the token or KMS which it is)."""
+    scheme, colon, _ = location.partition(":")
+    if not colon or scheme not in SIGNING_SCHEMES:
+        return False
+    return bool(scheme_module(scheme, SIGNING_SCHEMES).is_signing_uri(location))
 
 
 def scheme_module(scheme: str, schemes: Mapping[str, tuple[str, str, str]] = SCHEMES) -> ModuleType:
