@@ -15,8 +15,15 @@ from jwcrypto.jwk import JWK
 
 from ..keyfile import write_jwks
 from ..keys.jwks import DEFAULT_ALG, JWKManager
+from ..keys.signing import SIGNING_ALGORITHMS
 from ..keys.source import KeySource, public_set
-from ..keys.uri import open_key_source, scheme_module
+from ..keys.uri import (
+    SIGNING_SCHEMES,
+    is_signing_key_uri,
+    open_key_source,
+    open_signing_key,
+    scheme_module,
+)
 from ..keyset import KeySetFile
 from ._common import (
     PROG,
@@ -127,10 +134,24 @@ def _init_in_module(uri: str, kid: str | None, size: int, alg: str) -> dict[str,
     path, _, query = uri.partition("?")
     if kid is not None and ";object=" not in f";{path[len('pkcs11:') :]}":
         path += f";object={kid}"
+    if alg in SIGNING_ALGORITHMS:  # a signing key pair: ES256, RS256 or PS256
+        signing = scheme_module("pkcs11", SIGNING_SCHEMES)
+        generated: dict[str, Any] = signing.generate_signing_key(f"{path}?{query}", alg, size=size)
+        return generated
     if alg != DEFAULT_ALG and "alg=" not in query:
         query += f"&alg={alg}"
     public: dict[str, Any] = scheme_module("pkcs11").generate_key(f"{path}?{query}", size=size)
     return public
+
+
+def public_of_uri(location: str) -> dict[str, Any]:
+    """The public set of the key(s) a pkcs11: or aws-kms: URI names: a signing key's public
+    JWK (`use: sig`), or the decryption keys' public halves."""
+    if is_signing_key_uri(location):
+        key = open_signing_key(location)
+        assert key is not None
+        return {"keys": [key.public_jwk]}
+    return public_set(open_key_source(location))
 
 
 def _thumbprint(jwk: dict[str, Any]) -> str:
@@ -225,6 +246,8 @@ def keys_init(
     if is_uri(location):
         public = _init_in_module(location, kid, size, alg)
         note(f"generated key {shown(public['kid'])} in the token (not extractable)")
+        if public.get("use") == "sig" and public["alg"] != "ES256":
+            note(f"name it with alg={public['alg']} in the URI: the token does not record it")
         note(f"publish its public half with: {PROG} keys public {quoted(location)}")
         return
     if kid is None:
@@ -328,7 +351,7 @@ def keys_public(
     """
     with output_stream(output) as stream:
         if is_uri(location):
-            public = public_set(open_key_source(location))
+            public = public_of_uri(location)
             if stream is None and output is not None:
                 write_jwks(output, public)
         else:

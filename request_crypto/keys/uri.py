@@ -18,14 +18,15 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
 from ..errors import KeySourceError
 from ..keyfile import read_jwks
 from .jwks import JWKManager
 from .merged import MergedKeySource
-from .signing import SigningKey
+from .remote import RemoteJWKS
+from .signing import MergedVerificationKeys, SigningKey, VerificationKeys
 from .source import KeySource
 
 __all__ = [
@@ -33,9 +34,11 @@ __all__ = [
     "SIGNING_SCHEMES",
     "is_key_source_uri",
     "is_signing_key_uri",
+    "is_signing_scheme",
     "open_key_source",
     "open_key_sources",
     "open_signing_key",
+    "open_verification_keys",
     "refuse_unknown_scheme",
     "scheme_module",
 ]
@@ -100,11 +103,39 @@ def open_signing_key(location: object) -> SigningKey | None:
     return key
 
 
+def open_verification_keys(
+    locations: str | Sequence[str], open_file: Callable[[str], VerificationKeys]
+) -> VerificationKeys:
+    """The senders' keys at each location, merged by kid when there are several.
+
+    A location is an `https://`/`http://` JWKS URL (`RemoteJWKS`), a signing-key URI
+    (`pkcs11:`, `aws-kms:`: the key's public half, read from the token or KMS), or a file,
+    opened by `open_file` (the CLI reads it once, the receiver reloads it on change).
+    """
+    each = [locations] if isinstance(locations, str) else list(locations)
+
+    def opened(location: str) -> VerificationKeys:
+        if location.startswith(("https://", "http://")):
+            return RemoteJWKS(location)
+        return open_signing_key(location) or open_file(location)
+
+    sets = [opened(location) for location in each]
+    if len(sets) == 1:
+        return sets[0]
+    return MergedVerificationKeys(sets, [_shown(location) for location in each])
+
+
+def is_signing_scheme(location: str) -> bool:
+    """Whether `location` starts with a scheme of SIGNING_SCHEMES (nothing is asked)."""
+    scheme, colon, _ = location.partition(":")
+    return bool(colon) and scheme in SIGNING_SCHEMES
+
+
 def is_signing_key_uri(location: str) -> bool:
     """Whether `location` is a URI naming a signing key (asks the token or KMS which it is)."""
-    scheme, colon, _ = location.partition(":")
-    if not colon or scheme not in SIGNING_SCHEMES:
+    if not is_signing_scheme(location):
         return False
+    scheme = location.partition(":")[0]
     return bool(scheme_module(scheme, SIGNING_SCHEMES).is_signing_uri(location))
 
 
