@@ -74,6 +74,16 @@ KeyLocation = Annotated[
     ),
 ]
 Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
+WrapWith = Annotated[
+    str | None,
+    typer.Option(
+        "--wrap-with",
+        metavar="aws-kms:KEY",
+        help="Write the private set wrapped by this symmetric KMS key (instead of a "
+        "password); a wrapped file opens with no option and stays wrapped by its key.",
+        show_default=False,
+    ),
+]
 KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
 Alg = Annotated[
     Literal[
@@ -97,7 +107,24 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def _require_file(path: Path, password: bytes | None = None) -> KeySetFile:
+def _wrapping(wrap_with: str | None, password: bytes | None) -> str | None:
+    """`--wrap-with`, checked: an aws-kms: URI, and not beside a password."""
+    if wrap_with is None:
+        return None
+    if not wrap_with.startswith("aws-kms:"):
+        raise CLIError(
+            f"--wrap-with takes a KMS key, aws-kms:ARN or aws-kms:alias/NAME, not {wrap_with}"
+        )
+    if password is not None:
+        raise CLIError(
+            "give --password-file or --wrap-with, not both: a key set is protected one way"
+        )
+    return wrap_with
+
+
+def _require_file(
+    path: Path, password: bytes | None = None, wrap_with: str | None = None
+) -> KeySetFile:
     """The key set at `path`, which must exist: a missing one is most likely a typo."""
     if is_uri(path):
         raise CLIError(
@@ -109,11 +136,18 @@ def _require_file(path: Path, password: bytes | None = None) -> KeySetFile:
             f"{path}: no such key-set file; create it with: "
             f"{PROG} keys init {quoted(path)} --kid KID"
         )
-    return KeySetFile(path, password=password)
+    return KeySetFile(path, password=password, wrap_with=_wrapping(wrap_with, password))
 
 
 def init_set(
-    path: Path, kid: str, size: int, alg: str, force: bool, *, password: bytes | None = None
+    path: Path,
+    kid: str,
+    size: int,
+    alg: str,
+    force: bool,
+    *,
+    password: bytes | None = None,
+    wrap_with: str | None = None,
 ) -> None:
     """Create the set at `path`; an existing file needs `force` (its keys are then lost)."""
     if path.exists() and not force:  # the library checks again under the lock
@@ -121,7 +155,10 @@ def init_set(
             f"{path} already exists; pass --force to replace it (its keys are then lost, "
             "and bodies encrypted to them can no longer be decrypted)"
         )
-    KeySetFile.init(path, kid, size=size, alg=alg, force=force, password=password)
+    wrap_with = _wrapping(wrap_with, password)
+    KeySetFile.init(
+        path, kid, size=size, alg=alg, force=force, password=password, wrap_with=wrap_with
+    )
 
 
 def _init_in_module(uri: str, kid: str | None, size: int, alg: str) -> dict[str, Any]:
@@ -240,6 +277,7 @@ def keys_init(
     alg: Alg = "RSA-OAEP",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
     password_file: PasswordFile = None,
+    wrap_with: WrapWith = None,
 ) -> None:
     """Create a private key set holding one new key (mode 0600): encryption, signing or dir;
     or generate a non-extractable key in a PKCS#11 token (pkcs11:...;object=KID?...)."""
@@ -253,7 +291,7 @@ def keys_init(
     if kid is None:
         raise typer.BadParameter("a key-set file's new key needs its id", param_hint="'--kid'")
     path = Path(location)
-    init_set(path, kid, size, alg, force, password=password_of(password_file))
+    init_set(path, kid, size, alg, force, password=password_of(password_file), wrap_with=wrap_with)
     if alg in ("HS256", "dir"):
         note(
             f"created {path} (mode 0600) with the secret {shown(kid)}; give it to the other "
@@ -269,18 +307,21 @@ def keys_init(
 def keys_add(
     path: KeySetPath,
     kid: Kid,
+    *,
     size: KeySize = 2048,
     alg: Alg = "RSA-OAEP",
     password_file: PasswordFile = None,
+    wrap_with: WrapWith = None,
 ) -> None:
     """Add a new key under a new kid; it becomes the newest."""
-    _require_file(path, password_of(password_file)).add(kid, size=size, alg=alg)
+    _require_file(path, password_of(password_file), wrap_with).add(kid, size=size, alg=alg)
     note(f"added key {shown(kid)} to {path}; it is now the newest")
 
 
 @keys_app.command("rotate")
 def keys_rotate(
     path: KeySetPath,
+    *,
     kid: Annotated[
         str | None,
         typer.Option(
@@ -292,9 +333,13 @@ def keys_rotate(
     size: KeySize = 2048,
     alg: Alg = "RSA-OAEP",
     password_file: PasswordFile = None,
+    wrap_with: WrapWith = None,
 ) -> None:
-    """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt."""
-    keys = _require_file(path, password_of(password_file))
+    """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt.
+
+    A file wrapped by a KMS key stays wrapped by it (a new data key); --wrap-with re-wraps it
+    by another key."""
+    keys = _require_file(path, password_of(password_file), wrap_with)
     new_kid = keys.rotate(kid=kid, size=size, alg=alg, today=utc_today())
     typer.echo(new_kid)
     note(

@@ -7,10 +7,12 @@ An HSM or KMS that is down or throttling is a 503 with Retry-After (senders retr
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -198,3 +200,39 @@ def test_verify_with_several_sets_merged_by_kid_file_token_and_kms(
         again = RequestEncryptor(public, sign_with=token_uri).encrypt("rx", {"by": "token"})
         refused = http.post(PAYLOADS, content=again)
         assert refused.status_code == 401 and "different keys" in refused.json()["error"]
+
+
+def test_a_kms_wrapped_key_file_is_served_reloaded_and_survives_a_kms_outage(
+    kms: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from request_crypto.receiver._keys import KeyFile
+
+    client_ = kms.client()
+    arn = client_.create_key()["KeyMetadata"]["Arn"]
+    client_.create_alias(AliasName="alias/rx-wrap", TargetKeyId=arn)
+    keys = KeySetFile.init(tmp_path / "wrapped.jwe", "w-1", wrap_with="aws-kms:alias/rx-wrap")
+    config = ReceiverConfig(
+        jwks=keys.path, reload_interval=0.2, sink=f"jsonl:///{tmp_path / 'p.jsonl'}"
+    )
+    with ReceiverThread(create_app(config)) as receiver, client(receiver.url) as http:
+        keys.add("w-2")
+        deadline = time.monotonic() + 30
+        while "w-2" not in json.dumps(http.get(WELL_KNOWN).json()):
+            assert time.monotonic() < deadline, "the wrapped file was not reloaded"
+            time.sleep(0.1)
+        body = RequestEncryptor(http.get(WELL_KNOWN).json(), format="jwe").encrypt("w-2", PAYLOAD)
+        assert http.post(PAYLOADS, content=body).status_code == 202
+    watched = KeyFile(keys.path, 1 << 20, grace=0)
+    keys.add("w-3")
+    endpoint = os.environ["AWS_ENDPOINT_URL_KMS"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert anyio.run(watched.check) is False  # KMS down: the keys in use stay
+    assert watched.failing is not None and watched.keys.decryptor.source.kids() == ["w-1", "w-2"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", endpoint)
+    stat = keys.path.stat()
+    os.utime(keys.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert anyio.run(watched.check) is True and watched.failing is None
+    assert watched.keys.decryptor.source.kids() == ["w-1", "w-2", "w-3"]
