@@ -121,3 +121,8 @@ def test_kms_signing_key_through_encrypt_and_decrypt(
     assert "does not verify" in error
     header = json.loads(b64url_decode(body.split(".")[0], "header"))
     assert header["cty"] == "JWT"
+    if alg == "ES256":  # keys public of a KMS signing key: its public JWK from GetPublicKey
+        (jwk,) = json.loads(ok("keys", "public", uri).stdout)["keys"]
+        assert (jwk["kid"], jwk["use"], jwk["alg"], jwk["crv"]) == (alias, "sig", "ES256", "P-256")
+    else:
+        assert "no public half" in fails("keys", "public", uri)
