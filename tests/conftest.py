@@ -111,6 +111,7 @@ TOKENS = (
     "rc-spare",
     "rc-whole",
     "rc-cli",
+    "rc-sign",
     "rc-fault",
     "rc-lost",
     "rc-close",

@@ -52,6 +52,7 @@ __all__ = [
     "PinInURIWarning",
     "generate_key",
     "import_key",
+    "token_for",
 ]
 
 
@@ -91,8 +92,12 @@ class PKCS11URI:
     name: str
 
     @classmethod
-    def parse(cls, uri: str) -> PKCS11URI:
-        """Parse and check `uri`; read the PIN from `pin-source` (a warning for `pin-value`)."""
+    def parse(cls, uri: str, *, signing: bool = False) -> PKCS11URI:
+        """Parse and check `uri`; read the PIN from `pin-source` (a warning for `pin-value`).
+
+        `signing`: the URI names a signing key, whose `alg` (if given) is a JWS algorithm
+        (ES256, RS256, PS256; empty when not given), not an RSA-OAEP one.
+        """
         if not uri.startswith("pkcs11:"):
             raise KeySourceError(f"{uri!r} is not a pkcs11: URI")
         path_part, _, query_part = uri[len("pkcs11:") :].partition("?")
@@ -124,9 +129,24 @@ class PKCS11URI:
             id=unquote_to_bytes(raw_path["id"]) if "id" in raw_path else None,
             pin=_read_pin(query, name),
             kid=query.get("kid"),
-            alg=check_alg(query.get("alg", "RSA-OAEP"), name),
+            alg=_signing_alg(query.get("alg", ""), name)
+            if signing
+            else check_alg(query.get("alg", "RSA-OAEP"), name),
             name=name,
         )
+
+
+#: The JWS algorithms a token key may sign with (CKM_ECDSA, CKM_SHA256_RSA_PKCS[_PSS]).
+TOKEN_SIGNING_ALGORITHMS = ("ES256", "RS256", "PS256")
+
+
+def _signing_alg(alg: str, name: str) -> str:
+    if alg and alg not in TOKEN_SIGNING_ALGORITHMS:
+        raise KeySourceError(
+            f"{name}: alg {alg!r} refused for a signing key; use "
+            + ", ".join(TOKEN_SIGNING_ALGORITHMS)
+        )
+    return alg
 
 
 def _public_query(query: dict[str, str]) -> str:
@@ -220,7 +240,9 @@ class PKCS11KeySource(ExternalKeySource):
 
     def _find(self, session: Any) -> list[ExternalKey]:
         """The token's matching RSA private keys, with kids and public numbers read from it."""
-        found = list(session.get_objects(_template(self.uri, ObjectClass.PRIVATE_KEY)))
+        # DECRYPT: the token's signing keys (keys.pkcs11_signing) are not decryption keys.
+        template = {**_template(self.uri, ObjectClass.PRIVATE_KEY), Attribute.DECRYPT: True}
+        found = list(session.get_objects(template))
         if not found:
             raise KeySourceError(f"{self.name}: no RSA private key in the token matches")
         if self.uri.kid is not None and len(found) > 1:
