@@ -69,6 +69,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+def wait_published(http: httpx.Client, kid: str, timeout: float = 30) -> float:
+    """Wait until the receiver at `http` publishes `kid` (a reload); the seconds it took."""
+    return wait_for(
+        lambda: kid in [jwk["kid"] for jwk in http.get(WELL_KNOWN).json()["keys"]],
+        timeout,
+        f"kid {kid} published",
+    )
+
+
 def swap_header(token: str, header: dict[str, Any]) -> str:
     parts = token.split(".")
     parts[0] = b64url_encode(json.dumps(header).encode())

@@ -20,7 +20,14 @@ import pytest
 from request_crypto import KeySetFile, RequestEncryptor
 from request_crypto.receiver import ReceiverConfig, create_app
 from request_crypto.receiver.testing import ReceiverThread
-from tests.receiver.helpers import LOGGER, PAYLOADS, WELL_KNOWN, client, wait_for
+from tests.receiver.helpers import (
+    LOGGER,
+    PAYLOADS,
+    WELL_KNOWN,
+    client,
+    wait_for,
+    wait_published,
+)
 from tests.receiver.test_cli import Server, console_script, run_cli
 
 PAYLOAD = {"event": "rotated"}
@@ -51,7 +58,7 @@ def test_serve_reloads_every_file_of_a_merged_set(softhsm: Any, tmp_path: Path) 
             etag = http.get(WELL_KNOWN).headers["etag"]
             rotated = run_cli([*cli, "keys", "rotate", str(b), "--kid", "file-b-2"], tmp_path)
             assert rotated.returncode == 0, rotated.stderr
-            latency = wait_for(lambda: "file-b-2" in _kids(http), 30, "B.json reloaded")
+            latency = wait_published(http, "file-b-2")
             print(f"merged set: B.json rotation served after {latency:.2f} s")
             assert _kids(http) == ["file-a", "recv-1", "file-b-1", "file-b-2"]
             assert http.get(WELL_KNOWN).headers["etag"] != etag

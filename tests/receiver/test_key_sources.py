@@ -6,7 +6,6 @@ An HSM or KMS that is down or throttling is a 503 with Retry-After (senders retr
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from request_crypto.keys.signing import generate_signing_jwk, public_key_set
 from request_crypto.receiver import ReceiverConfig, create_app
 from request_crypto.receiver import cli as receiver_cli
 from request_crypto.receiver.testing import ReceiverThread
-from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, write_private_set
+from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, wait_published, write_private_set
 
 PAYLOAD = {"event": "login"}
 
@@ -157,10 +156,7 @@ def test_an_encrypted_key_file_is_served_and_reloaded(tmp_path: Path) -> None:
     )
     with ReceiverThread(create_app(config)) as receiver, client(receiver.url) as http:
         keys.add("enc-2")
-        deadline = time.monotonic() + 30
-        while "enc-2" not in json.dumps(http.get(WELL_KNOWN).json()):
-            assert time.monotonic() < deadline, "the encrypted file was not reloaded"
-            time.sleep(0.1)
+        wait_published(http, "enc-2")
         public = http.get(WELL_KNOWN).json()
         body = RequestEncryptor(public, format="jwe").encrypt("enc-2", PAYLOAD)
         assert http.post(PAYLOADS, content=body).status_code == 202
@@ -225,10 +221,7 @@ def test_a_kms_wrapped_key_file_is_served_reloaded_and_survives_a_kms_outage(
     )
     with ReceiverThread(create_app(config)) as receiver, client(receiver.url) as http:
         keys.add("w-2")
-        deadline = time.monotonic() + 30
-        while "w-2" not in json.dumps(http.get(WELL_KNOWN).json()):
-            assert time.monotonic() < deadline, "the wrapped file was not reloaded"
-            time.sleep(0.1)
+        wait_published(http, "w-2")
         body = RequestEncryptor(http.get(WELL_KNOWN).json(), format="jwe").encrypt("w-2", PAYLOAD)
         assert http.post(PAYLOADS, content=body).status_code == 202
     watched = WatchedKeys([keys.path], 1 << 20, grace=0)
