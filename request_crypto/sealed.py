@@ -15,8 +15,9 @@ under a key derived from the file key), then the data as AES-256-GCM segments (S
   authenticate what it wrote without a private key (the receiver's archive sink).
 
 Every check that needs no key (magic, version, sizes, recipient count, each JWE's shape) runs
-before any RSA work (`_sealed_header` parses the header); a file key is unwrapped in one place, `unwrap_file_key`, so a key
-source other than a private key set (an HSM, a KMS) can take its place later.
+before any RSA work (`_sealed_header` parses the header); a file key is unwrapped in one
+place, `unwrap_file_key`, so a key source other than a private key set (an HSM, a KMS) can
+take its place later.
 """
 
 from __future__ import annotations
