@@ -180,17 +180,21 @@ def _file_key(header: Header, keys: JWKManager) -> bytes:
     raise NoRecipientKeyError(header.kids)
 
 
-def _recipient_set(recipients: Iterable[Mapping[str, Any]]) -> JWKManager:
+def _recipient_set(recipients: Iterable[Mapping[str, Any]] | JWKManager) -> JWKManager:
+    """The recipients as a key set: a list of public JWKs, or a set already loaded (as is)."""
     if isinstance(recipients, (Mapping, str, bytes)):
         raise InvalidArgumentError(
             "recipients must be a list of public JWKs (e.g. [jwks.get_public_jwk(kid)])"
         )
-    keys = [dict(jwk) for jwk in recipients]
-    if not 1 <= len(keys) <= MAX_RECIPIENTS:
+    if isinstance(recipients, JWKManager):
+        keys = recipients
+    else:
+        keys = JWKManager({"keys": [dict(jwk) for jwk in recipients]})
+    if not 1 <= len(keys.kids()) <= MAX_RECIPIENTS:
         raise InvalidArgumentError(
-            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys)}"
+            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys.kids())}"
         )
-    return JWKManager({"keys": keys})
+    return keys
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,11 +272,15 @@ class FileSealer:
     `seal` makes one per file and drops it. A writer that must show what it wrote reads back
     (the receiver's archive sink) keeps it: `check` authenticates a sealed file against this
     header and key without any private key. It writes once: a second file under the same key
-    and nonces would be GCM nonce reuse.
+    and nonces would be GCM nonce reuse. `recipients`: public JWKs, or a `JWKManager` of
+    them (every key a recipient), which a writer of many files loads once.
     """
 
     def __init__(
-        self, recipients: Iterable[Mapping[str, Any]], *, segment_size: int = DEFAULT_SEGMENT_SIZE
+        self,
+        recipients: Iterable[Mapping[str, Any]] | JWKManager,
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
     ) -> None:
         if not isinstance(segment_size, int) or not (
             MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE

@@ -39,7 +39,6 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from .._files import NOFOLLOW, open_in, parent_directory
 from ..errors import InvalidArgumentError, InvalidJWKSError, SinkUnavailableError
@@ -57,7 +56,7 @@ REPLAYS_NAME = "replays.db"
 _PART_SUFFIX = ".part"
 
 
-def _recipients(seal: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def _recipients(seal: str | os.PathLike[str]) -> JWKManager:
     """The public keys to seal to: every key of the set; a set with a private key is refused."""
     try:
         keys = JWKManager(read_jwks(seal))
@@ -72,7 +71,7 @@ def _recipients(seal: str | os.PathLike[str]) -> list[dict[str, Any]]:
             f"public set only (request-crypto keys public {seal} -o archive_public.json), and "
             "the private set stays with whoever reads the archive"
         )
-    return [keys.get_public_jwk(kid) or {} for kid in keys.kids()]
+    return keys
 
 
 def _open_directory(directory: Path) -> int:
