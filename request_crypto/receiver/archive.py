@@ -195,6 +195,14 @@ class ArchiveSink:
                 f"{self.directory} was replaced; restart the receiver to write to the new one"
             )
 
+    def ready(self) -> bool:
+        """Whether the archive directory is still there (``/readyz``); never raises."""
+        try:
+            self._check_directory()
+        except (SinkUnavailableError, OSError):
+            return False
+        return True
+
     def _remove(self, names: Sequence[str]) -> None:
         """Undo a failed batch's renamed files (it is answered 503 and will be sent again)."""
         for name in names:

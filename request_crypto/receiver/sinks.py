@@ -408,6 +408,8 @@ def archive_settings(url: str) -> ArchiveSettings | None:
     settings = ArchiveSettings(Path(rest[1:]), Path(options["seal"]))
     if "max_file_size" in options:
         size = parse_size(options["max_file_size"])  # InvalidArgumentError, with the rule
+        if size < 1:
+            raise SinkURLError(f"sink {url!r}: max_file_size must be at least 1 byte")
         settings = dataclasses.replace(settings, max_file_size=size)
     return settings
 

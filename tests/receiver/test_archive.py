@@ -183,10 +183,12 @@ def test_the_archive_directory_gone_means_503_until_it_is_back(
         archive["dir"].rename(moved)
         refused = http.post(PAYLOADS, content=encryptor.encrypt("rx-a", {"n": 2}))
         assert refused.status_code == 503 and refused.headers["retry-after"]
+        assert http.get("/readyz").status_code == 503
         archive["dir"].mkdir(mode=0o700)  # another directory under the name: still refused
         assert http.post(PAYLOADS, content=encryptor.encrypt("rx-a", {"n": 3})).status_code == 503
         archive["dir"].rmdir()
         moved.rename(archive["dir"])
+        assert http.get("/readyz").status_code == 200
         assert http.post(PAYLOADS, content=encryptor.encrypt("rx-a", {"n": 4})).status_code == 202
     assert [r["payload"]["n"] for r in read_archive(archive)] == [1, 4]
 
@@ -200,6 +202,7 @@ def test_archive_urls_settings_and_refusals(tmp_path: Path, archive: dict[str, P
         "jsonl:///a/?seal=p.json&max_file_size=lots",
         "sqlite:///a.db?seal=p.json",
         "jsonl:///?seal=p.json",
+        "jsonl:///a/?seal=p.json&max_file_size=0",
     ):
         with pytest.raises((SinkURLError, InvalidArgumentError)):
             parse_sink_url(bad)
