@@ -144,6 +144,12 @@ def test_a_batch_over_the_cap_is_split_into_files_in_order(archive: dict[str, Pa
     assert per_file >= 2 and len(names) == full + 2, sizes  # the lines; the huge one; the next
     assert all(size <= 1024 for size in sizes[:full]) and sizes[full] > 5000
     assert [r["payload"]["i"] for r in read_archive(archive)] == list(range(14))
+    out = archive["dir"].parent / "all.jsonl"  # to a file: written whole, 0600
+    ok("open", "--jwks", archive["private"], archive["dir"], "-o", out)
+    assert [json.loads(line)["payload"]["i"] for line in out.read_text().splitlines()] == list(
+        range(14)
+    )
+    assert out.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_failed_batch_answers_503_and_leaves_nothing(
