@@ -21,7 +21,11 @@ is absolute):
   (`request_crypto.receiver.postgres`; needs the ``postgres`` extra).
 - ``jsonl:///PATH``: one JSON object per line, appended; each batch is written, flushed and
   fsynced under an exclusive ``flock``, so several processes can share the file. A batch that
-  fails halfway is cut off again, so the file never ends in a partial line.
+  fails halfway is cut off again, so the file never ends in a partial line. Signed bodies'
+  jtis go to ``PATH.replays.db`` beside it (`replay.FileReplays`).
+- ``jsonl:///DIR/?seal=PUBLIC_SET[&max_file_size=16MiB]``: the same lines in sealed files
+  that only the archive's private set opens, one or more complete files per batch
+  (`request_crypto.receiver.archive`).
 
 Both files hold decrypted payloads: a new one is created with mode 0600 (SQLite gives its
 ``-wal`` and ``-shm`` files the database file's mode), whatever the umask; 0600, not 0640,
