@@ -26,7 +26,17 @@ from ..errors import InternalSignal, KeySourceError, KeySourceUnavailableError
 if TYPE_CHECKING:
     from .pkcs11 import PKCS11URI
 
-__all__ = ["AMBIGUOUS", "GONE", "RECONNECT_INTERVAL", "Token", "TokenFault", "token_for"]
+__all__ = [
+    "AMBIGUOUS",
+    "GONE",
+    "OPEN_ATTEMPTS",
+    "RECONNECT_INTERVAL",
+    "PinRefused",
+    "Token",
+    "TokenFault",
+    "TokenNotFound",
+    "token_for",
+]
 
 _T = TypeVar("_T")
 
@@ -49,6 +59,16 @@ GONE = (
 )
 #: Seconds between two attempts to log in again to a token that was lost.
 RECONNECT_INTERVAL = 1.0
+#: Attempts to reach a token when a source opens (`Token.opening`).
+OPEN_ATTEMPTS = 3
+
+
+class TokenNotFound(KeySourceError):
+    """No token with that label or serial in the module (a typo, or not yet visible)."""
+
+
+class PinRefused(KeySourceError):
+    """The token refused the PIN, or it is locked: never tried again by itself."""
 
 
 class TokenFault(InternalSignal):
@@ -62,8 +82,9 @@ class Module:
         self.lock = threading.RLock()
         #: Bumped at each C_Finalize/C_Initialize (and fork): sessions opened before are gone.
         self.epoch = 0
-        #: Set in a forked child: the module state is the parent's, reinitialise before use.
-        self.forked = False
+        #: Reinitialise before the next login: in a forked child (the state is the parent's),
+        #: or after a token was not found (the module reads its tokens only at C_Initialize).
+        self.stale = False
 
 
 class Token:
@@ -89,6 +110,8 @@ class Token:
         #: Why the token was lost, and when it was last tried; None while it is connected.
         self._lost: str | None = None
         self._tried = 0.0
+        #: Why logging in is not tried again (the PIN was refused after a loss), or None.
+        self._stopped: str | None = None
 
     @property
     def lock(self) -> threading.RLock:
@@ -104,6 +127,20 @@ class Token:
             session, self.session = self.session, None
             with contextlib.suppress(p11.PKCS11Error):
                 session.close()
+
+    def opening(self, action: Callable[[Any], _T]) -> _T:
+        """`call(action)` for a source that opens: a token unavailable or not found is tried
+        OPEN_ATTEMPTS times, RECONNECT_INTERVAL apart, since processes starting together race
+        on some modules (SoftHSM reads a token file another process's login is rewriting).
+        A refused PIN is never tried again (it would count towards locking it)."""
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                return self.call(action)
+            except (KeySourceUnavailableError, TokenNotFound):
+                if attempt == OPEN_ATTEMPTS:
+                    raise
+            time.sleep(RECONNECT_INTERVAL)
+        raise AssertionError("unreachable")
 
     def call(self, action: Callable[[Any], _T]) -> _T:
         """Run `action(session)` under the module lock; a gone or failing token is
@@ -126,6 +163,8 @@ class Token:
             self.session, self._epoch = None, self.module.epoch
         if self.session is not None:
             return self.session
+        if self._stopped is not None:
+            raise KeySourceUnavailableError(self.uri.name, self._stopped)
         if self._lost is None and self.generation == 0:
             self.session = self._login()  # the first login: errors say what to fix
         else:
@@ -146,6 +185,9 @@ class Token:
                 self.module.epoch += 1
                 self._epoch = self.module.epoch
             return self._login()
+        except PinRefused as exc:  # never tried again: each try counts towards locking it
+            self._stopped = f"{exc}; fix the PIN and restart"
+            raise KeySourceUnavailableError(self.uri.name, self._stopped) from None
         except (KeySourceError, p11.PKCS11Error) as exc:
             self._lost = f"logging in again failed ({_code(exc)})"
             raise KeySourceUnavailableError(self.uri.name, self._lost) from None
@@ -167,9 +209,11 @@ class Token:
             lib = pkcs11.lib(uri.module_path)
         except Exception as exc:  # a missing or broken .so: configuration, not an outage
             raise KeySourceError(f"{uri.name}: cannot load the PKCS#11 module: {exc}") from None
-        if self.module.forked:  # PKCS#11: a child of fork must initialise the module anew
+        if self.module.stale:  # PKCS#11: a child of fork must initialise the module anew
             lib.reinitialize()
-            self.module.forked = False
+            self.module.stale = False
+            self.module.epoch += 1
+            self._epoch = self.module.epoch
         try:
             token = lib.get_token(token_label=uri.token, token_serial=uri.serial)
         except p11.MultipleTokensReturned:
@@ -177,7 +221,8 @@ class Token:
                 f"{uri.name}: several tokens match; add serial= to pick one"
             ) from None
         except p11.NoSuchToken:
-            raise KeySourceError(
+            self.module.stale = True
+            raise TokenNotFound(
                 f"{uri.name}: no token {self.description!r} in the module"
             ) from None
         self.description = (
@@ -189,9 +234,9 @@ class Token:
         except p11.UserAlreadyLoggedIn:  # another session of this process logged in
             return token.open(rw=True)
         except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
-            raise KeySourceError(f"{uri.name}: the token refused the PIN") from None
+            raise PinRefused(f"{uri.name}: the token refused the PIN") from None
         except p11.PinLocked:
-            raise KeySourceError(f"{uri.name}: the token's user PIN is locked") from None
+            raise PinRefused(f"{uri.name}: the token's user PIN is locked") from None
 
 
 def _version(value: Any) -> str:
@@ -215,7 +260,7 @@ def _forget_after_fork() -> None:
     for module in _MODULES.values():
         module.lock = threading.RLock()
         module.epoch += 1
-        module.forked = True
+        module.stale = True
     for token in _TOKENS.values():
         token.session = None
         token.logins = 0

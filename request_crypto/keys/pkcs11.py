@@ -216,7 +216,7 @@ class PKCS11KeySource(ExternalKeySource):
         self._verdict: tuple[float, bool] | None = None
         #: Known-good probes run after ambiguous answers (what hostile bodies cost).
         self.probes = 0
-        super().__init__(self.uri.name, self._token.call(self._find))
+        super().__init__(self.uri.name, self._token.opening(self._find))
         for kid in self.kids():
             key = self.key(kid)
             assert key is not None

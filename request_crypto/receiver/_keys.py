@@ -49,9 +49,9 @@ __all__ = [
     "KeySetKindChangedError",
     "SenderKeyFile",
     "WatchedKeys",
+    "checked_kids",
     "file_keys",
     "loaded_keys",
-    "opened_keys",
     "verification_options",
 ]
 
@@ -116,17 +116,17 @@ def file_keys(path: Path, max_body: int, password_file: Path | None) -> KeyGener
     return WatchedKeys([path], max_body, 0.0, password_file=password_file).keys
 
 
-def opened_keys(
-    locations: Sequence[str | os.PathLike[str]],
-    max_body: int,
-    password_file: Path | None,
-    verify: Mapping[str, Any] | None = None,
-) -> KeyGeneration:
-    """Key-set files and key-source URIs, opened now and merged by kid, as `serve` opens them
-    (`WatchedKeys`), to check them once."""
-    return WatchedKeys(
-        list(locations), max_body, 0.0, password_file=password_file, verify=verify
-    ).keys
+def checked_kids(
+    locations: Sequence[str | os.PathLike[str]], max_body: int, password_file: Path | None
+) -> list[str]:
+    """The kids of key-set files and key-source URIs opened and merged as `serve` opens them
+    (`WatchedKeys`), then closed again: `serve` only checks them, and each worker process
+    opens its own (one PKCS#11 login per process)."""
+    source = WatchedKeys(list(locations), max_body, 0.0, password_file=password_file)
+    try:
+        return source.keys.decryptor.source.kids()
+    finally:
+        source.keys.decryptor.source.close()
 
 
 class SenderKeyFile:

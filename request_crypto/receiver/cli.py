@@ -53,7 +53,7 @@ from ..formats import Format, detect_format
 from ..keyfile import require_private_keys
 from ..keys.uri import refuse_unknown_scheme
 from ..nested import DEFAULT_EXPIRES_IN
-from ._keys import file_keys, opened_keys
+from ._keys import checked_kids, file_keys
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -160,10 +160,7 @@ def _validate(config: ReceiverConfig) -> _Plan:
         kids = require_private_keys(with_keys(jwks, password=password_of(password)), jwks, "serve")
     else:  # key-source URIs or several sets: opened now, so a bad one fails before binding
         each = cast(tuple[str, ...], jwks if isinstance(jwks, tuple) else (jwks,))
-        source = opened_keys(each, config.max_body, password).decryptor.source
-        kids = source.kids()
-        # Closed again: each worker opens its own (one login per process).
-        source.close()
+        kids = checked_kids(each, config.max_body, password)
     if config.verify_with is not None:
         verification_keys(config.verify_with)  # a bad senders' set fails here, not per body
     sink = cast(str, config.sink)

@@ -8,6 +8,8 @@ import json
 import os
 import select
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -90,3 +92,33 @@ def test_closing_the_last_source_on_a_token_logs_out(softhsm: Any) -> None:
     assert third.logins == logins + 1
     third.health()
     third.close()
+
+
+_OPEN = """
+import sys
+from request_crypto.keys.pkcs11 import PKCS11KeySource
+try:
+    print(PKCS11KeySource(sys.argv[1]).kids())
+except Exception as exc:
+    print(f"FAILED {exc!r}")
+"""
+
+
+def test_processes_opening_one_token_at_once_all_open_it(softhsm: Any) -> None:
+    """SoftHSM races when processes log in together (a token file read while another login
+    rewrites it: CKR_GENERAL_ERROR, or no such token); `serve --workers N` starts N at once.
+    Opening a source tries an unavailable or unseen token again."""
+    failed = []
+    for _ in range(8):
+        started = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN, softhsm.uri("recv-1")],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        outputs = [process.communicate(timeout=120)[0] for process in started]
+        failed += [output for output in outputs if output.strip() != "['recv-1']"]
+    assert failed == []
