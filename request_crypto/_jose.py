@@ -9,13 +9,15 @@ Why not jwcrypto's JWE object: it is correct but costs ~110 us per token on top 
 operation (2,500 vs 3,500 unwraps/s measured here), which caps the `jwe` format near 70% of
 the RSA bound; and the `elastic` format needs its header bytes in one exact member order. So
 this module parses and checks the compact form itself and hands every cryptographic step to
-a library: RSA-OAEP and one-shot AES-GCM to `cryptography`, the rest of content encryption
-to jwcrypto's JWA registry (the same code its JWE object runs). Everything here is tested
+a library: RSA-OAEP, one-shot AES-GCM and AES-CBC to `cryptography` (with the stdlib's HMAC for
+the CBC algorithms' MAC), streamed AES-GCM and content encryption when sealing to jwcrypto's
+JWA registry (the same code its JWE object runs). Everything here is tested
 against jwcrypto, joserfc and the npm `jose` in both directions.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import zlib
@@ -24,10 +26,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.jwa import JWA
 
-from ._b64 import ascii_bytes, b64url_decode, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_decode_canonical, b64url_encode
 from ._json import dumps_utf8, reject_constant
 from .errors import (
     DecryptionError,
@@ -74,6 +77,8 @@ IV_AND_TAG_LENGTHS: Mapping[str, tuple[int, int]] = {
 #: streaming context; larger ones stream, so the ciphertext is not copied to append the tag.
 _GCM = frozenset({"A128GCM", "A256GCM"})
 _ONE_SHOT_GCM = 64 * 1024
+#: RFC 7518 §5.2: the HMAC of each AES-CBC + HMAC-SHA2 algorithm (opened by `_open_cbc_hmac`).
+_CBC_HMAC = {"A128CBC-HS256": "sha256", "A256CBC-HS512": "sha512"}
 #: Direct encryption with a shared secret: parsed here, opened only by a `dir` key set.
 DIRECT = "dir"
 #: The only compression JWE defines: raw DEFLATE (RFC 1951).
@@ -155,14 +160,16 @@ def parse_compact(token: str | bytes, *, direct: bool = False) -> CompactJWE:
             else "JWE key management 'dir' (a shared secret) is refused: this receiver holds "
             "RSA keys; a dir body opens only with the dir secret set it was made with"
         )
-    return CompactJWE(
-        protected,
-        header,
-        b64url_decode(parts[1], "the JWE encrypted key"),
-        b64url_decode(parts[2], "the JWE IV"),
-        b64url_decode(parts[3], "the JWE ciphertext"),
-        b64url_decode(parts[4], "the JWE tag"),
-    )
+    return CompactJWE(protected, header, *map(_decoded_part, parts[1:], _PART_NAMES))
+
+
+_PART_NAMES = ("the JWE encrypted key", "the JWE IV", "the JWE ciphertext", "the JWE tag")
+
+
+def _decoded_part(part: bytes, what: str) -> bytes:
+    """A part's bytes: the canonical decode (no error built), else the strict one's verdict."""
+    decoded = b64url_decode_canonical(part)
+    return decoded if decoded is not None else b64url_decode(part, what)
 
 
 def check_wire_jwe(token: str | bytes | bytearray, *, max_plaintext: int) -> None:
@@ -367,10 +374,34 @@ def _open_content(enc: str, cek: bytes, jwe: CompactJWE) -> bytes:
     """Authenticate and decrypt the content (any failure raises; the caller maps it)."""
     if enc in _GCM and len(jwe.ciphertext) <= _ONE_SHOT_GCM:
         return AESGCM(cek).decrypt(jwe.iv, jwe.ciphertext + jwe.tag, jwe.protected)
+    if enc in _CBC_HMAC:
+        return _open_cbc_hmac(_CBC_HMAC[enc], cek, jwe)
     plaintext: bytes = CONTENT_ENCRYPTION_ALGORITHMS[enc].decrypt(
         cek, jwe.protected, jwe.iv, jwe.ciphertext, jwe.tag
     )
     return plaintext
+
+
+def _open_cbc_hmac(hash_name: str, cek: bytes, jwe: CompactJWE) -> bytes:
+    """AES-CBC + HMAC-SHA2 (RFC 7518 §5.2.2.2): the MAC first, in constant time, then decrypt.
+
+    What jwcrypto's JWA object does, with the stdlib's one-call HMAC and the padding checked
+    by hand (after the MAC, so no padding oracle): ~10 us less per `elastic` wrapped key, whose
+    content encryption this is. Tests compare the two on valid and tampered tokens.
+    """
+    half = len(cek) // 2
+    mac = hmac.new(cek[:half], jwe.protected, hash_name)
+    mac.update(jwe.iv)
+    mac.update(jwe.ciphertext)
+    mac.update((8 * len(jwe.protected)).to_bytes(8, "big"))
+    if not hmac.compare_digest(mac.digest()[:half], jwe.tag):
+        raise ValueError("the MAC does not verify")
+    decryptor = Cipher(algorithms.AES(cek[half:]), modes.CBC(jwe.iv)).decryptor()
+    padded = decryptor.update(jwe.ciphertext) + decryptor.finalize()
+    pad = padded[-1] if padded else 0
+    if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+        raise ValueError("bad padding")
+    return padded[:-pad]
 
 
 def _inflate(data: bytes, limit: int) -> bytes:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _json
 from request_crypto import _jose as jwe
@@ -382,6 +383,53 @@ def test_a_large_serialization_holds_no_spare_capacity() -> None:
         tracemalloc.stop()
     assert len(dumped) > _json._TRIM_FROM
     assert held < 1.1 * len(dumped)  # orjson's own bytes held ~1.6x their length
+
+
+def opened(open_: Any, *args: Any) -> bytes | str:
+    try:
+        return bytes(open_(*args))
+    except Exception:  # the caller maps every failure to one DecryptionError
+        return "refused"
+
+
+def cbc_token(enc: str, cek: bytes, plaintext: bytes, pad: bytes | None) -> jwe.CompactJWE:
+    """A CBC-HMAC token of `plaintext`; with `pad`, that padding instead of PKCS#7's, MAC'd."""
+    content = jwe.CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    protected = b"eyJhbGciOiJSU0EtT0FFUCJ9"
+    iv, ciphertext, tag = content.encrypt(cek, protected, plaintext)
+    if pad is not None:
+        half = len(cek) // 2
+        padded = plaintext + pad
+        padded += bytes(-len(padded) % 16)
+        encryptor = Cipher(algorithms.AES(cek[half:]), modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        tag = content._mac(cek[:half], protected, iv, ciphertext)
+    return jwe.CompactJWE(protected, {"enc": enc}, b"", iv, ciphertext, tag)
+
+
+@pytest.mark.parametrize("enc", ["A128CBC-HS256", "A256CBC-HS512"])
+def test_cbc_hmac_opens_and_refuses_what_jwcrypto_does(enc: str) -> None:
+    rng = random.Random(enc)
+    content = jwe.CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    refused = 0
+    for _ in range(300):
+        cek = rng.randbytes(content.wrap_key_size // 8)
+        plaintext = rng.randbytes(rng.randrange(70))
+        pad = rng.choice([None, None, b"", b"\x00", b"\x11", b"\x02\x01", b"\x03" * 3])
+        token = cbc_token(enc, cek, plaintext, pad)
+        field = rng.choice(["iv", "ciphertext", "tag", "protected", None])
+        if field is not None and getattr(token, field):
+            value = bytearray(getattr(token, field))
+            value[rng.randrange(len(value))] ^= 1 << rng.randrange(8)
+            token = token._replace(**{field: bytes(value)})
+        ours = opened(jwe._open_content, enc, cek, token)
+        parts = (token.protected, token.iv, token.ciphertext, token.tag)
+        theirs = opened(content.decrypt, cek, *parts)
+        assert ours == theirs
+        if field is None and pad is None:
+            assert ours == plaintext
+        refused += ours == "refused"
+    assert refused > 100  # tampering and bad padding were tried, not only valid tokens
 
 
 def stdlib_loads(data: bytes) -> Any:

@@ -158,6 +158,20 @@ def test_nested_benchmark_section_runs(tmp_path: Path) -> None:
     assert "signed jwe (ES256) decrypt+verify 1KB >= 90% of RSA decrypt + ES256 verify" in names
 
 
+@pytest.mark.slow
+def test_batch_section_measures_decrypt_async_against_the_cores_bound(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "batch"]
+    command += ["--rounds", "1", "--seconds", "0.05", "--no-node", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    assert document["best"]["decrypt_async"] > 0
+    names = {t["name"]: t for t in document["targets"]}
+    async_target = next(t for name, t in names.items() if name.startswith("decrypt_async"))
+    assert async_target["status"] in {"PASS", "FAIL"} and async_target["value"] > 0
+
+
 def test_hsm_benchmark_measures_the_token_beside_its_bound(tmp_path: Path) -> None:
     from interop import softhsm
 
