@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.jwa import JWA
 
-from ._b64 import ascii_bytes, b64url_decode, b64url_decode_canonical, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_encode
 from ._json import dumps_utf8, reject_constant
 from .errors import (
     DecryptionError,
@@ -160,16 +160,14 @@ def parse_compact(token: str | bytes, *, direct: bool = False) -> CompactJWE:
             else "JWE key management 'dir' (a shared secret) is refused: this receiver holds "
             "RSA keys; a dir body opens only with the dir secret set it was made with"
         )
-    return CompactJWE(protected, header, *map(_decoded_part, parts[1:], _PART_NAMES))
-
-
-_PART_NAMES = ("the JWE encrypted key", "the JWE IV", "the JWE ciphertext", "the JWE tag")
-
-
-def _decoded_part(part: bytes, what: str) -> bytes:
-    """A part's bytes: the canonical decode (no error built), else the strict one's verdict."""
-    decoded = b64url_decode_canonical(part)
-    return decoded if decoded is not None else b64url_decode(part, what)
+    return CompactJWE(
+        protected,
+        header,
+        b64url_decode(parts[1], "the JWE encrypted key"),
+        b64url_decode(parts[2], "the JWE IV"),
+        b64url_decode(parts[3], "the JWE ciphertext"),
+        b64url_decode(parts[4], "the JWE tag"),
+    )
 
 
 def check_wire_jwe(token: str | bytes | bytearray, *, max_plaintext: int) -> None:
