@@ -118,22 +118,70 @@ def encrypt_compact(
     public_key: rsa.RSAPublicKey, header: Mapping[str, str], plaintext: bytes
 ) -> str:
     """Encrypt to one RSA key; `header` is written in the given member order."""
-    protected = b64url_encode(dumps_utf8(dict(header)))  # as JSON.stringify writes it
-    content = CONTENT_ENCRYPTION_ALGORITHMS[header["enc"]]
+    protected = _protected_text(header)
+    enc = header["enc"]
     if header.get("zip") == DEFLATE:
-        compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-        plaintext = compressor.compress(plaintext) + compressor.flush()
-    cek = os.urandom(content.wrap_key_size // 8)
+        plaintext = zlib.compress(plaintext, wbits=-zlib.MAX_WBITS)
+    cek = os.urandom(CONTENT_ENCRYPTION_ALGORITHMS[enc].wrap_key_size // 8)
     encrypted_key = public_key.encrypt(cek, KEY_MANAGEMENT_ALGORITHMS[header["alg"]])
-    iv, ciphertext, tag = content.encrypt(cek, protected.encode("ascii"), plaintext)
+    iv, ciphertext, tag = _seal_content(enc, cek, protected.encode("ascii"), plaintext)
     return ".".join(
         (protected, *(b64url_encode(part) for part in (encrypted_key, iv, ciphertext, tag)))
     )
 
 
+#: Protected headers as written, by their members: a sender writes the same few over and over
+#: (one per kid and content type), so each is serialized and encoded once. Bounded.
+_PROTECTED_TEXT: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _protected_text(header: Mapping[str, str]) -> str:
+    members = tuple(header.items())
+    text = _PROTECTED_TEXT.get(members)
+    if text is None:
+        text = b64url_encode(dumps_utf8(dict(header)))  # as JSON.stringify writes it
+        if len(_PROTECTED_TEXT) >= _HEADER_CACHE_SIZE:
+            _PROTECTED_TEXT.clear()
+        _PROTECTED_TEXT[members] = text
+    return text
+
+
+def _seal_content(enc: str, cek: bytes, aad: bytes, plaintext: bytes) -> tuple[bytes, ...]:
+    """(iv, ciphertext, tag): small GCM and every CBC directly, large GCM through jwcrypto."""
+    if enc in _CBC_HMAC:
+        return _seal_cbc_hmac(_CBC_HMAC[enc], cek, aad, plaintext)
+    if len(plaintext) <= _ONE_SHOT_GCM:
+        iv = os.urandom(12)
+        sealed = AESGCM(cek).encrypt(iv, plaintext, aad)
+        return iv, sealed[:-16], sealed[-16:]
+    sealed_parts: tuple[bytes, ...] = CONTENT_ENCRYPTION_ALGORITHMS[enc].encrypt(
+        cek, aad, plaintext
+    )
+    return sealed_parts
+
+
+def _cbc_mac(hash_name: str, key: bytes, aad: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+    """RFC 7518 §5.2.2.1's tag: HMAC(aad || iv || ciphertext || AL), its first half kept."""
+    mac = hmac.new(key, aad, hash_name)
+    mac.update(iv)
+    mac.update(ciphertext)
+    mac.update((8 * len(aad)).to_bytes(8, "big"))
+    return mac.digest()[: len(key)]
+
+
+def _seal_cbc_hmac(hash_name: str, cek: bytes, aad: bytes, plaintext: bytes) -> tuple[bytes, ...]:
+    """AES-CBC + HMAC-SHA2 (RFC 7518 §5.2.2.1), PKCS#7 padded: what jwcrypto's JWA writes."""
+    half = len(cek) // 2
+    iv = os.urandom(16)
+    pad = 16 - len(plaintext) % 16
+    encryptor = Cipher(algorithms.AES(cek[half:]), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
+    return iv, ciphertext, _cbc_mac(hash_name, cek[:half], aad, iv, ciphertext)
+
+
 def encrypt_direct(secret: bytes, header: Mapping[str, str], plaintext: bytes) -> str:
     """Encrypt with a shared A256GCM key (`alg: "dir"`): the encrypted key part is empty."""
-    protected = b64url_encode(dumps_utf8(dict(header)))
+    protected = _protected_text(header)
     iv = os.urandom(12)
     sealed = AESGCM(secret).encrypt(iv, plaintext, protected.encode("ascii"))
     parts = (iv, sealed[:-16], sealed[-16:])
@@ -388,11 +436,8 @@ def _open_cbc_hmac(hash_name: str, cek: bytes, jwe: CompactJWE) -> bytes:
     content encryption this is. Tests compare the two on valid and tampered tokens.
     """
     half = len(cek) // 2
-    mac = hmac.new(cek[:half], jwe.protected, hash_name)
-    mac.update(jwe.iv)
-    mac.update(jwe.ciphertext)
-    mac.update((8 * len(jwe.protected)).to_bytes(8, "big"))
-    if not hmac.compare_digest(mac.digest()[:half], jwe.tag):
+    expected = _cbc_mac(hash_name, cek[:half], jwe.protected, jwe.iv, jwe.ciphertext)
+    if not hmac.compare_digest(expected, jwe.tag):
         raise ValueError("the MAC does not verify")
     decryptor = Cipher(algorithms.AES(cek[half:]), modes.CBC(jwe.iv)).decryptor()
     padded = decryptor.update(jwe.ciphertext) + decryptor.finalize()
