@@ -121,7 +121,8 @@ def encrypt_compact(
     protected = _protected_text(header)
     enc = header["enc"]
     if header.get("zip") == DEFLATE:
-        plaintext = zlib.compress(plaintext, wbits=-zlib.MAX_WBITS)
+        compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # zlib.compress: wbits from 3.11
+        plaintext = compressor.compress(plaintext) + compressor.flush()
     cek = os.urandom(CONTENT_ENCRYPTION_ALGORITHMS[enc].wrap_key_size // 8)
     encrypted_key = public_key.encrypt(cek, KEY_MANAGEMENT_ALGORITHMS[header["alg"]])
     iv, ciphertext, tag = _seal_content(enc, cek, protected.encode("ascii"), plaintext)
