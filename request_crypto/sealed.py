@@ -11,10 +11,13 @@ under a key derived from the file key), then the data as AES-256-GCM segments (S
   decrypts only the segments a read touches.
 - `inspect_sealed(src)` reads the recipients' kids, the segment size and the plaintext
   length without any key (that length is unauthenticated until the file is opened).
+- `FileSealer` is one file's header and key: `seal` uses it once; a writer that keeps it can
+  authenticate what it wrote without a private key (the receiver's archive sink).
 
 Every check that needs no key (magic, version, sizes, recipient count, each JWE's shape) runs
-before any RSA work; a file key is unwrapped in one place, `unwrap_file_key`, so a key
-source other than a private key set (an HSM, a KMS) can take its place later.
+before any RSA work (`_sealed_header` parses the header); a file key is unwrapped in one
+place, `unwrap_file_key`, so a key source other than a private key set (an HSM, a KMS) can
+take its place later.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import hashlib
 import hmac
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
@@ -32,8 +35,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._atomic import atomic_output
-from ._b64 import b64url_decode_canonical, b64url_encode
-from ._jose import parse_compact
+from ._b64 import b64url_encode
+from ._sealed_header import (
+    DEFAULT_SEGMENT_SIZE,
+    FORMAT_NAME,
+    MAC_LINE,
+    MAGIC,
+    MAX_HEADER_SIZE,
+    MAX_RECIPIENTS,
+    MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE,
+    RECIPIENT_ENC,
+    RECIPIENT_LINE,
+    SALT_LINE,
+    SEGMENT_LINE,
+    Header,
+    read_header,
+)
 from ._stream import (
     TAG_SIZE,
     Readable,
@@ -60,6 +78,7 @@ __all__ = [
     "MAGIC",
     "MAX_HEADER_SIZE",
     "MAX_RECIPIENTS",
+    "FileSealer",
     "HeaderAuthenticationError",
     "NoRecipientKeyError",
     "SealedFormatError",
@@ -74,42 +93,13 @@ __all__ = [
     "unwrap_file_key",
 ]
 
-#: The first line: the format's name and version.
-MAGIC = b"request-crypto-sealed/v1\n"
-_FORMAT_NAME = b"request-crypto-sealed/"
-DEFAULT_SEGMENT_SIZE = 64 * 1024
-#: Segment sizes are powers of two in this range: a reader holds a few segments in memory.
-MIN_SEGMENT_SIZE = 1024
-MAX_SEGMENT_SIZE = 4 * 1024 * 1024
-MAX_HEADER_SIZE = 64 * 1024
-MAX_RECIPIENTS = 64
 FILE_KEY_SIZE = 32
 SALT_SIZE = 32
-#: The recipients' JWE: the key's own RSA-OAEP variant, and this content encryption.
-RECIPIENT_ENC = "A256GCM"
-_SEGMENT_LINE = b"segment-size "
-_SALT_LINE = b"salt "
-_RECIPIENT_LINE = b"recipient "
-_MAC_LINE = b"mac "
-_B64_32 = 43  # base64url characters of 32 bytes, unpadded
 _HEADER_INFO = b"request-crypto-sealed/v1 header"
 _PAYLOAD_INFO = b"request-crypto-sealed/v1 payload"
-_READ_CHUNK = 16 * 1024
 
 #: Where `open_sealed` and `seal` write: a binary file object, or a path (atomic).
 Destination = Union[IO[bytes], str, "os.PathLike[str]"]
-
-
-@dataclass(frozen=True)
-class _Header:
-    segment_size: int
-    salt: bytes
-    recipients: tuple[str, ...]  # compact JWEs
-    kids: tuple[str, ...]
-    algs: tuple[str, ...]
-    mac: bytes
-    authenticated: bytes  # every header byte the MAC covers
-    size: int  # the whole header, MAC line included
 
 
 @dataclass(frozen=True)
@@ -142,8 +132,8 @@ class SealedInfo:
 
 def is_sealed(prefix: bytes) -> bool:
     """Whether data starting with `prefix` (a few dozen bytes) claims to be a sealed file."""
-    return prefix.startswith(_FORMAT_NAME) or (
-        len(prefix) < len(_FORMAT_NAME) and bool(prefix) and _FORMAT_NAME.startswith(prefix)
+    return prefix.startswith(FORMAT_NAME) or (
+        len(prefix) < len(FORMAT_NAME) and bool(prefix) and FORMAT_NAME.startswith(prefix)
     )
 
 
@@ -178,7 +168,7 @@ def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
     return file_key
 
 
-def _file_key(header: _Header, keys: JWKManager) -> bytes:
+def _file_key(header: Header, keys: JWKManager) -> bytes:
     """Unwrap with the first recipient the set holds a private key for, then check the MAC."""
     for kid, recipient in zip(header.kids, header.recipients, strict=True):
         if keys.has_private_key(kid):
@@ -190,17 +180,21 @@ def _file_key(header: _Header, keys: JWKManager) -> bytes:
     raise NoRecipientKeyError(header.kids)
 
 
-def _recipient_set(recipients: Iterable[Mapping[str, Any]]) -> JWKManager:
+def _recipient_set(recipients: Iterable[Mapping[str, Any]] | JWKManager) -> JWKManager:
+    """The recipients as a key set: a list of public JWKs, or a set already loaded (as is)."""
     if isinstance(recipients, (Mapping, str, bytes)):
         raise InvalidArgumentError(
             "recipients must be a list of public JWKs (e.g. [jwks.get_public_jwk(kid)])"
         )
-    keys = [dict(jwk) for jwk in recipients]
-    if not 1 <= len(keys) <= MAX_RECIPIENTS:
+    if isinstance(recipients, JWKManager):
+        keys = recipients
+    else:
+        keys = JWKManager({"keys": [dict(jwk) for jwk in recipients]})
+    if not 1 <= len(keys.kids()) <= MAX_RECIPIENTS:
         raise InvalidArgumentError(
-            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys)}"
+            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys.kids())}"
         )
-    return JWKManager({"keys": keys})
+    return keys
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,15 +206,15 @@ def _header(recipients: JWKManager, file_key: bytes, segment_size: int) -> tuple
     salt = os.urandom(SALT_SIZE)
     lines = [
         MAGIC,
-        _SEGMENT_LINE + b"%d\n" % segment_size,
-        _SALT_LINE + b64url_encode(salt).encode("ascii") + b"\n",
+        SEGMENT_LINE + b"%d\n" % segment_size,
+        SALT_LINE + b64url_encode(salt).encode("ascii") + b"\n",
     ]
     for kid in recipients.kids():
         token = recipients.encrypt_jwe(kid, file_key, enc=RECIPIENT_ENC)
-        lines.append(_RECIPIENT_LINE + token.encode("ascii") + b"\n")
+        lines.append(RECIPIENT_LINE + token.encode("ascii") + b"\n")
     authenticated = b"".join(lines)
     mac = _header_mac(file_key, salt, authenticated)
-    header = authenticated + _MAC_LINE + b64url_encode(mac).encode("ascii") + b"\n"
+    header = authenticated + MAC_LINE + b64url_encode(mac).encode("ascii") + b"\n"
     if len(header) > MAX_HEADER_SIZE:
         raise InvalidArgumentError(
             f"the header would be {len(header)} bytes, over {MAX_HEADER_SIZE}; use fewer "
@@ -229,135 +223,7 @@ def _header(recipients: JWKManager, file_key: bytes, segment_size: int) -> tuple
     return header, salt
 
 
-# ---------------------------------------------------------------------------------------------
-# Header: reading (no key needed; nothing trusted until the MAC is checked)
-
-
-def _read_header(source: Readable) -> tuple[_Header, bytes]:
-    """Read and check the header; (header, the bytes read past it)."""
-    data = bytearray()
-    chunk = bytearray(_READ_CHUNK)
-    view = memoryview(chunk)
-    end = -1
-    while end < 0:
-        count = source.readinto(view)
-        if not count:
-            break
-        data += view[:count]
-        if len(data) >= len(MAGIC) and not data.startswith(MAGIC):
-            _refuse_start(bytes(data[: len(MAGIC)]))
-        end = _header_end(data)
-        if end < 0 and len(data) > MAX_HEADER_SIZE:
-            raise SealedFormatError(
-                f"the sealed file's header is longer than {MAX_HEADER_SIZE} bytes; refused unread"
-            )
-    if end < 0:
-        if not data:
-            raise SealedFormatError("the input is empty; it is not a sealed file")
-        if not data.startswith(MAGIC):
-            _refuse_start(bytes(data))
-        raise SealedFormatError("the sealed file ends inside its header (truncated)")
-    return _parse_header(bytes(data[:end])), bytes(data[end:])
-
-
-def _refuse_start(start: bytes) -> None:
-    if start.startswith(_FORMAT_NAME):
-        version = start[len(_FORMAT_NAME) :].split(b"\n")[0][:16]
-        raise SealedFormatError(
-            f"sealed-file version {version.decode('ascii', 'replace')!r} is not supported; "
-            "this version reads v1"
-        )
-    raise SealedFormatError(
-        f"the input is not a sealed file (it does not start with {MAGIC.decode('ascii').strip()!r})"
-    )
-
-
-def _header_end(data: bytearray) -> int:
-    """Where the header ends (after the MAC line), or -1 if it is not all here yet."""
-    at = data.find(b"\n" + _MAC_LINE)
-    if at < 0:
-        return -1
-    end = at + 1 + len(_MAC_LINE) + _B64_32 + 1
-    return end if len(data) >= end else -1
-
-
-def _parse_header(header: bytes) -> _Header:
-    lines = header.split(b"\n")[:-1]  # every line ends with \n: the last piece is empty
-    if len(header) > MAX_HEADER_SIZE:
-        raise SealedFormatError(f"the sealed file's header is over {MAX_HEADER_SIZE} bytes")
-    if len(lines) < 5:
-        raise SealedFormatError("the sealed file's header has no recipient")
-    recipients = lines[3:-1]
-    if len(recipients) > MAX_RECIPIENTS:
-        raise SealedFormatError(
-            f"the sealed file names {len(recipients)} recipients, over the limit of "
-            f"{MAX_RECIPIENTS}"
-        )
-    segment_size = _segment_size(lines[1])
-    salt = _b64_field(lines[2], _SALT_LINE, "salt")
-    mac = _b64_field(lines[-1], _MAC_LINE, "mac")
-    tokens, kids, algs = [], [], []
-    for line in recipients:
-        token, kid, alg = _recipient(line)
-        if kid in kids:
-            raise SealedFormatError(f"the sealed file names recipient {kid!r} twice")
-        tokens.append(token)
-        kids.append(kid)
-        algs.append(alg)
-    authenticated = header[: len(header) - len(lines[-1]) - 1]
-    return _Header(
-        segment_size, salt, tuple(tokens), tuple(kids), tuple(algs), mac, authenticated, len(header)
-    )
-
-
-def _segment_size(line: bytes) -> int:
-    digits = line[len(_SEGMENT_LINE) :]
-    if (
-        not line.startswith(_SEGMENT_LINE)
-        or not digits.isdigit()
-        or len(digits) > 8
-        or digits.startswith(b"0")
-    ):
-        raise SealedFormatError("the sealed file's header has no valid 'segment-size' line")
-    size = int(digits)
-    if not MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE or size & (size - 1):
-        raise SealedFormatError(
-            f"the sealed file's segment size {size} is refused: it must be a power of two "
-            f"from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
-        )
-    return size
-
-
-def _b64_field(line: bytes, prefix: bytes, name: str) -> bytes:
-    value = line[len(prefix) :]
-    decoded = b64url_decode_canonical(value) if line.startswith(prefix) else None
-    if decoded is None or len(value) != _B64_32:
-        raise SealedFormatError(
-            f"the sealed file's header has no valid {name!r} line (32 bytes in base64url)"
-        )
-    return decoded
-
-
-def _recipient(line: bytes) -> tuple[str, str, str]:
-    if not line.startswith(_RECIPIENT_LINE):
-        raise SealedFormatError("the sealed file's header has a line that is not a recipient")
-    token = line[len(_RECIPIENT_LINE) :]
-    if len(token) > DEFAULT_MAX_WRAPPED_KEY_SIZE:
-        raise SealedFormatError(
-            f"a recipient of the sealed file is {len(token)} bytes, over "
-            f"{DEFAULT_MAX_WRAPPED_KEY_SIZE}"
-        )
-    jwe = parse_compact(token)
-    if jwe.header.get("enc") != RECIPIENT_ENC or "zip" in jwe.header:
-        raise SealedFormatError(
-            f"a recipient of the sealed file is not {RECIPIENT_ENC} without compression"
-        )
-    if not jwe.kid:
-        raise SealedFormatError("a recipient of the sealed file has no 'kid'")
-    return token.decode("ascii"), jwe.kid, jwe.alg
-
-
-def _payload_cipher(header: _Header, keys: JWKManager) -> SegmentCipher:
+def _payload_cipher(header: Header, keys: JWKManager) -> SegmentCipher:
     return SegmentCipher(_derive(_file_key(header, keys), header.salt, _PAYLOAD_INFO))
 
 
@@ -400,6 +266,61 @@ def _to_destination(dst: Destination, mode: int, work: Any) -> int:
     return int(work(dst.write))
 
 
+class FileSealer:
+    """One sealed file's header and payload key, made once by whoever writes that file.
+
+    `seal` makes one per file and drops it. A writer that must show what it wrote reads back
+    (the receiver's archive sink) keeps it: `check` authenticates a sealed file against this
+    header and key without any private key. It writes once: a second file under the same key
+    and nonces would be GCM nonce reuse. `recipients`: public JWKs, or a `JWKManager` of
+    them (every key a recipient), which a writer of many files loads once.
+    """
+
+    def __init__(
+        self,
+        recipients: Iterable[Mapping[str, Any]] | JWKManager,
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+    ) -> None:
+        if not isinstance(segment_size, int) or not (
+            MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
+            and not segment_size & (segment_size - 1)
+        ):
+            raise InvalidArgumentError(
+                f"segment_size must be a power of two from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
+            )
+        file_key = os.urandom(FILE_KEY_SIZE)
+        self.header, salt = _header(_recipient_set(recipients), file_key, segment_size)
+        self.segment_size = segment_size
+        self._cipher = SegmentCipher(_derive(file_key, salt, _PAYLOAD_INFO))
+        self._written = False
+
+    def write(self, src: Any, write: Callable[[Any], object]) -> int:
+        """Write the header and every segment of `src` through `write`; the plaintext length."""
+        if self._written:
+            raise InvalidArgumentError("a FileSealer writes one file; make a new one")
+        self._written = True
+        write(self.header)
+        return encrypt_segments(self._cipher, _readable(src), write, self.segment_size)
+
+    def check(self, src: Any) -> int:
+        """Read back a file this sealer wrote, authenticating every segment; its length.
+
+        Raises a `RequestCryptoError` subclass if it is another file, cut short or changed.
+        """
+        source = _readable(src)
+        header, rest = read_header(source)
+        if header.size != len(self.header) or not self.header.startswith(header.authenticated):
+            raise HeaderAuthenticationError()
+        if not self.header.endswith(b64url_encode(header.mac).encode("ascii") + b"\n"):
+            raise HeaderAuthenticationError()
+        return decrypt_segments(self._cipher, source, _discard, self.segment_size, rest)
+
+
+def _discard(data: memoryview) -> None:
+    """A `write` that keeps nothing (`FileSealer.check` only authenticates)."""
+
+
 def seal(
     src: Any,
     dst: Destination,
@@ -411,25 +332,9 @@ def seal(
 
     `dst` is a binary file object, or a path that appears (0644) only once sealing is done.
     """
-    if not isinstance(segment_size, int) or not (
-        MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
-        and not segment_size & (segment_size - 1)
-    ):
-        raise InvalidArgumentError(
-            f"segment_size must be a power of two from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
-        )
+    sealer = FileSealer(recipients, segment_size=segment_size)
     source = _readable(src)
-    keys = _recipient_set(recipients)
-    file_key = os.urandom(FILE_KEY_SIZE)
-    header, salt = _header(keys, file_key, segment_size)
-    cipher = SegmentCipher(_derive(file_key, salt, _PAYLOAD_INFO))
-    del file_key
-
-    def work(write: Any) -> int:
-        write(header)
-        return encrypt_segments(cipher, source, write, segment_size)
-
-    return _to_destination(dst, 0o644, work)
+    return _to_destination(dst, 0o644, lambda write: sealer.write(source, write))
 
 
 def open_sealed(src: Any, dst: Destination, keys: JWKManager) -> int:
@@ -440,7 +345,7 @@ def open_sealed(src: Any, dst: Destination, keys: JWKManager) -> int:
     segment fails, so discard it on error.
     """
     source = _readable(src)
-    header, rest = _read_header(source)
+    header, rest = read_header(source)
     cipher = _payload_cipher(header, keys)
     return _to_destination(
         dst,
@@ -456,7 +361,7 @@ def inspect_sealed(src: Any) -> SealedInfo:
     constant memory); it is only authenticated when the file is opened.
     """
     source = _readable(src)
-    header, rest = _read_header(source)
+    header, rest = read_header(source)
     size = len(rest)
     if _seekable(src):
         here = int(src.tell())
@@ -495,7 +400,7 @@ class SealedReader(io.RawIOBase):
         self._src = src
         self._close_source = close_source
         src.seek(0)
-        header, _rest = _read_header(_readable(src))
+        header, _rest = read_header(_readable(src))
         self._header = header
         self._segments, self.length = segment_layout(
             int(src.seek(0, io.SEEK_END)) - header.size, header.segment_size

@@ -70,6 +70,7 @@ from .config import (
     ReceiverConfig,
     format_size,
     parse_size,
+    replay_warning,
 )
 from .sinks import DEFAULT_SINK, describe_sink, open_sink
 
@@ -332,7 +333,8 @@ def serve(
         str,
         typer.Option(
             help="Where payloads go: sqlite:///FILE.db, jsonl:///FILE.jsonl, "
-            "postgresql://USER@HOST/DB or - (stdout)."
+            "jsonl:///DIR/?seal=PUBLIC_SET (a sealed archive), postgresql://USER@HOST/DB "
+            "or - (stdout)."
         ),
     ] = DEFAULT_SINK,
     max_body: Annotated[
@@ -487,8 +489,9 @@ def serve(
         )
         plan = _validate(config)
     warning = _raise_fd_limit(limit_concurrency + 64)  # + the sink, key file, logs, pipes...
-    if warning is not None:
-        typer.echo(warning, err=True)
+    for line in (warning, replay_warning(config)):
+        if line is not None:
+            typer.echo(line, err=True)
     sock = _bind(host, port)
     try:
         _run(plan, sock)

@@ -50,6 +50,7 @@ __all__ = [
     "env_name",
     "format_size",
     "parse_size",
+    "replay_warning",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -179,7 +180,8 @@ _LOCATIONS = _Codec(_locations, _locations_text, "key-set paths or key-source UR
 _SINK = _Codec(
     _sink_url,
     _sink_text,
-    "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl, postgresql://USER@HOST/DB or -",
+    "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl, jsonl:///DIR/?seal=PUBLIC_SET, "
+    "postgresql://USER@HOST/DB or -",
 )
 _LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
 _LOG_FORMAT = _Codec(_log_format, str, f"one of {', '.join(LOG_FORMATS)}")
@@ -364,6 +366,24 @@ def _check_signature_settings(config: ReceiverConfig) -> None:
             "require_signature, issuer and audience need verify_with: the senders' public "
             "signing set (a file or an https:// URL)"
         )
+
+
+def replay_warning(config: ReceiverConfig) -> str | None:
+    """What `serve` warns of when signed bodies go to stdout: their jtis live in memory only."""
+    if config.verify_with is None or config.sink != "-":
+        return None
+    workers = config.workers
+    shared = (
+        f"; each of the {workers} workers has its own, so a replay reaching another worker is "
+        "not refused"
+        if workers > 1
+        else ""
+    )
+    return (
+        "warning: the stdout sink remembers signed bodies' jtis in memory only: a restart "
+        f"forgets them{shared}; for replay refusal that holds, use a jsonl://, sqlite:// or "
+        "postgresql:// sink"
+    )
 
 
 class ReceiverSettings(TypedDict, total=False):
