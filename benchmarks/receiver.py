@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from request_crypto import RequestEncryptor
+from request_crypto.receiver.protocol import resolve_http
 from request_crypto.receiver.sinks import idempotency_key
 
 from .core import (
@@ -64,10 +65,10 @@ FORMATS = ("jwe", "elastic")
 CONNECTIONS = 16
 BODIES = 64  # distinct pre-made bodies per format, sent in turn
 #: The Uvicorn settings `serve` runs with (request_crypto/receiver/cli.py), for the bare app:
-#: its HTTP implementation is h11 (serve's protocol is an h11 one), its loop Uvicorn's "auto"
-#: (uvloop, a dependency of the `server` extra where it has wheels).
+#: its HTTP parser is serve's `--http auto` (httptools when installed, else h11), its loop
+#: Uvicorn's "auto" (uvloop, a dependency of the `server` extra where it has wheels).
 UVICORN_SETTINGS = [
-    *["--http", "h11", "--loop", "auto"],
+    *["--http", resolve_http("auto"), "--loop", "auto"],
     *["--log-level", "warning", "--no-access-log", "--lifespan", "on"],
     *["--limit-concurrency", "1000", "--timeout-graceful-shutdown", "30"],
 ]

@@ -256,16 +256,13 @@ def _run(plan: _Plan, sock: socket.socket) -> None:
     import uvicorn  # noqa: PLC0415 (the server extra)
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415 (the server extra)
 
-    from .protocol import ReceiverH11Protocol  # noqa: PLC0415 (the server extra)
+    from .protocol import protocol_for  # noqa: PLC0415 (the server extra)
 
-    protocol = ReceiverH11Protocol.configured(
-        header_timeout=plan.config.header_timeout, drain_timeout=plan.config.body_timeout
-    )
     with _serving_settings(plan.config) as stop:
         uvicorn_config = uvicorn.Config(
             APP_FACTORY,
             factory=True,
-            http=cast(Any, protocol),  # a factory of H11Protocols, as Uvicorn calls it
+            http=cast(Any, protocol_for(plan.config)),  # a protocol factory, as Uvicorn calls it
             host=plan.config.host,
             port=plan.config.port,
             workers=plan.config.workers,
@@ -362,6 +359,10 @@ def serve(
             "few bodies over 256 KiB buffered at a time, this bounds the memory used.",
         ),
     ] = DEFAULT_LIMIT_CONCURRENCY,
+    http: Annotated[
+        str,
+        typer.Option(help="HTTP parser: auto (httptools if installed, else h11), httptools, h11."),
+    ] = "auto",
     header_timeout: Annotated[
         float,
         typer.Option(
@@ -479,6 +480,7 @@ def serve(
             log_level=log_level,
             log_format=log_format,
             limit_concurrency=limit_concurrency,
+            http=http,
             verify_with=verify_with,
             require_signature=require_signature,
             issuer=issuer,
