@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from request_crypto import RequestEncryptor
-from request_crypto.receiver.protocol import resolve_http
 from request_crypto.receiver.sinks import idempotency_key
 
 from .core import (
@@ -65,10 +64,10 @@ FORMATS = ("jwe", "elastic")
 CONNECTIONS = 16
 BODIES = 64  # distinct pre-made bodies per format, sent in turn
 #: The Uvicorn settings `serve` runs with (request_crypto/receiver/cli.py), for the bare app:
-#: its HTTP parser is serve's `--http auto` (httptools when installed, else h11), its loop
-#: Uvicorn's "auto" (uvloop, a dependency of the `server` extra where it has wheels).
+#: its loop Uvicorn's "auto" (uvloop, a dependency of the `server` extra where it has wheels);
+#: its HTTP parser is serve's `--http auto` (httptools when installed, else h11), added when run.
 UVICORN_SETTINGS = [
-    *["--http", resolve_http("auto"), "--loop", "auto"],
+    *["--loop", "auto"],
     *["--log-level", "warning", "--no-access-log", "--lifespan", "on"],
     *["--limit-concurrency", "1000", "--timeout-graceful-shutdown", "30"],
 ]
@@ -343,6 +342,8 @@ def measure_receiver(
     (the receiver's exactly-once rule), so after the first pass the sink takes the duplicate
     path (an insert that conflicts, then a lookup); benchmarks/postgres.py sends distinct bodies.
     """
+    from request_crypto.receiver.protocol import resolve_http  # the server extra
+
     wrk = shutil.which("wrk") if client in ("auto", "wrk") else None
     if client == "wrk" and wrk is None:
         raise RuntimeError("wrk is not on PATH (Debian: apt-get install wrk)")
@@ -386,6 +387,7 @@ def measure_receiver(
             "benchmarks.receiver:bare_app",
             "--host",
             "127.0.0.1",
+            *["--http", resolve_http("auto")],
             *UVICORN_SETTINGS,
         ]
         accepted = 0
