@@ -10,6 +10,8 @@ latency, the cores each process kept busy and its CPU per request, and
 
 where the crypto is one RSA-2048 decrypt (`jwe`) or PBKDF2 + RSA (`elastic`), timed here: the
 most bodies/s this machine can take if `serve` cost nothing beyond a bare app and the crypto.
+Beside it, cores / (serve's CPU per body + wrk's): the rate serve's own cost allows, a figure
+that other load on a shared machine moves far less than bodies/s.
 Where `wrk` is missing it says so and loads with a Python client (httpx threads) instead.
 
     python -m benchmarks.receiver [--quick] [--client python]   # this part alone, as JSON
@@ -436,6 +438,10 @@ def summarize(served: Load, baseline: Load, crypto: float) -> dict[str, Any]:
     bare_cpu = baseline.per_request(baseline.server_cpu_s)
     client_cpu = served.per_request(served.client_cpu_s)
     ceiling = CORES / (bare_cpu + client_cpu + crypto) if bare_cpu and client_cpu else None
+    # serve's rate if its CPU per body were all it took: less sensitive to a shared machine's
+    # load than bodies/s (other work slows the rate, not the CPU a body costs).
+    serve_cpu = served.per_request(served.server_cpu_s)
+    cpu_bound = CORES / (serve_cpu + client_cpu) if serve_cpu and client_cpu else None
     return {
         "serve": served.summary(),
         "bare": baseline.summary(),
@@ -443,6 +449,8 @@ def summarize(served: Load, baseline: Load, crypto: float) -> dict[str, Any]:
         "ceiling_bodies_per_s": ceiling,
         "serve_vs_bare": served.bodies_per_s / baseline.bodies_per_s,
         "serve_vs_ceiling": served.bodies_per_s / ceiling if ceiling else None,
+        "serve_cpu_bound_bodies_per_s": cpu_bound,
+        "serve_cpu_bound_vs_ceiling": cpu_bound / ceiling if cpu_bound and ceiling else None,
         "cores_x_crypto_bodies_per_s": CORES / crypto,
     }
 
@@ -534,6 +542,8 @@ class Receiver(Section):
             vs = f"serve/bare {f['serve_vs_bare']:.2f}x"
             if ceiling:
                 vs += f", serve/ceiling {f['serve_vs_ceiling'] * 100:.0f}%"
+            if f.get("serve_cpu_bound_vs_ceiling"):
+                vs += f", serve's CPU/body allows {f['serve_cpu_bound_vs_ceiling'] * 100:.0f}%"
             rows.append(
                 Row(
                     f"ceiling {fmt}: cores/(bare+client+crypto)",
