@@ -29,7 +29,7 @@ logs ever carry payloads or key material.
 
 Memory is bounded per process. A body of up to `SMALL_BODY` (256 KiB) is read as it arrives;
 past that (or when ``Content-Length`` says it will get there) the request first waits for one
-of `large_bodies` slots, which it holds until its body is decrypted. Meanwhile the client's
+of `large_bodies` slots, which it holds until it is answered. Meanwhile the client's
 bytes wait in the socket (Uvicorn stops reading a request its app is not reading). A body is
 copied once when its chunks are joined. So at most about ``connections x 2 x SMALL_BODY +
 large_bodies x (2 x max_body + the decrypted payload)`` is in use; `request-crypto serve`
@@ -46,6 +46,11 @@ parses it on a worker thread and swaps in a new decryptor in one reference assig
 requests in flight finish with the keys they started with. A file that does not parse, or
 holds no private key, is logged and ignored; the old keys stay in use, and after
 `key_reload_grace` seconds of that ``/healthz`` answers ``503`` until a reload succeeds.
+
+``POST /v1/payloads`` is the busy route, so it skips Starlette's middleware stack and router
+(`ReceiverApp`), and each body makes one hop off the event loop: a decrypt thread decrypts it,
+builds its record and hands it to the sink writer, whose thread answers the request once the
+batch is stored (`_threads`). Every other request is routed as usual.
 
 Here: the routes and the state behind them. Reading bodies, refusals and the access log are in
 `_http`; the key generations and the key-file reload in `_keys`; the sink writer in `_writer`.
