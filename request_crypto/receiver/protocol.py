@@ -87,6 +87,7 @@ class SlowClientDeadlines:
     client: tuple[str, int] | None
 
     def init_deadlines(self, header_timeout: float, drain_timeout: float) -> None:
+        """Set up the deadlines (from the protocol's ``__init__``, after Uvicorn's)."""
         self.header_timeout = header_timeout
         self.drain_timeout = drain_timeout
         self._deadline: asyncio.TimerHandle | None = None
@@ -115,6 +116,7 @@ class SlowClientDeadlines:
             self._phase = phase
 
     def disarm(self) -> None:
+        """Drop the running deadline, if any (on a phase change and when the connection goes)."""
         if self._deadline is not None:
             self._deadline.cancel()
         self._deadline = None

@@ -62,14 +62,17 @@ class ReceiverHttpToolsProtocol(SlowClientDeadlines, HttpToolsProtocol):
         self.follow()
 
     def on_message_begin(self) -> None:
+        """The parser saw a request's first byte: its head is arriving."""
         super().on_message_begin()
         self._reading = "head"
 
     def on_headers_complete(self) -> None:
+        """The head is whole: a body (if any) follows."""
         self._reading = "body"
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        """The request is whole: the next bytes start a new head."""
         self._reading = "idle"
         self._head_bytes = 0
         super().on_message_complete()
