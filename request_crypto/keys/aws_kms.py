@@ -166,11 +166,19 @@ def _refused(code: str, operation: str, name: str) -> dict[str, Any]:
         return {}
     if operation == "VerifyMac" and code == "KMSInvalidMacException":
         return {}
-    if operation in ("GetPublicKey", "DescribeKey") and code in (
+    if operation in ("GetPublicKey", "DescribeKey", "GenerateDataKey") and code in (
         "NotFoundException",
         "InvalidArnException",
     ):
         raise KeySourceError(f"{name}: KMS has no such key ({code})")
+    if operation == "GenerateDataKey" and code in (
+        "InvalidKeyUsageException",
+        "ValidationException",
+    ):
+        raise KeySourceError(
+            f"{name}: KMS refused GenerateDataKey ({code}): wrapping needs a symmetric "
+            "ENCRYPT_DECRYPT key (aws kms create-key with the default key spec)"
+        )
     if code in ("AccessDeniedException", "UnrecognizedClientException"):
         # Permissions can be fixed without a restart: retryable, and never a body's fault.
         raise KeySourceUnavailableError(name, f"KMS refused {operation} ({code}): check IAM")

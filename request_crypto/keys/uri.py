@@ -5,8 +5,10 @@
     aws-kms:arn:aws:kms:...:key/ID | aws-kms:alias/NAME    AWS KMS (keys.aws_kms)
 
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
-registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in KMS); several
-locations are merged by kid (`MergedKeySource`). The HSM and KMS
+registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in a token or in
+KMS, for signing and for verifying); several locations are merged by kid
+(`MergedKeySource`). `is_signing_key_uri` tells a URI naming a signing key from one naming
+a decryption key (each scheme module's `is_signing_uri` asks the token or KMS). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
 python-pkcs11 nor boto3.
 """
@@ -16,23 +18,27 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
 from ..errors import KeySourceError
 from ..keyfile import read_jwks
 from .jwks import JWKManager
 from .merged import MergedKeySource
-from .signing import SigningKey
+from .remote import RemoteJWKS
+from .signing import MergedVerificationKeys, SigningKey, VerificationKeys
 from .source import KeySource
 
 __all__ = [
     "SCHEMES",
     "SIGNING_SCHEMES",
     "is_key_source_uri",
+    "is_signing_key_uri",
+    "is_signing_scheme",
     "open_key_source",
     "open_key_sources",
     "open_signing_key",
+    "open_verification_keys",
     "refuse_unknown_scheme",
     "scheme_module",
 ]
@@ -44,6 +50,7 @@ SCHEMES = {
 }
 #: URI scheme -> (module, class, extra) of a signing key kept outside the process.
 SIGNING_SCHEMES = {
+    "pkcs11": ("request_crypto.keys.pkcs11_signing", "PKCS11SigningKey", "hsm"),
     "aws-kms": ("request_crypto.keys.aws_kms_signing", "AWSKMSSigningKey", "kms"),
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]+")
@@ -84,7 +91,8 @@ def refuse_unknown_scheme(location: str) -> None:
 
 
 def open_signing_key(location: object) -> SigningKey | None:
-    """The signing key a URI of SIGNING_SCHEMES names (`aws-kms:...`), else None."""
+    """The signing key a URI of SIGNING_SCHEMES names (`pkcs11:...`, `aws-kms:...`), else
+    None (a file, a URL or a set given as data)."""
     if not isinstance(location, str):
         return None
     scheme = location.partition(":")[0]
@@ -93,6 +101,42 @@ def open_signing_key(location: object) -> SigningKey | None:
     module = scheme_module(scheme, SIGNING_SCHEMES)
     key: SigningKey = getattr(module, SIGNING_SCHEMES[scheme][1])(location)
     return key
+
+
+def open_verification_keys(
+    locations: str | Sequence[str], open_file: Callable[[str], VerificationKeys]
+) -> VerificationKeys:
+    """The senders' keys at each location, merged by kid when there are several.
+
+    A location is an `https://`/`http://` JWKS URL (`RemoteJWKS`), a signing-key URI
+    (`pkcs11:`, `aws-kms:`: the key's public half, read from the token or KMS), or a file,
+    opened by `open_file` (the CLI reads it once, the receiver reloads it on change).
+    """
+    each = [locations] if isinstance(locations, str) else list(locations)
+
+    def opened(location: str) -> VerificationKeys:
+        if location.startswith(("https://", "http://")):
+            return RemoteJWKS(location)
+        return open_signing_key(location) or open_file(location)
+
+    sets = [opened(location) for location in each]
+    if len(sets) == 1:
+        return sets[0]
+    return MergedVerificationKeys(sets, [_shown(location) for location in each])
+
+
+def is_signing_scheme(location: str) -> bool:
+    """Whether `location` starts with a scheme of SIGNING_SCHEMES (nothing is asked)."""
+    scheme, colon, _ = location.partition(":")
+    return bool(colon) and scheme in SIGNING_SCHEMES
+
+
+def is_signing_key_uri(location: str) -> bool:
+    """Whether `location` is a URI naming a signing key (asks the token or KMS which it is)."""
+    if not is_signing_scheme(location):
+        return False
+    scheme = location.partition(":")[0]
+    return bool(scheme_module(scheme, SIGNING_SCHEMES).is_signing_uri(location))
 
 
 def scheme_module(scheme: str, schemes: Mapping[str, tuple[str, str, str]] = SCHEMES) -> ModuleType:

@@ -44,7 +44,7 @@ from ..cli.signing import (
     Leeway,
     SignKid,
     SignWith,
-    VerifyWith,
+    VerifyWithMany,
     signing_options,
     verification_keys,
 )
@@ -437,7 +437,7 @@ def serve(
             "--max-batch", min=1, help="Most payloads the sink stores in one transaction."
         ),
     ] = DEFAULT_MAX_BATCH,
-    verify_with: VerifyWith = None,
+    verify_with: VerifyWithMany = None,
     require_signature: Annotated[
         bool,
         typer.Option(
@@ -481,7 +481,7 @@ def serve(
             log_format=log_format,
             limit_concurrency=limit_concurrency,
             http=http,
-            verify_with=verify_with,
+            verify_with=tuple(verify_with or ()) or None,
             require_signature=require_signature,
             issuer=issuer,
             audience=audience,
