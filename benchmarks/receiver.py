@@ -448,7 +448,9 @@ def summarize(served: Load, baseline: Load, crypto: float) -> dict[str, Any]:
         "bare": baseline.summary(),
         "crypto_ms": crypto * 1000,
         "ceiling_bodies_per_s": ceiling,
-        "serve_vs_bare": served.bodies_per_s / baseline.bodies_per_s,
+        "serve_vs_bare": (
+            served.bodies_per_s / baseline.bodies_per_s if baseline.bodies_per_s else None
+        ),
         "serve_vs_ceiling": served.bodies_per_s / ceiling if ceiling else None,
         "serve_cpu_bound_bodies_per_s": cpu_bound,
         "cores_x_crypto_bodies_per_s": CORES / crypto,
@@ -539,7 +541,8 @@ class Receiver(Section):
                 )
             )
             ceiling = f["ceiling_bodies_per_s"]
-            vs = f"serve/bare {f['serve_vs_bare']:.2f}x"
+            ratio = f["serve_vs_bare"]
+            vs = f"serve/bare {ratio:.2f}x" if ratio is not None else "bare app: no answer"
             if ceiling:
                 vs += f", serve/ceiling {f['serve_vs_ceiling'] * 100:.0f}%"
             if f.get("serve_cpu_bound_bodies_per_s"):
