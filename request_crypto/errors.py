@@ -73,6 +73,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PinInURIWarning",
     "RequestCryptoError",
+    "S3Error",
     "SealedFormatError",
     "SegmentError",
     "SignatureError",
@@ -285,6 +286,11 @@ class OutputFileError(RequestCryptoError, OSError):
 
 class InputError(RequestCryptoError, OSError):
     """INPUT cannot be read, or stdout was closed early."""
+
+
+class S3Error(RequestCryptoError, OSError):
+    """An s3:// INPUT or OUTPUT failed: a bad URI, no such bucket or object, access denied,
+    an unreachable endpoint. The message names the object and what to fix."""
 
 
 class MissingKidInBodyError(NoKeyFoundError):

@@ -1,39 +1,52 @@
 """Sealed files: envelope encryption of files and streams of any size, in constant memory.
 
 A sealed file is a text header (the format and version, the segment size, a salt, one
-standard compact JWE of the random 256-bit file key per recipient, and an HMAC of all that
-under a key derived from the file key), then the data as AES-256-GCM segments (STREAM, see
-`_stream`). docs/FILE-FORMAT.md gives the exact bytes; fixtures/sealed/ holds test vectors.
+standard compact JWE of the random 256-bit file key per recipient, optionally that key
+wrapped by AWS KMS, and an HMAC of all that under a key derived from the file key; see
+`_sealed_header`), then the data as AES-256-GCM segments (STREAM, see `_stream`).
+docs/FILE-FORMAT.md gives the exact bytes; fixtures/sealed/ holds test vectors.
 
-- `seal(src, dst, recipients)` and `open_sealed(src, dst, keys)` stream between binary file
-  objects (or to a path, which then appears only once complete).
+- `seal(src, dst, recipients, kms=...)` and `open_sealed(src, dst, keys)` stream between
+  binary file objects (or to a path, which then appears only once complete). With `kms` (a
+  `keys.aws_kms_data_key.KMSDataKey`), KMS `GenerateDataKey` makes the file key; `keys` may
+  then be that KMS key instead of a private key set.
 - `SealedReader(src, keys)` is a seekable, readable file object over a sealed file: it
   decrypts only the segments a read touches.
 - `inspect_sealed(src)` reads the recipients' kids, the segment size and the plaintext
   length without any key (that length is unauthenticated until the file is opened).
 
-Every check that needs no key (magic, version, sizes, recipient count, each JWE's shape) runs
-before any RSA work; a file key is unwrapped in one place, `unwrap_file_key`, so a key
-source other than a private key set (an HSM, a KMS) can take its place later.
+Every check that needs no key (magic, version, sizes, recipient count, each line's shape)
+runs before any RSA or KMS work; a JWE recipient is unwrapped in one place, `unwrap_file_key`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import io
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import IO, Any, Protocol, Union
 
 from ._atomic import atomic_output
-from ._b64 import b64url_decode_canonical, b64url_encode
-from ._jose import parse_compact
+from ._sealed_header import (
+    FORMAT_NAME,
+    MAGIC,
+    MAX_HEADER_SIZE,
+    MAX_RECIPIENTS,
+    MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE,
+    PAYLOAD_INFO,
+    RECIPIENT_ENC,
+    SALT_SIZE,
+    Header,
+    build_header,
+    derive,
+    header_mac,
+    kms_context,
+    read_header,
+)
 from ._stream import (
     TAG_SIZE,
     Readable,
@@ -60,6 +73,7 @@ __all__ = [
     "MAGIC",
     "MAX_HEADER_SIZE",
     "MAX_RECIPIENTS",
+    "DataKeySource",
     "HeaderAuthenticationError",
     "NoRecipientKeyError",
     "SealedFormatError",
@@ -74,42 +88,27 @@ __all__ = [
     "unwrap_file_key",
 ]
 
-#: The first line: the format's name and version.
-MAGIC = b"request-crypto-sealed/v1\n"
-_FORMAT_NAME = b"request-crypto-sealed/"
 DEFAULT_SEGMENT_SIZE = 64 * 1024
-#: Segment sizes are powers of two in this range: a reader holds a few segments in memory.
-MIN_SEGMENT_SIZE = 1024
-MAX_SEGMENT_SIZE = 4 * 1024 * 1024
-MAX_HEADER_SIZE = 64 * 1024
-MAX_RECIPIENTS = 64
 FILE_KEY_SIZE = 32
-SALT_SIZE = 32
-#: The recipients' JWE: the key's own RSA-OAEP variant, and this content encryption.
-RECIPIENT_ENC = "A256GCM"
-_SEGMENT_LINE = b"segment-size "
-_SALT_LINE = b"salt "
-_RECIPIENT_LINE = b"recipient "
-_MAC_LINE = b"mac "
-_B64_32 = 43  # base64url characters of 32 bytes, unpadded
-_HEADER_INFO = b"request-crypto-sealed/v1 header"
-_PAYLOAD_INFO = b"request-crypto-sealed/v1 payload"
-_READ_CHUNK = 16 * 1024
 
 #: Where `open_sealed` and `seal` write: a binary file object, or a path (atomic).
 Destination = Union[IO[bytes], str, "os.PathLike[str]"]
 
 
-@dataclass(frozen=True)
-class _Header:
-    segment_size: int
-    salt: bytes
-    recipients: tuple[str, ...]  # compact JWEs
-    kids: tuple[str, ...]
-    algs: tuple[str, ...]
-    mac: bytes
-    authenticated: bytes  # every header byte the MAC covers
-    size: int  # the whole header, MAC line included
+class DataKeySource(Protocol):
+    """A key service making and unwrapping file keys (`keys.aws_kms_data_key.KMSDataKey`)."""
+
+    def generate(self, context: dict[str, str]) -> tuple[bytes, str, bytes]:
+        """A new 32-byte key: (plaintext, the service key's id, the wrapped blob)."""
+        ...
+
+    def unwrap(self, key_id: str, blob: bytes, context: dict[str, str]) -> bytes | None:
+        """The key in `blob`, or None when it is not this key's (or this context's)."""
+        ...
+
+
+#: What opens a sealed file: a private key set, or the KMS key of its aws-kms recipient.
+OpeningKeys = JWKManager | DataKeySource
 
 
 @dataclass(frozen=True)
@@ -122,13 +121,16 @@ class SealedInfo:
     header_size: int
     segments: int
     plaintext_length: int
+    kms_keys: tuple[str, ...] = ()
+    version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """What `inspect` prints: JSON-ready, kids and sizes only."""
         return {
             "format": "sealed",
-            "version": 1,
-            "recipients": [
+            "version": self.version,
+            "recipients": [{"aws_kms_key": arn} for arn in self.kms_keys]
+            + [
                 {"kid": kid, "alg": alg, "enc": RECIPIENT_ENC}
                 for kid, alg in zip(self.kids, self.algs, strict=True)
             ],
@@ -142,21 +144,13 @@ class SealedInfo:
 
 def is_sealed(prefix: bytes) -> bool:
     """Whether data starting with `prefix` (a few dozen bytes) claims to be a sealed file."""
-    return prefix.startswith(_FORMAT_NAME) or (
-        len(prefix) < len(_FORMAT_NAME) and bool(prefix) and _FORMAT_NAME.startswith(prefix)
+    return prefix.startswith(FORMAT_NAME) or (
+        len(prefix) < len(FORMAT_NAME) and bool(prefix) and FORMAT_NAME.startswith(prefix)
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # Keys
-
-
-def _derive(file_key: bytes, salt: bytes, info: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), 32, salt, info).derive(file_key)
-
-
-def _header_mac(file_key: bytes, salt: bytes, authenticated: bytes) -> bytes:
-    return hmac.new(_derive(file_key, salt, _HEADER_INFO), authenticated, hashlib.sha256).digest()
 
 
 def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
@@ -178,187 +172,44 @@ def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
     return file_key
 
 
-def _file_key(header: _Header, keys: JWKManager) -> bytes:
-    """Unwrap with the first recipient the set holds a private key for, then check the MAC."""
-    for kid, recipient in zip(header.kids, header.recipients, strict=True):
-        if keys.has_private_key(kid):
-            file_key = unwrap_file_key(keys, recipient)
-            expected = _header_mac(file_key, header.salt, header.authenticated)
-            if not hmac.compare_digest(expected, header.mac):
-                raise HeaderAuthenticationError()
-            return file_key
-    raise NoRecipientKeyError(header.kids)
+def _file_key(header: Header, keys: OpeningKeys) -> bytes:
+    """Unwrap with the KMS key, or the first recipient the set holds a private key for; then
+    check the MAC."""
+    file_key = None
+    if not isinstance(keys, JWKManager):
+        for arn, blob in header.kms:
+            file_key = keys.unwrap(arn, blob, kms_context(header.salt)) or b""
+    else:
+        for kid, recipient in zip(header.kids, header.recipients, strict=True):
+            if keys.has_private_key(kid):
+                file_key = unwrap_file_key(keys, recipient)
+                break
+    if file_key is None:
+        raise NoRecipientKeyError(
+            [*header.kids, *(f"aws-kms:{arn}" for arn, _ in header.kms)] or ["(none)"]
+        )
+    if len(file_key) != FILE_KEY_SIZE or not hmac.compare_digest(
+        header_mac(file_key, header.salt, header.authenticated), header.mac
+    ):
+        raise HeaderAuthenticationError()
+    return file_key
 
 
-def _recipient_set(recipients: Iterable[Mapping[str, Any]]) -> JWKManager:
+def _recipient_set(recipients: Iterable[Mapping[str, Any]], kms: bool) -> JWKManager:
     if isinstance(recipients, (Mapping, str, bytes)):
         raise InvalidArgumentError(
             "recipients must be a list of public JWKs (e.g. [jwks.get_public_jwk(kid)])"
         )
     keys = [dict(jwk) for jwk in recipients]
-    if not 1 <= len(keys) <= MAX_RECIPIENTS:
+    if not 1 <= len(keys) + kms <= MAX_RECIPIENTS:
         raise InvalidArgumentError(
-            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys)}"
+            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys) + kms}"
         )
     return JWKManager({"keys": keys})
 
 
-# ---------------------------------------------------------------------------------------------
-# Header: writing
-
-
-def _header(recipients: JWKManager, file_key: bytes, segment_size: int) -> tuple[bytes, bytes]:
-    """(the header, its salt)."""
-    salt = os.urandom(SALT_SIZE)
-    lines = [
-        MAGIC,
-        _SEGMENT_LINE + b"%d\n" % segment_size,
-        _SALT_LINE + b64url_encode(salt).encode("ascii") + b"\n",
-    ]
-    for kid in recipients.kids():
-        token = recipients.encrypt_jwe(kid, file_key, enc=RECIPIENT_ENC)
-        lines.append(_RECIPIENT_LINE + token.encode("ascii") + b"\n")
-    authenticated = b"".join(lines)
-    mac = _header_mac(file_key, salt, authenticated)
-    header = authenticated + _MAC_LINE + b64url_encode(mac).encode("ascii") + b"\n"
-    if len(header) > MAX_HEADER_SIZE:
-        raise InvalidArgumentError(
-            f"the header would be {len(header)} bytes, over {MAX_HEADER_SIZE}; use fewer "
-            "recipients or smaller keys"
-        )
-    return header, salt
-
-
-# ---------------------------------------------------------------------------------------------
-# Header: reading (no key needed; nothing trusted until the MAC is checked)
-
-
-def _read_header(source: Readable) -> tuple[_Header, bytes]:
-    """Read and check the header; (header, the bytes read past it)."""
-    data = bytearray()
-    chunk = bytearray(_READ_CHUNK)
-    view = memoryview(chunk)
-    end = -1
-    while end < 0:
-        count = source.readinto(view)
-        if not count:
-            break
-        data += view[:count]
-        if len(data) >= len(MAGIC) and not data.startswith(MAGIC):
-            _refuse_start(bytes(data[: len(MAGIC)]))
-        end = _header_end(data)
-        if end < 0 and len(data) > MAX_HEADER_SIZE:
-            raise SealedFormatError(
-                f"the sealed file's header is longer than {MAX_HEADER_SIZE} bytes; refused unread"
-            )
-    if end < 0:
-        if not data:
-            raise SealedFormatError("the input is empty; it is not a sealed file")
-        if not data.startswith(MAGIC):
-            _refuse_start(bytes(data))
-        raise SealedFormatError("the sealed file ends inside its header (truncated)")
-    return _parse_header(bytes(data[:end])), bytes(data[end:])
-
-
-def _refuse_start(start: bytes) -> None:
-    if start.startswith(_FORMAT_NAME):
-        version = start[len(_FORMAT_NAME) :].split(b"\n")[0][:16]
-        raise SealedFormatError(
-            f"sealed-file version {version.decode('ascii', 'replace')!r} is not supported; "
-            "this version reads v1"
-        )
-    raise SealedFormatError(
-        f"the input is not a sealed file (it does not start with {MAGIC.decode('ascii').strip()!r})"
-    )
-
-
-def _header_end(data: bytearray) -> int:
-    """Where the header ends (after the MAC line), or -1 if it is not all here yet."""
-    at = data.find(b"\n" + _MAC_LINE)
-    if at < 0:
-        return -1
-    end = at + 1 + len(_MAC_LINE) + _B64_32 + 1
-    return end if len(data) >= end else -1
-
-
-def _parse_header(header: bytes) -> _Header:
-    lines = header.split(b"\n")[:-1]  # every line ends with \n: the last piece is empty
-    if len(header) > MAX_HEADER_SIZE:
-        raise SealedFormatError(f"the sealed file's header is over {MAX_HEADER_SIZE} bytes")
-    if len(lines) < 5:
-        raise SealedFormatError("the sealed file's header has no recipient")
-    recipients = lines[3:-1]
-    if len(recipients) > MAX_RECIPIENTS:
-        raise SealedFormatError(
-            f"the sealed file names {len(recipients)} recipients, over the limit of "
-            f"{MAX_RECIPIENTS}"
-        )
-    segment_size = _segment_size(lines[1])
-    salt = _b64_field(lines[2], _SALT_LINE, "salt")
-    mac = _b64_field(lines[-1], _MAC_LINE, "mac")
-    tokens, kids, algs = [], [], []
-    for line in recipients:
-        token, kid, alg = _recipient(line)
-        if kid in kids:
-            raise SealedFormatError(f"the sealed file names recipient {kid!r} twice")
-        tokens.append(token)
-        kids.append(kid)
-        algs.append(alg)
-    authenticated = header[: len(header) - len(lines[-1]) - 1]
-    return _Header(
-        segment_size, salt, tuple(tokens), tuple(kids), tuple(algs), mac, authenticated, len(header)
-    )
-
-
-def _segment_size(line: bytes) -> int:
-    digits = line[len(_SEGMENT_LINE) :]
-    if (
-        not line.startswith(_SEGMENT_LINE)
-        or not digits.isdigit()
-        or len(digits) > 8
-        or digits.startswith(b"0")
-    ):
-        raise SealedFormatError("the sealed file's header has no valid 'segment-size' line")
-    size = int(digits)
-    if not MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE or size & (size - 1):
-        raise SealedFormatError(
-            f"the sealed file's segment size {size} is refused: it must be a power of two "
-            f"from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
-        )
-    return size
-
-
-def _b64_field(line: bytes, prefix: bytes, name: str) -> bytes:
-    value = line[len(prefix) :]
-    decoded = b64url_decode_canonical(value) if line.startswith(prefix) else None
-    if decoded is None or len(value) != _B64_32:
-        raise SealedFormatError(
-            f"the sealed file's header has no valid {name!r} line (32 bytes in base64url)"
-        )
-    return decoded
-
-
-def _recipient(line: bytes) -> tuple[str, str, str]:
-    if not line.startswith(_RECIPIENT_LINE):
-        raise SealedFormatError("the sealed file's header has a line that is not a recipient")
-    token = line[len(_RECIPIENT_LINE) :]
-    if len(token) > DEFAULT_MAX_WRAPPED_KEY_SIZE:
-        raise SealedFormatError(
-            f"a recipient of the sealed file is {len(token)} bytes, over "
-            f"{DEFAULT_MAX_WRAPPED_KEY_SIZE}"
-        )
-    jwe = parse_compact(token)
-    if jwe.header.get("enc") != RECIPIENT_ENC or "zip" in jwe.header:
-        raise SealedFormatError(
-            f"a recipient of the sealed file is not {RECIPIENT_ENC} without compression"
-        )
-    if not jwe.kid:
-        raise SealedFormatError("a recipient of the sealed file has no 'kid'")
-    return token.decode("ascii"), jwe.kid, jwe.alg
-
-
-def _payload_cipher(header: _Header, keys: JWKManager) -> SegmentCipher:
-    return SegmentCipher(_derive(_file_key(header, keys), header.salt, _PAYLOAD_INFO))
+def _payload_cipher(header: Header, keys: OpeningKeys) -> SegmentCipher:
+    return SegmentCipher(derive(_file_key(header, keys), header.salt, PAYLOAD_INFO))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,10 +257,13 @@ def seal(
     recipients: Iterable[Mapping[str, Any]],
     *,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
+    kms: DataKeySource | None = None,
 ) -> int:
     """Seal everything `src` holds to `recipients` (public JWKs); returns the plaintext length.
 
     `dst` is a binary file object, or a path that appears (0644) only once sealing is done.
+    With `kms`, the file key is a KMS data key (GenerateDataKey), stored wrapped by KMS and
+    bound to this file; `recipients` may then be empty, else each also gets the key.
     """
     if not isinstance(segment_size, int) or not (
         MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
@@ -419,10 +273,17 @@ def seal(
             f"segment_size must be a power of two from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
         )
     source = _readable(src)
-    keys = _recipient_set(recipients)
-    file_key = os.urandom(FILE_KEY_SIZE)
-    header, salt = _header(keys, file_key, segment_size)
-    cipher = SegmentCipher(_derive(file_key, salt, _PAYLOAD_INFO))
+    keys = _recipient_set(recipients, kms is not None)
+    salt = os.urandom(SALT_SIZE)
+    wrapped = None
+    if kms is None:
+        file_key = os.urandom(FILE_KEY_SIZE)
+    else:
+        file_key, arn, blob = kms.generate(kms_context(salt))
+        wrapped = (arn, blob)
+    tokens = [keys.encrypt_jwe(kid, file_key, enc=RECIPIENT_ENC) for kid in keys.kids()]
+    header = build_header(file_key, salt, segment_size, tokens, wrapped)
+    cipher = SegmentCipher(derive(file_key, salt, PAYLOAD_INFO))
     del file_key
 
     def work(write: Any) -> int:
@@ -432,15 +293,16 @@ def seal(
     return _to_destination(dst, 0o644, work)
 
 
-def open_sealed(src: Any, dst: Destination, keys: JWKManager) -> int:
-    """Open a sealed file from `src` into `dst` with a private key set; returns its length.
+def open_sealed(src: Any, dst: Destination, keys: OpeningKeys) -> int:
+    """Open a sealed file from `src` into `dst` with a private key set (or the KMS key of
+    its aws-kms recipient); returns its length.
 
     Every piece reaches `dst` only after it was authenticated. A path `dst` appears only
     after the final segment was; a file object may hold a prefix of the data if a later
     segment fails, so discard it on error.
     """
     source = _readable(src)
-    header, rest = _read_header(source)
+    header, rest = read_header(source)
     cipher = _payload_cipher(header, keys)
     return _to_destination(
         dst,
@@ -456,7 +318,7 @@ def inspect_sealed(src: Any) -> SealedInfo:
     constant memory); it is only authenticated when the file is opened.
     """
     source = _readable(src)
-    header, rest = _read_header(source)
+    header, rest = read_header(source)
     size = len(rest)
     if _seekable(src):
         here = int(src.tell())
@@ -466,7 +328,16 @@ def inspect_sealed(src: Any) -> SealedInfo:
         while count := source.readinto(buffer):
             size += count
     segments, length = segment_layout(size, header.segment_size)
-    return SealedInfo(header.kids, header.algs, header.segment_size, header.size, segments, length)
+    return SealedInfo(
+        header.kids,
+        header.algs,
+        header.segment_size,
+        header.size,
+        segments,
+        length,
+        tuple(arn for arn, _ in header.kms),
+        header.version,
+    )
 
 
 def _seekable(src: Any) -> bool:
@@ -488,14 +359,14 @@ class SealedReader(io.RawIOBase):
     truncated file fails here, not halfway through a read. It caches one segment.
     """
 
-    def __init__(self, src: Any, keys: JWKManager, *, close_source: bool = False) -> None:
+    def __init__(self, src: Any, keys: OpeningKeys, *, close_source: bool = False) -> None:
         super().__init__()
         if not _seekable(src):
             raise InvalidArgumentError("SealedReader needs a seekable source; use open_sealed")
         self._src = src
         self._close_source = close_source
         src.seek(0)
-        header, _rest = _read_header(_readable(src))
+        header, _rest = read_header(_readable(src))
         self._header = header
         self._segments, self.length = segment_layout(
             int(src.seek(0, io.SEEK_END)) - header.size, header.segment_size
@@ -507,7 +378,7 @@ class SealedReader(io.RawIOBase):
         self._segment(self._segments - 1)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], keys: JWKManager) -> SealedReader:
+    def open(cls, path: str | os.PathLike[str], keys: OpeningKeys) -> SealedReader:
         """A reader over the sealed file at `path`; closing the reader closes the file."""
         handle = Path(path).open("rb")  # noqa: SIM115 - the reader owns it, closes it
         try:

@@ -166,11 +166,13 @@ def _refused(code: str, operation: str, name: str) -> dict[str, Any]:
         return {}
     if operation == "VerifyMac" and code == "KMSInvalidMacException":
         return {}
-    if operation in ("GetPublicKey", "DescribeKey") and code in (
+    if operation in ("GetPublicKey", "DescribeKey", "GenerateDataKey") and code in (
         "NotFoundException",
         "InvalidArnException",
     ):
         raise KeySourceError(f"{name}: KMS has no such key ({code})")
+    if operation == "GenerateDataKey" and code == "InvalidKeyUsageException":
+        raise KeySourceError(f"{name}: not a symmetric ENCRYPT_DECRYPT KMS key ({code})")
     if code in ("AccessDeniedException", "UnrecognizedClientException"):
         # Permissions can be fixed without a restart: retryable, and never a body's fault.
         raise KeySourceUnavailableError(name, f"KMS refused {operation} ({code}): check IAM")
