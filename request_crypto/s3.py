@@ -300,10 +300,12 @@ class _Upload:
 
 
 @contextlib.contextmanager
-def s3_upload(
-    uri: str, *, client: Any = None, part_size: int = DEFAULT_PART_SIZE
-) -> Iterator[_Upload]:
-    """Write the object `uri`: it appears only if the block ends without an exception."""
+def s3_upload(uri: str, *, client: Any = None, part_size: int | None = None) -> Iterator[_Upload]:
+    """Write the object `uri`: it appears only if the block ends without an exception.
+
+    `part_size` defaults to DEFAULT_PART_SIZE (read at each call).
+    """
+    part_size = DEFAULT_PART_SIZE if part_size is None else part_size
     if part_size < 1:
         raise S3Error(f"part_size must be positive, not {part_size}")
     parse_s3_uri(uri)

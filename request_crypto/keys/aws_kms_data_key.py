@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import KeySourceError, KeySourceUnavailableError
+from ..errors import KeySourceError, KeySourceUnavailableError, NoRecipientKeyError
 from .aws_kms import DEFAULT_ATTEMPTS, kms_call, kms_client, parse_kms_uri
 
 __all__ = ["KMSDataKey"]
@@ -44,6 +44,15 @@ class KMSDataKey:
         self.name = uri
         self.key_id = key_id
         self._client = client or kms_client(uri, query.get("region"), attempts, timeout)
+        self._arn: str | None = None
+
+    @property
+    def arn(self) -> str:
+        """The key's ARN (an alias resolved by `DescribeKey`, once)."""
+        if self._arn is None:
+            answer = kms_call(self._client, "DescribeKey", self.name, KeyId=self.key_id)
+            self._arn = str(answer["KeyMetadata"]["Arn"])
+        return self._arn
 
     def generate(self, context: dict[str, str]) -> tuple[bytes, str, bytes]:
         """A new 32-byte data key: (plaintext, the KMS key's ARN, the wrapped blob)."""
@@ -67,9 +76,11 @@ class KMSDataKey:
     def unwrap(self, arn: str, blob: bytes, context: dict[str, str]) -> bytes | None:
         """The data key in `blob`, or None when KMS says it is not this key's or this file's.
 
-        KMS is asked with this key's id, so a blob made under another key is refused by KMS
-        itself; the answer must also name `arn`, the key the header names.
+        A header naming another key is refused before any Decrypt (NoRecipientKeyError);
+        KMS is asked with this key's id and its answer must name this key too.
         """
+        if arn != self.arn:
+            raise NoRecipientKeyError([f"aws-kms:{arn}"])
         answer = kms_call(
             self._client,
             "Decrypt",
@@ -80,7 +91,7 @@ class KMSDataKey:
         )
         if not answer:
             return None
-        if answer.get("KeyId") != arn:
+        if answer.get("KeyId") != self.arn:
             return None
         plaintext = answer.get("Plaintext")
         return plaintext if isinstance(plaintext, bytes) else None

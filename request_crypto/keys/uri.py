@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from types import ModuleType
+from typing import Any
 
 from ..errors import KeySourceError
 from ..keyfile import read_jwks
@@ -27,9 +28,11 @@ from .signing import SigningKey
 from .source import KeySource
 
 __all__ = [
+    "DATA_KEY_SCHEMES",
     "SCHEMES",
     "SIGNING_SCHEMES",
     "is_key_source_uri",
+    "open_data_key",
     "open_key_source",
     "open_key_sources",
     "open_signing_key",
@@ -45,6 +48,10 @@ SCHEMES = {
 #: URI scheme -> (module, class, extra) of a signing key kept outside the process.
 SIGNING_SCHEMES = {
     "aws-kms": ("request_crypto.keys.aws_kms_signing", "AWSKMSSigningKey", "kms"),
+}
+#: URI scheme -> (module, class, extra) of a key service making sealed files' file keys.
+DATA_KEY_SCHEMES = {
+    "aws-kms": ("request_crypto.keys.aws_kms_data_key", "KMSDataKey", "kms"),
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]+")
 
@@ -93,6 +100,15 @@ def open_signing_key(location: object) -> SigningKey | None:
     module = scheme_module(scheme, SIGNING_SCHEMES)
     key: SigningKey = getattr(module, SIGNING_SCHEMES[scheme][1])(location)
     return key
+
+
+def open_data_key(location: str) -> Any:
+    """The sealed-file recipient a URI of DATA_KEY_SCHEMES names (`aws-kms:...`), else None."""
+    scheme = location.partition(":")[0]
+    if scheme not in DATA_KEY_SCHEMES:
+        return None
+    module = scheme_module(scheme, DATA_KEY_SCHEMES)
+    return getattr(module, DATA_KEY_SCHEMES[scheme][1])(location)
 
 
 def scheme_module(scheme: str, schemes: Mapping[str, tuple[str, str, str]] = SCHEMES) -> ModuleType:
