@@ -97,11 +97,14 @@ def test_failed_open_leaves_no_object_and_no_upload(kms: Any, keys: JWKManager) 
     kms.s3().put_object(Bucket=bucket, Key=key, Body=bytes(sealed))
     target = f"s3://{bucket}/out.plain"
     uploaded = []
-    with pytest.raises(SegmentError), S3ObjectReader(uri) as source:  # noqa: PT012
-        with s3_upload(target, part_size=kms.S3_PART_MIN) as upload:
-            real_write = upload.write
-            upload.write = lambda data: uploaded.append(len(data)) or real_write(data)  # type: ignore[method-assign]
-            open_sealed(source, upload, keys)
+    with (
+        pytest.raises(SegmentError),
+        S3ObjectReader(uri) as source,
+        s3_upload(target, part_size=kms.S3_PART_MIN) as upload,
+    ):
+        real_write = upload.write
+        upload.write = lambda data: uploaded.append(len(data)) or real_write(data)  # type: ignore[method-assign]
+        open_sealed(source, upload, keys)
     assert sum(uploaded) > 2 * kms.S3_PART_MIN  # parts went up before the failure
     assert "Contents" not in kms.s3().list_objects_v2(Bucket=bucket, Prefix="out")
     assert _pending(kms, bucket) == []
