@@ -48,10 +48,20 @@ class KMSDataKey:
 
     @property
     def arn(self) -> str:
-        """The key's ARN (an alias resolved by `DescribeKey`, once)."""
+        """The key's ARN (an alias resolved by `DescribeKey`, once, which also checks the key
+        is a symmetric ENCRYPT_DECRYPT key: KMS refuses others anyway, less clearly)."""
         if self._arn is None:
             answer = kms_call(self._client, "DescribeKey", self.name, KeyId=self.key_id)
-            self._arn = str(answer["KeyMetadata"]["Arn"])
+            metadata = answer.get("KeyMetadata", {})
+            if (metadata.get("KeySpec"), metadata.get("KeyUsage")) != (
+                "SYMMETRIC_DEFAULT",
+                "ENCRYPT_DECRYPT",
+            ):
+                raise KeySourceError(
+                    f"{self.name}: not a symmetric ENCRYPT_DECRYPT KMS key (it is "
+                    f"{metadata.get('KeySpec')} for {metadata.get('KeyUsage')})"
+                )
+            self._arn = str(metadata["Arn"])
         return self._arn
 
     def generate(self, context: dict[str, str]) -> tuple[bytes, str, bytes]:
@@ -60,12 +70,12 @@ class KMSDataKey:
             self._client,
             "GenerateDataKey",
             self.name,
-            KeyId=self.key_id,
+            KeyId=self.arn,
             KeySpec=DATA_KEY_SPEC,
             EncryptionContext=context,
         )
         plaintext, arn, blob = (answer.get(k) for k in ("Plaintext", "KeyId", "CiphertextBlob"))
-        if not (isinstance(plaintext, bytes) and len(plaintext) == 32 and isinstance(arn, str)):
+        if not (isinstance(plaintext, bytes) and len(plaintext) == 32 and arn == self.arn):
             raise KeySourceUnavailableError(
                 self.name, "KMS GenerateDataKey answered no AES-256 key"
             )
