@@ -132,11 +132,18 @@ class S3ObjectReader(io.RawIOBase):
         self.uri = uri
         self._bucket, self._key = parse_s3_uri(uri)
         self._client = client or s3_client()
-        head = _calling(
-            uri,
-            "read it",
-            lambda: self._client.head_object(Bucket=self._bucket, Key=self._key),
-        )
+        try:
+            head = _calling(
+                uri,
+                "read it",
+                lambda: self._client.head_object(Bucket=self._bucket, Key=self._key),
+            )
+        except S3Error:
+            # HEAD answers a bare 404 for a missing bucket too: a listing names which.
+            _calling(
+                uri, "read it", lambda: self._client.list_objects_v2(Bucket=self._bucket, MaxKeys=0)
+            )
+            raise
         self.size = int(head["ContentLength"])
         self._etag = str(head.get("ETag", ""))
         self._first_read = max(1, read_ahead)

@@ -150,6 +150,8 @@ def test_missing_object_and_bucket(kms: Any) -> None:
     bucket = kms.bucket()
     with pytest.raises(S3Error, match="no such object"):
         S3ObjectReader(f"s3://{bucket}/nothing-here")
+    with pytest.raises(S3Error, match="no such bucket"):
+        S3ObjectReader("s3://rc-no-such-bucket-at-all/k")
     with pytest.raises(S3Error, match="no such bucket 'rc-no-such-bucket-at-all'"):  # noqa: SIM117
         with s3_upload("s3://rc-no-such-bucket-at-all/k") as upload:
             upload.write(b"x")
