@@ -3,8 +3,10 @@
 - `S3ObjectReader(uri)`: a seekable, read-only file object over one object; each read that
   misses its small window is one ranged GET (the window grows on sequential reads, up to
   `MAX_READ_AHEAD`, and shrinks back after a seek), so a `SealedReader` over it fetches only
-  the segments it decrypts. Every GET names the ETag the object had when opened: an object
-  replaced meanwhile fails instead of mixing two versions.
+  the segments it decrypts. Reads that stay sequential past that size share one GET of the
+  rest of the object, read a window at a time (a streaming `open` is then a few requests).
+  Every GET names the ETag the object had when opened: an object replaced meanwhile fails
+  instead of mixing two versions.
 - `s3_upload(uri)`: a context manager yielding a writable object; a multipart upload in parts
   of `part_size` (S3 wants >= 5 MiB except the last). The object appears only when the block
   ends without an exception (`CompleteMultipartUpload`, or one `PutObject` for less than a
@@ -33,6 +35,7 @@ from .errors import S3Error
 
 __all__ = [
     "DEFAULT_PART_SIZE",
+    "DEFAULT_READ_AHEAD",
     "MAX_READ_AHEAD",
     "S3Error",
     "S3ObjectReader",
@@ -48,6 +51,7 @@ MAX_PARTS = 10_000
 #: First ranged GET after a seek; doubled on each sequential one, up to MAX_READ_AHEAD.
 DEFAULT_READ_AHEAD = 256 * 1024
 MAX_READ_AHEAD = 8 * 1024 * 1024
+_PIECE = 256 * 1024
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED = frozenset(
@@ -148,9 +152,12 @@ class S3ObjectReader(io.RawIOBase):
         self._etag = str(head.get("ETag", ""))
         self._first_read = max(1, read_ahead)
         self._read_ahead = self._first_read
-        self._window = b""
+        self._buffer = bytearray()
+        self._window = memoryview(self._buffer)
         self._window_start = 0
         self._position = 0
+        self._stream: Any = None  # the body of an open GET, at offset _stream_at
+        self._stream_at = self._stream_end = 0
         self.requests = 0
         self.bytes_fetched = 0
 
@@ -189,36 +196,68 @@ class S3ObjectReader(io.RawIOBase):
         return count
 
     def _fetch(self, wanted: int) -> None:
-        """GET [position, position + max(wanted, read-ahead)) into the window."""
+        """Fill the window from the current offset: from the open stream if it is there,
+        else one ranged GET of max(wanted, read-ahead) bytes; once sequential reads reach
+        MAX_READ_AHEAD, one GET of the rest of the object, read a window at a time."""
         sequential = self._position == self._window_start + len(self._window) and self._window
         self._read_ahead = (
             min(self._read_ahead * 2, MAX_READ_AHEAD) if sequential else self._first_read
         )
-        self._window = b""  # drop the old window before the new one arrives
-        end = min(self.size, self._position + max(wanted, self._read_ahead)) - 1
-        arguments = {
-            "Bucket": self._bucket,
-            "Key": self._key,
-            "Range": f"bytes={self._position}-{end}",
-        }
-        if self._etag:
-            arguments["IfMatch"] = self._etag
-
-        def get() -> bytes:
-            body = self._client.get_object(**arguments)["Body"]
-            with contextlib.closing(body):
-                data: bytes = body.read()
-            return data
-
-        data = _calling(self.uri, "read it", get)
-        self.requests += 1
+        self._window = memoryview(b"")
+        if self._stream is not None and self._stream_at != self._position:
+            self._close_stream()
+        size = min(self.size - self._position, max(wanted, self._read_ahead))
+        if self._stream is None:
+            streaming = self._read_ahead == MAX_READ_AHEAD and size < self.size - self._position
+            last = self.size - 1 if streaming else self._position + size - 1
+            arguments = {
+                "Bucket": self._bucket,
+                "Key": self._key,
+                "Range": f"bytes={self._position}-{last}",
+            }
+            if self._etag:
+                arguments["IfMatch"] = self._etag
+            body = _calling(
+                self.uri, "read it", lambda: self._client.get_object(**arguments)["Body"]
+            )
+            self.requests += 1
+            self._stream, self._stream_at, self._stream_end = body, self._position, last + 1
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)  # grows to MAX_READ_AHEAD at most, then reused
+        data = _calling(self.uri, "read it", lambda: self._read_stream(size))
         self.bytes_fetched += len(data)
-        if len(data) != end - self._position + 1:
+        if len(data) != size:
+            self._close_stream()
             raise S3Error(
                 f"{self.uri}: cannot read it: S3 returned {len(data)} bytes for a range of "
-                f"{end - self._position + 1}; the object changed or the endpoint is faulty"
+                f"{size}; the object changed or the endpoint is faulty"
             )
         self._window, self._window_start = data, self._position
+        self._stream_at += size
+        if self._stream_at >= self._stream_end:
+            self._close_stream()
+
+    def _read_stream(self, size: int) -> memoryview:
+        """`size` bytes of the open body, in pieces, into the one reused buffer (a whole-body
+        read() would hold the body twice; a buffer per GET leaves the allocator several)."""
+        assert self._stream is not None
+        window = memoryview(self._buffer)
+        filled = 0
+        while filled < size and (piece := self._stream.read(min(size - filled, _PIECE))):
+            window[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        return window[:filled]
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+
+    def close(self) -> None:
+        """Close the open GET, if any."""
+        self._close_stream()
+        super().close()
 
 
 class _Upload:
@@ -229,19 +268,25 @@ class _Upload:
         self.uri = uri
         self._bucket, self._key = parse_s3_uri(uri)
         self._part_size = part_size
-        self._buffer = bytearray()
+        self._buffer = bytearray(part_size)  # one part, reused: sent as is, never copied
+        self._filled = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
 
     def write(self, data: Any) -> int:
         """Buffer `data`; every full part goes to S3 at once."""
-        self._buffer += data
-        while len(self._buffer) >= self._part_size:
-            self._send(bytes(self._buffer[: self._part_size]))
-            del self._buffer[: self._part_size]
+        view = memoryview(data).cast("B")
+        while view:
+            count = min(len(view), self._part_size - self._filled)
+            self._buffer[self._filled : self._filled + count] = view[:count]
+            self._filled += count
+            view = view[count:]
+            if self._filled == self._part_size:
+                self._send(self._buffer)
+                self._filled = 0
         return len(data)
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytes | bytearray) -> None:
         if self._upload_id is None:
             answer = self._call(
                 "start the upload",
@@ -268,8 +313,8 @@ class _Upload:
 
     def complete(self) -> None:
         """Make the object: the last part and CompleteMultipartUpload, or one PutObject."""
-        rest = bytes(self._buffer)
-        self._buffer = bytearray()
+        rest = bytes(self._buffer[: self._filled])
+        self._buffer, self._filled = bytearray(), 0
         if self._upload_id is None:
             self._call(
                 "write it",
@@ -291,7 +336,7 @@ class _Upload:
 
     def abort(self) -> None:
         """Abort the multipart upload, if one started: S3 then drops the parts sent."""
-        self._buffer = bytearray()
+        self._buffer, self._filled = bytearray(), 0
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             with contextlib.suppress(S3Error):

@@ -127,12 +127,17 @@ def key_set(path: Path) -> JWKManager:
 
 
 @contextlib.contextmanager
-def opened_input(source: str) -> Iterator[IO[bytes]]:
-    """INPUT opened for reading: the file, an S3 object, or stdin for `-` (unbuffered)."""
-    if source.startswith("s3://"):
-        from ..s3 import S3ObjectReader
+def opened_input(source: str, *, sequential: bool = True) -> Iterator[IO[bytes]]:
+    """INPUT opened for reading: the file, an S3 object, or stdin for `-` (unbuffered).
 
-        with S3ObjectReader(source) as reader:
+    An S3 object read `sequential`ly (seal, open) is one streaming GET; else (inspect) small
+    ranged GETs, as a SealedReader seeks.
+    """
+    if source.startswith("s3://"):
+        from ..s3 import DEFAULT_READ_AHEAD, MAX_READ_AHEAD, S3ObjectReader
+
+        read_ahead = MAX_READ_AHEAD if sequential else DEFAULT_READ_AHEAD
+        with S3ObjectReader(source, read_ahead=read_ahead) as reader:
             yield reader  # type: ignore[misc]
         return
     if source == STDIO:

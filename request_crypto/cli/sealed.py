@@ -126,7 +126,7 @@ def describe_sealed(source: str, jwks: str | None = None) -> dict[str, Any] | No
         if peek is None or not is_sealed(peek(len(MAGIC))[: len(MAGIC)]):
             return None
         return inspect_sealed(stdin).to_dict()
-    with opened_input(source) as handle:
+    with opened_input(source, sequential=False) as handle:
         if not is_sealed(handle.read(len(MAGIC))):
             if source.startswith("s3://"):
                 raise InputError(f"{source}: not a sealed file (s3:// inputs are sealed files)")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from request_crypto import JWKManager, SealedReader, open_sealed, seal
+from request_crypto import s3 as s3_module
 from request_crypto.errors import S3Error, SegmentError
 from request_crypto.s3 import S3ObjectReader, parse_s3_uri, s3_upload
 
@@ -86,6 +87,23 @@ def test_sequential_reads_grow_the_window(kms: Any, keys: JWKManager) -> None:
         open_sealed(source, io.BytesIO(), keys)
         assert source.requests <= 6
         assert source.bytes_fetched == source.size
+
+
+def test_a_long_sequential_read_is_one_streaming_get(
+    kms: Any, keys: JWKManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_READ_AHEAD, sequential reads share one GET of the rest; a seek ends it."""
+    monkeypatch.setattr(s3_module, "MAX_READ_AHEAD", 64 * 1024)
+    plaintext = os.urandom(3 * 1024 * 1024)
+    uri = _seal_to_s3(kms, keys, plaintext, segment=64 * 1024)
+    with S3ObjectReader(uri, read_ahead=64 * 1024) as source:
+        out = io.BytesIO()
+        open_sealed(source, out, keys)
+        assert out.getvalue() == plaintext
+        assert (source.requests, source.bytes_fetched) == (1, source.size)
+        source.seek(100)
+        assert len(source.read(10)) == 10
+        assert source.requests == 2
 
 
 def test_failed_open_leaves_no_object_and_no_upload(kms: Any, keys: JWKManager) -> None:
