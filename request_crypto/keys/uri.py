@@ -5,7 +5,8 @@
     aws-kms:arn:aws:kms:...:key/ID | aws-kms:alias/NAME    AWS KMS (keys.aws_kms)
 
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
-registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in KMS); several
+registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in KMS),
+`open_data_key` from `DATA_KEY_SCHEMES` (a sealed file's KMS recipient); several
 locations are merged by kid (`MergedKeySource`). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
 python-pkcs11 nor boto3.
