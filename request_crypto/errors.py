@@ -41,6 +41,7 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── SinkUnavailableError                the receiver could not store a payload
     ├── OutputFileError (OSError)           an output file cannot be made or put in place
     ├── InputError (OSError)                INPUT cannot be read, or stdout closed early
+    ├── S3Error (OSError)                   an s3:// INPUT/OUTPUT: bad URI, missing, denied, down
     └── InternalSignal                      private control flow, never escapes the package
         (the receiver's refusals, a fast path declining an input, a duplicate JSON member)
 """

@@ -179,3 +179,13 @@ def test_unreachable_endpoint(kms: Any, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     with pytest.raises(S3Error, match="the S3 endpoint failed"):
         S3ObjectReader("s3://rc-some-bucket/k")
+
+
+def test_reader_seek_refuses_bad_arguments(kms: Any, keys: JWKManager) -> None:
+    with S3ObjectReader(_seal_to_s3(kms, keys, b"abc")) as source:
+        with pytest.raises(ValueError, match="whence"):
+            source.seek(0, 7)
+        with pytest.raises(ValueError, match="negative"):
+            source.seek(-1)
+        assert source.seek(-2, io.SEEK_END) == source.size - 2
+        assert len(source.read()) == 2
