@@ -8,6 +8,11 @@ the token runs one call at a time, the rest overlaps). A deployment gets more by
 more processes (each has its own session and SoftHSM instance) or more tokens/HSM partitions,
 merged by kid.
 
+ES256 signatures made in the token (`PKCS11SigningKey`: SHA-256 here, CKM_ECDSA there) are
+measured beside the same alg with a local key and beside python-pkcs11's own CKM_ECDSA
+call, in the same rounds (paired); verifying a token key's signature is local, with the public
+key read from the token, so it is measured beside a local key's verify.
+
 Skipped, with a note, when softhsm2 is not installed.
 """
 
@@ -28,22 +33,25 @@ BATCH = 32
 THREADS = 4
 
 
-def softhsm_source() -> tuple[Any, Any] | None:
-    """A token in a fresh directory with one generated key: (PKCS11KeySource, raw key handle)."""
+def softhsm_source() -> tuple[Any, Any, Any] | None:
+    """A token in a fresh directory with one decryption and one ES256 signing key:
+    (PKCS11KeySource, PKCS11SigningKey, the logged-in raw session for the bounds)."""
     if not softhsm.available():
         return None
     pin_file = softhsm.make_tokens(Path(tempfile.mkdtemp(prefix="bench-softhsm-")), ["bench"])
     uri = softhsm.uri("bench", pin_file, "bench-1")
 
     from request_crypto.keys.pkcs11 import PKCS11KeySource, generate_key
+    from request_crypto.keys.pkcs11_signing import PKCS11SigningKey, generate_signing_key
 
     generate_key(uri)
     source = PKCS11KeySource(uri)
+    generate_signing_key(softhsm.uri("bench", pin_file, "bench-sign"), "ES256")
+    signer = PKCS11SigningKey(softhsm.uri("bench", pin_file, "bench-sign"))
     import pkcs11  # the bound: python-pkcs11 straight onto the same token
 
     session = pkcs11.lib(softhsm.MODULE).get_token(token_label="bench").open()  # logged in
-    key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, label="bench-1")
-    return source, key
+    return source, signer, session
 
 
 class Hsm(Section):
@@ -59,6 +67,8 @@ class Hsm(Section):
     bound_ratios = (
         ("jwe via SoftHSM, 1 thread / SoftHSM RSA-OAEP", "hsm.jwe.1", "hsm.raw"),
         (f"jwe via SoftHSM, {THREADS} threads / SoftHSM RSA-OAEP", f"hsm.jwe.{THREADS}", "hsm.raw"),
+        ("ES256 sign via SoftHSM / SoftHSM raw CKM_ECDSA", "hsm.sign.token", "hsm.sign.raw"),
+        ("ES256 sign via SoftHSM / local key", "hsm.sign.token", "hsm.sign.local"),
     )
 
     def declare(self, ctx: Context) -> None:
@@ -66,7 +76,7 @@ class Hsm(Section):
         if opened is None:
             ctx.values["hsm.note"] = "skipped: softhsm2 is not installed"
             return
-        source, key = opened
+        source, signer, session = opened
         import pkcs11
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -79,6 +89,8 @@ class Hsm(Section):
             .encrypt(os.urandom(32), padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None))
         )
         oaep = (pkcs11.Mechanism.SHA_1, pkcs11.MGF.SHA1, None)
+        key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, label="bench-1")
+        self._signing(ctx, signer, session)
 
         def raw() -> bytes:
             data: bytes = key.decrypt(
@@ -98,6 +110,28 @@ class Hsm(Section):
             per_call=BATCH,
         )
 
+    @staticmethod
+    def _signing(ctx: Context, signer: Any, session: Any) -> None:
+        """ES256: the token (through PKCS11SigningKey, and raw CKM_ECDSA) and a local key."""
+        import hashlib
+
+        import pkcs11
+
+        from request_crypto.keys.signing import SigningKey, generate_signing_jwk
+
+        local = SigningKey(generate_signing_jwk("local", "ES256"))
+        data = b"eyJhbGciOiJFUzI1NiJ9." + b"x" * 200  # a JWS signing input
+        raw_key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, label="bench-sign")
+        digest = hashlib.sha256(data).digest()
+        token_signature, local_signature = signer.sign(data), local.sign(data)
+        ctx.py_loop(
+            "hsm", "hsm.sign.raw", lambda: raw_key.sign(digest, mechanism=pkcs11.Mechanism.ECDSA)
+        )
+        ctx.py_loop("hsm", "hsm.sign.token", lambda: signer.sign(data))
+        ctx.py_loop("hsm", "hsm.sign.local", lambda: local.sign(data))
+        ctx.py_loop("hsm", "hsm.verify.token", lambda: signer.verify(data, token_signature))
+        ctx.py_loop("hsm", "hsm.verify.local", lambda: local.verify(data, local_signature))
+
     def rows(self, ctx: Context) -> list[Row]:
         note = ctx.values.get("hsm.note", "")
         return [
@@ -107,4 +141,9 @@ class Hsm(Section):
                 f"jwe decrypt_many via PKCS11KeySource, {THREADS} thr",
                 ctx.best(f"hsm.jwe.{THREADS}"),
             ),
+            Row("ES256 sign, SoftHSM raw CKM_ECDSA (the bound)", ctx.best("hsm.sign.raw")),
+            Row("ES256 sign via PKCS11SigningKey", ctx.best("hsm.sign.token")),
+            Row("ES256 sign, local key", ctx.best("hsm.sign.local")),
+            Row("ES256 verify, token key (public half, local)", ctx.best("hsm.verify.token")),
+            Row("ES256 verify, local key", ctx.best("hsm.verify.local")),
         ]

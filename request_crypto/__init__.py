@@ -31,7 +31,7 @@ from .request import (
     create_request_decryptor,
     create_request_encryptor,
 )
-from .sealed import SealedInfo, SealedReader, inspect_sealed, open_sealed, seal
+from .sealed import FileSealer, SealedInfo, SealedReader, inspect_sealed, open_sealed, seal
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -39,6 +39,7 @@ __all__ = [
     "DecryptedRequest",
     "DirectKeySet",
     "ElasticBody",
+    "FileSealer",
     "Format",
     "JWKDecryptResult",
     "JWKManager",

@@ -32,7 +32,8 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── InvalidArgumentError (ValueError)   a caller's argument (a kid, a size, a setting)
     │   └── receiver.sinks.SinkURLError     a sink URL naming no known sink
     ├── KeyFileError (OSError)              a key-set file cannot be read, written, locked
-    │   └── WrongPasswordError              an encrypted key-set file the password cannot open
+    │   ├── WrongPasswordError              an encrypted key-set file the password cannot open
+    │   └── WrongWrappingKeyError           a KMS-wrapped key-set file its KMS key cannot open
     ├── KeySourceError                      an HSM/KMS key source that cannot work as configured
     │   └── KeySourceUnavailableError       an HSM/KMS that is down, slow or throttling (retry)
     ├── PinInURIWarning (UserWarning)       a warning: a PKCS#11 PIN written into a URI
@@ -86,6 +87,7 @@ __all__ = [
     "UnsupportedAlgorithmError",
     "UsageError",
     "WrongPasswordError",
+    "WrongWrappingKeyError",
 ]
 
 
@@ -175,6 +177,17 @@ class WrongPasswordError(KeyFileError):
         super().__init__(
             f"{path}: the password does not open this encrypted key set (wrong password, "
             "or the file was altered)"
+        )
+
+
+class WrongWrappingKeyError(KeyFileError):
+    """A KMS-wrapped key-set file did not open: KMS says the data key is not its key's (or not
+    for this purpose), or the file was altered. Never an outage (KeySourceUnavailableError)."""
+
+    def __init__(self, path: object, key: str) -> None:
+        super().__init__(
+            f"{path}: KMS key {key} does not open this key set (it was wrapped by another "
+            "key or for another purpose, or the file was altered)"
         )
 
 

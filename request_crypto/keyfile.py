@@ -41,6 +41,7 @@ from ._files import (
 )
 from .errors import InvalidArgumentError, KeyFileError
 from .keys.jwks import PRIVATE_MEMBERS, JWKSManager, load_jwks_document
+from .keys.kms_wrap import unwrap_key_set, wrap_key_set, wrapping_key
 from .keys.pbes2 import decrypt_key_set, encrypt_key_set, is_encrypted_key_set
 
 __all__ = [
@@ -90,8 +91,9 @@ def require_private_keys(keys: JWKSManager, where: object, needed_by: str) -> li
 def read_jwks(path: str | os.PathLike[str], *, password: bytes | None = None) -> dict[str, Any]:
     """Read a key-set file; logs a warning if a private set is readable by group or others.
 
-    A file encrypted at rest (`keys.pbes2`) needs its `password`. A link is followed: only
-    writing refuses links (see the module docstring).
+    A file encrypted at rest (`keys.pbes2`) needs its `password`; a file wrapped by a KMS key
+    (`keys.kms_wrap`) names its key and is opened through KMS, with no option. A link is
+    followed: only writing refuses links (see the module docstring).
     """
     path = Path(path)
     try:
@@ -126,7 +128,9 @@ def read_key_set_bytes(handle: BinaryIO, path: Path) -> bytes:
 
 
 def _parsed(path: Path, text: bytes, mode: int, password: bytes | None) -> dict[str, Any]:
-    if is_encrypted_key_set(text):
+    if is_encrypted_key_set(text) and wrapping_key(text) is not None:
+        text = unwrap_key_set(text, path)
+    elif is_encrypted_key_set(text):
         if password is None:
             raise KeyFileError(
                 f"{path} is encrypted at rest; give its password (--password-file, or "
@@ -145,18 +149,23 @@ def _parsed(path: Path, text: bytes, mode: int, password: bytes | None) -> dict[
 
 
 def write_jwks(
-    path: str | os.PathLike[str], document: Mapping[str, Any], *, password: bytes | None = None
+    path: str | os.PathLike[str],
+    document: Mapping[str, Any],
+    *,
+    password: bytes | None = None,
+    wrap_with: str | None = None,
 ) -> None:
     """Atomically replace `path`; 0600 if the set holds private keys, else 0644.
 
-    With `password`, a private set is written encrypted at rest (`keys.pbes2`); a public set
-    is always plain JSON.
+    With `password`, a private set is written encrypted at rest (`keys.pbes2`); with
+    `wrap_with` (`aws-kms:KEY`), wrapped by that KMS key (`keys.kms_wrap`); a public set is
+    always plain JSON.
 
     Refused (KeyFileError) when `path` or a directory on it is a link, or `path` exists and
     is not a regular file.
     """
     with parent_directory(path, error=KeyFileError) as (dir_fd, name):
-        _write_in(dir_fd, name, Path(path), document, password)
+        _write_in(dir_fd, name, Path(path), document, (password, wrap_with))
 
 
 def _open_existing(dir_fd: int, name: str, path: Path) -> int | None:
@@ -219,11 +228,23 @@ def _create_temporary(dir_fd: int, name: str, path: Path) -> tuple[int, str]:
     raise KeyFileError(f"{path}: cannot create a temporary file in {path.parent}")
 
 
+#: How a private set is protected at rest: (a password, an `aws-kms:` wrapping key), or neither.
+Protection = tuple[bytes | None, str | None]
+
+
 def _write_in(
-    dir_fd: int, name: str, path: Path, document: Mapping[str, Any], password: bytes | None
+    dir_fd: int, name: str, path: Path, document: Mapping[str, Any], protection: Protection
 ) -> None:
     private = is_private_set(document)
-    if private and password is not None:
+    password, wrap_with = protection
+    if password is not None and wrap_with is not None:
+        raise InvalidArgumentError(
+            "give a password or a KMS wrapping key (--wrap-with), not both: a key set is "
+            "protected one way"
+        )
+    if private and wrap_with is not None:
+        data = wrap_key_set(dict(document), wrap_with)
+    elif private and password is not None:
         data = encrypt_key_set(dict(document), password)
     else:
         data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
@@ -403,11 +424,17 @@ def _open_lock(dir_fd: int, name: str, lock_path: Path) -> tuple[int, bool]:
 
 @contextlib.contextmanager
 def update_jwks(
-    path: str | os.PathLike[str], *, create: bool = False, password: bytes | None = None
+    path: str | os.PathLike[str],
+    *,
+    create: bool = False,
+    password: bytes | None = None,
+    wrap_with: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Locked read-modify-write: edit the yielded document; it is written back on success.
 
-    With `password` the file is read (if encrypted) and written back encrypted at rest.
+    With `password` the file is read (if encrypted) and written back encrypted at rest; with
+    `wrap_with` it is written back wrapped by that KMS key. Without either, a file wrapped by
+    a KMS key stays wrapped by the same key (under a new data key).
 
     Unlike `read_jwks`, the file is read without following a link (one is refused), in the
     directory the lock and the write use.
@@ -423,5 +450,7 @@ def update_jwks(
             with os.fdopen(fd, "rb") as handle:
                 text, mode = read_key_set_bytes(handle, path), os.fstat(fd).st_mode
             document = _parsed(path, text, mode, password)
+            if password is None and wrap_with is None:
+                wrap_with = wrapping_key(text)
         yield document
-        _write_in(dir_fd, name, path, document, password)
+        _write_in(dir_fd, name, path, document, (password, wrap_with))

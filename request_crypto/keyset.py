@@ -127,13 +127,25 @@ class KeySetFile:
     (or a person with the CLI) may change the same file meanwhile.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, password: bytes | None = None) -> None:
-        """`password`: the file is (or becomes, at the next change) encrypted at rest with it."""
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        password: bytes | None = None,
+        wrap_with: str | None = None,
+    ) -> None:
+        """`password`: the file is (or becomes, at the next change) encrypted at rest with it;
+        `wrap_with` (`aws-kms:KEY`): it becomes wrapped by that KMS key (`keys.kms_wrap`). A
+        wrapped file opens without either and stays wrapped by its key."""
         self.path = Path(path)
         self._password = password
+        self._wrap_with = wrap_with
 
     def __repr__(self) -> str:  # never the password
         return f"KeySetFile({str(self.path)!r})"
+
+    def _protection(self) -> dict[str, Any]:
+        return {"password": self._password, "wrap_with": self._wrap_with}
 
     @classmethod
     def init(
@@ -145,12 +157,14 @@ class KeySetFile:
         alg: str = DEFAULT_ALG,
         force: bool = False,
         password: bytes | None = None,
+        wrap_with: str | None = None,
     ) -> KeySetFile:
         """Create the file holding one new key under `kid`; an existing file only if `force`.
 
-        With `password` the file is encrypted at rest (PBES2, see `keys.pbes2`).
+        With `password` the file is encrypted at rest (PBES2, see `keys.pbes2`); with
+        `wrap_with` (`aws-kms:KEY`) it is wrapped by that KMS key (`keys.kms_wrap`).
         """
-        keys = cls(path, password=password)
+        keys = cls(path, password=password, wrap_with=wrap_with)
         validate_kid(kid)
         jwk = {**_new_private_jwk(size, alg), "kid": kid}
         with locked(keys.path):
@@ -159,7 +173,7 @@ class KeySetFile:
                     f"{keys.path} already exists; replacing it (force) loses its keys, and "
                     "bodies encrypted to them can no longer be decrypted"
                 )
-            write_jwks(keys.path, {"keys": [jwk]}, password=password)
+            write_jwks(keys.path, {"keys": [jwk]}, password=password, wrap_with=wrap_with)
         return keys
 
     def add(self, kid: str, *, size: int = MIN_KEY_SIZE, alg: str = DEFAULT_ALG) -> dict[str, Any]:
@@ -191,7 +205,7 @@ class KeySetFile:
         self, choose_kid: Callable[[list[str]], str], size: int, alg: str
     ) -> dict[str, Any]:
         jwk = _new_private_jwk(size, alg)
-        with update_jwks(self.path, password=self._password) as document:
+        with update_jwks(self.path, **self._protection()) as document:
             kids = _set_kids(self.path, document)
             if kids and not is_private_set(document):
                 raise InvalidArgumentError(
@@ -219,7 +233,7 @@ class KeySetFile:
 
     def remove(self, kid: str) -> list[str]:
         """Remove the key `kid`; returns the kids left. Bodies encrypted to it no longer decrypt."""
-        with update_jwks(self.path, password=self._password) as document:
+        with update_jwks(self.path, **self._protection()) as document:
             kids = _set_kids(self.path, document)
             if kid not in kids:
                 raise InvalidArgumentError(f"{self.path} has no key {kid!r}; its kids are {kids}")

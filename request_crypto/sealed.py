@@ -2,48 +2,58 @@
 
 A sealed file is a text header (the format and version, the segment size, a salt, one
 standard compact JWE of the random 256-bit file key per recipient, optionally that key
-wrapped by AWS KMS, and an HMAC of all that under a key derived from the file key; see
-`_sealed_header`), then the data as AES-256-GCM segments (STREAM, see `_stream`).
-docs/FILE-FORMAT.md gives the exact bytes; fixtures/sealed/ holds test vectors.
+wrapped by AWS KMS, and an HMAC of all that under a key derived from the file key), then the
+data as AES-256-GCM segments (STREAM, see `_stream`). docs/FILE-FORMAT.md gives the exact
+bytes; fixtures/sealed/ holds test vectors.
 
 - `seal(src, dst, recipients, kms=...)` and `open_sealed(src, dst, keys)` stream between
   binary file objects (or to a path, which then appears only once complete). With `kms` (a
-  `keys.aws_kms_data_key.KMSDataKey`), KMS `GenerateDataKey` makes the file key; `keys` may
-  then be that KMS key instead of a private key set.
+  `DataKeySource`: `keys.aws_kms_data_key.KMSDataKey`), KMS `GenerateDataKey` makes the file
+  key; `keys` may then be that KMS key instead of a private key set.
 - `SealedReader(src, keys)` is a seekable, readable file object over a sealed file: it
   decrypts only the segments a read touches.
 - `inspect_sealed(src)` reads the recipients' kids, the segment size and the plaintext
   length without any key (that length is unauthenticated until the file is opened).
+- `FileSealer` is one file's header and key: `seal` uses it once; a writer that keeps it can
+  authenticate what it wrote without a private key (the receiver's archive sink).
 
 Every check that needs no key (magic, version, sizes, recipient count, each line's shape)
-runs before any RSA or KMS work; a JWE recipient is unwrapped in one place, `unwrap_file_key`.
+runs before any RSA or KMS work (`_sealed_header` parses the header); a JWE recipient is
+unwrapped in one place, `unwrap_file_key`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, Union
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from ._atomic import atomic_output
+from ._b64 import b64url_encode
 from ._sealed_header import (
+    DEFAULT_SEGMENT_SIZE,
     FORMAT_NAME,
+    KMS_LINE,
+    MAC_LINE,
     MAGIC,
+    MAGIC_KMS,
     MAX_HEADER_SIZE,
     MAX_RECIPIENTS,
     MAX_SEGMENT_SIZE,
     MIN_SEGMENT_SIZE,
-    PAYLOAD_INFO,
     RECIPIENT_ENC,
-    SALT_SIZE,
+    RECIPIENT_LINE,
+    SALT_LINE,
+    SEGMENT_LINE,
     Header,
-    build_header,
-    derive,
-    header_mac,
     kms_context,
     read_header,
 )
@@ -74,6 +84,7 @@ __all__ = [
     "MAX_HEADER_SIZE",
     "MAX_RECIPIENTS",
     "DataKeySource",
+    "FileSealer",
     "HeaderAuthenticationError",
     "NoRecipientKeyError",
     "SealedFormatError",
@@ -88,8 +99,10 @@ __all__ = [
     "unwrap_file_key",
 ]
 
-DEFAULT_SEGMENT_SIZE = 64 * 1024
 FILE_KEY_SIZE = 32
+SALT_SIZE = 32
+_HEADER_INFO = b"request-crypto-sealed/v1 header"
+_PAYLOAD_INFO = b"request-crypto-sealed/v1 payload"
 
 #: Where `open_sealed` and `seal` write: a binary file object, or a path (atomic).
 Destination = Union[IO[bytes], str, "os.PathLike[str]"]
@@ -153,6 +166,14 @@ def is_sealed(prefix: bytes) -> bool:
 # Keys
 
 
+def _derive(file_key: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt, info).derive(file_key)
+
+
+def _header_mac(file_key: bytes, salt: bytes, authenticated: bytes) -> bytes:
+    return hmac.new(_derive(file_key, salt, _HEADER_INFO), authenticated, hashlib.sha256).digest()
+
+
 def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
     """The file key inside one recipient's compact JWE: the one place a key is unwrapped.
 
@@ -189,27 +210,68 @@ def _file_key(header: Header, keys: OpeningKeys) -> bytes:
             [*header.kids, *(f"aws-kms:{arn}" for arn, _ in header.kms)] or ["(none)"]
         )
     if len(file_key) != FILE_KEY_SIZE or not hmac.compare_digest(
-        header_mac(file_key, header.salt, header.authenticated), header.mac
+        _header_mac(file_key, header.salt, header.authenticated), header.mac
     ):
         raise HeaderAuthenticationError()
     return file_key
 
 
-def _recipient_set(recipients: Iterable[Mapping[str, Any]], kms: bool) -> JWKManager:
+def _recipient_set(
+    recipients: Iterable[Mapping[str, Any]] | JWKManager, kms: bool = False
+) -> JWKManager:
+    """The recipients as a key set: a list of public JWKs, or a set already loaded (as is);
+    with a KMS recipient besides (`kms`), the set may be empty."""
     if isinstance(recipients, (Mapping, str, bytes)):
         raise InvalidArgumentError(
             "recipients must be a list of public JWKs (e.g. [jwks.get_public_jwk(kid)])"
         )
-    keys = [dict(jwk) for jwk in recipients]
-    if not 1 <= len(keys) + kms <= MAX_RECIPIENTS:
+    if isinstance(recipients, JWKManager):
+        keys = recipients
+    else:
+        keys = JWKManager({"keys": [dict(jwk) for jwk in recipients]})
+    if not 1 <= len(keys.kids()) + kms <= MAX_RECIPIENTS:
         raise InvalidArgumentError(
-            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys) + kms}"
+            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys.kids()) + kms}"
         )
-    return JWKManager({"keys": keys})
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Header: writing
+
+
+def _header(
+    recipients: JWKManager,
+    file_key: bytes,
+    segment_size: int,
+    salt: bytes,
+    kms: tuple[str, bytes] | None,
+) -> bytes:
+    """The header: v1, or v2 with the KMS line `kms` (ARN, blob) first."""
+    lines = [
+        MAGIC_KMS if kms else MAGIC,
+        SEGMENT_LINE + b"%d\n" % segment_size,
+        SALT_LINE + b64url_encode(salt).encode("ascii") + b"\n",
+    ]
+    if kms:
+        arn, blob = kms
+        lines.append(b"%s%s %s\n" % (KMS_LINE, arn.encode("ascii"), b64url_encode(blob).encode()))
+    for kid in recipients.kids():
+        token = recipients.encrypt_jwe(kid, file_key, enc=RECIPIENT_ENC)
+        lines.append(RECIPIENT_LINE + token.encode("ascii") + b"\n")
+    authenticated = b"".join(lines)
+    mac = _header_mac(file_key, salt, authenticated)
+    header = authenticated + MAC_LINE + b64url_encode(mac).encode("ascii") + b"\n"
+    if len(header) > MAX_HEADER_SIZE:
+        raise InvalidArgumentError(
+            f"the header would be {len(header)} bytes, over {MAX_HEADER_SIZE}; use fewer "
+            "recipients or smaller keys"
+        )
+    return header
 
 
 def _payload_cipher(header: Header, keys: OpeningKeys) -> SegmentCipher:
-    return SegmentCipher(derive(_file_key(header, keys), header.salt, PAYLOAD_INFO))
+    return SegmentCipher(_derive(_file_key(header, keys), header.salt, _PAYLOAD_INFO))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +313,70 @@ def _to_destination(dst: Destination, mode: int, work: Any) -> int:
     return int(work(dst.write))
 
 
+class FileSealer:
+    """One sealed file's header and payload key, made once by whoever writes that file.
+
+    `seal` makes one per file and drops it. A writer that must show what it wrote reads back
+    (the receiver's archive sink) keeps it: `check` authenticates a sealed file against this
+    header and key without any private key. It writes once: a second file under the same key
+    and nonces would be GCM nonce reuse. `recipients`: public JWKs, or a `JWKManager` of
+    them (every key a recipient), which a writer of many files loads once. With `kms`, the
+    file key comes from its `generate` (KMS GenerateDataKey) and the header is v2.
+    """
+
+    def __init__(
+        self,
+        recipients: Iterable[Mapping[str, Any]] | JWKManager,
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        kms: DataKeySource | None = None,
+    ) -> None:
+        if not isinstance(segment_size, int) or not (
+            MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
+            and not segment_size & (segment_size - 1)
+        ):
+            raise InvalidArgumentError(
+                f"segment_size must be a power of two from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
+            )
+        keys = _recipient_set(recipients, kms is not None)
+        salt = os.urandom(SALT_SIZE)
+        wrapped = None
+        if kms is None:
+            file_key = os.urandom(FILE_KEY_SIZE)
+        else:
+            file_key, arn, blob = kms.generate(kms_context(salt))
+            wrapped = (arn, blob)
+        self.header = _header(keys, file_key, segment_size, salt, wrapped)
+        self.segment_size = segment_size
+        self._cipher = SegmentCipher(_derive(file_key, salt, _PAYLOAD_INFO))
+        self._written = False
+
+    def write(self, src: Any, write: Callable[[Any], object]) -> int:
+        """Write the header and every segment of `src` through `write`; the plaintext length."""
+        if self._written:
+            raise InvalidArgumentError("a FileSealer writes one file; make a new one")
+        self._written = True
+        write(self.header)
+        return encrypt_segments(self._cipher, _readable(src), write, self.segment_size)
+
+    def check(self, src: Any) -> int:
+        """Read back a file this sealer wrote, authenticating every segment; its length.
+
+        Raises a `RequestCryptoError` subclass if it is another file, cut short or changed.
+        """
+        source = _readable(src)
+        header, rest = read_header(source)
+        if header.size != len(self.header) or not self.header.startswith(header.authenticated):
+            raise HeaderAuthenticationError()
+        if not self.header.endswith(b64url_encode(header.mac).encode("ascii") + b"\n"):
+            raise HeaderAuthenticationError()
+        return decrypt_segments(self._cipher, source, _discard, self.segment_size, rest)
+
+
+def _discard(data: memoryview) -> None:
+    """A `write` that keeps nothing (`FileSealer.check` only authenticates)."""
+
+
 def seal(
     src: Any,
     dst: Destination,
@@ -265,32 +391,9 @@ def seal(
     With `kms`, the file key is a KMS data key (GenerateDataKey), stored wrapped by KMS and
     bound to this file; `recipients` may then be empty, else each also gets the key.
     """
-    if not isinstance(segment_size, int) or not (
-        MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
-        and not segment_size & (segment_size - 1)
-    ):
-        raise InvalidArgumentError(
-            f"segment_size must be a power of two from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
-        )
+    sealer = FileSealer(recipients, segment_size=segment_size, kms=kms)
     source = _readable(src)
-    keys = _recipient_set(recipients, kms is not None)
-    salt = os.urandom(SALT_SIZE)
-    wrapped = None
-    if kms is None:
-        file_key = os.urandom(FILE_KEY_SIZE)
-    else:
-        file_key, arn, blob = kms.generate(kms_context(salt))
-        wrapped = (arn, blob)
-    tokens = [keys.encrypt_jwe(kid, file_key, enc=RECIPIENT_ENC) for kid in keys.kids()]
-    header = build_header(file_key, salt, segment_size, tokens, wrapped)
-    cipher = SegmentCipher(derive(file_key, salt, PAYLOAD_INFO))
-    del file_key
-
-    def work(write: Any) -> int:
-        write(header)
-        return encrypt_segments(cipher, source, write, segment_size)
-
-    return _to_destination(dst, 0o644, work)
+    return _to_destination(dst, 0o644, lambda write: sealer.write(source, write))
 
 
 def open_sealed(src: Any, dst: Destination, keys: OpeningKeys) -> int:

@@ -104,7 +104,7 @@ def softhsm_fixture(tmp_path_factory: pytest.TempPathFactory) -> SoftHSM:
     return hsm
 
 
-TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli")
+TOKENS = ("rc-test", "rc-other", "rc-spare", "rc-whole", "rc-cli", "rc-sign")
 
 
 class KMS:

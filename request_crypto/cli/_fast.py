@@ -38,6 +38,7 @@ __all__ = [
     "opened_input",
     "opening_keys",
     "seal_files",
+    "sealed_files",
 ]
 
 COMMANDS = ("seal", "open")
@@ -94,11 +95,24 @@ def _data_key(recipients: Sequence[str]) -> Any:
 
 
 def open_files(jwks: Path | str, source: str, output: str) -> None:
-    """Open `source` (a path, s3:// or -) with the private set at `jwks` (or the KMS key
-    `aws-kms:...`) into `output`."""
+    """Open `source` (a path, s3://, a directory of sealed files, or -) with the private set
+    at `jwks` (or the KMS key `aws-kms:...`) into `output`.
+
+    A directory (the receiver's sealed archive) gives every ``*.sealed`` file in it, in name
+    order, one after the other; to a file, the output appears once the last one is open.
+    """
+    from .._atomic import atomic_output
     from ..sealed import open_sealed
 
     keys = opening_keys(jwks)
+    if source != STDIO and not source.startswith("s3://") and os.path.isdir(source):
+        files = sealed_files(source)
+        with _output(output, binary_to_terminal=True) as given, contextlib.ExitStack() as stack:
+            dst = stack.enter_context(atomic_output(given)) if isinstance(given, str) else given
+            for path in files:
+                with opened_input(str(path)) as src:
+                    open_sealed(src, dst, keys)
+        return
     with opened_input(source) as src, _output(output, binary_to_terminal=True) as dst:
         open_sealed(src, dst, keys)
 
@@ -112,6 +126,20 @@ def opening_keys(jwks: Path | str) -> Any:
     keys = key_set(Path(jwks))
     require_private_keys(keys, Path(jwks), "open")
     return keys
+
+
+def sealed_files(directory: str) -> list[Path]:
+    """A directory's ``*.sealed`` files in name order; hidden (temporary) files left out."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise InputError(f"{directory}: cannot list it ({exc.strerror or exc})") from None
+    files = [Path(directory, n) for n in names if n.endswith(".sealed") and not n.startswith(".")]
+    if not files:
+        raise InputError(
+            f"{directory} holds no .sealed file; pass a sealed file or an archive directory"
+        )
+    return files
 
 
 def key_set(path: Path) -> JWKManager:

@@ -15,8 +15,15 @@ from jwcrypto.jwk import JWK
 
 from ..keyfile import write_jwks
 from ..keys.jwks import DEFAULT_ALG, JWKManager
+from ..keys.signing import SIGNING_ALGORITHMS
 from ..keys.source import KeySource, public_set
-from ..keys.uri import open_key_source, scheme_module
+from ..keys.uri import (
+    SIGNING_SCHEMES,
+    is_signing_key_uri,
+    open_key_source,
+    open_signing_key,
+    scheme_module,
+)
 from ..keyset import KeySetFile
 from ._common import (
     PROG,
@@ -67,6 +74,16 @@ KeyLocation = Annotated[
     ),
 ]
 Kid = Annotated[str, typer.Option("--kid", help="The key id.", show_default=False)]
+WrapWith = Annotated[
+    str | None,
+    typer.Option(
+        "--wrap-with",
+        metavar="aws-kms:KEY",
+        help="Write the private set wrapped by this symmetric KMS key (instead of a "
+        "password); a wrapped file opens with no option and stays wrapped by its key.",
+        show_default=False,
+    ),
+]
 KeySize = Annotated[Literal[2048, 3072, 4096], typer.Option("--size", help="RSA modulus bits.")]
 Alg = Annotated[
     Literal[
@@ -90,7 +107,24 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def _require_file(path: Path, password: bytes | None = None) -> KeySetFile:
+def _wrapping(wrap_with: str | None, password: bytes | None) -> str | None:
+    """`--wrap-with`, checked: an aws-kms: URI, and not beside a password."""
+    if wrap_with is None:
+        return None
+    if not wrap_with.startswith("aws-kms:"):
+        raise CLIError(
+            f"--wrap-with takes a KMS key, aws-kms:ARN or aws-kms:alias/NAME, not {wrap_with}"
+        )
+    if password is not None:
+        raise CLIError(
+            "give --password-file or --wrap-with, not both: a key set is protected one way"
+        )
+    return wrap_with
+
+
+def _require_file(
+    path: Path, password: bytes | None = None, wrap_with: str | None = None
+) -> KeySetFile:
     """The key set at `path`, which must exist: a missing one is most likely a typo."""
     if is_uri(path):
         raise CLIError(
@@ -102,11 +136,18 @@ def _require_file(path: Path, password: bytes | None = None) -> KeySetFile:
             f"{path}: no such key-set file; create it with: "
             f"{PROG} keys init {quoted(path)} --kid KID"
         )
-    return KeySetFile(path, password=password)
+    return KeySetFile(path, password=password, wrap_with=_wrapping(wrap_with, password))
 
 
 def init_set(
-    path: Path, kid: str, size: int, alg: str, force: bool, *, password: bytes | None = None
+    path: Path,
+    kid: str,
+    size: int,
+    alg: str,
+    force: bool,
+    *,
+    password: bytes | None = None,
+    wrap_with: str | None = None,
 ) -> None:
     """Create the set at `path`; an existing file needs `force` (its keys are then lost)."""
     if path.exists() and not force:  # the library checks again under the lock
@@ -114,7 +155,10 @@ def init_set(
             f"{path} already exists; pass --force to replace it (its keys are then lost, "
             "and bodies encrypted to them can no longer be decrypted)"
         )
-    KeySetFile.init(path, kid, size=size, alg=alg, force=force, password=password)
+    wrap_with = _wrapping(wrap_with, password)
+    KeySetFile.init(
+        path, kid, size=size, alg=alg, force=force, password=password, wrap_with=wrap_with
+    )
 
 
 def _init_in_module(uri: str, kid: str | None, size: int, alg: str) -> dict[str, Any]:
@@ -127,10 +171,24 @@ def _init_in_module(uri: str, kid: str | None, size: int, alg: str) -> dict[str,
     path, _, query = uri.partition("?")
     if kid is not None and ";object=" not in f";{path[len('pkcs11:') :]}":
         path += f";object={kid}"
+    if alg in SIGNING_ALGORITHMS:  # a signing key pair: ES256, RS256 or PS256
+        signing = scheme_module("pkcs11", SIGNING_SCHEMES)
+        generated: dict[str, Any] = signing.generate_signing_key(f"{path}?{query}", alg, size=size)
+        return generated
     if alg != DEFAULT_ALG and "alg=" not in query:
         query += f"&alg={alg}"
     public: dict[str, Any] = scheme_module("pkcs11").generate_key(f"{path}?{query}", size=size)
     return public
+
+
+def public_of_uri(location: str) -> dict[str, Any]:
+    """The public set of the key(s) a pkcs11: or aws-kms: URI names: a signing key's public
+    JWK (`use: sig`), or the decryption keys' public halves."""
+    if is_signing_key_uri(location):
+        key = open_signing_key(location)
+        assert key is not None
+        return {"keys": [key.public_jwk]}
+    return public_set(open_key_source(location))
 
 
 def _thumbprint(jwk: dict[str, Any]) -> str:
@@ -219,18 +277,21 @@ def keys_init(
     alg: Alg = "RSA-OAEP",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
     password_file: PasswordFile = None,
+    wrap_with: WrapWith = None,
 ) -> None:
     """Create a private key set holding one new key (mode 0600): encryption, signing or dir;
     or generate a non-extractable key in a PKCS#11 token (pkcs11:...;object=KID?...)."""
     if is_uri(location):
         public = _init_in_module(location, kid, size, alg)
         note(f"generated key {shown(public['kid'])} in the token (not extractable)")
+        if public.get("use") == "sig" and public["alg"] != "ES256":
+            note(f"name it with alg={public['alg']} in the URI: the token does not record it")
         note(f"publish its public half with: {PROG} keys public {quoted(location)}")
         return
     if kid is None:
         raise typer.BadParameter("a key-set file's new key needs its id", param_hint="'--kid'")
     path = Path(location)
-    init_set(path, kid, size, alg, force, password=password_of(password_file))
+    init_set(path, kid, size, alg, force, password=password_of(password_file), wrap_with=wrap_with)
     if alg in ("HS256", "dir"):
         note(
             f"created {path} (mode 0600) with the secret {shown(kid)}; give it to the other "
@@ -246,18 +307,21 @@ def keys_init(
 def keys_add(
     path: KeySetPath,
     kid: Kid,
+    *,
     size: KeySize = 2048,
     alg: Alg = "RSA-OAEP",
     password_file: PasswordFile = None,
+    wrap_with: WrapWith = None,
 ) -> None:
     """Add a new key under a new kid; it becomes the newest."""
-    _require_file(path, password_of(password_file)).add(kid, size=size, alg=alg)
+    _require_file(path, password_of(password_file), wrap_with).add(kid, size=size, alg=alg)
     note(f"added key {shown(kid)} to {path}; it is now the newest")
 
 
 @keys_app.command("rotate")
 def keys_rotate(
     path: KeySetPath,
+    *,
     kid: Annotated[
         str | None,
         typer.Option(
@@ -269,9 +333,13 @@ def keys_rotate(
     size: KeySize = 2048,
     alg: Alg = "RSA-OAEP",
     password_file: PasswordFile = None,
+    wrap_with: WrapWith = None,
 ) -> None:
-    """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt."""
-    keys = _require_file(path, password_of(password_file))
+    """Add a new newest key and print its kid. Older keys stay, so old bodies still decrypt.
+
+    A file wrapped by a KMS key stays wrapped by it (a new data key); --wrap-with re-wraps it
+    by another key."""
+    keys = _require_file(path, password_of(password_file), wrap_with)
     new_kid = keys.rotate(kid=kid, size=size, alg=alg, today=utc_today())
     typer.echo(new_kid)
     note(
@@ -328,7 +396,7 @@ def keys_public(
     """
     with output_stream(output) as stream:
         if is_uri(location):
-            public = public_set(open_key_source(location))
+            public = public_of_uri(location)
             if stream is None and output is not None:
                 write_jwks(output, public)
         else:

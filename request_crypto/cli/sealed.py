@@ -108,7 +108,8 @@ def open_command(jwks: OpeningSet, source: SealedInput = STDIO, output: Output =
 
     To a file, the data goes to a temporary file next to it, renamed into place after the
     final segment authenticated; on any failure nothing is left behind. To stdout, a file
-    cut short still fails (exit 1) after the authenticated part was written.
+    cut short still fails (exit 1) after the authenticated part was written. A directory
+    (the receiver's sealed archive) opens every *.sealed file in it, in name order.
     """
     open_files(jwks, source, output)
 

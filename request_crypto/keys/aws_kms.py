@@ -171,8 +171,14 @@ def _refused(code: str, operation: str, name: str) -> dict[str, Any]:
         "InvalidArnException",
     ):
         raise KeySourceError(f"{name}: KMS has no such key ({code})")
-    if operation == "GenerateDataKey" and code == "InvalidKeyUsageException":
-        raise KeySourceError(f"{name}: not a symmetric ENCRYPT_DECRYPT KMS key ({code})")
+    if operation == "GenerateDataKey" and code in (
+        "InvalidKeyUsageException",
+        "ValidationException",
+    ):
+        raise KeySourceError(
+            f"{name}: KMS refused GenerateDataKey ({code}): wrapping needs a symmetric "
+            "ENCRYPT_DECRYPT key (aws kms create-key with the default key spec)"
+        )
     if code in ("AccessDeniedException", "UnrecognizedClientException"):
         # Permissions can be fixed without a restart: retryable, and never a body's fault.
         raise KeySourceUnavailableError(name, f"KMS refused {operation} ({code}): check IAM")

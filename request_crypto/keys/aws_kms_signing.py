@@ -6,7 +6,10 @@ Opened from `aws-kms:` + a key ARN, key id or `alias/NAME`, with optional query 
 errors are those of `keys.aws_kms`. Least privilege: an ES256 sender needs `kms:Sign`, its
 receiver `kms:GetPublicKey` (the signature is checked locally); an HS256 sender needs
 `kms:GenerateMac` and its receiver `kms:VerifyMac`, so neither can do the other's part.
-A KMS outage is KeySourceUnavailableError, never a bad signature.
+A KMS outage is KeySourceUnavailableError, never a bad signature. Each answer of `Sign`,
+`GenerateMac` and `VerifyMac` must name the configured key (its ARN, read once with
+`DescribeKey`), as `Decrypt`'s must in `keys.aws_kms`: a signature or MAC made by another
+key is never used.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from jwcrypto.jwk import JWK
 
-from ..errors import KeySourceError
+from ..errors import KeySourceError, KeySourceUnavailableError
 from .aws_kms import DEFAULT_ATTEMPTS, kms_call, kms_client, parse_kms_uri
 from .signing import SigningKey
 
-__all__ = ["KMS_SIGNING_ALGORITHMS", "AWSKMSSigningKey"]
+__all__ = ["KMS_SIGNING_ALGORITHMS", "AWSKMSSigningKey", "is_signing_uri"]
 
 #: JOSE alg -> (KMS key spec, KMS signing or MAC algorithm).
 KMS_SIGNING_ALGORITHMS = {
@@ -52,6 +55,7 @@ class AWSKMSSigningKey(SigningKey):
         self.name = uri
         self.key_id = key_id
         self._client = client or kms_client(uri, query.get("region"), attempts, timeout)
+        self._described: dict[str, Any] | None = None
         alg = query.get("alg") or self._alg_of_key()
         if alg not in KMS_SIGNING_ALGORITHMS:
             raise KeySourceError(f"{uri}: alg {alg!r} refused; use ES256 or HS256")
@@ -66,9 +70,28 @@ class AWSKMSSigningKey(SigningKey):
     def _call(self, operation: str, **arguments: Any) -> dict[str, Any]:
         return kms_call(self._client, operation, self.name, KeyId=self.key_id, **arguments)
 
+    def _metadata(self) -> dict[str, Any]:
+        """`DescribeKey` once: the key's spec and ARN (an alias resolves to it)."""
+        metadata = self._described
+        if metadata is None:
+            metadata = dict(self._call("DescribeKey")["KeyMetadata"])
+            self._described = metadata
+        return metadata
+
+    def _answered(self, operation: str, **arguments: Any) -> dict[str, Any]:
+        """`operation` on the key, its answer checked to come from the key (not another one)."""
+        metadata = self._metadata()
+        arn = metadata.get("Arn")
+        answer = kms_call(self._client, operation, self.name, KeyId=arn, **arguments)
+        # AWS names the key by its ARN; moto's GenerateMac/VerifyMac by its bare key id.
+        if answer and answer.get("KeyId") not in (arn, metadata.get("KeyId")):
+            raise KeySourceUnavailableError(
+                self.name, f"KMS answered {operation} for key {answer.get('KeyId')!r}, not {arn}"
+            )
+        return answer
+
     def _alg_of_key(self) -> str:
-        metadata = self._call("DescribeKey")["KeyMetadata"]
-        spec = metadata.get("KeySpec")
+        spec = self._metadata().get("KeySpec")
         for alg, (key_spec, _) in KMS_SIGNING_ALGORITHMS.items():
             if spec == key_spec:
                 return alg
@@ -91,9 +114,9 @@ class AWSKMSSigningKey(SigningKey):
         """KMS `Sign` (DER turned into JOSE r || s) or `GenerateMac` over `data`."""
         algorithm = KMS_SIGNING_ALGORITHMS[self.alg][1]
         if self.alg == "HS256":
-            answer = self._call("GenerateMac", Message=data, MacAlgorithm=algorithm)
+            answer = self._answered("GenerateMac", Message=data, MacAlgorithm=algorithm)
             return bytes(answer["Mac"])
-        answer = self._call("Sign", Message=data, MessageType="RAW", SigningAlgorithm=algorithm)
+        answer = self._answered("Sign", Message=data, MessageType="RAW", SigningAlgorithm=algorithm)
         r, s = utils.decode_dss_signature(answer["Signature"])
         return r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")
 
@@ -102,7 +125,7 @@ class AWSKMSSigningKey(SigningKey):
         if self.alg == "HS256":
             if len(signature) != _MAC_BYTES:  # KMS would call it invalid input, not a bad MAC
                 return False
-            answer = self._call(
+            answer = self._answered(
                 "VerifyMac", Message=data, Mac=signature, MacAlgorithm="HMAC_SHA_256"
             )
             return bool(answer.get("MacValid"))
@@ -129,3 +152,11 @@ class AWSKMSSigningKey(SigningKey):
 
     def __repr__(self) -> str:
         return f"<AWS KMS {self.alg} signing key {self.kid!r} ({self.key_id})>"
+
+
+def is_signing_uri(uri: str) -> bool:
+    """Whether the KMS key `uri` names signs or makes MACs (`DescribeKey`'s KeyUsage)."""
+    key_id, query, _ = parse_kms_uri(uri)
+    client = kms_client(uri, query.get("region"), DEFAULT_ATTEMPTS, 5.0)
+    usage = kms_call(client, "DescribeKey", uri, KeyId=key_id)["KeyMetadata"].get("KeyUsage")
+    return usage in ("SIGN_VERIFY", "GENERATE_VERIFY_MAC")

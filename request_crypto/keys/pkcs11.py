@@ -45,7 +45,14 @@ from ..errors import KeySourceError, KeySourceUnavailableError, PinInURIWarning
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 from .jwks import JWKManager
 
-__all__ = ["PKCS11URI", "PKCS11KeySource", "PinInURIWarning", "generate_key", "import_key"]
+__all__ = [
+    "PKCS11URI",
+    "PKCS11KeySource",
+    "PinInURIWarning",
+    "generate_key",
+    "import_key",
+    "token_for",
+]
 
 _T = TypeVar("_T")
 
@@ -84,8 +91,12 @@ class PKCS11URI:
     name: str
 
     @classmethod
-    def parse(cls, uri: str) -> PKCS11URI:
-        """Parse and check `uri`; read the PIN from `pin-source` (a warning for `pin-value`)."""
+    def parse(cls, uri: str, *, signing: bool = False) -> PKCS11URI:
+        """Parse and check `uri`; read the PIN from `pin-source` (a warning for `pin-value`).
+
+        `signing`: the URI names a signing key, whose `alg` (if given) is a JWS algorithm
+        (ES256, RS256, PS256; empty when not given), not an RSA-OAEP one.
+        """
         if not uri.startswith("pkcs11:"):
             raise KeySourceError(f"{uri!r} is not a pkcs11: URI")
         path_part, _, query_part = uri[len("pkcs11:") :].partition("?")
@@ -117,9 +128,24 @@ class PKCS11URI:
             id=unquote_to_bytes(raw_path["id"]) if "id" in raw_path else None,
             pin=_read_pin(query, name),
             kid=query.get("kid"),
-            alg=check_alg(query.get("alg", "RSA-OAEP"), name),
+            alg=_signing_alg(query.get("alg", ""), name)
+            if signing
+            else check_alg(query.get("alg", "RSA-OAEP"), name),
             name=name,
         )
+
+
+#: The JWS algorithms a token key may sign with (CKM_ECDSA, CKM_SHA256_RSA_PKCS[_PSS]).
+TOKEN_SIGNING_ALGORITHMS = ("ES256", "RS256", "PS256")
+
+
+def _signing_alg(alg: str, name: str) -> str:
+    if alg and alg not in TOKEN_SIGNING_ALGORITHMS:
+        raise KeySourceError(
+            f"{name}: alg {alg!r} refused for a signing key; use "
+            + ", ".join(TOKEN_SIGNING_ALGORITHMS)
+        )
+    return alg
 
 
 def _public_query(query: dict[str, str]) -> str:
@@ -235,8 +261,12 @@ _MODULE_LOCKS: dict[str, threading.RLock] = {}
 _TOKENS: dict[tuple[str, str | None, str | None], _Token] = {}
 
 
-def _token_for(uri: PKCS11URI) -> _Token:
-    """The process's one `_Token` for the URI's token (one login per token per process)."""
+def token_for(uri: PKCS11URI) -> _Token:
+    """The process's one `_Token` for the URI's token (one login per token per process).
+
+    Its `call(action)` runs `action(session)` under the module's lock: every use of the
+    token, decrypt or sign, goes through it.
+    """
     module = os.path.realpath(uri.module_path)
     with _REGISTRY_LOCK:
         lock = _MODULE_LOCKS.setdefault(module, threading.RLock())
@@ -265,7 +295,7 @@ class PKCS11KeySource(ExternalKeySource):
         """Open the token, find the keys, check each one decrypts in the token under its alg."""
         self.uri = PKCS11URI.parse(uri)
         self.name = self.uri.name
-        self._token = _token_for(self.uri)
+        self._token = token_for(self.uri)
         self._handles: dict[str, Any] = {}
         self._generation = -1
         super().__init__(self.uri.name, self._token.call(self._find))
@@ -276,7 +306,9 @@ class PKCS11KeySource(ExternalKeySource):
 
     def _find(self, session: Any) -> list[ExternalKey]:
         """The token's matching RSA private keys, with kids and public numbers read from it."""
-        found = list(session.get_objects(_template(self.uri, ObjectClass.PRIVATE_KEY)))
+        # DECRYPT: the token's signing keys (keys.pkcs11_signing) are not decryption keys.
+        template = {**_template(self.uri, ObjectClass.PRIVATE_KEY), Attribute.DECRYPT: True}
+        found = list(session.get_objects(template))
         if not found:
             raise KeySourceError(f"{self.name}: no RSA private key in the token matches")
         if self.uri.kid is not None and len(found) > 1:
@@ -364,7 +396,7 @@ def generate_key(uri: str, *, size: int = 2048) -> dict[str, Any]:
             private_template=_PRIVATE_TEMPLATE,
         )
 
-    _token_for(parsed).call(generate)
+    token_for(parsed).call(generate)
     return _public_of(uri)
 
 
@@ -413,7 +445,7 @@ def import_key(uri: str, private_jwk: dict[str, Any]) -> dict[str, Any]:
             }
         )
 
-    _token_for(parsed).call(create)
+    token_for(parsed).call(create)
     named_uri = uri if parsed.object else _with_object(uri, label)
     return _public_of(named_uri)
 

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa,
 from jwcrypto.jwk import JWK
 
 from .._b64 import b64url_decode, b64url_encode
-from ..errors import DecryptionError, InvalidArgumentError, InvalidJWKSError, NoKeyFoundError
+from ..errors import (
+    DecryptionError,
+    InvalidArgumentError,
+    InvalidJWKSError,
+    NoKeyFoundError,
+    UnknownSignerError,
+)
 from ..kids import validate_kid
 from .jwks import MIN_KEY_SIZE, load_jwks_document, parse_keys
 
@@ -35,6 +41,7 @@ __all__ = [
     "SECRET_BYTES",
     "SIGNING_ALGORITHMS",
     "DirectKeySet",
+    "MergedVerificationKeys",
     "SigningKey",
     "SigningKeySet",
     "VerificationKeys",
@@ -250,6 +257,40 @@ class VerificationKeys(Protocol):
     def keys_for_alg(self, alg: str) -> list[SigningKey]:
         """Every key whose fixed algorithm is `alg` (for a token that names no kid)."""
         ...
+
+
+class MergedVerificationKeys:
+    """Several senders' sets (files, URLs, keys in a token or KMS) as one, merged by kid.
+
+    Each lookup asks every set, so a reloaded file or a refetched URL is seen at once. A kid
+    found in two sets with two different keys is refused (UnknownSignerError naming both):
+    which sender signed must never depend on the order of the options.
+    """
+
+    def __init__(self, sets: Sequence[VerificationKeys], names: Sequence[str]) -> None:
+        self._sets = list(zip(names, sets, strict=True))
+
+    def verification_key(self, kid: str) -> SigningKey | None:
+        """The key named `kid` in the one set holding it, or None."""
+        found = [(name, key) for name, keys in self._sets if (key := keys.verification_key(kid))]
+        if len({_identity(key) for _, key in found}) > 1:
+            raise UnknownSignerError(
+                f"kid {kid!r} names different keys in {found[0][0]} and {found[1][0]}: "
+                "give each sender's key its own kid"
+            )
+        return found[0][1] if found else None
+
+    def keys_for_alg(self, alg: str) -> list[SigningKey]:
+        """Every key of every set whose algorithm is `alg`."""
+        return [key for _, keys in self._sets for key in keys.keys_for_alg(alg)]
+
+    def __repr__(self) -> str:
+        return f"MergedVerificationKeys({[name for name, _ in self._sets]!r})"
+
+
+def _identity(key: SigningKey) -> str:
+    """The same key read from two places compares equal: its public JWK (or the object)."""
+    return repr(sorted(key.public_jwk.items())) if not key.is_secret else str(id(key))
 
 
 class SigningKeySet:

@@ -5,9 +5,11 @@
     aws-kms:arn:aws:kms:...:key/ID | aws-kms:alias/NAME    AWS KMS (keys.aws_kms)
 
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
-registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in KMS),
-`open_data_key` from `DATA_KEY_SCHEMES` (a sealed file's KMS recipient); several
-locations are merged by kid (`MergedKeySource`). The HSM and KMS
+registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in a token or in
+KMS, for signing and for verifying), `open_data_key` from `DATA_KEY_SCHEMES` (a sealed
+file's KMS recipient); several locations are merged by kid (`MergedKeySource`).
+`is_signing_key_uri` tells a URI naming a signing key from one naming a decryption key (each
+scheme module's `is_signing_uri` asks the token or KMS). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
 python-pkcs11 nor boto3.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +27,8 @@ from ..errors import KeySourceError
 from ..keyfile import read_jwks
 from .jwks import JWKManager
 from .merged import MergedKeySource
-from .signing import SigningKey
+from .remote import RemoteJWKS
+from .signing import MergedVerificationKeys, SigningKey, VerificationKeys
 from .source import KeySource
 
 __all__ = [
@@ -33,10 +36,13 @@ __all__ = [
     "SCHEMES",
     "SIGNING_SCHEMES",
     "is_key_source_uri",
+    "is_signing_key_uri",
+    "is_signing_scheme",
     "open_data_key",
     "open_key_source",
     "open_key_sources",
     "open_signing_key",
+    "open_verification_keys",
     "refuse_unknown_scheme",
     "scheme_module",
 ]
@@ -48,6 +54,7 @@ SCHEMES = {
 }
 #: URI scheme -> (module, class, extra) of a signing key kept outside the process.
 SIGNING_SCHEMES = {
+    "pkcs11": ("request_crypto.keys.pkcs11_signing", "PKCS11SigningKey", "hsm"),
     "aws-kms": ("request_crypto.keys.aws_kms_signing", "AWSKMSSigningKey", "kms"),
 }
 #: URI scheme -> (module, class, extra) of a key service making sealed files' file keys.
@@ -92,7 +99,8 @@ def refuse_unknown_scheme(location: str) -> None:
 
 
 def open_signing_key(location: object) -> SigningKey | None:
-    """The signing key a URI of SIGNING_SCHEMES names (`aws-kms:...`), else None."""
+    """The signing key a URI of SIGNING_SCHEMES names (`pkcs11:...`, `aws-kms:...`), else
+    None (a file, a URL or a set given as data)."""
     if not isinstance(location, str):
         return None
     scheme = location.partition(":")[0]
@@ -110,6 +118,42 @@ def open_data_key(location: str) -> Any:
         return None
     module = scheme_module(scheme, DATA_KEY_SCHEMES)
     return getattr(module, DATA_KEY_SCHEMES[scheme][1])(location)
+
+
+def open_verification_keys(
+    locations: str | Sequence[str], open_file: Callable[[str], VerificationKeys]
+) -> VerificationKeys:
+    """The senders' keys at each location, merged by kid when there are several.
+
+    A location is an `https://`/`http://` JWKS URL (`RemoteJWKS`), a signing-key URI
+    (`pkcs11:`, `aws-kms:`: the key's public half, read from the token or KMS), or a file,
+    opened by `open_file` (the CLI reads it once, the receiver reloads it on change).
+    """
+    each = [locations] if isinstance(locations, str) else list(locations)
+
+    def opened(location: str) -> VerificationKeys:
+        if location.startswith(("https://", "http://")):
+            return RemoteJWKS(location)
+        return open_signing_key(location) or open_file(location)
+
+    sets = [opened(location) for location in each]
+    if len(sets) == 1:
+        return sets[0]
+    return MergedVerificationKeys(sets, [_shown(location) for location in each])
+
+
+def is_signing_scheme(location: str) -> bool:
+    """Whether `location` starts with a scheme of SIGNING_SCHEMES (nothing is asked)."""
+    scheme, colon, _ = location.partition(":")
+    return bool(colon) and scheme in SIGNING_SCHEMES
+
+
+def is_signing_key_uri(location: str) -> bool:
+    """Whether `location` is a URI naming a signing key (asks the token or KMS which it is)."""
+    if not is_signing_scheme(location):
+        return False
+    scheme = location.partition(":")[0]
+    return bool(scheme_module(scheme, SIGNING_SCHEMES).is_signing_uri(location))
 
 
 def scheme_module(scheme: str, schemes: Mapping[str, tuple[str, str, str]] = SCHEMES) -> ModuleType:

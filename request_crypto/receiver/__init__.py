@@ -1,8 +1,8 @@
 """The receiver service: an ASGI app that decrypts bodies, stores payloads, follows rotation.
 
 Needs the ``server`` extra (``pip install 'request_crypto[server]'``) for `create_app`;
-the sinks and settings (`Sink`, `ReceivedPayload`, `open_sink`, `parse_size`) are stdlib only
-and import without it.
+the sinks and settings (`Sink`, `ReceivedPayload`, `open_sink`, `parse_size`, the sealed
+`ArchiveSink`) import without it.
 
     from request_crypto.receiver import create_app
     app = create_app("private_jwks.json", sink="sqlite:///payloads.db")
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .archive import ArchiveSink
 from .config import ReceiverConfig, format_size, parse_size
 from .sinks import (
     DEFAULT_SINK,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SINK",
+    "ArchiveSink",
     "JSONLSink",
     "KeySetSource",
     "ReceivedPayload",

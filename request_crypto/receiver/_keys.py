@@ -26,10 +26,9 @@ from ..errors import InvalidArgumentError, RequestCryptoError
 from ..keyfile import read_jwks, require_private_keys
 from ..keys.jwks import JWKSManager
 from ..keys.pbes2 import read_password_file
-from ..keys.remote import RemoteJWKS
-from ..keys.signing import SigningKey, SigningKeySet, VerificationKeys
+from ..keys.signing import SigningKey, SigningKeySet
 from ..keys.source import KeySource
-from ..keys.uri import open_key_sources
+from ..keys.uri import open_key_sources, open_verification_keys
 from ..limits import Limits
 from ..request import RequestDecryptor
 from .observability import ReceiverMetrics
@@ -166,21 +165,21 @@ class SenderKeyFile:
 
 
 def verification_options(
-    verify_with: str | None,
+    verify_with: str | tuple[str, ...] | None,
     *,
     require_signature: bool,
     issuer: str | None,
     audience: str | None,
     leeway: float,
 ) -> dict[str, Any]:
-    """RequestDecryptor's keywords for the receiver's signature settings (empty: none)."""
+    """RequestDecryptor's keywords for the receiver's signature settings (empty: none).
+
+    Files are reloaded when they change (`SenderKeyFile`); URLs and key URIs as in
+    `keys.uri.open_verification_keys`; several are merged by kid.
+    """
     if verify_with is None:
         return {}
-    keys: VerificationKeys
-    if verify_with.startswith(("https://", "http://")):
-        keys = RemoteJWKS(verify_with)
-    else:
-        keys = SenderKeyFile(Path(verify_with))
+    keys = open_verification_keys(verify_with, lambda location: SenderKeyFile(Path(location)))
     return {
         "verify_with": keys,
         "require_signature": require_signature,

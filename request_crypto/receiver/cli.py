@@ -44,7 +44,7 @@ from ..cli.signing import (
     Leeway,
     SignKid,
     SignWith,
-    VerifyWith,
+    VerifyWithMany,
     signing_options,
     verification_keys,
 )
@@ -70,6 +70,7 @@ from .config import (
     ReceiverConfig,
     format_size,
     parse_size,
+    replay_warning,
 )
 from .sinks import DEFAULT_SINK, describe_sink, open_sink
 
@@ -332,7 +333,8 @@ def serve(
         str,
         typer.Option(
             help="Where payloads go: sqlite:///FILE.db, jsonl:///FILE.jsonl, "
-            "postgresql://USER@HOST/DB or - (stdout)."
+            "jsonl:///DIR/?seal=PUBLIC_SET (a sealed archive), postgresql://USER@HOST/DB "
+            "or - (stdout)."
         ),
     ] = DEFAULT_SINK,
     max_body: Annotated[
@@ -436,7 +438,7 @@ def serve(
             "--max-batch", min=1, help="Most payloads the sink stores in one transaction."
         ),
     ] = DEFAULT_MAX_BATCH,
-    verify_with: VerifyWith = None,
+    verify_with: VerifyWithMany = None,
     require_signature: Annotated[
         bool,
         typer.Option(
@@ -479,7 +481,7 @@ def serve(
             log_level=log_level,
             log_format=log_format,
             limit_concurrency=limit_concurrency,
-            verify_with=verify_with,
+            verify_with=tuple(verify_with or ()) or None,
             require_signature=require_signature,
             issuer=issuer,
             audience=audience,
@@ -487,8 +489,9 @@ def serve(
         )
         plan = _validate(config)
     warning = _raise_fd_limit(limit_concurrency + 64)  # + the sink, key file, logs, pipes...
-    if warning is not None:
-        typer.echo(warning, err=True)
+    for line in (warning, replay_warning(config)):
+        if line is not None:
+            typer.echo(line, err=True)
     sock = _bind(host, port)
     try:
         _run(plan, sock)

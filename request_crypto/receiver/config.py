@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from ..errors import InvalidArgumentError
-from ..keys.uri import is_key_source_uri
+from ..keys.uri import is_key_source_uri, is_signing_scheme
 from ..limits import DEFAULT_MAX_BODY_SIZE, format_size, parse_size
 from .sinks import DEFAULT_SINK, parse_sink_url
 
@@ -50,6 +50,7 @@ __all__ = [
     "env_name",
     "format_size",
     "parse_size",
+    "replay_warning",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -179,7 +180,8 @@ _LOCATIONS = _Codec(_locations, _locations_text, "key-set paths or key-source UR
 _SINK = _Codec(
     _sink_url,
     _sink_text,
-    "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl, postgresql://USER@HOST/DB or -",
+    "a sink URL: sqlite:///PATH.db, jsonl:///PATH.jsonl, jsonl:///DIR/?seal=PUBLIC_SET, "
+    "postgresql://USER@HOST/DB or -",
 )
 _LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
 _LOG_FORMAT = _Codec(_log_format, str, f"one of {', '.join(LOG_FORMATS)}")
@@ -196,14 +198,36 @@ def _bool(text: str) -> bool:
 
 
 def _key_source_text(value: Any) -> str:
-    """A URL as given; a path made absolute (workers may start elsewhere)."""
-    text = str(value)
-    if text == "" or text.startswith(("https://", "http://")):
+    """URLs and key URIs as given, paths made absolute (workers may start elsewhere), one a
+    line: what `_key_sources` parses back."""
+    each = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    return "\n".join(_one_key_source(os.fspath(v)) for v in each)
+
+
+def _one_key_source(text: str) -> str:
+    if text == "" or text.startswith(("https://", "http://")) or is_signing_scheme(text):
         return text
     return str(Path(text).resolve())
 
 
-_KEY_SOURCE = _Codec(str, _key_source_text, "a path, or an https:// or http:// URL")
+def _verify_locations(value: Any) -> str | tuple[str, ...] | None:
+    """`verify_with` as one location, a tuple of several, or None (an empty list)."""
+    if not isinstance(value, (list, tuple)):
+        return None if value is None else os.fspath(value)
+    many = tuple(os.fspath(v) for v in value)
+    return many[0] if len(many) == 1 else many or None
+
+
+def _key_sources(text: str) -> str | tuple[str, ...]:
+    lines = tuple(text.split("\n"))
+    return lines[0] if len(lines) == 1 else lines
+
+
+_KEY_SOURCE = _Codec(
+    _key_sources,
+    _key_source_text,
+    "paths, https:// or http:// URLs, or pkcs11:/aws-kms: URIs, one a line",
+)
 _BOOL = _Codec(_bool, lambda value: "1" if value else "0", "1 or 0")
 
 
@@ -228,7 +252,8 @@ class ReceiverConfig:
     per sink write), `body_timeout` + 1 s per `min_body_rate` bytes (else 408),
     `key_reload_grace` (seconds a failing key file is tolerated before /healthz says 503).
     Signed bodies: `verify_with` (the senders' public signing set: a file, reloaded when it
-    changes, or an ``https://``/``http://`` JWKS URL), `require_signature` (unsigned bodies get
+    changes, an ``https://``/``http://`` JWKS URL, or a ``pkcs11:``/``aws-kms:`` signing key;
+    a tuple of them is merged by kid), `require_signature` (unsigned bodies get
     401), `issuer`/`audience` (checked claims), `leeway` (seconds of clock skew).
     Server (ignored by `create_app`): `host`, `port`, `workers`, `log_level`, `log_format`,
     `limit_concurrency`, `header_timeout` (seconds for a request head).
@@ -258,7 +283,9 @@ class ReceiverConfig:
     log_format: str = field(default="text", metadata=_env(_LOG_FORMAT))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
     password_file: Path | None = field(default=None, metadata=_env(_optional(_PATH)))
-    verify_with: str | None = field(default=None, metadata=_env(_optional(_KEY_SOURCE)))
+    verify_with: str | tuple[str, ...] | None = field(
+        default=None, metadata=_env(_optional(_KEY_SOURCE))
+    )
     require_signature: bool = field(default=False, metadata=_env(_BOOL))
     issuer: str | None = field(default=None, metadata=_env(_optional(_TEXT)))
     audience: str | None = field(default=None, metadata=_env(_optional(_TEXT)))
@@ -270,6 +297,7 @@ class ReceiverConfig:
             object.__setattr__(self, "jwks", locations)
         if self.password_file is not None:
             object.__setattr__(self, "password_file", Path(self.password_file))
+        object.__setattr__(self, "verify_with", _verify_locations(self.verify_with))
         if isinstance(self.sink, str):
             parse_sink_url(self.sink)  # a bad URL fails here, not when the app starts
         if self.log_level.lower() not in LOG_LEVELS:
@@ -340,6 +368,24 @@ def _check_signature_settings(config: ReceiverConfig) -> None:
         )
 
 
+def replay_warning(config: ReceiverConfig) -> str | None:
+    """What `serve` warns of when signed bodies go to stdout: their jtis live in memory only."""
+    if config.verify_with is None or config.sink != "-":
+        return None
+    workers = config.workers
+    shared = (
+        f"; each of the {workers} workers has its own, so a replay reaching another worker is "
+        "not refused"
+        if workers > 1
+        else ""
+    )
+    return (
+        "warning: the stdout sink remembers signed bodies' jtis in memory only: a restart "
+        f"forgets them{shared}; for replay refusal that holds, use a jsonl://, sqlite:// or "
+        "postgresql:// sink"
+    )
+
+
 class ReceiverSettings(TypedDict, total=False):
     """`ReceiverConfig`'s fields but `jwks`, as keywords: `create_app(jwks, sink=..., ...)`."""
 
@@ -361,7 +407,7 @@ class ReceiverSettings(TypedDict, total=False):
     log_format: str
     limit_concurrency: int
     password_file: Path | None
-    verify_with: str | None
+    verify_with: str | tuple[str, ...] | None
     require_signature: bool
     issuer: str | None
     audience: str | None

@@ -10,17 +10,27 @@ table of the SQLite file), so every worker sees it and a restart keeps it. The s
 id)``, which the receiver turns into ``409``.
 
 An expired token never reaches the sink (it is refused as expired), so entries are dropped once
-their `exp` has passed. The JSON-lines sinks keep the entries in memory (`MemoryReplays`): one
-process, lost on restart. The PostgreSQL sink keeps them in a ``replays`` table of its
-database, in the batch's transaction (`postgres`), so every replica sees them.
+their `exp` has passed. The PostgreSQL sink keeps them in a ``replays`` table of its database,
+in the batch's transaction (`postgres`), so every replica sees them. The JSON-lines sinks
+(plain and sealed archive) have no database: they keep the same table in a small SQLite file
+of their own (`FileReplays`: ``PATH.replays.db`` beside a JSON-lines file, ``replays.db`` in an
+archive directory), opened on the first signed body; its transaction stays open while the
+batch is written and commits only once the batch is durable, so a batch that failed leaves no
+jti behind (a crash between the two leaves a stored payload whose jti is forgotten). The
+standard-output sink keeps them in memory (`MemoryReplays`): one process, lost on restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ._sinkfiles import connect_private_sqlite, sqlite_transaction
 
 if TYPE_CHECKING:
     from ..nested import SignerInfo
@@ -28,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REPLAY_SCHEMA",
+    "FileReplays",
     "MemoryReplays",
     "claim_sqlite",
     "replay_entry",
@@ -99,15 +110,67 @@ def claim_sqlite(db: sqlite3.Connection, record: ReceivedPayload) -> str | None:
     return None
 
 
+class FileReplays:
+    """The replays table in a SQLite file of its own, for the JSON-lines sinks.
+
+    Opened (created 0600) on the first batch holding a signed body, so a receiver that never
+    verifies signatures makes no such file. Several processes may share it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    @contextlib.contextmanager
+    def claiming(self, records: Sequence[ReceivedPayload]) -> Iterator[list[str | None]]:
+        """Claim the records' jtis; yield each record's replay marker (None: store it).
+
+        The claims commit when the block ends without an error (the batch is durable), and
+        are rolled back otherwise. A batch without signed bodies touches no file.
+        """
+        if not any(replay_entry(record) for record in records):
+            yield [None] * len(records)
+            return
+        if self._db is None:
+            db = connect_private_sqlite(self.path, "replays file")
+            try:
+                db.execute(REPLAY_SCHEMA)
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db = db
+        with sqlite_transaction(self._db):
+            yield [claim_sqlite(self._db, record) for record in records]
+
+    def close(self) -> None:
+        """Close the file, if it was opened."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
 class MemoryReplays:
-    """The same rule in this process's memory, for sinks without a database."""
+    """The same rule in this process's memory (the standard-output sink)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[str, str, float]] = {}
 
-    def claim(self, record: ReceivedPayload) -> str | None:
-        """Remember the record's jti, or return its replay marker."""
+    @contextlib.contextmanager
+    def claiming(self, records: Sequence[ReceivedPayload]) -> Iterator[list[str | None]]:
+        """`FileReplays.claiming` in memory: the claims made here are undone if the block fails."""
+        added: list[str] = []
+        claimed = [self.claim(record, added) for record in records]
+        try:
+            yield claimed
+        except BaseException:
+            with self._lock:
+                for jti in added:
+                    self._seen.pop(jti, None)
+            raise
+
+    def claim(self, record: ReceivedPayload, added: list[str] | None = None) -> str | None:
+        """Remember the record's jti (noted in `added`), or return its replay marker."""
         entry = replay_entry(record)
         if entry is None:
             return None
@@ -120,4 +183,6 @@ class MemoryReplays:
             if seen is not None and seen[2] > now:
                 return replayed_marker(seen[1]) if seen[0] != body_key else None
             self._seen[jti] = (body_key, record.id, exp)
+        if added is not None:
+            added.append(jti)
         return None

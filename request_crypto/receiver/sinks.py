@@ -21,7 +21,11 @@ is absolute):
   (`request_crypto.receiver.postgres`; needs the ``postgres`` extra).
 - ``jsonl:///PATH``: one JSON object per line, appended; each batch is written, flushed and
   fsynced under an exclusive ``flock``, so several processes can share the file. A batch that
-  fails halfway is cut off again, so the file never ends in a partial line.
+  fails halfway is cut off again, so the file never ends in a partial line. Signed bodies'
+  jtis go to ``PATH.replays.db`` beside it (`replay.FileReplays`).
+- ``jsonl:///DIR/?seal=PUBLIC_SET[&max_file_size=16MiB]``: the same lines in sealed files
+  that only the archive's private set opens, one or more complete files per batch
+  (`request_crypto.receiver.archive`).
 
 Both files hold decrypted payloads: a new one is created with mode 0600 (SQLite gives its
 ``-wal`` and ``-shm`` files the database file's mode), whatever the umask; 0600, not 0640,
@@ -45,24 +49,24 @@ Stdlib only: importing this module needs no server dependency.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import sqlite3
-import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from .._files import file_kind, open_in, parent_directory, symlink_message
 from ..errors import InvalidArgumentError
 from ..keys.source import JWKMetadata
-from .replay import REPLAY_SCHEMA, MemoryReplays, claim_sqlite
+from ..limits import format_size, parse_size
+from ._sinkfiles import connect_private_sqlite, open_sink_file, sqlite_transaction
+from .replay import REPLAY_SCHEMA, FileReplays, MemoryReplays, claim_sqlite
 
 __all__ = [
     "DEFAULT_SINK",
@@ -82,13 +86,12 @@ __all__ = [
 ]
 
 DEFAULT_SINK = "sqlite:///payloads.db"
+#: The most plaintext bytes one sealed archive file holds (a larger batch is split).
+DEFAULT_ARCHIVE_FILE_SIZE = 16 * 1024 * 1024
+#: Where a JSON-lines file's signed-body jtis are kept: ``PATH`` + this, beside it.
+REPLAYS_SUFFIX = ".replays.db"
 #: URL prefixes of the PostgreSQL sink (libpq accepts both).
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-#: Sink files hold decrypted payloads: only their owner may read them.
-PRIVATE_FILE_MODE = 0o600
-#: What SQLite may put next to the database file, with the database file's mode.
-_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
-_logger = logging.getLogger("request_crypto")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -230,98 +233,13 @@ class SupportsReady(Protocol):
         ...
 
 
-def _open_sink_file(path: Path, flags: int, purpose: str, side_files: Sequence[str] = ()) -> int:
-    """Open (or create, 0600) a sink file with `flags`; refuse what others could read or change.
-
-    See the module docstring for what is refused. `side_files` are suffixes of files another
-    program (SQLite) opens next to it by name: an existing one is checked the same way.
-    """
-    with parent_directory(path, InvalidArgumentError) as (dir_fd, name):
-        for suffix in side_files:
-            with contextlib.suppress(FileNotFoundError):
-                side = os.stat(name + suffix, dir_fd=dir_fd, follow_symlinks=False)
-                _check_existing(path.with_name(path.name + suffix), side)
-        try:
-            flags |= os.O_CREAT | os.O_EXCL
-            return open_in(dir_fd, name, flags, path, error=InvalidArgumentError)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise InvalidArgumentError(f"{path}: cannot open {purpose} ({exc.strerror})") from None
-        try:
-            # O_NONBLOCK: a FIFO planted there fails now instead of hanging; it changes
-            # nothing for a regular file.
-            flags = flags & ~(os.O_CREAT | os.O_EXCL) | os.O_NONBLOCK | os.O_NOCTTY
-            fd = open_in(dir_fd, name, flags, path, error=InvalidArgumentError)
-        except InvalidArgumentError:
-            raise
-        except OSError as exc:
-            raise InvalidArgumentError(f"{path}: cannot open {purpose} ({exc.strerror})") from None
-        try:
-            _check_existing(path, os.fstat(fd))
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-
-def _check_existing(path: Path, info: os.stat_result) -> None:
-    """Refuse an existing sink file others could read through or change; warn if readable."""
-    mode = stat.S_IMODE(info.st_mode)
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        raise InvalidArgumentError(symlink_message(path, path))
-    if not stat.S_ISREG(info.st_mode):
-        problem = f"is {file_kind(info.st_mode)}, not a regular file"
-    elif info.st_nlink != 1:
-        problem = f"has {info.st_nlink} hard links, so other names can read it"
-    elif info.st_uid not in (os.geteuid(), 0):
-        problem = f"belongs to user {info.st_uid}, who could read it or give it to others"
-    elif mode & 0o022:
-        problem = f"is writable by group or others (mode {mode:04o})"
-    if problem is not None:
-        raise InvalidArgumentError(
-            f"{path} {problem}; a sink file holds decrypted payloads: remove it or pick "
-            "another path, and a new one is created with mode 0600"
-        )
-    if mode & 0o044:
-        _logger.warning(
-            "%s holds decrypted payloads but is readable by group or others (mode %04o); "
-            "run: chmod 600 %s",
-            path,
-            mode,
-            path,
-        )
-
-
 class SQLiteSink:
     """Payloads in one SQLite table, WAL mode, one committed transaction per batch."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        # Created 0600 before SQLite sees it: SQLite would create it 0644 (less the umask),
-        # and creates the -wal and -shm files with the database file's mode.
-        fd = _open_sink_file(self.path, os.O_RDWR, "the SQLite file", _SQLITE_SIDE_FILES)
+        self._db = connect_private_sqlite(self.path, "payload database", busy_timeout)
         try:
-            # One writer thread uses the connection, but not the thread that opened it.
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            # SQLite opens the file by name again: make sure it found the one checked.
-            checked, opened = os.fstat(fd), os.stat(self.path, follow_symlinks=False)
-        except (sqlite3.Error, OSError) as exc:
-            raise InvalidArgumentError(
-                f"{self.path}: cannot open the SQLite file ({exc})"
-            ) from None
-        finally:
-            os.close(fd)
-        if (checked.st_dev, checked.st_ino) != (opened.st_dev, opened.st_ino):
-            self._db.close()
-            raise InvalidArgumentError(f"{self.path} was replaced while it was opened; retry")
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk when write_batch returns, also across a power cut.
-            self._db.execute("PRAGMA synchronous=FULL")
             with self._transaction():
                 self._db.execute(_SCHEMA)
                 self._db.execute(_INDEX)
@@ -337,21 +255,8 @@ class SQLiteSink:
                 f"{self.path}: cannot use it as the payload database ({exc})"
             ) from None
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # BEGIN IMMEDIATE takes the write lock up front, so several processes queue on the
-        # busy timeout instead of failing halfway through a batch.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (I/O error, busy) can leave the transaction open, and every
-            # later BEGIN would fail: roll back so the next batch starts clean.
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            raise
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return sqlite_transaction(self._db)
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
         """Insert `records` in one transaction; a known idempotency key keeps its first row."""
@@ -375,42 +280,56 @@ class SQLiteSink:
 
 
 class JSONLSink:
-    """Payloads appended as JSON lines; each batch written, flushed and fsynced under a lock."""
+    """Payloads appended as JSON lines; each batch written, flushed and fsynced under a lock.
+
+    Signed bodies' jtis go to ``PATH.replays.db`` beside the file (`replay.FileReplays`).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._fd = _open_sink_file(self.path, os.O_WRONLY | os.O_APPEND, "for appending")
-        self._replays = MemoryReplays()
+        self._fd = open_sink_file(self.path, os.O_WRONLY | os.O_APPEND, "for appending")
+        self._replays = FileReplays(self.path.with_name(self.path.name + REPLAYS_SUFFIX))
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
         """Append `records` as JSON lines in one locked write, then fsync."""
-        replays = [self._replays.claim(r) for r in records]
-        data = "".join(
-            r.to_json_line() for r, replay in zip(records, replays, strict=True) if not replay
-        ).encode("utf-8")
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            end = os.fstat(self._fd).st_size  # stable: every writer holds the lock
+        with self._replays.claiming(records) as replays:
+            data = json_lines(records, replays).encode("utf-8")
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                os.fsync(self._fd)
-            except BaseException:
-                # The batch is answered 503 and will be sent again: leave none of it behind.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, end)
-                raise
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return [replay or r.id for r, replay in zip(records, replays, strict=True)]
+                end = os.fstat(self._fd).st_size  # stable: every writer holds the lock
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(self._fd, view) :]
+                    os.fsync(self._fd)
+                except BaseException:
+                    # The batch is answered 503 and will be sent again: leave none of it behind.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, end)
+                    raise
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return own_ids(records, replays)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and the replays file)."""
         os.close(self._fd)
+        self._replays.close()
 
     def __repr__(self) -> str:
         return f"JSONLSink({str(self.path)!r})"
+
+
+def json_lines(records: Sequence[ReceivedPayload], replays: Sequence[str | None]) -> str:
+    """The JSON lines of the records to store: those without a replay marker."""
+    return "".join(
+        r.to_json_line() for r, replay in zip(records, replays, strict=True) if not replay
+    )
+
+
+def own_ids(records: Sequence[ReceivedPayload], replays: Sequence[str | None]) -> list[str]:
+    """What a sink that stores every record returns: its replay marker, or its own id."""
+    return [replay or r.id for r, replay in zip(records, replays, strict=True)]
 
 
 class StdoutSink:
@@ -425,11 +344,10 @@ class StdoutSink:
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
         """Write `records` as JSON lines and flush."""
-        replays = [self._replays.claim(r) for r in records]
-        lines = (r.to_json_line() for r, replay in zip(records, replays, strict=True) if not replay)
-        self._stream.write("".join(lines).encode("utf-8"))
-        self._stream.flush()
-        return [replay or r.id for r, replay in zip(records, replays, strict=True)]
+        with self._replays.claiming(records) as replays:
+            self._stream.write(json_lines(records, replays).encode("utf-8"))
+            self._stream.flush()
+        return own_ids(records, replays)
 
     def close(self) -> None:
         """Flush; standard output itself stays open."""
@@ -440,7 +358,10 @@ class StdoutSink:
 
 
 def parse_sink_url(url: str) -> tuple[str, Path | None]:
-    """Split a sink URL into its kind (sqlite, jsonl, postgresql, stdout) and path."""
+    """Split a sink URL into its kind (sqlite, jsonl, archive, postgresql, stdout) and path.
+
+    ``archive`` is a ``jsonl`` URL with ``?seal=``; its path is the archive directory.
+    """
     if url == "-":
         return "stdout", None
     if url.startswith(POSTGRES_SCHEMES):
@@ -448,17 +369,53 @@ def parse_sink_url(url: str) -> tuple[str, Path | None]:
     for scheme in ("sqlite", "jsonl"):
         prefix = f"{scheme}://"
         if url.startswith(prefix):
-            rest = url[len(prefix) :]
+            rest, question, _query = url[len(prefix) :].partition("?")
             if not rest.startswith("/") or len(rest) < 2:
                 raise SinkURLError(
                     f"sink {url!r} has no path: write {scheme}:///relative/file or "
                     f"{scheme}:////absolute/file"
                 )
-            return scheme, Path(rest[1:])
+            if question and (scheme != "jsonl" or archive_settings(url) is None):
+                raise SinkURLError(f"sink {url!r}: only a jsonl:// sink takes ?seal=PUBLIC_SET")
+            return ("archive" if question else scheme), Path(rest[1:])
     raise SinkURLError(
         f"sink {url!r} is unknown: use sqlite:///PATH.db, jsonl:///PATH.jsonl, "
-        "postgresql://USER@HOST/DB or - (stdout)"
+        "jsonl:///DIR/?seal=PUBLIC_SET, postgresql://USER@HOST/DB or - (stdout)"
     )
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """What a ``jsonl:///DIR/?seal=PUBLIC_SET[&max_file_size=SIZE]`` URL asks for."""
+
+    directory: Path
+    seal: Path
+    max_file_size: int = DEFAULT_ARCHIVE_FILE_SIZE
+
+
+def archive_settings(url: str) -> ArchiveSettings | None:
+    """The sealed archive a ``jsonl://`` URL with a query names; None without a query."""
+    rest, question, query = url.removeprefix("jsonl://").partition("?")
+    if not question or not url.startswith("jsonl://"):
+        return None
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+    except ValueError:
+        options = {}
+    unknown = sorted(set(options) - {"seal", "max_file_size"})
+    if unknown or not options.get("seal") or not rest.startswith("/") or len(rest) < 2:
+        raise SinkURLError(
+            f"sink {url!r} is not understood: a sealed archive is "
+            "jsonl:///DIR/?seal=PUBLIC_SET (optionally &max_file_size=16MiB)"
+            + (f"; unknown option {', '.join(unknown)}" if unknown else "")
+        )
+    settings = ArchiveSettings(Path(rest[1:]), Path(options["seal"]))
+    if "max_file_size" in options:
+        size = parse_size(options["max_file_size"])  # InvalidArgumentError, with the rule
+        if size < 1:
+            raise SinkURLError(f"sink {url!r}: max_file_size must be at least 1 byte")
+        settings = dataclasses.replace(settings, max_file_size=size)
+    return settings
 
 
 def open_sink(url: str) -> Sink:
@@ -470,6 +427,12 @@ def open_sink(url: str) -> Sink:
     if kind == "jsonl":
         assert path is not None
         return JSONLSink(path)
+    if kind == "archive":
+        from .archive import ArchiveSink  # noqa: PLC0415 (it imports this module)
+
+        settings = archive_settings(url)
+        assert settings is not None
+        return ArchiveSink(settings.directory, settings.seal, max_file_size=settings.max_file_size)
     if kind == "postgresql":
         return _open_postgres(url)
     return StdoutSink()
@@ -507,4 +470,11 @@ def describe_sink(url: str) -> str:
     if path is None:
         return "standard output (JSON lines)"
     where = path.resolve()
+    if kind == "archive":
+        settings = archive_settings(url)
+        assert settings is not None
+        return (
+            f"sealed archive {where} (JSON lines sealed to the keys of "
+            f"{settings.seal.resolve()}, files up to {format_size(settings.max_file_size)})"
+        )
     return f"SQLite file {where}" if kind == "sqlite" else f"JSON-lines file {where}"

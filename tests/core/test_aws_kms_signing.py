@@ -136,3 +136,36 @@ def test_bad_uris_and_keys_are_configuration_errors(kms: Any) -> None:
         AWSKMSSigningKey(f"aws-kms:{kms.rsa_key()}")
     with pytest.raises(KeySourceError, match="no such key"):
         AWSKMSSigningKey("aws-kms:alias/missing")
+
+
+class _OtherKeysAnswers:
+    """A KMS client whose Sign/GenerateMac/VerifyMac answers name another key's ARN."""
+
+    def __init__(self, client: Any, other_arn: str) -> None:
+        self._client = client
+        self._other = other_arn
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if name not in ("sign", "generate_mac", "verify_mac"):
+            return method
+
+        def relabelled(**arguments: Any) -> Any:
+            return {**method(**arguments), "KeyId": self._other}
+
+        return relabelled
+
+
+@pytest.mark.parametrize("alg", ["ES256", "HS256"])
+def test_an_answer_for_another_key_is_never_used(kms: Any, alg: str) -> None:
+    """Like Decrypt's in keys.aws_kms: Sign/GenerateMac/VerifyMac must name the asked key."""
+    arn, other = kms.signing_key(alg), kms.signing_key(alg)
+    good = Signer(f"aws-kms:{arn}?kid=s1").sign(PAYLOAD)
+    liar = AWSKMSSigningKey(
+        f"aws-kms:{arn}?alg={alg}&kid=s1", client=_OtherKeysAnswers(kms.client(), other)
+    )
+    with pytest.raises(KeySourceUnavailableError, match="not " + arn):
+        Signer(liar).sign(PAYLOAD)
+    if alg == "HS256":
+        with pytest.raises(KeySourceUnavailableError, match="not " + arn):
+            Verifier(liar).verify(good, Limits())

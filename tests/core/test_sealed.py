@@ -558,3 +558,32 @@ def test_any_change_is_refused(
     tampered = bytearray(blob)
     tampered[position % len(blob)] ^= 1 << bit
     refuses(bytes(tampered), keys)
+
+
+def test_file_sealer_checks_what_it_wrote_without_a_private_key(keys: JWKManager) -> None:
+    """The archive sink's read-back: any change, cut, addition or other file is refused."""
+    from request_crypto import FileSealer
+
+    data = os.urandom(3 * SEG + 100)
+    sealer = FileSealer(JWKManager({"keys": public(keys, "alice", "bob")}), segment_size=SEG)
+    out = io.BytesIO()
+    assert sealer.write(io.BytesIO(data), out.write) == len(data)
+    written = out.getvalue()
+    assert sealer.check(io.BytesIO(written)) == len(data)
+    assert open_sealed(io.BytesIO(written), io.BytesIO(), only(keys, "bob")) == len(data)
+    with pytest.raises(InvalidArgumentError, match="one file"):
+        sealer.write(io.BytesIO(data), io.BytesIO().write)  # never the same key and nonces twice
+    other = sealed_bytes(keys, data, "alice")
+    cut = written[: len(written) - SEG // 2]
+    for changed in (
+        other,
+        written + b"x",
+        written + written[-(SEG + TAG) :],
+        written[:-1],
+        cut,
+        written[: -(100 + TAG)],  # a whole final segment gone
+        written[:200] + bytes([written[200] ^ 1]) + written[201:],
+        written[:-5] + bytes([written[-5] ^ 1]) + written[-4:],
+    ):
+        with pytest.raises(RequestCryptoError):
+            sealer.check(io.BytesIO(changed))

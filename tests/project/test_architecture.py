@@ -23,6 +23,7 @@ PUBLIC_NAMES = [
     "DecryptedRequest",
     "DirectKeySet",
     "ElasticBody",
+    "FileSealer",
     "Format",
     "JWKDecryptResult",
     "JWKManager",

@@ -175,5 +175,8 @@ def test_hsm_benchmark_measures_the_token_beside_its_bound(tmp_path: Path) -> No
     assert "SoftHSM RSA-OAEP decrypt (the bound)" in done.stdout
     best = json.loads(out.read_text())["best"]
     assert best["hsm.raw"] > 0 and best["hsm.jwe.1"] > 0 and best["hsm.jwe.4"] > 0
+    assert all(
+        best[f"hsm.{k}"] > 0 for k in ("sign.raw", "sign.token", "sign.local", "verify.token")
+    )
     targets = {t["name"]: t for t in json.loads(out.read_text())["targets"]}
     assert targets["jwe via SoftHSM, 4 threads >= 90% of SoftHSM RSA-OAEP"]["value"] > 0

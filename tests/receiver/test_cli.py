@@ -10,14 +10,11 @@ import contextlib
 import importlib
 import json
 import os
-import queue
 import re
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -42,9 +39,9 @@ from request_crypto.receiver import cli as receiver_cli_module
 from request_crypto.receiver.cli import register
 from request_crypto.receiver.config import ENV_PREFIX
 from request_crypto.receiver.testing import ReceiverThread
+from tests.receiver.processes import Server, console_script, run_cli
 
 runner = CliRunner()
-STARTUP = re.compile(r"listening on (http://[^ ]+) ")
 PROXY_VARIABLES = [
     name for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY") for name in (base, base.lower())
 ]
@@ -300,87 +297,6 @@ def test_serving_settings_are_undone_even_after_a_failure(tmp_path: Path) -> Non
 
 # ---------------------------------------------------------------------------------------------
 # real processes
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without proxies (loopback only) and with unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def console_script() -> list[str]:
-    script = Path(sys.executable).parent / "request-crypto"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "request_crypto"]
-
-
-class Server:
-    """A `serve` subprocess; stderr is drained continuously (request lines go there)."""
-
-    def __init__(self, command: list[str], cwd: Path) -> None:
-        self.process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        assert self.process.stderr is not None
-        stream = self.process.stderr
-        self._reader = threading.Thread(target=self._drain, args=(stream,), daemon=True)
-        self._reader.start()
-
-    def _drain(self, stream: Any) -> None:
-        for line in stream:
-            self.stderr.append(line)
-            self.lines.put(line)
-
-    def wait_listening(self, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    pytest.fail(f"serve exited {self.process.returncode}: {''.join(self.stderr)}")
-                continue
-            match = STARTUP.search(line)
-            if match:
-                url = match.group(1)
-                with httpx.Client(trust_env=False, timeout=30) as http:
-                    assert http.get(f"{url}/healthz").json()["status"] == "ok"
-                return url
-        pytest.fail(f"no startup line within {timeout} s: {''.join(self.stderr)}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            pytest.fail("serve did not stop within 30 s of SIGTERM")
-        finally:
-            self._reader.join(10)
-            assert self.process.stderr is not None
-            self.process.stderr.close()
-        return code
-
-
-def run_cli(
-    command: list[str], cwd: Path, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, cwd=cwd, env=clean_env(), input=stdin, capture_output=True, text=True,
-        timeout=60, check=False,
-    )  # fmt: skip
 
 
 @pytest.mark.slow

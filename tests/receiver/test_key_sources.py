@@ -7,19 +7,23 @@ An HSM or KMS that is down or throttling is a 503 with Retry-After (senders retr
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
-from request_crypto import KeySetFile, RequestEncryptor
+from request_crypto import JWKManager, KeySetFile, RequestEncryptor
+from request_crypto.keyfile import write_jwks
 from request_crypto.keys.aws_kms import AWSKMSKeySource
+from request_crypto.keys.signing import generate_signing_jwk, public_key_set
 from request_crypto.receiver import ReceiverConfig, create_app
 from request_crypto.receiver import cli as receiver_cli
 from request_crypto.receiver.testing import ReceiverThread
-from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client
+from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, write_private_set
 
 PAYLOAD = {"event": "login"}
 
@@ -153,3 +157,82 @@ def test_an_encrypted_key_file_is_served_and_reloaded(tmp_path: Path) -> None:
         public = http.get(WELL_KNOWN).json()
         body = RequestEncryptor(public, format="jwe").encrypt("enc-2", PAYLOAD)
         assert http.post(PAYLOADS, content=body).status_code == 202
+
+
+def test_verify_with_several_sets_merged_by_kid_file_token_and_kms(
+    softhsm: Any, kms: Any, tmp_path: Path
+) -> None:
+    """serve --verify-with FILE --verify-with pkcs11:... --verify-with aws-kms:...: a body
+    signed by any of them is stored; a kid two sets give different keys is refused (401)."""
+    from request_crypto.keys.pkcs11_signing import generate_signing_key
+
+    manager = JWKManager()
+    manager.add_key("rx")
+    keys = write_private_set(tmp_path / "private.json", manager)
+    file_sender = {"keys": [generate_signing_jwk("file-sender", "ES256")]}
+    senders = tmp_path / "senders.json"
+    write_jwks(senders, public_key_set(file_sender))
+    token_uri = softhsm.uri("merged-sender", token="rc-sign")
+    generate_signing_key(token_uri, "ES256")
+    kms.signing_key("ES256", alias="merged-kms")
+    kms_uri = "aws-kms:alias/merged-kms"
+    config = ReceiverConfig(
+        jwks=keys, verify_with=[str(senders), token_uri, kms_uri], sink=f"sqlite:///{tmp_path}/p.db"
+    )
+    assert ReceiverConfig.from_env(config.to_env()).verify_with == (
+        str(senders.resolve()), token_uri, kms_uri
+    )  # fmt: skip
+    public = manager.get_public_jwks()
+    impostor = {"keys": [generate_signing_jwk("merged-sender", "ES256")]}  # the token's kid
+    bodies = {
+        name: RequestEncryptor(public, sign_with=signer).encrypt("rx", {"by": name})
+        for name, signer in (("file", file_sender), ("token", token_uri), ("kms", kms_uri))
+    }
+    with (
+        ReceiverThread(create_app(keys, verify_with=config.verify_with, sink=config.sink)) as rx,
+        client(rx.url) as http,
+    ):
+        for name, body in bodies.items():
+            answer = http.post(PAYLOADS, content=body)
+            assert answer.status_code == 202, (name, answer.text)
+        write_jwks(senders, public_key_set({"keys": [*file_sender["keys"], *impostor["keys"]]}))
+        time.sleep(1.2)  # the senders' file is looked at about every second
+        again = RequestEncryptor(public, sign_with=token_uri).encrypt("rx", {"by": "token"})
+        refused = http.post(PAYLOADS, content=again)
+        assert refused.status_code == 401 and "different keys" in refused.json()["error"]
+
+
+def test_a_kms_wrapped_key_file_is_served_reloaded_and_survives_a_kms_outage(
+    kms: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from request_crypto.receiver._keys import KeyFile
+
+    client_ = kms.client()
+    arn = client_.create_key()["KeyMetadata"]["Arn"]
+    client_.create_alias(AliasName="alias/rx-wrap", TargetKeyId=arn)
+    keys = KeySetFile.init(tmp_path / "wrapped.jwe", "w-1", wrap_with="aws-kms:alias/rx-wrap")
+    config = ReceiverConfig(
+        jwks=keys.path, reload_interval=0.2, sink=f"jsonl:///{tmp_path / 'p.jsonl'}"
+    )
+    with ReceiverThread(create_app(config)) as receiver, client(receiver.url) as http:
+        keys.add("w-2")
+        deadline = time.monotonic() + 30
+        while "w-2" not in json.dumps(http.get(WELL_KNOWN).json()):
+            assert time.monotonic() < deadline, "the wrapped file was not reloaded"
+            time.sleep(0.1)
+        body = RequestEncryptor(http.get(WELL_KNOWN).json(), format="jwe").encrypt("w-2", PAYLOAD)
+        assert http.post(PAYLOADS, content=body).status_code == 202
+    watched = KeyFile(keys.path, 1 << 20, grace=0)
+    keys.add("w-3")
+    endpoint = os.environ["AWS_ENDPOINT_URL_KMS"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    assert anyio.run(watched.check) is False  # KMS down: the keys in use stay
+    assert watched.failing is not None and watched.keys.decryptor.source.kids() == ["w-1", "w-2"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", endpoint)
+    stat = keys.path.stat()
+    os.utime(keys.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert anyio.run(watched.check) is True and watched.failing is None
+    assert watched.keys.decryptor.source.kids() == ["w-1", "w-2", "w-3"]

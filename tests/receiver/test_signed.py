@@ -186,3 +186,57 @@ def test_serve_takes_a_dir_set_opens_signed_dir_bodies_and_publishes_no_secret(
     assert "not a signing set" in fails(
         "serve", "--jwks", secrets, "--verify-with", files["keys"], "--port", "0"
     )
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "archive"])
+def test_jsonl_sinks_refuse_a_replay_after_a_restart(files, keys, sender, kind) -> None:
+    """The jtis of the JSON-lines sinks are in a file beside them, not in one process's memory."""
+    write_jwks(files["db"].with_name("archive_public.json"), keys.get_public_jwks())
+    sink = (
+        f"jsonl:///{files['db'].with_suffix('.jsonl')}"
+        if kind == "jsonl"
+        else f"jsonl:///{files['db'].with_name('archive')}/?seal="
+        f"{files['db'].with_name('archive_public.json')}"
+    )
+    token = RequestEncryptor(keys.get_public_jwks(), sign_with=sender).signer.sign({"n": 1})
+    public = JWKManager(keys.get_public_jwks())
+    bodies = [public.encrypt_jwe("rx-a", token.encode(), cty="JWT") for _ in range(2)]
+    with serve(files, sink=sink) as receiver, client(receiver.url) as http:
+        first = http.post(PAYLOADS, content=bodies[0])
+        assert first.status_code == 202
+    with serve(files, sink=sink) as receiver, client(receiver.url) as http:
+        replayed = http.post(PAYLOADS, content=bodies[1])
+        assert replayed.status_code == 409 and "replay" in replayed.json()["error"]
+        # The first body's retry is accepted (stored again: JSON lines are at least once).
+        assert http.post(PAYLOADS, content=bodies[0]).status_code == 202
+
+
+def test_two_jsonl_sinks_share_the_replays_file_and_a_failed_batch_claims_nothing(
+    tmp_path, monkeypatch
+) -> None:
+    """Two sinks on one file (two workers): a jti one stored is a replay at the other."""
+    from request_crypto.receiver import JSONLSink
+    from request_crypto.receiver.replay import replayed_id
+    from tests.receiver.helpers import record
+
+    path = tmp_path / "p.jsonl"
+    first, second = JSONLSink(path), JSONLSink(path)
+    stored = record({"n": 1}, body=b"one", jti="jti-1")
+    assert first.write_batch([stored]) == [stored.id]
+    (marker,) = second.write_batch([record({"n": 1}, body=b"two", jti="jti-1")])
+    assert replayed_id(marker) == stored.id
+    assert (tmp_path / "p.jsonl.replays.db").stat().st_mode & 0o777 == 0o600
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        second.write_batch([record({"n": 2}, body=b"three", jti="jti-2")])
+    monkeypatch.undo()
+    # The failed batch's jti was rolled back: another body with it is not a replay.
+    other = record({"n": 2}, body=b"four", jti="jti-2")
+    assert first.write_batch([other]) == [other.id]
+    first.close()
+    second.close()
+    assert [json.loads(line)["payload"]["n"] for line in path.read_text().splitlines()] == [1, 2]

@@ -27,7 +27,8 @@ from request_crypto.keyfile import write_jwks
 from request_crypto.receiver import ReceiverConfig
 from request_crypto.receiver.app import SMALL_BODY
 from request_crypto.receiver.config import ENV_PREFIX
-from tests.receiver.test_cli import Server, console_script, run
+from tests.receiver.processes import Server, console_script
+from tests.receiver.test_cli import run
 
 SLOW_HEADS = 400  # trickle a request head, a byte at a time, never finishing it
 SILENT = 100  # connect and send nothing
