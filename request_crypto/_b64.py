@@ -66,7 +66,7 @@ def b64url_decode(data: str | bytes, what: str) -> bytes:
     bits of the last character zero, so every byte string has exactly one accepted encoding
     (a body cannot be re-encoded into a different-looking one that decrypts the same).
     """
-    raw = ascii_bytes(data, what)
+    raw = data if type(data) is bytes else ascii_bytes(data, what)  # parts of a split: as is
     decoded = b64url_decode_canonical(raw)  # the common case, in fewer passes
     if decoded is not None:
         return decoded

@@ -451,17 +451,18 @@ class RequestDecryptor:
         self, format: Format, opened: Opened
     ) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
         """Verify a signed body (or refuse an unsigned one if required), then parse it."""
-        if format is Format.JWE and is_signed_header(opened.metadata.header):
+        metadata = opened.metadata  # built once: each access makes a new object
+        if format is Format.JWE and is_signed_header(metadata.header):
             if self._verifier is None:
                 raise SignatureError(
                     "the body is a signed JWT (cty JWT) and this decryptor has no verification "
                     "keys: give verify_with (the sender's public signing set)"
                 )
             claims, signer = self._verifier.verify(bytes(opened.plaintext), self.limits)
-            return claims, format, opened.metadata, signer
+            return claims, format, metadata, signer
         if self.require_signature:
             raise UnsignedBodyError(f"{format.value} format")
-        return self._loads(opened), format, opened.metadata, None
+        return self._loads(opened), format, metadata, None
 
     def _loads(self, opened: Opened) -> Any:
         """The JSON budget, for every format; the plaintext is freed as soon as it is parsed."""

@@ -67,6 +67,8 @@ _HASHES: Mapping[str, hashes.HashAlgorithm] = {
     "RS256": hashes.SHA256(),
     "PS256": hashes.SHA256(),
 }
+#: The ECDSA signature algorithms, built once (not per signature: each is a Python object).
+_ECDSA: Mapping[str, ec.ECDSA] = {alg: ec.ECDSA(_HASHES[alg]) for alg in _CURVES}
 #: What a public JWK of each key type keeps.
 _PUBLIC_MEMBERS: Mapping[str, tuple[str, ...]] = {
     "EC": ("kty", "kid", "use", "alg", "crv", "x", "y"),
@@ -186,7 +188,7 @@ class SigningKey:
         if self._private is None:
             raise InvalidArgumentError(f"key {self.kid!r} is a public key: it cannot sign")
         if self.alg in _CURVES:
-            der = self._private.sign(data, ec.ECDSA(_HASHES[self.alg]))
+            der = self._private.sign(data, _ECDSA[self.alg])
             r, s = utils.decode_dss_signature(der)
             size = _CURVES[self.alg][1]
             return r.to_bytes(size, "big") + s.to_bytes(size, "big")
@@ -207,14 +209,14 @@ class SigningKey:
 
     def _verify(self, data: bytes, signature: bytes) -> None:
         public = self._public
-        if self.alg in _CURVES:
+        ecdsa = _ECDSA.get(self.alg)
+        if ecdsa is not None:
             size = _CURVES[self.alg][1]
             if len(signature) != 2 * size:
                 raise InvalidSignature
             r = int.from_bytes(signature[:size], "big")
             s = int.from_bytes(signature[size:], "big")
-            der = utils.encode_dss_signature(r, s)
-            public.verify(der, data, ec.ECDSA(_HASHES[self.alg]))
+            public.verify(utils.encode_dss_signature(r, s), data, ecdsa)
         elif self.alg == "EdDSA":
             if not isinstance(public, ed25519.Ed25519PublicKey) or len(signature) != 64:
                 raise InvalidSignature

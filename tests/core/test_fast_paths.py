@@ -16,17 +16,21 @@ import datetime
 import enum
 import importlib.metadata
 import json
+import marshal
 import math
 import os
 import random
+import re
 import struct
 import subprocess
 import sys
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _json
 from request_crypto import _jose as jwe
@@ -341,6 +345,91 @@ def test_orjson_dumps_refuses_a_cycle() -> None:
     cycle: list[Any] = []
     cycle.append(cycle)
     assert ours(cycle) == "refused"
+
+
+def regex_says_non_finite(data: bytes) -> bool:
+    """The scan _json used before: any float type byte, 6 bytes, then a non-finite top."""
+    pattern = rb"[g\xe7][\x00-\xff]{6}[\xf0-\xff][\x7f\xff]"
+    return re.search(pattern, data, re.DOTALL) is not None
+
+
+def test_the_non_finite_scan_agrees_with_the_regex_on_any_bytes() -> None:
+    rng = random.Random(11)
+    alphabet = b"g\xe7\x7f\xff\xf0\xf8\x00a"  # every byte that matters, and two that do not
+    floats = [math.nan, math.inf, -math.inf, 1.5, -0.0, 1e308, 5e-324, None, "g\x7f", 2**40]
+    for round_ in range(3000):
+        if round_ % 3:
+            data = bytes(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        else:
+            data = marshal.dumps([rng.choice(floats) for _ in range(rng.randrange(6))], 4)
+        assert _json.non_finite_in_marshal(data) == regex_says_non_finite(data), data
+
+
+def test_the_non_finite_scan_past_its_candidate_cap_still_finds_them() -> None:
+    many = "\x7f" * 5000  # candidates that are not floats, then the one that is
+    for tail, expected in ((math.nan, True), (-math.inf, True), (1.0, False)):
+        data = marshal.dumps([many, tail], 4)
+        assert _json.non_finite_in_marshal(data) is expected
+
+
+@orjson_needed
+def test_a_large_serialization_holds_no_spare_capacity() -> None:
+    value = [{"id": i, "name": f"record-{i}", "ratio": i / 7, "owner": None} for i in range(40000)]
+    tracemalloc.start()
+    try:
+        dumped = _json.dumps_utf8(value)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(dumped) > _json._TRIM_FROM
+    assert held < 1.1 * len(dumped)  # orjson's own bytes held ~1.6x their length
+
+
+def opened(open_: Any, *args: Any) -> bytes | str:
+    try:
+        return bytes(open_(*args))
+    except Exception:  # the caller maps every failure to one DecryptionError
+        return "refused"
+
+
+def cbc_token(enc: str, cek: bytes, plaintext: bytes, pad: bytes | None) -> jwe.CompactJWE:
+    """A CBC-HMAC token of `plaintext`; with `pad`, that padding instead of PKCS#7's, MAC'd."""
+    content = jwe.CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    protected = b"eyJhbGciOiJSU0EtT0FFUCJ9"
+    iv, ciphertext, tag = content.encrypt(cek, protected, plaintext)
+    if pad is not None:
+        half = len(cek) // 2
+        padded = plaintext + pad
+        padded += bytes(-len(padded) % 16)
+        encryptor = Cipher(algorithms.AES(cek[half:]), modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        tag = content._mac(cek[:half], protected, iv, ciphertext)
+    return jwe.CompactJWE(protected, {"enc": enc}, b"", iv, ciphertext, tag)
+
+
+@pytest.mark.parametrize("enc", ["A128CBC-HS256", "A256CBC-HS512"])
+def test_cbc_hmac_opens_and_refuses_what_jwcrypto_does(enc: str) -> None:
+    rng = random.Random(enc)
+    content = jwe.CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    refused = 0
+    for _ in range(300):
+        cek = rng.randbytes(content.wrap_key_size // 8)
+        plaintext = rng.randbytes(rng.randrange(70))
+        pad = rng.choice([None, None, b"", b"\x00", b"\x11", b"\x02\x01", b"\x03" * 3])
+        token = cbc_token(enc, cek, plaintext, pad)
+        field = rng.choice(["iv", "ciphertext", "tag", "protected", None])
+        if field is not None and getattr(token, field):
+            value = bytearray(getattr(token, field))
+            value[rng.randrange(len(value))] ^= 1 << rng.randrange(8)
+            token = token._replace(**{field: bytes(value)})
+        ours = opened(jwe._open_content, enc, cek, token)
+        parts = (token.protected, token.iv, token.ciphertext, token.tag)
+        theirs = opened(content.decrypt, cek, *parts)
+        assert ours == theirs
+        if field is None and pad is None:
+            assert ours == plaintext
+        refused += ours == "refused"
+    assert refused > 100  # tampering and bad padding were tried, not only valid tokens
 
 
 def stdlib_loads(data: bytes) -> Any:
