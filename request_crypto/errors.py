@@ -42,6 +42,7 @@ The hierarchy (`receiver` classes live in `request_crypto.receiver`; the rest he
     ├── SinkUnavailableError                the receiver could not store a payload
     ├── OutputFileError (OSError)           an output file cannot be made or put in place
     ├── InputError (OSError)                INPUT cannot be read, or stdout closed early
+    ├── S3Error (OSError)                   an s3:// INPUT/OUTPUT: bad URI, missing, denied, down
     └── InternalSignal                      private control flow, never escapes the package
         (the receiver's refusals, a fast path declining an input, a duplicate JSON member)
 """
@@ -74,6 +75,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PinInURIWarning",
     "RequestCryptoError",
+    "S3Error",
     "SealedFormatError",
     "SegmentError",
     "SignatureError",
@@ -298,6 +300,11 @@ class OutputFileError(RequestCryptoError, OSError):
 
 class InputError(RequestCryptoError, OSError):
     """INPUT cannot be read, or stdout was closed early."""
+
+
+class S3Error(RequestCryptoError, OSError):
+    """An s3:// INPUT or OUTPUT failed: a bad URI, no such bucket or object, access denied,
+    an unreachable endpoint. The message names the object and what to fix."""
 
 
 class MissingKidInBodyError(NoKeyFoundError):

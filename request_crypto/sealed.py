@@ -1,12 +1,15 @@
 """Sealed files: envelope encryption of files and streams of any size, in constant memory.
 
 A sealed file is a text header (the format and version, the segment size, a salt, one
-standard compact JWE of the random 256-bit file key per recipient, and an HMAC of all that
-under a key derived from the file key), then the data as AES-256-GCM segments (STREAM, see
-`_stream`). docs/FILE-FORMAT.md gives the exact bytes; fixtures/sealed/ holds test vectors.
+standard compact JWE of the random 256-bit file key per recipient, optionally that key
+wrapped by AWS KMS, and an HMAC of all that under a key derived from the file key), then the
+data as AES-256-GCM segments (STREAM, see `_stream`). docs/FILE-FORMAT.md gives the exact
+bytes; fixtures/sealed/ holds test vectors.
 
-- `seal(src, dst, recipients)` and `open_sealed(src, dst, keys)` stream between binary file
-  objects (or to a path, which then appears only once complete).
+- `seal(src, dst, recipients, kms=...)` and `open_sealed(src, dst, keys)` stream between
+  binary file objects (or to a path, which then appears only once complete). With `kms` (a
+  `DataKeySource`: `keys.aws_kms_data_key.KMSDataKey`), KMS `GenerateDataKey` makes the file
+  key; `keys` may then be that KMS key instead of a private key set.
 - `SealedReader(src, keys)` is a seekable, readable file object over a sealed file: it
   decrypts only the segments a read touches.
 - `inspect_sealed(src)` reads the recipients' kids, the segment size and the plaintext
@@ -14,10 +17,9 @@ under a key derived from the file key), then the data as AES-256-GCM segments (S
 - `FileSealer` is one file's header and key: `seal` uses it once; a writer that keeps it can
   authenticate what it wrote without a private key (the receiver's archive sink).
 
-Every check that needs no key (magic, version, sizes, recipient count, each JWE's shape) runs
-before any RSA work (`_sealed_header` parses the header); a file key is unwrapped in one
-place, `unwrap_file_key`, so a key source other than a private key set (an HSM, a KMS) can
-take its place later.
+Every check that needs no key (magic, version, sizes, recipient count, each line's shape)
+runs before any RSA or KMS work (`_sealed_header` parses the header); a JWE recipient is
+unwrapped in one place, `unwrap_file_key`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Protocol, Union
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -39,8 +41,10 @@ from ._b64 import b64url_encode
 from ._sealed_header import (
     DEFAULT_SEGMENT_SIZE,
     FORMAT_NAME,
+    KMS_LINE,
     MAC_LINE,
     MAGIC,
+    MAGIC_KMS,
     MAX_HEADER_SIZE,
     MAX_RECIPIENTS,
     MAX_SEGMENT_SIZE,
@@ -50,6 +54,7 @@ from ._sealed_header import (
     SALT_LINE,
     SEGMENT_LINE,
     Header,
+    kms_context,
     read_header,
 )
 from ._stream import (
@@ -78,6 +83,7 @@ __all__ = [
     "MAGIC",
     "MAX_HEADER_SIZE",
     "MAX_RECIPIENTS",
+    "DataKeySource",
     "FileSealer",
     "HeaderAuthenticationError",
     "NoRecipientKeyError",
@@ -102,6 +108,22 @@ _PAYLOAD_INFO = b"request-crypto-sealed/v1 payload"
 Destination = Union[IO[bytes], str, "os.PathLike[str]"]
 
 
+class DataKeySource(Protocol):
+    """A key service making and unwrapping file keys (`keys.aws_kms_data_key.KMSDataKey`)."""
+
+    def generate(self, context: dict[str, str]) -> tuple[bytes, str, bytes]:
+        """A new 32-byte key: (plaintext, the service key's id, the wrapped blob)."""
+        ...
+
+    def unwrap(self, key_id: str, blob: bytes, context: dict[str, str]) -> bytes | None:
+        """The key in `blob`, or None when it is not this key's (or this context's)."""
+        ...
+
+
+#: What opens a sealed file: a private key set, or the KMS key of its aws-kms recipient.
+OpeningKeys = JWKManager | DataKeySource
+
+
 @dataclass(frozen=True)
 class SealedInfo:
     """What a sealed file says about itself without a key. Nothing here is authenticated."""
@@ -112,13 +134,16 @@ class SealedInfo:
     header_size: int
     segments: int
     plaintext_length: int
+    kms_keys: tuple[str, ...] = ()
+    version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """What `inspect` prints: JSON-ready, kids and sizes only."""
         return {
             "format": "sealed",
-            "version": 1,
-            "recipients": [
+            "version": self.version,
+            "recipients": [{"aws_kms_key": arn} for arn in self.kms_keys]
+            + [
                 {"kid": kid, "alg": alg, "enc": RECIPIENT_ENC}
                 for kid, alg in zip(self.kids, self.algs, strict=True)
             ],
@@ -168,20 +193,34 @@ def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
     return file_key
 
 
-def _file_key(header: Header, keys: JWKManager) -> bytes:
-    """Unwrap with the first recipient the set holds a private key for, then check the MAC."""
-    for kid, recipient in zip(header.kids, header.recipients, strict=True):
-        if keys.has_private_key(kid):
-            file_key = unwrap_file_key(keys, recipient)
-            expected = _header_mac(file_key, header.salt, header.authenticated)
-            if not hmac.compare_digest(expected, header.mac):
-                raise HeaderAuthenticationError()
-            return file_key
-    raise NoRecipientKeyError(header.kids)
+def _file_key(header: Header, keys: OpeningKeys) -> bytes:
+    """Unwrap with the KMS key, or the first recipient the set holds a private key for; then
+    check the MAC."""
+    file_key = None
+    if not isinstance(keys, JWKManager):
+        for arn, blob in header.kms:
+            file_key = keys.unwrap(arn, blob, kms_context(header.salt)) or b""
+    else:
+        for kid, recipient in zip(header.kids, header.recipients, strict=True):
+            if keys.has_private_key(kid):
+                file_key = unwrap_file_key(keys, recipient)
+                break
+    if file_key is None:
+        raise NoRecipientKeyError(
+            [*header.kids, *(f"aws-kms:{arn}" for arn, _ in header.kms)] or ["(none)"]
+        )
+    if len(file_key) != FILE_KEY_SIZE or not hmac.compare_digest(
+        _header_mac(file_key, header.salt, header.authenticated), header.mac
+    ):
+        raise HeaderAuthenticationError()
+    return file_key
 
 
-def _recipient_set(recipients: Iterable[Mapping[str, Any]] | JWKManager) -> JWKManager:
-    """The recipients as a key set: a list of public JWKs, or a set already loaded (as is)."""
+def _recipient_set(
+    recipients: Iterable[Mapping[str, Any]] | JWKManager, kms: bool = False
+) -> JWKManager:
+    """The recipients as a key set: a list of public JWKs, or a set already loaded (as is);
+    with a KMS recipient besides (`kms`), the set may be empty."""
     if isinstance(recipients, (Mapping, str, bytes)):
         raise InvalidArgumentError(
             "recipients must be a list of public JWKs (e.g. [jwks.get_public_jwk(kid)])"
@@ -190,9 +229,9 @@ def _recipient_set(recipients: Iterable[Mapping[str, Any]] | JWKManager) -> JWKM
         keys = recipients
     else:
         keys = JWKManager({"keys": [dict(jwk) for jwk in recipients]})
-    if not 1 <= len(keys.kids()) <= MAX_RECIPIENTS:
+    if not 1 <= len(keys.kids()) + kms <= MAX_RECIPIENTS:
         raise InvalidArgumentError(
-            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys.kids())}"
+            f"a sealed file has 1 to {MAX_RECIPIENTS} recipients, not {len(keys.kids()) + kms}"
         )
     return keys
 
@@ -201,14 +240,22 @@ def _recipient_set(recipients: Iterable[Mapping[str, Any]] | JWKManager) -> JWKM
 # Header: writing
 
 
-def _header(recipients: JWKManager, file_key: bytes, segment_size: int) -> tuple[bytes, bytes]:
-    """(the header, its salt)."""
-    salt = os.urandom(SALT_SIZE)
+def _header(
+    recipients: JWKManager,
+    file_key: bytes,
+    segment_size: int,
+    salt: bytes,
+    kms: tuple[str, bytes] | None,
+) -> bytes:
+    """The header: v1, or v2 with the KMS line `kms` (ARN, blob) first."""
     lines = [
-        MAGIC,
+        MAGIC_KMS if kms else MAGIC,
         SEGMENT_LINE + b"%d\n" % segment_size,
         SALT_LINE + b64url_encode(salt).encode("ascii") + b"\n",
     ]
+    if kms:
+        arn, blob = kms
+        lines.append(b"%s%s %s\n" % (KMS_LINE, arn.encode("ascii"), b64url_encode(blob).encode()))
     for kid in recipients.kids():
         token = recipients.encrypt_jwe(kid, file_key, enc=RECIPIENT_ENC)
         lines.append(RECIPIENT_LINE + token.encode("ascii") + b"\n")
@@ -220,10 +267,10 @@ def _header(recipients: JWKManager, file_key: bytes, segment_size: int) -> tuple
             f"the header would be {len(header)} bytes, over {MAX_HEADER_SIZE}; use fewer "
             "recipients or smaller keys"
         )
-    return header, salt
+    return header
 
 
-def _payload_cipher(header: Header, keys: JWKManager) -> SegmentCipher:
+def _payload_cipher(header: Header, keys: OpeningKeys) -> SegmentCipher:
     return SegmentCipher(_derive(_file_key(header, keys), header.salt, _PAYLOAD_INFO))
 
 
@@ -273,7 +320,8 @@ class FileSealer:
     (the receiver's archive sink) keeps it: `check` authenticates a sealed file against this
     header and key without any private key. It writes once: a second file under the same key
     and nonces would be GCM nonce reuse. `recipients`: public JWKs, or a `JWKManager` of
-    them (every key a recipient), which a writer of many files loads once.
+    them (every key a recipient), which a writer of many files loads once. With `kms`, the
+    file key comes from its `generate` (KMS GenerateDataKey) and the header is v2.
     """
 
     def __init__(
@@ -281,6 +329,7 @@ class FileSealer:
         recipients: Iterable[Mapping[str, Any]] | JWKManager,
         *,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
+        kms: DataKeySource | None = None,
     ) -> None:
         if not isinstance(segment_size, int) or not (
             MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
@@ -289,8 +338,15 @@ class FileSealer:
             raise InvalidArgumentError(
                 f"segment_size must be a power of two from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_SIZE}"
             )
-        file_key = os.urandom(FILE_KEY_SIZE)
-        self.header, salt = _header(_recipient_set(recipients), file_key, segment_size)
+        keys = _recipient_set(recipients, kms is not None)
+        salt = os.urandom(SALT_SIZE)
+        wrapped = None
+        if kms is None:
+            file_key = os.urandom(FILE_KEY_SIZE)
+        else:
+            file_key, arn, blob = kms.generate(kms_context(salt))
+            wrapped = (arn, blob)
+        self.header = _header(keys, file_key, segment_size, salt, wrapped)
         self.segment_size = segment_size
         self._cipher = SegmentCipher(_derive(file_key, salt, _PAYLOAD_INFO))
         self._written = False
@@ -327,18 +383,22 @@ def seal(
     recipients: Iterable[Mapping[str, Any]],
     *,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
+    kms: DataKeySource | None = None,
 ) -> int:
     """Seal everything `src` holds to `recipients` (public JWKs); returns the plaintext length.
 
     `dst` is a binary file object, or a path that appears (0644) only once sealing is done.
+    With `kms`, the file key is a KMS data key (GenerateDataKey), stored wrapped by KMS and
+    bound to this file; `recipients` may then be empty, else each also gets the key.
     """
-    sealer = FileSealer(recipients, segment_size=segment_size)
+    sealer = FileSealer(recipients, segment_size=segment_size, kms=kms)
     source = _readable(src)
     return _to_destination(dst, 0o644, lambda write: sealer.write(source, write))
 
 
-def open_sealed(src: Any, dst: Destination, keys: JWKManager) -> int:
-    """Open a sealed file from `src` into `dst` with a private key set; returns its length.
+def open_sealed(src: Any, dst: Destination, keys: OpeningKeys) -> int:
+    """Open a sealed file from `src` into `dst` with a private key set (or the KMS key of
+    its aws-kms recipient); returns its length.
 
     Every piece reaches `dst` only after it was authenticated. A path `dst` appears only
     after the final segment was; a file object may hold a prefix of the data if a later
@@ -371,7 +431,16 @@ def inspect_sealed(src: Any) -> SealedInfo:
         while count := source.readinto(buffer):
             size += count
     segments, length = segment_layout(size, header.segment_size)
-    return SealedInfo(header.kids, header.algs, header.segment_size, header.size, segments, length)
+    return SealedInfo(
+        header.kids,
+        header.algs,
+        header.segment_size,
+        header.size,
+        segments,
+        length,
+        tuple(arn for arn, _ in header.kms),
+        header.version,
+    )
 
 
 def _seekable(src: Any) -> bool:
@@ -393,7 +462,7 @@ class SealedReader(io.RawIOBase):
     truncated file fails here, not halfway through a read. It caches one segment.
     """
 
-    def __init__(self, src: Any, keys: JWKManager, *, close_source: bool = False) -> None:
+    def __init__(self, src: Any, keys: OpeningKeys, *, close_source: bool = False) -> None:
         super().__init__()
         if not _seekable(src):
             raise InvalidArgumentError("SealedReader needs a seekable source; use open_sealed")
@@ -412,7 +481,7 @@ class SealedReader(io.RawIOBase):
         self._segment(self._segments - 1)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], keys: JWKManager) -> SealedReader:
+    def open(cls, path: str | os.PathLike[str], keys: OpeningKeys) -> SealedReader:
         """A reader over the sealed file at `path`; closing the reader closes the file."""
         handle = Path(path).open("rb")  # noqa: SIM115 - the reader owns it, closes it
         try:

@@ -10,6 +10,10 @@ process's peak RSS shown.
 
     .venv/bin/python scripts/bench_sealed.py --size-mib 1024 --rounds 5 --pipe-gib 1 4
 
+`--s3-mib N --s3-bucket B` adds sealed files to and from S3 (boto3's usual settings, e.g.
+AWS_ENDPOINT_URL_S3 for moto's server): seal file -> s3, open s3 -> /dev/null, open s3 -> s3,
+each command's MiB/s (start-up included) and peak RSS.
+
 Needs `age` and `age-keygen` on PATH (Debian: apt-get install age). Files go to --dir
 (default: a temporary directory under /tmp) and are deleted afterwards.
 """
@@ -173,13 +177,36 @@ def pipe_memory(keys: dict[str, str], gib: int) -> None:
     )
 
 
+def s3_rounds(work: Path, keys: dict[str, str], size: int, bucket: str) -> None:
+    """Sealed files to and from S3: MiB/s and peak RSS of each command."""
+    plain = work / "s3.bin"
+    make_input(plain, size)
+    sealed, copy = f"s3://{bucket}/bench.sealed", f"s3://{bucket}/bench.copy"
+    commands = {
+        "seal file -> s3": [RC, "seal", "--jwks", keys["public"], str(plain), "-o", sealed],
+        "open s3 -> /dev/null": [RC, "open", "--jwks", keys["private"], sealed, "-o", os.devnull],
+        "open s3 -> s3": [RC, "open", "--jwks", keys["private"], sealed, "-o", copy],
+    }
+    print(f"\n{size / MIB:.0f} MiB through S3 ({os.environ.get('AWS_ENDPOINT_URL_S3', 'AWS')})")
+    print("| operation | MiB/s | peak RSS |")
+    print("| --- | ---: | ---: |")
+    for name, argv in commands.items():
+        seconds, rss = run(argv)
+        print(f"| {name} | {size / MIB / seconds:,.0f} | {rss:.0f} MiB |")
+    plain.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pipe-gib", type=int, nargs="*", default=[1])
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--s3-mib", type=int, default=0)
+    parser.add_argument("--s3-bucket", default="")
     args = parser.parse_args()
+    if args.s3_mib and not args.s3_bucket:
+        raise SystemExit("--s3-mib needs --s3-bucket (an existing bucket)")
     if not shutil.which("age"):
         raise SystemExit("age is not installed (Debian: apt-get install age)")
     work = Path(tempfile.mkdtemp(prefix="bench-sealed-", dir=args.dir))
@@ -192,6 +219,8 @@ def main() -> None:
             print("| --- | ---: | ---: | ---: |")
             for gib in args.pipe_gib:
                 pipe_memory(keys, gib)
+        if args.s3_mib:
+            s3_rounds(work, keys, args.s3_mib * MIB, args.s3_bucket)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Coverage-guided fuzzing of the decrypt path: `decrypt`, `get_jwk_metadata`, `unpack_body`.
+"""Coverage-guided fuzzing of the decrypt path: `decrypt`, `get_jwk_metadata`, `unpack_body`;
+with `--target=sealed`, of sealed files: `open_sealed`, `inspect_sealed` and `SealedReader`.
 
 Every input is a body from an attacker. The only acceptable outcomes are a payload the seeds
 carried (nothing can be forged without the private key) or a `RequestCryptoError`; any other
@@ -21,6 +22,10 @@ Without atheris (or with `--plain`) the same target runs under a plain random mu
 with the same `-runs=` / `-max_total_time=` interface: no coverage guidance, but the same
 oracle. tests/project/test_fuzz_harness.py runs the target on a few hundred inputs in CI so
 this file cannot rot.
+
+The sealed target (`SealedTarget`) is seeded with fixtures/sealed/ and fresh v1 and v2 files
+(one or two RSA recipients, an in-process stand-in for KMS); its oracle is the same: a
+`RequestCryptoError`, or exactly a plaintext some seed sealed.
 """
 
 from __future__ import annotations
@@ -43,7 +48,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from request_crypto import RequestDecryptor, RequestEncryptor, unpack_body  # noqa: E402
+import io  # noqa: E402
+
+from cryptography.exceptions import InvalidTag  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+
+from request_crypto import (  # noqa: E402
+    JWKManager,
+    RequestDecryptor,
+    RequestEncryptor,
+    SealedReader,
+    inspect_sealed,
+    open_sealed,
+    seal,
+    unpack_body,
+)
 from request_crypto._jose import encrypt_compact  # noqa: E402
 from request_crypto.errors import RequestCryptoError  # noqa: E402
 
@@ -162,6 +181,128 @@ class Target:
 
 
 _REFUSED = object()
+
+
+class LocalDataKey:
+    """A stand-in for a KMS key (sealed.DataKeySource) in process: AES-GCM under a fixed key,
+    the EncryptionContext as associated data, so a blob unwraps only in its own file."""
+
+    ARN = "arn:aws:kms:us-east-1:000000000000:key/fuzz"
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(bytes(range(32)))
+
+    def generate(self, context: dict[str, str]) -> tuple[bytes, str, bytes]:
+        key, nonce = os.urandom(32), os.urandom(12)
+        return key, self.ARN, nonce + self._aead.encrypt(nonce, key, _canonical(context).encode())
+
+    def unwrap(self, arn: str, blob: bytes, context: dict[str, str]) -> bytes | None:
+        if arn != self.ARN or len(blob) < 12:
+            return None
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], _canonical(context).encode())
+        except InvalidTag:
+            return None
+
+
+class SealedTarget:
+    """The sealed-file target: one input as a whole sealed file, opened three ways."""
+
+    SEGMENT = 1024
+
+    def __init__(self) -> None:
+        sealed = FIXTURES / "sealed"
+        self.keys = JWKManager(json.loads((sealed / "keys.json").read_text(encoding="utf-8")))
+        self.kms = LocalDataKey()
+        self.fixtures = [
+            path.read_bytes()
+            for path in sorted(sealed.glob("*.sealed"))
+            if path.stat().st_size <= MAX_SEED
+        ]
+        # Fixed plaintexts: a corpus kept from an earlier run must still open to a known one.
+        fixed = random.Random(0)
+        self.plaintexts = [
+            b"",
+            b"x",
+            fixed.randbytes(self.SEGMENT),
+            fixed.randbytes(2 * self.SEGMENT + 5),
+        ]
+        self.known = {hashlib.sha256(p.read_bytes()).digest() for p in sealed.glob("*.plain")}
+        self.known |= {hashlib.sha256(p).digest() for p in self.plaintexts}
+        self.calls = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    def seeds(self) -> list[bytes]:
+        """The fixtures, and fresh v1 (one and two RSA recipients) and v2 (KMS) files."""
+        out = list(self.fixtures)
+        kids = self.keys.kids()
+        for plaintext in self.plaintexts:
+            for recipients, kms in (
+                ([kids[0]], None),
+                (kids, None),
+                ([], self.kms),
+                (kids[:1], self.kms),
+            ):
+                out.append(self._seal(plaintext, recipients, kms))
+        return out
+
+    def hostile_seeds(self) -> list[bytes]:
+        """No extra: the fixtures already hold the refused shapes (see vectors.json)."""
+        return []
+
+    def _seal(self, plaintext: bytes, kids: list[str], kms: Any) -> bytes:
+        out = io.BytesIO()
+        public = [self.keys.get_public_jwk(kid) or {} for kid in kids]
+        seal(io.BytesIO(plaintext), out, public, segment_size=self.SEGMENT, kms=kms)
+        return out.getvalue()
+
+    def __call__(self, data: bytes) -> None:
+        self.calls += 1
+        for keys in (self.keys, self.kms):
+            opened = _attempt(lambda d, keys=keys: self._open(d, keys), data, self.outcomes)
+            if opened is not _REFUSED and hashlib.sha256(opened).digest() not in self.known:
+                raise AssertionError("open_sealed returned data no seed sealed: a forgery")
+        _attempt(lambda d: inspect_sealed(io.BytesIO(d)), data)
+        reader = _attempt(lambda d: SealedReader(io.BytesIO(d), self.keys), data)
+        if reader is not _REFUSED:
+            middle = reader.length // 2
+            reader.seek(middle)
+            _attempt(reader.read, 1500)
+        if self.calls & (self.calls - 1) == 0 and self.calls >= 1 << 14:
+            self.report()
+
+    @staticmethod
+    def _open(data: bytes, keys: Any) -> bytes:
+        out = io.BytesIO()
+        open_sealed(io.BytesIO(data), out, keys)
+        return out.getvalue()
+
+    def report(self) -> None:
+        """One line: how far the inputs got."""
+        shares = ", ".join(f"{name} {count}" for name, count in self.outcomes.most_common())
+        print(f"#{self.calls} open_sealed outcomes: {shares}", file=sys.stderr, flush=True)
+
+
+def mutate_sealed(data: bytes, corpus: Sequence[bytes], rng: random.Random) -> bytes:
+    """A sealed file's header lines dropped, repeated, swapped or taken from another file;
+    else one of `mutate`'s byte-level changes."""
+    head, sep, rest = data.partition(b"\nmac ")
+    lines = head.split(b"\n")
+    op = rng.randrange(6)
+    if not sep or op >= 4:
+        return mutate(data, corpus, rng)
+    i = rng.randrange(len(lines))
+    if op == 0:
+        del lines[i]
+    elif op == 1:
+        lines.insert(i, lines[rng.randrange(len(lines))])
+    elif op == 2:
+        j = rng.randrange(len(lines))
+        lines[i], lines[j] = lines[j], lines[i]
+    else:
+        other = rng.choice(corpus).partition(b"\nmac ")[0].split(b"\n")
+        lines[i] = rng.choice(other)
+    return b"\n".join(lines) + sep + rest
 
 
 def expand(data: bytes) -> bytes:
@@ -307,6 +448,7 @@ def plain_fuzz(
     max_total_time: float,
     seed: int,
     crash_dir: Path,
+    mutator: Callable[[bytes, Sequence[bytes], random.Random], bytes] = mutate,
 ) -> int:
     """Random mutation fuzzing with libFuzzer's stop flags; returns a process exit code."""
     rng = random.Random(seed)
@@ -317,7 +459,7 @@ def plain_fuzz(
     ):
         data = rng.choice(corpus)
         for _ in range(rng.randrange(1, 5)):
-            data = mutate(data, corpus, rng)
+            data = mutator(data, corpus, rng)
         try:
             target(data)
         except BaseException:
@@ -346,10 +488,15 @@ def _flag(args: list[str], name: str, default: float) -> float:
     return default
 
 
+TARGETS = {"decrypt": (Target, mutate), "sealed": (SealedTarget, mutate_sealed)}
+
+
 def main(argv: list[str]) -> int:
     plain = "--plain" in argv
-    args = [a for a in argv if a != "--plain"]
-    target = Target()
+    chosen = [a.partition("=")[2] for a in argv if a.startswith("--target=")] or ["decrypt"]
+    args = [a for a in argv if a != "--plain" and not a.startswith("--target=")]
+    make_target, mutator = TARGETS[chosen[-1]]
+    target: Any = make_target()
     corpus_dirs = [a for a in args[1:] if not a.startswith("-")]
     if not corpus_dirs:
         corpus_dirs = [str(DEFAULT_DIR / "corpus")]
@@ -378,6 +525,7 @@ def main(argv: list[str]) -> int:
             max_total_time=_flag(args, "max_total_time", 0),
             seed=int(_flag(args, "seed", time.time_ns() % 2**32)),
             crash_dir=corpus_dir.parent,
+            mutator=mutator,
         )
     atheris.instrument_all()
     atheris.Setup(args, target)

@@ -119,7 +119,11 @@ TOKENS = (
 
 
 class KMS:
-    """moto's KMS server (tests/kms_server.py) on 127.0.0.1, with boto3's env pointed at it."""
+    """moto's server (tests/kms_server.py) on 127.0.0.1 for KMS and S3, boto3's env pointed at
+    it. It accepts multipart parts from S3_PART_MIN bytes (AWS: 5 MiB), so tests can cross
+    part boundaries with little data."""
+
+    S3_PART_MIN = 64 * 1024
 
     def __init__(self, endpoint: str, control: Path) -> None:
         self.endpoint = endpoint
@@ -154,6 +158,30 @@ class KMS:
             client.create_alias(AliasName=f"alias/{alias}", TargetKeyId=arn)
         return arn
 
+    def symmetric_key(self, alias: str | None = None) -> str:
+        """A new SYMMETRIC_DEFAULT ENCRYPT_DECRYPT key (GenerateDataKey); its ARN."""
+        client = self.client()
+        arn: str = client.create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")[
+            "KeyMetadata"
+        ]["Arn"]
+        if alias:
+            client.create_alias(AliasName=f"alias/{alias}", TargetKeyId=arn)
+        return arn
+
+    def s3(self) -> Any:
+        """A boto3 S3 client for the test's own setup and checks."""
+        import boto3
+
+        return boto3.client("s3")
+
+    def bucket(self) -> str:
+        """A new, empty bucket's name."""
+        import uuid
+
+        name = f"rc-{uuid.uuid4().hex[:20]}"
+        self.s3().create_bucket(Bucket=name)
+        return name
+
     def throttle(self, calls: int) -> None:
         """The next `calls` Decrypt and DescribeKey calls answer ThrottlingException."""
         (self.control / "throttle").write_text(str(calls), encoding="utf-8")
@@ -161,7 +189,8 @@ class KMS:
 
 @pytest.fixture(scope="session")
 def kms(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Start moto's server at a free port for the session; boto3 env vars point at it."""
+    """Start moto's server (KMS and S3) at a free port for the session; boto3 env vars point
+    at it (AWS_ENDPOINT_URL_KMS and AWS_ENDPOINT_URL_S3)."""
     import socket
     import subprocess
     import sys
@@ -176,6 +205,7 @@ def kms(tmp_path_factory: pytest.TempPathFactory) -> Any:
         [sys.executable, str(Path(__file__).parent / "kms_server.py"), str(port), str(control)],
         stdout=subprocess.DEVNULL,
         stderr=(control / "server.log").open("wb"),
+        env={**os.environ, "S3_UPLOAD_PART_MIN_SIZE": str(KMS.S3_PART_MIN)},
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -194,6 +224,7 @@ def kms(tmp_path_factory: pytest.TempPathFactory) -> Any:
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
         AWS_ENDPOINT_URL_KMS=endpoint,
+        AWS_ENDPOINT_URL_S3=endpoint,
     )
     os.environ.pop("AWS_PROFILE", None)
     yield KMS(endpoint, control)
@@ -211,6 +242,7 @@ _KMS_ENV = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL_KMS",
+    "AWS_ENDPOINT_URL_S3",
     "AWS_PROFILE",
 )
 

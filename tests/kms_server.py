@@ -1,4 +1,4 @@
-"""moto's standalone server for the KMS tests, with ONE clearly labelled TEST SHIM.
+"""moto's standalone server for the KMS and S3 tests, with clearly labelled TEST SHIMS.
 
 Run as `python tests/kms_server.py PORT CONTROL_DIR`. Everything is moto 5.2.5's own server
 (pinned in the dev extra) except:

@@ -5,6 +5,9 @@ without Typer: on this machine Typer's option handling alone imports pydantic an
 0.1-0.4 s, a fifth to a half of a whole 1 GiB seal. Anything else (any other command,
 `--help`, an unknown or malformed option) goes to the full Typer CLI, which owns help and
 usage errors; `sealed` declares the same options for it and calls the same functions.
+
+INPUT and OUTPUT may be `s3://BUCKET/KEY` (`request_crypto.s3`), and a recipient or the
+opening key `aws-kms:...` (`keys.aws_kms_data_key`): boto3 is imported only then.
 """
 
 # Imports inside functions are deliberate here: start-up time is part of every file's time.
@@ -33,6 +36,7 @@ __all__ = [
     "main",
     "open_files",
     "opened_input",
+    "opening_keys",
     "seal_files",
     "sealed_files",
 ]
@@ -43,11 +47,29 @@ DEFAULT_SEGMENT_SIZE = 64 * 1024
 
 
 def seal_files(
-    jwks: Path, source: str, kids: Sequence[str], output: str, segment_size: int
+    jwks: Path | None,
+    source: str,
+    kids: Sequence[str],
+    output: str,
+    segment_size: int,
+    *,
+    recipients: Sequence[str] = (),
 ) -> None:
-    """Seal `source` (a path or -) to `kids` of the set at `jwks` (default: its newest key)."""
+    """Seal `source` (a path, s3:// or -) to `kids` of the set at `jwks` (default: its newest
+    key) and to a KMS key named `aws-kms:...` in `recipients`."""
     from ..sealed import seal
 
+    kms = None
+    if recipients:
+        kms = _data_key(recipients)
+    if jwks is None and (kids or kms is None):
+        raise InvalidArgumentError("seal needs --jwks PUBLIC_SET, or --recipient aws-kms:KEY")
+    public = [] if jwks is None else _public_keys(jwks, kids)
+    with opened_input(source) as src, _output(output, binary_to_terminal=False) as dst:
+        seal(src, dst, public, segment_size=segment_size, kms=kms)
+
+
+def _public_keys(jwks: Path, kids: Sequence[str]) -> list[dict[str, Any]]:
     keys = key_set(jwks)
     chosen = list(dict.fromkeys(kids)) if kids else keys.kids()[-1:]
     missing = [kid for kid in chosen if kid not in keys]
@@ -56,24 +78,34 @@ def seal_files(
             f"{jwks} has no key {', '.join(map(repr, missing or ['(any)']))}; its kids are "
             f"{', '.join(map(repr, keys.kids())) or '(none)'}"
         )
-    recipients = [keys.get_public_jwk(kid) or {} for kid in chosen]
-    with opened_input(source) as src, _output(output, binary_to_terminal=False) as dst:
-        seal(src, dst, recipients, segment_size=segment_size)
+    return [keys.get_public_jwk(kid) or {} for kid in chosen]
 
 
-def open_files(jwks: Path, source: str, output: str) -> None:
-    """Open `source` (a path, a directory of sealed files, or -) with the private set at `jwks`.
+def _data_key(recipients: Sequence[str]) -> Any:
+    """The one `aws-kms:` --recipient as a KMS data-key source."""
+    from ..keys.uri import open_data_key
+
+    kms = open_data_key(recipients[0]) if len(recipients) == 1 else None
+    if kms is None:
+        raise InvalidArgumentError(
+            "--recipient takes one aws-kms:ARN-OR-alias/NAME (RSA recipients are --kid of "
+            f"--jwks), not {', '.join(map(repr, recipients))}"
+        )
+    return kms
+
+
+def open_files(jwks: Path | str, source: str, output: str) -> None:
+    """Open `source` (a path, s3://, a directory of sealed files, or -) with the private set
+    at `jwks` (or the KMS key `aws-kms:...`) into `output`.
 
     A directory (the receiver's sealed archive) gives every ``*.sealed`` file in it, in name
     order, one after the other; to a file, the output appears once the last one is open.
     """
     from .._atomic import atomic_output
-    from ..keyfile import require_private_keys
     from ..sealed import open_sealed
 
-    keys = key_set(jwks)
-    require_private_keys(keys, jwks, "open")
-    if source != STDIO and os.path.isdir(source):
+    keys = opening_keys(jwks)
+    if source != STDIO and not source.startswith("s3://") and os.path.isdir(source):
         files = sealed_files(source)
         with _output(output, binary_to_terminal=True) as given, contextlib.ExitStack() as stack:
             dst = stack.enter_context(atomic_output(given)) if isinstance(given, str) else given
@@ -83,6 +115,17 @@ def open_files(jwks: Path, source: str, output: str) -> None:
         return
     with opened_input(source) as src, _output(output, binary_to_terminal=True) as dst:
         open_sealed(src, dst, keys)
+
+
+def opening_keys(jwks: Path | str) -> Any:
+    """What opens a sealed file: the KMS key for `aws-kms:...`, else the private key set."""
+    if str(jwks).startswith("aws-kms:"):
+        return _data_key([str(jwks)])
+    from ..keyfile import require_private_keys
+
+    keys = key_set(Path(jwks))
+    require_private_keys(keys, Path(jwks), "open")
+    return keys
 
 
 def sealed_files(directory: str) -> list[Path]:
@@ -112,8 +155,19 @@ def key_set(path: Path) -> JWKManager:
 
 
 @contextlib.contextmanager
-def opened_input(source: str) -> Iterator[IO[bytes]]:
-    """INPUT opened for reading: the file, or stdin for `-` (unbuffered when it can be)."""
+def opened_input(source: str, *, sequential: bool = True) -> Iterator[IO[bytes]]:
+    """INPUT opened for reading: the file, an S3 object, or stdin for `-` (unbuffered).
+
+    An S3 object read `sequential`ly (seal, open) is one streaming GET; else (inspect) small
+    ranged GETs, as a SealedReader seeks.
+    """
+    if source.startswith("s3://"):
+        from ..s3 import DEFAULT_READ_AHEAD, MAX_READ_AHEAD, S3ObjectReader
+
+        read_ahead = MAX_READ_AHEAD if sequential else DEFAULT_READ_AHEAD
+        with S3ObjectReader(source, read_ahead=read_ahead) as reader:
+            yield reader  # type: ignore[misc]
+        return
     if source == STDIO:
         stdin = sys.stdin.buffer
         try:
@@ -138,6 +192,12 @@ def opened_input(source: str) -> Iterator[IO[bytes]]:
 @contextlib.contextmanager
 def _output(output: str, *, binary_to_terminal: bool) -> Iterator[Any]:
     """stdout (`-`), refusing to put sealed bytes on a terminal; else the path, as given."""
+    if output.startswith("s3://"):
+        from ..s3 import s3_upload
+
+        with s3_upload(output) as upload:
+            yield upload
+        return
     if output != STDIO:
         yield output
         return
@@ -159,7 +219,13 @@ def _output(output: str, *, binary_to_terminal: bool) -> Iterator[Any]:
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
-_VALUED = {"--jwks": "jwks", "--kid": "kid", "-o": "output", "--output": "output"}
+_VALUED = {
+    "--jwks": "jwks",
+    "--kid": "kid",
+    "--recipient": "recipient",
+    "-o": "output",
+    "--output": "output",
+}
 
 
 def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
@@ -171,7 +237,13 @@ def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
     """
     if not argv or argv[0] not in COMMANDS:
         return None
-    found: dict[str, Any] = {"command": argv[0], "kid": [], "output": STDIO, "source": None}
+    found: dict[str, Any] = {
+        "command": argv[0],
+        "kid": [],
+        "recipient": [],
+        "output": STDIO,
+        "source": None,
+    }
     sealing = argv[0] == "seal"
     segment_size = str(DEFAULT_SEGMENT_SIZE)
     rest = list(argv[1:])
@@ -184,16 +256,16 @@ def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
             if name == "--segment-size":
                 plain = sealing and value.isdigit()
                 segment_size = value
-            elif name == "--kid":
+            elif name in ("--kid", "--recipient"):
                 plain = sealing
-                found["kid"].append(value)
+                found[_VALUED[name]].append(value)
             else:
                 plain = found.get(_VALUED[name], STDIO) == STDIO  # not given twice
                 found[_VALUED[name]] = value
         else:
             plain = (word == STDIO or not word.startswith("-")) and found["source"] is None
             found["source"] = word
-    if not plain or "jwks" not in found:
+    if not plain or ("jwks" not in found and not found["recipient"]):
         return None
     found["segment_size"] = int(segment_size)
     found["source"] = found["source"] or STDIO
@@ -213,15 +285,17 @@ def main() -> None:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     try:
         if arguments["command"] == "seal":
+            jwks = arguments.get("jwks")
             seal_files(
-                Path(arguments["jwks"]),
+                None if jwks is None else Path(jwks),
                 arguments["source"],
                 arguments["kid"],
                 arguments["output"],
                 arguments["segment_size"],
+                recipients=arguments["recipient"],
             )
         else:
-            open_files(Path(arguments["jwks"]), arguments["source"], arguments["output"])
+            open_files(arguments["jwks"], arguments["source"], arguments["output"])
     except RequestCryptoError as exc:
         from ._common import one_line  # only on this path: it imports the whole library
 

@@ -261,7 +261,7 @@ def inspect(
             "--jwks",
             metavar="PRIVATE_SET|URI",
             help="The receiver's private keys: a file or a key-source URI (optional for a "
-            "sealed file, which takes a file).",
+            "sealed file, which takes a file or its aws-kms: key).",
             show_default=False,
         ),
     ] = None,
@@ -276,7 +276,7 @@ def inspect(
     fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
     and plaintext length, with no key (unauthenticated), or authenticated with --jwks.
     """
-    sealed = describe_sealed(source, None if jwks is None else Path(jwks))
+    sealed = describe_sealed(source, jwks)
     if sealed is not None:
         echo_json(sealed)
         return

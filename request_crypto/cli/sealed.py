@@ -12,14 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import InputError
 from ..sealed import MAGIC, SealedReader, inspect_sealed, is_sealed
-from ._common import Input, PrivateSet
 from ._fast import (
     DEFAULT_SEGMENT_SIZE,
     STDIO,
-    key_set,
     open_files,
     opened_input,
+    opening_keys,
     seal_files,
 )
 
@@ -34,13 +34,42 @@ Output = Annotated[
         "-o",
         "--output",
         metavar="OUTPUT|-",
-        help="A file (written whole or not at all), or - (the default) for stdout.",
+        help="A file or s3://BUCKET/KEY (written whole or not at all), or - (the default) "
+        "for stdout.",
     ),
 ]
 PublicSet = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--jwks", metavar="PUBLIC_SET", help="The recipients' key set.", show_default=False
+        "--jwks",
+        metavar="PUBLIC_SET",
+        help="The recipients' key set (optional with --recipient aws-kms:...).",
+        show_default=False,
+    ),
+]
+Recipient = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--recipient",
+        metavar="aws-kms:KEY",
+        help="Also seal to this symmetric AWS KMS key (ARN or alias/NAME): the file key comes "
+        "from its GenerateDataKey.",
+        show_default=False,
+    ),
+]
+OpeningSet = Annotated[
+    str,
+    typer.Option(
+        "--jwks",
+        metavar="PRIVATE_SET|aws-kms:KEY",
+        help="The receiver's private key set, or the KMS key of an aws-kms recipient.",
+        show_default=False,
+    ),
+]
+SealedInput = Annotated[
+    str,
+    typer.Argument(
+        metavar="[INPUT|-]", help="A file, s3://BUCKET/KEY, or - (the default) for stdin."
     ),
 ]
 Kids = Annotated[
@@ -62,17 +91,19 @@ SegmentSize = Annotated[
 
 
 def seal_command(
-    jwks: PublicSet,
-    source: Input = STDIO,
+    *,
+    jwks: PublicSet = None,
+    source: SealedInput = STDIO,
     kid: Kids = None,
+    recipient: Recipient = None,
     output: Output = STDIO,
     segment_size: SegmentSize = DEFAULT_SEGMENT_SIZE,
 ) -> None:
     """Seal a file or stdin of any size to one or more recipients (constant memory)."""
-    seal_files(jwks, source, kid or [], output, segment_size)
+    seal_files(jwks, source, kid or [], output, segment_size, recipients=recipient or [])
 
 
-def open_command(jwks: PrivateSet, source: Input = STDIO, output: Output = STDIO) -> None:
+def open_command(jwks: OpeningSet, source: SealedInput = STDIO, output: Output = STDIO) -> None:
     """Open a sealed file: every byte is written only after it was authenticated.
 
     To a file, the data goes to a temporary file next to it, renamed into place after the
@@ -83,7 +114,7 @@ def open_command(jwks: PrivateSet, source: Input = STDIO, output: Output = STDIO
     open_files(jwks, source, output)
 
 
-def describe_sealed(source: str, jwks: Path | None = None) -> dict[str, Any] | None:
+def describe_sealed(source: str, jwks: str | None = None) -> dict[str, Any] | None:
     """`inspect` of a sealed file: None if `source` is not one (it is then left unread).
 
     Without a key set, what the file says (unauthenticated); with one, the header and the
@@ -96,13 +127,15 @@ def describe_sealed(source: str, jwks: Path | None = None) -> dict[str, Any] | N
         if peek is None or not is_sealed(peek(len(MAGIC))[: len(MAGIC)]):
             return None
         return inspect_sealed(stdin).to_dict()
-    with opened_input(source) as handle:
+    with opened_input(source, sequential=False) as handle:
         if not is_sealed(handle.read(len(MAGIC))):
+            if source.startswith("s3://"):
+                raise InputError(f"{source}: not a sealed file (s3:// inputs are sealed files)")
             return None
         handle.seek(0)
         described = inspect_sealed(handle).to_dict()
         if jwks is not None:
-            with SealedReader(handle, key_set(jwks)) as reader:
+            with SealedReader(handle, opening_keys(jwks)) as reader:
                 described["plaintext_length"] = reader.length
                 described["authenticated"] = True
         return described

@@ -6,9 +6,10 @@
 
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
 registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in a token or in
-KMS, for signing and for verifying); several locations are merged by kid
-(`MergedKeySource`). `is_signing_key_uri` tells a URI naming a signing key from one naming
-a decryption key (each scheme module's `is_signing_uri` asks the token or KMS). The HSM and KMS
+KMS, for signing and for verifying), `open_data_key` from `DATA_KEY_SCHEMES` (a sealed
+file's KMS recipient); several locations are merged by kid (`MergedKeySource`).
+`is_signing_key_uri` tells a URI naming a signing key from one naming a decryption key (each
+scheme module's `is_signing_uri` asks the token or KMS). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
 python-pkcs11 nor boto3.
 """
@@ -20,6 +21,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
+from typing import Any
 
 from ..errors import KeySourceError
 from ..keyfile import read_jwks
@@ -30,11 +32,13 @@ from .signing import MergedVerificationKeys, SigningKey, VerificationKeys
 from .source import KeySource
 
 __all__ = [
+    "DATA_KEY_SCHEMES",
     "SCHEMES",
     "SIGNING_SCHEMES",
     "is_key_source_uri",
     "is_signing_key_uri",
     "is_signing_scheme",
+    "open_data_key",
     "open_key_source",
     "open_key_sources",
     "open_signing_key",
@@ -53,6 +57,10 @@ SCHEMES = {
 SIGNING_SCHEMES = {
     "pkcs11": ("request_crypto.keys.pkcs11_signing", "PKCS11SigningKey", "hsm"),
     "aws-kms": ("request_crypto.keys.aws_kms_signing", "AWSKMSSigningKey", "kms"),
+}
+#: URI scheme -> (module, class, extra) of a key service making sealed files' file keys.
+DATA_KEY_SCHEMES = {
+    "aws-kms": ("request_crypto.keys.aws_kms_data_key", "KMSDataKey", "kms"),
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]+")
 
@@ -102,6 +110,15 @@ def open_signing_key(location: object) -> SigningKey | None:
     module = scheme_module(scheme, SIGNING_SCHEMES)
     key: SigningKey = getattr(module, SIGNING_SCHEMES[scheme][1])(location)
     return key
+
+
+def open_data_key(location: str) -> Any:
+    """The sealed-file recipient a URI of DATA_KEY_SCHEMES names (`aws-kms:...`), else None."""
+    scheme = location.partition(":")[0]
+    if scheme not in DATA_KEY_SCHEMES:
+        return None
+    module = scheme_module(scheme, DATA_KEY_SCHEMES)
+    return getattr(module, DATA_KEY_SCHEMES[scheme][1])(location)
 
 
 def open_verification_keys(
