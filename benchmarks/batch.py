@@ -28,7 +28,7 @@ def gathered(decryptor: RequestDecryptor, bodies: list[str]) -> Callable[[], obj
     atexit.register(loop.close)
 
     async def burst() -> list[object]:
-        return await asyncio.gather(*(decryptor.decrypt_async(body) for body in bodies))
+        return list(await asyncio.gather(*(decryptor.decrypt_async(body) for body in bodies)))
 
     return lambda: loop.run_until_complete(burst())
 

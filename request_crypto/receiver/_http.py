@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import anyio
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._json import dumps_utf8
 from ..errors import (
     ClaimsError,
     InternalSignal,
@@ -43,16 +45,21 @@ __all__ = [
     "BodyTooLarge",
     "BodyTooSlow",
     "Refused",
+    "declared_length",
     "error_response",
     "http_error",
     "log_fields",
+    "log_request",
     "read_body",
     "refusal",
+    "send_json",
+    "start_log",
 ]
 
 logger = logging.getLogger("request_crypto.receiver")
 
 _LOG_SCOPE_KEY = "request_crypto.receiver.log"
+_JSON_TYPE = (b"content-type", b"application/json")
 _SAFE_LOG_VALUE = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
 #: Bodies up to this size are read without waiting; larger ones take a `large_bodies` slot.
 SMALL_BODY = 256 * 1024
@@ -81,59 +88,62 @@ class BodyPace:
 # Reading a body
 
 
-def _declared_length(request: Request) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is None or not (declared.isascii() and declared.isdigit()):
-        return None
-    return int(declared) if len(declared) <= 18 else 10**18
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The ``Content-Length`` of an ASGI scope's headers; None when absent or not a number."""
+    for name, value in headers:
+        if name == b"content-length":
+            if not (value.isascii() and value.isdigit()):
+                return None
+            return int(value) if len(value) <= 18 else 10**18
+    return None
 
 
 async def read_body(
-    request: Request, limit: int, take_slot: Callable[[], Awaitable[None]], pace: BodyPace
+    receive: Receive,
+    declared: int | None,
+    limit: int,
+    take_slot: Callable[[], Awaitable[None]],
+    pace: BodyPace,
 ) -> tuple[bytes, int]:
     """The body, surrounding whitespace removed, and how many bytes were sent.
 
-    Counted while reading: fails as soon as it passes `limit` (at once when Content-Length
-    says it will). A body that passes SMALL_BODY awaits `take_slot()` before reading on; the
-    wait does not count against `pace` (`BodyTooSlow` when the body falls behind it).
+    Read straight from the ASGI `receive` (`ClientDisconnect` if the client goes). Counted
+    while reading: fails as soon as it passes `limit` (at once when `declared`, the
+    Content-Length, says it will). A body that passes SMALL_BODY awaits `take_slot()` before
+    reading on; the wait does not count against `pace` (`BodyTooSlow` when the body falls
+    behind it). One cancel scope times the whole body, its deadline moved as bytes arrive.
     """
-    declared = _declared_length(request)
     if declared is not None and declared > limit:
         raise BodyTooLarge()
-    start = time.monotonic()
     large = declared is not None and declared > SMALL_BODY
     if large:
         await take_slot()
-        start = time.monotonic()
     chunks: list[bytes] = []
     size = 0
-    stream = request.stream()
-    while True:
-        budget = start + pace.timeout + size / pace.min_rate - time.monotonic()
-        chunk = await _next_chunk(stream, budget)
-        if chunk is None:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        if size > SMALL_BODY and not large:
-            large = True
-            waited = time.monotonic()
-            await take_slot()
-            start += time.monotonic() - waited
-        if chunk:
-            chunks.append(chunk)
+    start = time.monotonic()
+    with anyio.CancelScope(deadline=start + pace.timeout) as timer:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            if size > SMALL_BODY and not large:
+                large = True
+                timer.deadline = math.inf  # waiting for a slot is not the client's time
+                waited = time.monotonic()
+                await take_slot()
+                start += time.monotonic() - waited
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+            timer.deadline = start + pace.timeout + size / pace.min_rate
+    if timer.cancelled_caught:
+        raise BodyTooSlow()
     return _joined(chunks), size
-
-
-async def _next_chunk(stream: AsyncIterator[bytes], budget: float) -> bytes | None:
-    """The body's next chunk, None at its end; `BodyTooSlow` if it takes over `budget` s."""
-    with anyio.move_on_after(budget):
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
-    raise BodyTooSlow()
 
 
 def _joined(chunks: Sequence[bytes]) -> bytes:
@@ -159,6 +169,18 @@ def error_response(
     status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def send_json(
+    send: Send, status: int, content: object, headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer with JSON, as `JSONResponse` would (same bytes, same headers), minus its layers."""
+    body = dumps_utf8(content)
+    raw = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+    if headers:  # first, as Starlette puts them
+        raw[:0] = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Refused(InternalSignal):
@@ -232,10 +254,51 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def _log_value(value: object) -> str:
+    if type(value) is int or type(value) is float:
+        return str(value)  # digits, "-", ".", "e", "inf", "nan": nothing to escape
     text = str(value)
     if _SAFE_LOG_VALUE.fullmatch(text):
         return text
     return json.dumps(text[:128])  # quoted and escaped: no line breaks, no spoofed fields
+
+
+_LOG_ORDER = ("method", "path", "status", "kid", "format", "size", "duration_ms", "id", "error")
+
+
+def log_request(fields: dict[str, object], status: int, start: float) -> None:
+    """The one line of a request that ended with `status`, begun at `start` (perf_counter).
+
+    Fields in `_LOG_ORDER`; also attached as ``record.request_crypto`` for JSON formatters.
+    Nothing is formatted when the level is off.
+    """
+    level = logging.ERROR if status >= 500 else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    fields["status"] = status
+    fields["duration_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    ordered = {key: fields[key] for key in _LOG_ORDER if key in fields}
+    line = " ".join([f"{key}={_log_value(value)}" for key, value in ordered.items()])
+    # Made and handled directly: `logger.log` would walk the stack for the caller's file and
+    # line (findCaller), ~25% of this function's cost, to report this very place anyway.
+    record = logger.makeRecord(
+        logger.name,
+        level,
+        __file__,
+        0,
+        "%s",
+        (line,),
+        None,
+        "log_request",
+        {"request_crypto": ordered},
+    )
+    logger.handle(record)
+
+
+def start_log(scope: Scope) -> dict[str, object]:
+    """A request's log fields, kept in its scope for the handlers to add to (`log_fields`)."""
+    fields: dict[str, object] = {"method": scope["method"], "path": scope["path"]}
+    scope[_LOG_SCOPE_KEY] = fields
+    return fields
 
 
 class AccessLog:
@@ -243,7 +306,8 @@ class AccessLog:
 
     Fields: method, path, status, kid, format, size (body bytes), duration_ms, id, error. The
     same fields are attached as ``record.request_crypto`` for structured (JSON) formatters.
-    Never the body or the payload.
+    Never the body or the payload. (`log_request` writes it; the payload route's fast path
+    calls it directly.)
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -254,8 +318,7 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        fields: dict[str, object] = {"method": scope["method"], "path": scope["path"]}
-        scope[_LOG_SCOPE_KEY] = fields
+        fields = start_log(scope)
         status = 500
 
         async def send_and_watch(message: Message) -> None:
@@ -267,28 +330,11 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
-            fields["status"] = status
-            fields["duration_ms"] = round((time.perf_counter() - start) * 1000, 2)
-            ordered = {
-                key: fields[key]
-                for key in (
-                    "method",
-                    "path",
-                    "status",
-                    "kid",
-                    "format",
-                    "size",
-                    "duration_ms",
-                    "id",
-                    "error",
-                )
-                if key in fields
-            }
-            line = " ".join(f"{key}={_log_value(value)}" for key, value in ordered.items())
-            level = logging.ERROR if status >= 500 else logging.INFO
-            logger.log(level, "%s", line, extra={"request_crypto": ordered})
+            log_request(fields, status, start)
 
 
-def log_fields(request: Request) -> MutableMapping[str, object]:
-    fields = request.scope.get(_LOG_SCOPE_KEY)
+def log_fields(request: Request | Scope) -> MutableMapping[str, object]:
+    """The log fields `AccessLog` (or the fast path) started for this request or scope."""
+    scope = request.scope if isinstance(request, Request) else request
+    fields = scope.get(_LOG_SCOPE_KEY)
     return fields if isinstance(fields, dict) else {}

@@ -3,7 +3,9 @@
 Every accepted body becomes a `ReceivedPayload` submitted here; the request is answered only
 once the batch holding it is durable, so a sink failure is a ``503`` to each of its senders.
 Each request learns the id its record was stored under: its own, or the first id of the same
-body stored before (the sink's `write_batch` answer).
+body stored before (the sink's `write_batch` answer). The receiver hands records over from its
+decrypt threads (`hand_over`) and gets the answers of a whole batch back on its event loop in
+one wake-up (`request_crypto.receiver._threads`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SinkUnavailableError
+from ._threads import Outcome, Waiter, settle_soon
 from .config import DEFAULT_MAX_BATCH
 from .observability import ReceiverMetrics
 from .sinks import ReceivedPayload, Sink
@@ -63,11 +66,20 @@ class SinkWriter:
     def submit(self, record: ReceivedPayload) -> concurrent.futures.Future[str]:
         """Queue a record; the future holds its stored id once its batch is stored."""
         future: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._put(record, future)
+        return future
+
+    def hand_over(self, record: ReceivedPayload, waiter: Waiter, answer: object) -> None:
+        """From any thread: queue a record; once its batch is written `waiter` gets
+        ``(answer, stored id)``, the id None if the sink failed. `SinkUnavailableError` here
+        once closed."""
+        self._put(record, (waiter, answer))
+
+    def _put(self, record: ReceivedPayload, waiter: object) -> None:
         with self._lock:
             if self._closed:
                 raise SinkUnavailableError("the receiver is shutting down")
-            self._queue.put((record, future))
-        return future
+            self._queue.put((record, waiter))
 
     async def write(self, record: ReceivedPayload) -> str:
         """Store a record, wait until it is durable, return its stored id.
@@ -104,7 +116,7 @@ class SinkWriter:
                 batch.append(item)
             self._write(batch)
 
-    def _write(self, batch: list[tuple[ReceivedPayload, concurrent.futures.Future[str]]]) -> None:
+    def _write(self, batch: list[tuple[ReceivedPayload, Any]]) -> None:
         # A record whose request was cancelled meanwhile is still written: it was decrypted
         # and accepted; only its answer is lost (the sender will retry, and a sink keeping
         # idempotency keys answers the retry with this record's id).
@@ -120,14 +132,10 @@ class SinkWriter:
                 type(exc).__name__,
                 exc,
             )
-            for _, future in batch:
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(SinkUnavailableError("the sink failed"))
+            _answer(batch, [None] * len(batch), SinkUnavailableError("the sink failed"))
         else:
             self._observe(len(batch), started, failed=False)
-            for (_, future), stored in zip(batch, ids, strict=True):
-                if future.set_running_or_notify_cancel():
-                    future.set_result(stored)
+            _answer(batch, ids, None)
 
     def _observe(self, size: int, started: float, *, failed: bool) -> None:
         if self._metrics is not None:
@@ -141,3 +149,25 @@ def _stored_ids(records: Sequence[ReceivedPayload], ids: Sequence[str] | None) -
     if len(ids) != len(records) or not all(isinstance(i, str) for i in ids):
         raise TypeError(f"write_batch returned {len(ids)} ids for {len(records)} records")
     return ids
+
+
+def _answer(
+    batch: Sequence[tuple[ReceivedPayload, Any]],
+    ids: Sequence[str | None],
+    error: SinkUnavailableError | None,
+) -> None:
+    """Each record's waiter gets its stored id (or `error`); one loop wake-up per loop."""
+    by_loop: dict[Any, list[Outcome]] = {}
+    for (_, waiter), stored in zip(batch, ids, strict=True):
+        if isinstance(waiter, concurrent.futures.Future):
+            if waiter.set_running_or_notify_cancel():
+                if error is not None:
+                    waiter.set_exception(error)
+                else:
+                    waiter.set_result(stored)
+            continue
+        request, answer = waiter  # on failure: no id (None), so the request knows its record
+        outcome: Outcome = (request.future, (answer, stored if error is None else None), None)
+        by_loop.setdefault(request.loop, []).append(outcome)
+    for loop, outcomes in by_loop.items():
+        settle_soon(loop, outcomes)

@@ -10,7 +10,6 @@ loading key sets and reporting errors are shared with the other commands
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import logging
 import os
@@ -103,34 +102,6 @@ def _size(text: str, option: str) -> int:
         return parse_size(text)
     except RequestCryptoError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
-
-
-def _log_config(level: str, log_format: str = "text") -> dict[str, Any]:
-    """Uvicorn's logging config plus our request lines on stderr; applied in every worker.
-
-    `log_format` ``json``: every line of the receiver's and Uvicorn's one JSON object.
-    """
-    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415 (the server extra)
-
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["request_crypto"] = {
-        "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-    }
-    if log_format == "json":
-        json_formatter = {"()": "request_crypto.receiver.observability.JSONLogFormatter"}
-        for name in config["formatters"]:
-            config["formatters"][name] = json_formatter
-    config["handlers"]["request_crypto"] = {
-        "class": "logging.StreamHandler",
-        "formatter": "request_crypto",
-        "stream": "ext://sys.stderr",
-    }
-    config["loggers"]["request_crypto"] = {
-        "handlers": ["request_crypto"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,21 +228,19 @@ def _run(plan: _Plan, sock: socket.socket) -> None:
     import uvicorn  # noqa: PLC0415 (the server extra)
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415 (the server extra)
 
-    from .protocol import ReceiverH11Protocol  # noqa: PLC0415 (the server extra)
+    from .observability import log_config  # noqa: PLC0415 (the server extra)
+    from .protocol import protocol_for  # noqa: PLC0415 (the server extra)
 
-    protocol = ReceiverH11Protocol.configured(
-        header_timeout=plan.config.header_timeout, drain_timeout=plan.config.body_timeout
-    )
     with _serving_settings(plan.config) as stop:
         uvicorn_config = uvicorn.Config(
             APP_FACTORY,
             factory=True,
-            http=cast(Any, protocol),  # a factory of H11Protocols, as Uvicorn calls it
+            http=cast(Any, protocol_for(plan.config)),  # a protocol factory, as Uvicorn calls it
             host=plan.config.host,
             port=plan.config.port,
             workers=plan.config.workers,
             lifespan="on",
-            log_config=_log_config(plan.config.log_level, plan.config.log_format),
+            log_config=log_config(plan.config.log_level, plan.config.log_format),
             log_level="warning",
             access_log=False,  # the receiver logs its own line per request
             timeout_graceful_shutdown=30,
@@ -364,6 +333,10 @@ def serve(
             "few bodies over 256 KiB buffered at a time, this bounds the memory used.",
         ),
     ] = DEFAULT_LIMIT_CONCURRENCY,
+    http: Annotated[
+        str,
+        typer.Option(help="HTTP parser: auto (httptools if installed, else h11), httptools, h11."),
+    ] = "auto",
     header_timeout: Annotated[
         float,
         typer.Option(
@@ -481,6 +454,7 @@ def serve(
             log_level=log_level,
             log_format=log_format,
             limit_concurrency=limit_concurrency,
+            http=http,
             verify_with=tuple(verify_with or ()) or None,
             require_signature=require_signature,
             issuer=issuer,

@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_RELOAD_INTERVAL",
     "ENV_PREFIX",
+    "HTTP_IMPLEMENTATIONS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "KeySetSource",
@@ -73,6 +74,8 @@ DEFAULT_LIMIT_CONCURRENCY = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: ``text``: logfmt-style lines; ``json``: one JSON object per line (`JSONLogFormatter`).
 LOG_FORMATS = ("text", "json")
+#: The HTTP parser `serve` runs: ``auto`` is httptools when it is installed, else h11.
+HTTP_IMPLEMENTATIONS = ("auto", "httptools", "h11")
 ENV_PREFIX = "REQUEST_CRYPTO_RECEIVER_"
 
 #: What the app accepts as keys: a key-set file (watched), a key-source URI (pkcs11:...,
@@ -169,10 +172,13 @@ def _log_level(text: str) -> str:
     return text
 
 
-def _log_format(text: str) -> str:
-    if text not in LOG_FORMATS:
-        raise ValueError(text)
-    return text
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return parse
 
 
 _PATH = _Codec(Path, _path_text, "a path")
@@ -184,7 +190,8 @@ _SINK = _Codec(
     "postgresql://USER@HOST/DB or -",
 )
 _LOG_LEVEL = _Codec(_log_level, str, f"one of {', '.join(LOG_LEVELS)}")
-_LOG_FORMAT = _Codec(_log_format, str, f"one of {', '.join(LOG_FORMATS)}")
+_LOG_FORMAT = _Codec(_one_of(LOG_FORMATS), str, f"one of {', '.join(LOG_FORMATS)}")
+_HTTP = _Codec(_one_of(HTTP_IMPLEMENTATIONS), str, f"one of {', '.join(HTTP_IMPLEMENTATIONS)}")
 _TEXT = _Codec(str, str, "text")
 _INT = _Codec(int, str, "an integer")
 _FLOAT = _Codec(float, repr, "a number")
@@ -256,7 +263,8 @@ class ReceiverConfig:
     a tuple of them is merged by kid), `require_signature` (unsigned bodies get
     401), `issuer`/`audience` (checked claims), `leeway` (seconds of clock skew).
     Server (ignored by `create_app`): `host`, `port`, `workers`, `log_level`, `log_format`,
-    `limit_concurrency`, `header_timeout` (seconds for a request head).
+    `limit_concurrency`, `header_timeout` (seconds for a request head), `http` (the HTTP
+    parser: ``auto``, ``httptools`` or ``h11``).
 
     Only a config whose `jwks` is a path and `sink` a URL can go to worker processes
     (`to_env`). Values are checked when the object is made (InvalidArgumentError).
@@ -282,6 +290,7 @@ class ReceiverConfig:
     log_level: str = field(default="info", metadata=_env(_LOG_LEVEL))
     log_format: str = field(default="text", metadata=_env(_LOG_FORMAT))
     limit_concurrency: int = field(default=DEFAULT_LIMIT_CONCURRENCY, metadata=_env(_INT))
+    http: str = field(default="auto", metadata=_env(_HTTP))
     password_file: Path | None = field(default=None, metadata=_env(_optional(_PATH)))
     verify_with: str | tuple[str, ...] | None = field(
         default=None, metadata=_env(_optional(_KEY_SOURCE))
@@ -300,14 +309,15 @@ class ReceiverConfig:
         object.__setattr__(self, "verify_with", _verify_locations(self.verify_with))
         if isinstance(self.sink, str):
             parse_sink_url(self.sink)  # a bad URL fails here, not when the app starts
-        if self.log_level.lower() not in LOG_LEVELS:
-            raise InvalidArgumentError(
-                f"log_level {self.log_level!r} refused: use one of {', '.join(LOG_LEVELS)}"
-            )
-        if self.log_format not in LOG_FORMATS:
-            raise InvalidArgumentError(
-                f"log_format {self.log_format!r} refused: use one of {', '.join(LOG_FORMATS)}"
-            )
+        for name, value, choices in (
+            ("log_level", self.log_level.lower(), LOG_LEVELS),
+            ("log_format", self.log_format, LOG_FORMATS),
+            ("http", self.http, HTTP_IMPLEMENTATIONS),
+        ):
+            if value not in choices:
+                raise InvalidArgumentError(
+                    f"{name} {getattr(self, name)!r} refused: use one of {', '.join(choices)}"
+                )
         if not 0 <= self.port <= 65535:
             raise InvalidArgumentError(f"port must be 0 to 65535, not {self.port!r}")
         at_least_one = ("max_body", "max_batch", "workers", "limit_concurrency", "min_body_rate")
@@ -406,6 +416,7 @@ class ReceiverSettings(TypedDict, total=False):
     log_level: str
     log_format: str
     limit_concurrency: int
+    http: str
     password_file: Path | None
     verify_with: str | tuple[str, ...] | None
     require_signature: bool

@@ -24,15 +24,17 @@ Needs the ``server`` extra (prometheus-client).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["METRICS_CONTENT_TYPE", "JSONLogFormatter", "ReceiverMetrics"]
+__all__ = ["METRICS_CONTENT_TYPE", "JSONLogFormatter", "ReceiverMetrics", "log_config"]
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -136,3 +138,31 @@ class JSONLogFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """Uvicorn's logging config plus our request lines on stderr; applied in every worker.
+
+    `log_format` ``json``: every line of the receiver's and Uvicorn's one JSON object.
+    """
+    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415 (the server extra)
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["request_crypto"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+    }
+    if log_format == "json":
+        json_formatter = {"()": f"{__name__}.JSONLogFormatter"}
+        for name in config["formatters"]:
+            config["formatters"][name] = json_formatter
+    config["handlers"]["request_crypto"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "request_crypto",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["request_crypto"] = {
+        "handlers": ["request_crypto"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config

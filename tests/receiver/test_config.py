@@ -38,6 +38,7 @@ NON_DEFAULT: dict[str, Any] = {
     "workers": 4,
     "log_level": "debug",
     "log_format": "json",
+    "http": "h11",
     "limit_concurrency": 77,
     "password_file": Path("/srv/keys/password"),
     "verify_with": "https://senders.example/jwks.json",
@@ -111,6 +112,7 @@ def test_a_missing_key_set_variable_says_what_it_is() -> None:
         ({"workers": 0}, "workers"),
         ({"log_level": "loud"}, "log_level"),
         ({"log_format": "xml"}, "log_format"),
+        ({"http": "zttp"}, "http"),
         ({"sink": "nope://"}, "sink"),
     ],
 )
@@ -209,6 +211,7 @@ def test_serve_builds_one_config_with_every_option(
         "workers": "4",
         "log-level": "debug",
         "log-format": "json",
+        "http": "h11",
         "limit-concurrency": "77",
         "password-file": str(tmp_path / "password"),
         "verify-with": "https://senders.example/jwks.json",

@@ -1,7 +1,7 @@
 """`request-crypto serve` against slow clients, keep-alive latency, and a key file gone bad.
 
 Each test runs the real `serve` process (the `Server` helper of test_receiver_cli) on a free
-loopback port, with short timeouts.
+loopback port, with short timeouts; the slow-client tests run on each HTTP parser (`--http`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from request_crypto.keyfile import write_jwks
 from request_crypto.receiver import ReceiverConfig
 from request_crypto.receiver.app import SMALL_BODY
 from request_crypto.receiver.config import ENV_PREFIX
+from request_crypto.receiver.protocol import ReceiverH11Protocol, http_protocol, resolve_http
 from tests.receiver.processes import Server, console_script
 from tests.receiver.test_cli import run
 
@@ -43,6 +44,12 @@ def keys() -> JWKManager:
     manager = JWKManager()
     manager.add_key("slow-1")
     return manager
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def parser(request: pytest.FixtureRequest) -> str:
+    """Each parser `serve` can run, with the same protections (request_crypto/receiver/protocol)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -125,12 +132,13 @@ class Trickler:
 
 @pytest.mark.slow
 def test_slow_clients_are_cut_off_while_senders_are_served(
-    tmp_path: Path, private_file: Path, keys: JWKManager, enough_descriptors: None
+    tmp_path: Path, private_file: Path, keys: JWKManager, enough_descriptors: None, parser: str
 ) -> None:
     encryptor = RequestEncryptor(keys.get_public_jwks())
     small = [encryptor.encrypt("slow-1", {"i": i}) for i in range(10)]
     large = encryptor.encrypt("slow-1", {"pad": "x" * SMALL_BODY})  # needs a large-body slot
     options = ["--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)]
+    options += ["--http", parser]
     with serving(tmp_path, private_file, *options) as url:
         host_port = address(url)
         slow = [socket.create_connection(host_port) for _ in range(SLOW_HEADS)]
@@ -189,10 +197,13 @@ def test_slow_clients_are_cut_off_while_senders_are_served(
 
 
 @pytest.mark.slow
-def test_unread_bodies_and_second_heads_are_timed_too(tmp_path: Path, private_file: Path) -> None:
+def test_unread_bodies_and_second_heads_are_timed_too(
+    tmp_path: Path, private_file: Path, parser: str
+) -> None:
     """A body answered unread (413) is not drained forever; a kept-alive connection's next
     head gets the same deadline as the first."""
     options = ["--header-timeout", "1.5", "--body-timeout", "1.5", "--max-body", "1KiB"]
+    options += ["--http", parser]
     with serving(tmp_path, private_file, *options) as url:
         with socket.create_connection(address(url)) as sock:
             sock.sendall(b"POST /v1/payloads HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n")
@@ -220,6 +231,32 @@ def test_unread_bodies_and_second_heads_are_timed_too(tmp_path: Path, private_fi
             assert 1.0 < time.monotonic() - start < 25
 
 
+def test_a_head_too_large_is_refused_and_the_connection_closed(
+    tmp_path: Path, private_file: Path, parser: str
+) -> None:
+    """h11 bounds a request head itself; httptools does not, so serve's protocol does."""
+    with serving(tmp_path, private_file, "--http", parser) as url:
+        with socket.create_connection(address(url)) as sock:
+            sock.sendall(b"POST /v1/payloads HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            with contextlib.suppress(OSError):  # the server may close while we still send
+                for _ in range(64):  # 1 MiB of one header, sent fast: no deadline involved
+                    sock.sendall(b"a" * 16384)
+            answer = read_until_closed(sock, 30)
+            assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")), answer[:100]
+        # Other clients are served as ever.
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+
+
+def test_serve_runs_the_parser_asked_for(tmp_path: Path, private_file: Path) -> None:
+    """`--http auto` is httptools when installed (it is, with the server extra); bad names fail."""
+    assert resolve_http("auto") == "httptools"
+    assert http_protocol("h11").func is ReceiverH11Protocol
+    assert http_protocol("auto").func.__name__ == "ReceiverHttpToolsProtocol"
+    result = run("serve", "--jwks", str(private_file), "--http", "zttp")
+    assert result.exit_code != 0
+    assert "http" in result.stderr
+
+
 def test_serve_refuses_bad_timeouts(private_file: Path) -> None:
     for option, value in [
         ("--header-timeout", "0"),
@@ -234,10 +271,10 @@ def test_serve_refuses_bad_timeouts(private_file: Path) -> None:
 
 @pytest.mark.slow
 def test_keep_alive_round_trips_do_not_wait_for_delayed_acks(
-    tmp_path: Path, private_file: Path
+    tmp_path: Path, private_file: Path, parser: str
 ) -> None:
     """Without TCP_NODELAY each answer (head and body: two writes) waits ~40 ms for an ACK."""
-    with serving(tmp_path, private_file) as url:
+    with serving(tmp_path, private_file, "--http", parser) as url:
         connection = http.client.HTTPConnection(*address(url), timeout=30)
         try:
             times = []
