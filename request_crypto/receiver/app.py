@@ -64,9 +64,7 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +104,7 @@ from ._http import (
     start_log,
 )
 from ._keys import KeyGeneration, WatchedKeys, loaded_keys, verification_options
+from ._stamps import new_id, utc_now
 from ._threads import Waiter, WorkerThreads
 from ._writer import SinkWriter
 from .config import KeySetSource, ReceiverConfig, ReceiverSettings, format_size
@@ -130,10 +129,6 @@ logger = logging.getLogger("request_crypto.receiver")
 PAYLOADS_PATH = "/v1/payloads"
 #: Seconds a sender is told to wait after a 503 (the sink or the replica not ready).
 RETRY_AFTER = "1"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest, str]:
@@ -422,8 +417,8 @@ class _Receiver:
         finally:
             self.metrics.decrypt_seconds.observe(time.perf_counter() - started)
         record = ReceivedPayload(
-            id=str(uuid.uuid4()),
-            received_at=_now(),
+            id=new_id(),
+            received_at=utc_now(),
             kid=decrypted.kid,
             format=decrypted.format.value,
             size=size,
