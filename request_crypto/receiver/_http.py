@@ -37,6 +37,7 @@ from ..errors import (
     UnsignedBodyError,
 )
 from .config import format_size
+from .observability import RequestLineHandler
 
 __all__ = [
     "SMALL_BODY",
@@ -278,6 +279,13 @@ def log_request(fields: dict[str, object], status: int, start: float) -> None:
     fields["duration_ms"] = round((time.perf_counter() - start) * 1000, 2)
     ordered = {key: fields[key] for key in _LOG_ORDER if key in fields}
     line = " ".join([f"{key}={_log_value(value)}" for key, value in ordered.items()])
+    handlers = logger.handlers
+    if len(handlers) == 1 and not logger.propagate and not logger.filters:
+        handler = handlers[0]  # serve's own (observability.log_config): no record needed
+        if type(handler) is RequestLineHandler and handler.request_line(
+            level, logger.name, line, ordered
+        ):
+            return
     # Made and handled directly: `logger.log` would walk the stack for the caller's file and
     # line (findCaller), ~25% of this function's cost, to report this very place anyway.
     record = logger.makeRecord(

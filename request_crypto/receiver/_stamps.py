@@ -30,8 +30,14 @@ class _Pool(threading.local):
 
 
 _pool = _Pool()
-# A forked child must not hand out the ids its parent's block still holds.
-os.register_at_fork(after_in_child=lambda: _pool.__init__())
+
+
+def _after_fork() -> None:
+    """A forked child must not hand out the ids its parent's block still holds."""
+    _pool.at = _BLOCK
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def new_id() -> str:

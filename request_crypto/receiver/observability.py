@@ -19,22 +19,37 @@ scrape sees the whole process.
 
 `JSONLogFormatter` writes each log record as one JSON object; request lines carry the
 access-log fields (method, path, status, kid, format, size, duration_ms, id, error).
-Needs the ``server`` extra (prometheus-client).
+
+`RequestLineHandler` is the handler `log_config` gives the ``request_crypto`` loggers: besides
+records, it takes a request's line ready-made (`RequestLineHandler.request_line`), formatted as
+its formatter would format the record (same bytes) but without building a `logging.LogRecord`
+(its fields, ``findCaller``-free as it is, cost more than the line), the time's text up to the
+second cached; and the lines of one turn of the event loop leave in one write. Needs the
+``server`` extra (prometheus-client).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["METRICS_CONTENT_TYPE", "JSONLogFormatter", "ReceiverMetrics", "log_config"]
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "JSONLogFormatter",
+    "ReceiverMetrics",
+    "RequestLineFormatter",
+    "RequestLineHandler",
+    "log_config",
+]
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -118,8 +133,37 @@ class ReceiverMetrics:
         return generate_latest(self.registry)
 
 
+#: The text format of the receiver's lines: ``2026-11-27 17:10:51,123 INFO name message``.
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class RequestLineFormatter(logging.Formatter):
+    """`TEXT_LOG_FORMAT`, and the same text for a request line given without a record."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_LOG_FORMAT)
+        self._second: tuple[int, str] = (-1, "")
+
+    def request_text(
+        self, created: float, level: int, name: str, line: str, fields: Mapping[str, object]
+    ) -> str:
+        """What `format` gives a record of `line` made at `created` (``msecs`` as Python 3.11's
+        `logging.LogRecord` computes it), the date and time up to the second cached."""
+        seconds = int(created)
+        cached, text = self._second
+        if seconds != cached:
+            text = time.strftime(self.default_time_format, self.converter(seconds))
+            self._second = (seconds, text)
+        millis = int((created - seconds) * 1000)
+        return f"{text},{millis:03d} {logging.getLevelName(level)} {name} {line}"
+
+
 class JSONLogFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and request fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON (no line breaks, whatever the message holds)."""
@@ -139,6 +183,96 @@ class JSONLogFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
+    def request_text(
+        self, created: float, level: int, name: str, line: str, fields: Mapping[str, object]
+    ) -> str:
+        """What `format` gives a request line's record made at `created`, without the record
+        (the date and time up to the second cached)."""
+        seconds, micros = _split_time(created)
+        cached, text = self._second
+        if seconds != cached:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            self._second = (seconds, text)
+        entry: dict[str, object] = {
+            "time": f"{text}.{micros // 1000:03d}+00:00",
+            "level": logging.getLevelName(level).lower(),
+            "logger": name,
+            "message": "request",
+        }
+        entry.update({k: v for k, v in fields.items() if k not in entry})
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _split_time(created: float) -> tuple[int, int]:
+    """Whole seconds and microseconds of a Unix time, rounded as `datetime.fromtimestamp`."""
+    whole = int(created)
+    micros = round((created - whole) * 1e6)
+    if micros >= 1_000_000:
+        return whole + 1, micros - 1_000_000
+    return whole, micros
+
+
+class RequestLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A `logging.StreamHandler` that also takes request lines ready-made (`request_line`).
+
+    Lines given on a running event loop are held and written together when the loop's turn
+    ends (one ``write`` for all the answers of a batch); a record, a `flush` and closing write
+    the held lines first, so the order of lines is kept.
+    """
+
+    _FORMATTERS = (RequestLineFormatter, JSONLogFormatter)
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._held: list[str] = []
+
+    def request_line(self, level: int, name: str, line: str, fields: Mapping[str, object]) -> bool:
+        """Write a request's line (logger `name`, text `line`, JSON `fields`) as a record of it
+        would be; False (nothing written) when this handler's level, filters or formatter
+        need the record, so the caller logs it as one."""
+        formatter = self.formatter
+        if level < self.level or self.filters or type(formatter) not in self._FORMATTERS:
+            return False
+        assert isinstance(formatter, (RequestLineFormatter, JSONLogFormatter))
+        text = formatter.request_text(time.time(), level, name, line, fields)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self.acquire()
+        try:
+            self._held.append(text + self.terminator)
+            if loop is None:
+                self.flush()
+            elif len(self._held) == 1:
+                loop.call_soon(self.flush)
+        finally:
+            self.release()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._held:  # under the lock (Handler.handle): lines given before this record
+            self._write_held()
+        super().emit(record)
+
+    def flush(self) -> None:
+        """Write the held lines, then flush the stream."""
+        self.acquire()
+        try:
+            if self._held:
+                self._write_held()
+            super().flush()
+        finally:
+            self.release()
+
+    def _write_held(self) -> None:
+        text = "".join(self._held)
+        self._held.clear()
+        try:
+            self.stream.write(text)
+        except Exception:  # as `emit` does: logging never breaks the request
+            self.handleError(logging.makeLogRecord({"msg": "request lines"}))
+
 
 def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """Uvicorn's logging config plus our request lines on stderr; applied in every worker.
@@ -148,15 +282,13 @@ def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415 (the server extra)
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["request_crypto"] = {
-        "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-    }
+    config["formatters"]["request_crypto"] = {"()": f"{__name__}.RequestLineFormatter"}
     if log_format == "json":
         json_formatter = {"()": f"{__name__}.JSONLogFormatter"}
         for name in config["formatters"]:
             config["formatters"][name] = json_formatter
     config["handlers"]["request_crypto"] = {
-        "class": "logging.StreamHandler",
+        "class": f"{__name__}.RequestLineHandler",
         "formatter": "request_crypto",
         "stream": "ext://sys.stderr",
     }

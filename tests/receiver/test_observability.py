@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import random
+import types
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from request_crypto.receiver.observability import JSONLogFormatter, ReceiverMetrics
+from request_crypto.receiver import _http
+from request_crypto.receiver.observability import (
+    JSONLogFormatter,
+    ReceiverMetrics,
+    RequestLineFormatter,
+    RequestLineHandler,
+    log_config,
+)
 
 
 def samples(metrics: ReceiverMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,3 +77,149 @@ def test_json_log_lines_carry_request_fields_and_never_break_lines() -> None:
     assert {k: entry[k] for k in fields} == fields
     plain = logging.LogRecord("x", logging.ERROR, __file__, 1, "two\nlines", (), None)
     assert json.loads(formatter.format(plain))["message"] == "two\nlines"
+
+
+FORMATTERS = [RequestLineFormatter, JSONLogFormatter]
+
+
+@pytest.mark.parametrize("formatter_class", FORMATTERS)
+def test_request_text_is_what_format_gives_the_record(
+    formatter_class: type[RequestLineFormatter | JSONLogFormatter],
+) -> None:
+    """The ready-made line (no LogRecord) has the record's bytes, time included, whatever the
+    fraction of the second (rounding at the millisecond's edges) and across seconds."""
+    formatter = formatter_class()
+    fields = {"method": "POST", "path": "/v1/payloads", "status": 202, "kid": 'k"\n\u00e9'}
+    line = "method=POST path=/v1/payloads status=202"
+    rng = random.Random(13)
+    times = [1_795_000_000 + rng.random() * 5 for _ in range(2000)]
+    times += [1_795_000_000.9999996, 1_795_000_001.0, 1_795_000_000.0005, 1_795_000_000.1239996]
+    for created in times:
+        for level in (logging.INFO, logging.ERROR):
+            record = logging.LogRecord(
+                "request_crypto.receiver", level, __file__, 0, "%s", (line,), None
+            )
+            record.created = created
+            record.msecs = int((created - int(created)) * 1000) + 0.0  # as Python 3.11 does
+            record.request_crypto = fields
+            made = formatter.request_text(created, level, record.name, line, fields)
+            assert made == formatter.format(record), created
+
+
+@pytest.fixture
+def request_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """The receiver's logger as `log_config` sets it up, writing to a StringIO. (Each test
+    sets the handlers again: pytest adds its capture handlers after the fixtures.)"""
+    logger = logging.getLogger("request_crypto.receiver")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    stream = io.StringIO()
+    logger.handlers[:] = [RequestLineHandler(stream)]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger, stream
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+
+
+@pytest.mark.parametrize("formatter_class", FORMATTERS)
+def test_log_request_writes_the_record_paths_line(
+    request_logger: tuple[logging.Logger, io.StringIO],
+    formatter_class: type[RequestLineFormatter | JSONLogFormatter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`log_request` through `RequestLineHandler` writes what a plain StreamHandler with the
+    same formatter writes from the record (time aside), hostile field values included."""
+    logger, stream = request_logger
+    handler = logger.handlers[0]
+    assert isinstance(handler, RequestLineHandler)
+    logger.handlers[:] = [handler]  # the fast path: this handler alone
+    handler.setFormatter(formatter_class())
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(perf_counter=lambda: 2.5))
+    fields: dict[str, object] = {
+        "method": "POST",
+        "path": "/v1/payloads",
+        "kid": "k\nforged=1 \u00e9",
+        "format": "jwe",
+        "size": 1234,
+        "id": "0b6f",
+        "error": "malformed",
+    }
+    made = []
+    monkeypatch.setattr(
+        handler,
+        "request_line",
+        lambda *a: made.append(a) or type(handler).request_line(handler, *a),
+    )
+    _http.log_request(dict(fields), 400, 2.0)
+    _http.log_request(dict(fields), 503, 2.0)  # error level
+    assert len(made) == 2  # written without a record
+    fast = stream.getvalue()
+    plain = logging.StreamHandler(io.StringIO())
+    plain.setFormatter(formatter_class())
+    logger.handlers[:] = [plain]
+    _http.log_request(dict(fields), 400, 2.0)
+    _http.log_request(dict(fields), 503, 2.0)
+    slow = plain.stream.getvalue()
+    assert fast.count("\n") == slow.count("\n") == 2
+
+    def timeless(text: str) -> list[object]:
+        if formatter_class is JSONLogFormatter:
+            return [{**json.loads(line), "time": None} for line in text.splitlines()]
+        return [line[len("2026-11-27 17:10:51,123") :] for line in text.splitlines()]
+
+    assert timeless(fast) == timeless(slow)
+    assert "status=503" in fast or '"status": 503' in fast
+
+
+def test_request_lines_of_one_loop_turn_leave_in_one_write_and_in_order(
+    request_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """On the event loop, lines are held to the end of the turn and written together; a record
+    logged meanwhile (another thread's error) comes after the lines given before it."""
+    logger, _ = request_logger
+    writes: list[str] = []
+
+    class Counted(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return super().write(text)
+
+    handler = logger.handlers[0]
+    assert isinstance(handler, RequestLineHandler)
+    logger.handlers[:] = [handler]
+    handler.setFormatter(RequestLineFormatter())
+    handler.setStream(Counted())
+
+    async def turn() -> None:
+        for n in range(3):
+            _http.log_request({"method": "POST", "path": f"/{n}"}, 202, 0.0)
+        assert writes == []  # held until the turn ends
+        await asyncio.sleep(0)
+        assert len(writes) == 1 and writes[0].count("\n") == 3
+        _http.log_request({"method": "POST", "path": "/3"}, 202, 0.0)
+        logger.warning("a record")
+        _http.log_request({"method": "POST", "path": "/4"}, 202, 0.0)
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    text = "".join(writes)
+    assert [line.split(" ")[5] for line in text.splitlines()] == [
+        "path=/0",
+        "path=/1",
+        "path=/2",
+        "path=/3",
+        "record",
+        "path=/4",
+    ]
+    assert text.splitlines()[4].endswith("WARNING request_crypto.receiver a record")
+
+
+def test_log_config_uses_the_request_line_handler_for_both_formats() -> None:
+    for log_format, formatter in (("text", RequestLineFormatter), ("json", JSONLogFormatter)):
+        config = log_config("info", log_format)
+        handler = config["handlers"]["request_crypto"]
+        assert handler["class"].endswith(".RequestLineHandler")
+        name = config["formatters"][handler["formatter"]]["()"]
+        assert name.endswith("." + formatter.__name__)
