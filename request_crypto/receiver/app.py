@@ -304,7 +304,7 @@ class _Receiver:
         it); answers, and returns the status it answered for the log line."""
         fields = log_fields(scope)
         try:
-            record = await self._accept(scope, receive, fields)
+            record, stored_id = await self._accept(scope, receive, fields)
         except Refused as refused:
             self.refused += 1
             fields["error"] = refused.tag
@@ -317,7 +317,7 @@ class _Receiver:
         self.accepted += 1
         self.metrics.observe_request(202, record.format)
         answer = {
-            "id": record.id,
+            "id": stored_id,
             "kid": record.kid,
             "format": record.format,
             "received_at": record.received_at,
@@ -327,8 +327,9 @@ class _Receiver:
 
     async def _accept(
         self, scope: Scope, receive: Receive, fields: MutableMapping[str, object]
-    ) -> ReceivedPayload:
-        """Read, decrypt and store one body; every refusal is a `Refused`.
+    ) -> tuple[ReceivedPayload, str]:
+        """Read, decrypt and store one body: its record and the id it is stored under (the
+        first id of the same body stored before); every refusal is a `Refused`.
 
         One hop off the event loop per body: a decrypt thread decrypts, builds the record and
         hands it to the sink writer, whose thread answers this request when it is stored.
@@ -398,8 +399,7 @@ class _Receiver:
             )
         if stored != record.id:  # the same body was stored before: answer its first id
             fields["id"] = stored
-            record = dataclasses.replace(record, id=stored)
-        return record
+        return record, stored
 
     def _open(
         self,

@@ -68,6 +68,7 @@ class ReceiverMetrics:
             ["status", "format"],
             registry=r,
         )
+        self._request_counters: dict[tuple[int, str | None], Counter] = {}
         self.decrypt_seconds = Histogram(
             "request_crypto_decrypt_seconds",
             "Time to decrypt one body",
@@ -107,8 +108,13 @@ class ReceiverMetrics:
         )
 
     def observe_request(self, status: int, body_format: str | None) -> None:
-        """Count one answered request."""
-        self.requests.labels(status=str(status), format=body_format or "none").inc()
+        """Count one answered request (each label pair's counter looked up once)."""
+        key = (status, body_format)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self.requests.labels(status=str(status), format=body_format or "none")
+            self._request_counters[key] = counter
+        counter.inc()
 
     def observe_batch(self, size: int, seconds: float, *, failed: bool) -> None:
         """Record one sink batch: its size, how long it took, whether the sink refused it."""

@@ -96,6 +96,8 @@ class PairedWrites:
         self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return  # as a transport does (h11 ends each response with one)
         held = self._held
         if held is None:
             self._held = data
