@@ -24,13 +24,11 @@ access-log fields (method, path, status, kid, format, size, duration_ms, id, err
 records, it takes a request's line ready-made (`RequestLineHandler.request_line`), formatted as
 its formatter would format the record (same bytes) but without building a `logging.LogRecord`
 (its fields, ``findCaller``-free as it is, cost more than the line), the time's text up to the
-second cached; and the lines of one turn of the event loop leave in one write. Needs the
-``server`` extra (prometheus-client).
+second cached. Needs the ``server`` extra (prometheus-client).
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -219,18 +217,9 @@ def _split_time(created: float) -> tuple[int, int]:
 
 
 class RequestLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A `logging.StreamHandler` that also takes request lines ready-made (`request_line`).
-
-    Lines given on a running event loop are held and written together when the loop's turn
-    ends (one ``write`` for all the answers of a batch); a record, a `flush` and closing write
-    the held lines first, so the order of lines is kept.
-    """
+    """A `logging.StreamHandler` that also takes request lines ready-made (`request_line`)."""
 
     _FORMATTERS = (RequestLineFormatter, JSONLogFormatter)
-
-    def __init__(self, stream: Any = None) -> None:
-        super().__init__(stream)
-        self._held: list[str] = []
 
     def request_line(self, level: int, name: str, line: str, fields: Mapping[str, object]) -> bool:
         """Write a request's line (logger `name`, text `line`, JSON `fields`) as a record of it
@@ -241,43 +230,15 @@ class RequestLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return False
         assert isinstance(formatter, (RequestLineFormatter, JSONLogFormatter))
         text = formatter.request_text(time.time(), level, name, line, fields)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
         self.acquire()
         try:
-            self._held.append(text + self.terminator)
-            if loop is None:
-                self.flush()
-            elif len(self._held) == 1:
-                loop.call_soon(self.flush)
+            self.stream.write(text + self.terminator)
+            self.flush()
+        except Exception:  # as `emit` does: logging never breaks the request
+            self.handleError(logging.makeLogRecord({"name": name, "msg": line}))
         finally:
             self.release()
         return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._held:  # under the lock (Handler.handle): lines given before this record
-            self._write_held()
-        super().emit(record)
-
-    def flush(self) -> None:
-        """Write the held lines, then flush the stream."""
-        self.acquire()
-        try:
-            if self._held:
-                self._write_held()
-            super().flush()
-        finally:
-            self.release()
-
-    def _write_held(self) -> None:
-        text = "".join(self._held)
-        self._held.clear()
-        try:
-            self.stream.write(text)
-        except Exception:  # as `emit` does: logging never breaks the request
-            self.handleError(logging.makeLogRecord({"msg": "request lines"}))
 
 
 def log_config(level: str, log_format: str = "text") -> dict[str, Any]:

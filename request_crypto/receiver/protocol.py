@@ -13,11 +13,9 @@ clients trickling a byte a second fill ``--limit-concurrency`` and every sender 
 A body the app *does* read is timed by the app itself (`request_crypto.receiver.app`), which
 knows when it is waiting for a large-body slot rather than for the client.
 
-It also sets ``TCP_NODELAY`` on each accepted socket: Uvicorn writes a response as two writes
-(head, then body), and with Nagle's algorithm the second waits for the client's delayed ACK
-(~40 ms on every keep-alive request). asyncio sets it only on sockets created with
-``IPPROTO_TCP``. And it hands Uvicorn's response cycle a `PairedWrites` in place of the
-transport, so that head and body leave in one ``send`` (one system call, one TCP segment).
+It also sets ``TCP_NODELAY`` on each accepted socket: a response goes out as two writes (head,
+then body), and with Nagle's algorithm the second waits for the client's delayed ACK (~40 ms
+on every keep-alive request). asyncio sets it only on sockets created with ``IPPROTO_TCP``.
 
 Two parsers carry it: `ReceiverH11Protocol` (h11, pure Python, always there) and
 ``ReceiverHttpToolsProtocol`` (`request_crypto.receiver.protocol_httptools`; httptools, a C
@@ -51,7 +49,6 @@ from .config import (
 __all__ = [
     "HEAD_LIMIT",
     "HTTP_IMPLEMENTATIONS",
-    "PairedWrites",
     "ReceiverH11Protocol",
     "SlowClientDeadlines",
     "http_protocol",
@@ -78,48 +75,6 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class PairedWrites:
-    """A transport's writes, each held until the next one or the end of the loop's turn.
-
-    Uvicorn's response cycle writes a response's head and then its body, and a small answer's
-    body follows at once: held, the head leaves with it in one ``transport.write`` (one system
-    call). A write with nothing after it is written when the loop's turn ends (``call_soon``),
-    so nothing waits on another event; bytes and their order are unchanged. `close` writes what
-    is held first. Only what Uvicorn's cycles use (`write`, `close`, `is_closing`) is here.
-    """
-
-    __slots__ = ("_held", "_loop", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return  # as a transport does (h11 ends each response with one)
-        held = self._held
-        if held is None:
-            self._held = data
-            self._loop.call_soon(self.flush)
-        else:
-            self._held = None
-            self._transport.write(held + data)
-
-    def flush(self) -> None:
-        """Write what is held, unless the connection is closing (then it is dropped)."""
-        held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-
 class SlowClientDeadlines:
     """The head and drain deadlines of one connection, for any parser.
 
@@ -137,7 +92,6 @@ class SlowClientDeadlines:
         self.drain_timeout = drain_timeout
         self._deadline: asyncio.TimerHandle | None = None
         self._phase: Phase | None = None
-        self._paired: PairedWrites | None = None  # made with the first cycle (needs the transport)
 
     @classmethod
     def configured(cls, *, header_timeout: float, drain_timeout: float) -> functools.partial[Any]:
@@ -145,16 +99,6 @@ class SlowClientDeadlines:
         return functools.partial(
             cast(Any, cls), header_timeout=header_timeout, drain_timeout=drain_timeout
         )
-
-    def pair_writes(self) -> None:
-        """Give a response cycle that writes to the transport a `PairedWrites` instead (from
-        where the protocol makes cycles, before their task runs)."""
-        cycle: Any = getattr(self, "cycle", None)
-        if cycle is not None and cycle.transport is self.transport:
-            paired = self._paired
-            if paired is None:
-                paired = self._paired = PairedWrites(self.transport, self.loop)
-            cycle.transport = paired
 
     def waiting_for(self) -> Phase | None:
         """What the connection waits for now that a deadline covers (None: nothing)."""
@@ -226,13 +170,11 @@ class ReceiverH11Protocol(SlowClientDeadlines, H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self.pair_writes()
         self.follow()
 
     def on_response_complete(self) -> None:
         """Re-arm the deadline for what the connection waits for next (see `follow`)."""
         super().on_response_complete()
-        self.pair_writes()  # a pipelined request's cycle may start here
         self.follow()
 
     def waiting_for(self) -> Phase | None:

@@ -1,10 +1,9 @@
 """`ReceiverHttpToolsProtocol`: Uvicorn's httptools protocol with serve's slow-client deadlines.
 
-The same deadlines, ``TCP_NODELAY`` and paired writes as `request_crypto.receiver.protocol`
-(read its docstring), on httptools' C parser, which costs less CPU per request than h11.
-httptools keeps no limit on a request head, so this protocol does: more than `HEAD_LIMIT`
-bytes without the head's end get ``431`` and the connection closed (h11 refuses such heads
-by itself).
+The same deadlines and ``TCP_NODELAY`` as `request_crypto.receiver.protocol` (read its
+docstring), on httptools' C parser, which costs less CPU per request than h11. httptools keeps
+no limit on a request head, so this protocol does: more than `HEAD_LIMIT` bytes without the
+head's end get ``431`` and the connection closed (h11 refuses such heads by itself).
 
 Separate from `protocol` because it imports httptools, which is optional.
 """
@@ -71,7 +70,6 @@ class ReceiverHttpToolsProtocol(SlowClientDeadlines, HttpToolsProtocol):
         """The head is whole: a body (if any) follows."""
         self._reading = "body"
         super().on_headers_complete()
-        self.pair_writes()
 
     def on_message_complete(self) -> None:
         """The request is whole: the next bytes start a new head."""

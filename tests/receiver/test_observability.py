@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -171,49 +170,6 @@ def test_log_request_writes_the_record_paths_line(
 
     assert timeless(fast) == timeless(slow)
     assert "status=503" in fast or '"status": 503' in fast
-
-
-def test_request_lines_of_one_loop_turn_leave_in_one_write_and_in_order(
-    request_logger: tuple[logging.Logger, io.StringIO],
-) -> None:
-    """On the event loop, lines are held to the end of the turn and written together; a record
-    logged meanwhile (another thread's error) comes after the lines given before it."""
-    logger, _ = request_logger
-    writes: list[str] = []
-
-    class Counted(io.StringIO):
-        def write(self, text: str) -> int:
-            writes.append(text)
-            return super().write(text)
-
-    handler = logger.handlers[0]
-    assert isinstance(handler, RequestLineHandler)
-    logger.handlers[:] = [handler]
-    handler.setFormatter(RequestLineFormatter())
-    handler.setStream(Counted())
-
-    async def turn() -> None:
-        for n in range(3):
-            _http.log_request({"method": "POST", "path": f"/{n}"}, 202, 0.0)
-        assert writes == []  # held until the turn ends
-        await asyncio.sleep(0)
-        assert len(writes) == 1 and writes[0].count("\n") == 3
-        _http.log_request({"method": "POST", "path": "/3"}, 202, 0.0)
-        logger.warning("a record")
-        _http.log_request({"method": "POST", "path": "/4"}, 202, 0.0)
-        await asyncio.sleep(0)
-
-    asyncio.run(turn())
-    text = "".join(writes)
-    assert [line.split(" ")[5] for line in text.splitlines()] == [
-        "path=/0",
-        "path=/1",
-        "path=/2",
-        "path=/3",
-        "record",
-        "path=/4",
-    ]
-    assert text.splitlines()[4].endswith("WARNING request_crypto.receiver a record")
 
 
 def test_log_config_uses_the_request_line_handler_for_both_formats() -> None:
