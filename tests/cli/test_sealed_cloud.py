@@ -181,7 +181,9 @@ def test_seal_needs_jwks_or_a_kms_recipient(tmp_path: Path) -> None:
     assert "--jwks" in fails("seal", "--kid", "k1", tmp_path / "plain", "-o", tmp_path / "o")
 
 
-def test_local_files_do_not_import_boto3_or_pkcs11(key_files: dict[str, Path], tmp_path: Path) -> None:
+def test_local_files_do_not_import_boto3_or_pkcs11(
+    key_files: dict[str, Path], tmp_path: Path
+) -> None:
     (tmp_path / "plain").write_bytes(b"local")
     code = (
         "import sys\n"
