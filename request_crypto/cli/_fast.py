@@ -125,15 +125,12 @@ def opening_keys(jwks: Path | str, password: bytes | None = None) -> Any:
     """What opens a sealed file: any key source `jwks` names (a private set file, plain or
     encrypted at rest with `password`; `pkcs11:...`; an RSA key `aws-kms:...`), or the
     symmetric KMS key of an aws-kms recipient (`keys.uri.open_sealed_keys`)."""
-    from ..errors import InvalidJWKSError
     from ..keyfile import require_private_keys
     from ..keys.jwks import JWKManager
     from ..keys.uri import open_sealed_keys
 
-    try:
+    with _naming(jwks):
         keys = open_sealed_keys(jwks, password=password)
-    except InvalidJWKSError as exc:
-        raise InvalidJWKSError(f"{jwks}: {exc}") from None
     if isinstance(keys, JWKManager):
         require_private_keys(keys, Path(jwks), "open")
     return keys
@@ -155,14 +152,25 @@ def sealed_files(directory: str) -> list[Path]:
 
 def key_set(path: Path) -> JWKManager:
     """The key set at `path`; errors name the file."""
-    from ..errors import InvalidJWKSError
     from ..keyfile import read_jwks
     from ..keys.jwks import JWKManager
 
-    try:
+    with _naming(path):
         return JWKManager(read_jwks(path))
+
+
+@contextlib.contextmanager
+def _naming(location: Path | str) -> Iterator[None]:
+    """An InvalidJWKSError raised inside names `location` (a URI without its PIN), once."""
+    from ..errors import InvalidJWKSError
+    from ..keys.uri import shown_location
+
+    try:
+        yield
     except InvalidJWKSError as exc:
-        raise InvalidJWKSError(f"{path}: {exc}") from None
+        where, message = shown_location(location), str(exc)
+        named = message if message.startswith(where) else f"{where}: {message}"
+        raise InvalidJWKSError(named) from None
 
 
 @contextlib.contextmanager

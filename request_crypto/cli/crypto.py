@@ -276,7 +276,7 @@ def inspect(
     fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
     and plaintext length, with no key (unauthenticated), or authenticated with --jwks.
     """
-    password = password_of(password_file)
+    password = None if jwks is None else password_of(password_file)
     sealed = describe_sealed(source, jwks, password)
     if sealed is not None:
         echo_json(sealed)
