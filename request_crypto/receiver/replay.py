@@ -1,23 +1,33 @@
 """Replays of signed bodies: a token's `jti` is accepted in one body only, until it expires.
 
 A signed body's JWT carries a random `jti` and an `exp`. Every body has an idempotency key
-(the SHA-256 of its bytes, `sinks.idempotency_key`), and the sinks that keep keys answer the
-very same body again (a retry whose answer was lost) with its first id, storing it once. What
-this module adds: the sink remembers each `jti` with the key of the body that brought it, its
-id and the token's `exp`, in the same transaction that stores the payload (a ``replays``
-table of the SQLite file), so every worker sees it and a restart keeps it. The same `jti` in a
-*different* body is a replay: the sink stores nothing and answers ``replayed_marker(first
-id)``, which the receiver turns into ``409``.
+(the SHA-256 of its bytes, `sinks.idempotency_key`). The sink remembers each `jti` with the
+key of the body that brought it, its id and the token's `exp`, in the same transaction that
+stores the payload (a ``replays`` table of the SQLite file), so every worker sees it and a
+restart keeps it. Claiming a record's jti (`claim_sqlite`) gives one of three answers:
 
-An expired token never reaches the sink (it is refused as expired), so entries are dropped once
-their `exp` has passed. The PostgreSQL sink keeps them in a ``replays`` table of its database,
-in the batch's transaction (`postgres`), so every replica sees them. The JSON-lines sinks
-(plain and sealed archive) have no database: they keep the same table in a small SQLite file
-of their own (`FileReplays`: ``PATH.replays.db`` beside a JSON-lines file, ``replays.db`` in an
-archive directory), opened on the first signed body; its transaction stays open while the
-batch is written and commits only once the batch is durable, so a batch that failed leaves no
-jti behind (a crash between the two leaves a stored payload whose jti is forgotten). The
+- None: a new jti, claimed now; store the record;
+- the first id: the very same body again (a retry whose answer was lost), not stored again
+  and answered ``202`` with that id; the SQLite and PostgreSQL sinks also find it by the
+  payload's unique idempotency key, the JSON-lines sinks only here;
+- ``replayed_marker(first id)``: the jti inside a *different* body, a replay; the sink stores
+  nothing and the receiver answers ``409``.
+
+The claim is made while the batch is written and holds the table's write lock until the batch
+is durable, so a copy of the body in the same batch, or in a batch of another worker written
+meanwhile, sees the first claim and is not stored twice; and a batch that failed leaves no jti
+behind, so its retry is stored. An expired token never reaches the sink (it is refused as
+expired), so entries are dropped once their `exp` has passed.
+
+The PostgreSQL sink keeps them in a ``replays`` table of its database, in the batch's
+transaction (`postgres`), so every replica sees them. The JSON-lines sinks (plain and sealed
+archive) have no database: they keep the same table in a small SQLite file of their own
+(`FileReplays`: ``PATH.replays.db`` beside a JSON-lines file, ``replays.db`` in an archive
+directory), opened on the first signed body; its transaction stays open while the batch is
+written and commits only once the batch is durable (a crash between the two leaves a stored
+payload whose jti is forgotten, so its retry would be stored again: at least once). The
 standard-output sink keeps them in memory (`MemoryReplays`): one process, lost on restart.
+Unsigned bodies have no jti: the JSON-lines and standard-output sinks store each copy.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ __all__ = [
     "FileReplays",
     "MemoryReplays",
     "claim_sqlite",
+    "held_by",
     "replay_entry",
     "replayed_id",
     "replayed_marker",
@@ -82,6 +93,11 @@ def replayed_id(stored: str) -> str | None:
     return stored[len(_MARKER) :] if stored.startswith(_MARKER) else None
 
 
+def held_by(holder_key: str, first_id: str, body_key: str) -> str:
+    """A claimed jti's answer: the first id for the very same body, else its replay marker."""
+    return first_id if holder_key == body_key else replayed_marker(first_id)
+
+
 def replay_entry(record: ReceivedPayload) -> tuple[str, str, float] | None:
     """The record's ``(jti, body_key, exp)`` to remember, or None if it has nothing to check."""
     if record.jti is None or record.idempotency_key is None:
@@ -91,7 +107,11 @@ def replay_entry(record: ReceivedPayload) -> tuple[str, str, float] | None:
 
 
 def claim_sqlite(db: sqlite3.Connection, record: ReceivedPayload) -> str | None:
-    """Inside the sink's transaction: remember the record's jti, or its replay marker."""
+    """Inside the sink's transaction: claim the record's jti (None), or say whose it is.
+
+    A jti held by the very same body gives that body's first id (a retry), one held by
+    another body its `replayed_marker`.
+    """
     entry = replay_entry(record)
     if entry is None:
         return None
@@ -101,7 +121,7 @@ def claim_sqlite(db: sqlite3.Connection, record: ReceivedPayload) -> str | None:
         "SELECT body_key, id FROM replays WHERE jti = ? AND exp > ?", (jti, now)
     ).fetchone()
     if row is not None:
-        return replayed_marker(str(row[1])) if row[0] != body_key else None
+        return held_by(str(row[0]), str(row[1]), body_key)
     db.execute("DELETE FROM replays WHERE exp <= ?", (now,))
     db.execute(
         "INSERT OR REPLACE INTO replays (jti, body_key, id, exp) VALUES (?, ?, ?, ?)",
@@ -123,10 +143,13 @@ class FileReplays:
 
     @contextlib.contextmanager
     def claiming(self, records: Sequence[ReceivedPayload]) -> Iterator[list[str | None]]:
-        """Claim the records' jtis; yield each record's replay marker (None: store it).
+        """Claim the records' jtis; yield each record's `claim_sqlite` answer (None: store it).
 
-        The claims commit when the block ends without an error (the batch is durable), and
-        are rolled back otherwise. A batch without signed bodies touches no file.
+        A record answered with an id (a retry) or a marker (a replay) is not stored. The claims
+        are made in batch order under the file's write lock, held until the block ends, so
+        another process's copy of a body waits for this batch. They commit when the block ends
+        without an error (the batch is durable), and are rolled back otherwise. A batch
+        without signed bodies touches no file.
         """
         if not any(replay_entry(record) for record in records):
             yield [None] * len(records)
@@ -170,7 +193,7 @@ class MemoryReplays:
             raise
 
     def claim(self, record: ReceivedPayload, added: list[str] | None = None) -> str | None:
-        """Remember the record's jti (noted in `added`), or return its replay marker."""
+        """Remember the record's jti (noted in `added`), or answer as `claim_sqlite` does."""
         entry = replay_entry(record)
         if entry is None:
             return None
@@ -181,7 +204,7 @@ class MemoryReplays:
                 self._seen = {k: v for k, v in self._seen.items() if v[2] > now}
             seen = self._seen.get(jti)
             if seen is not None and seen[2] > now:
-                return replayed_marker(seen[1]) if seen[0] != body_key else None
+                return held_by(seen[0], seen[1], body_key)
             self._seen[jti] = (body_key, record.id, exp)
         if added is not None:
             added.append(jti)

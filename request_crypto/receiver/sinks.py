@@ -22,7 +22,8 @@ is absolute):
 - ``jsonl:///PATH``: one JSON object per line, appended; each batch is written, flushed and
   fsynced under an exclusive ``flock``, so several processes can share the file. A batch that
   fails halfway is cut off again, so the file never ends in a partial line. Signed bodies'
-  jtis go to ``PATH.replays.db`` beside it (`replay.FileReplays`).
+  jtis go to ``PATH.replays.db`` beside it (`replay.FileReplays`): a signed body's retry is
+  stored once, an unsigned one again.
 - ``jsonl:///DIR/?seal=PUBLIC_SET[&max_file_size=16MiB]``: the same lines in sealed files
   that only the archive's private set opens, one or more complete files per batch
   (`request_crypto.receiver.archive`).
@@ -41,7 +42,8 @@ nobody reads; an existing file readable by group or others is used, with a warni
 Every ``write_batch`` returns the id stored for each record: its own, or, when a record with
 the same idempotency key was stored before, that first record's id, which the receiver
 answers so a retried body gets the id it got the first time. The JSON-lines sinks cannot
-look back and store every record (at least once).
+look back in their files: they find a signed body's retry through its jti (`replay`) and
+store it once, but store every copy of an unsigned body (at least once).
 
 Stdlib only: importing this module needs no server dependency.
 """
@@ -66,7 +68,7 @@ from ..errors import InvalidArgumentError
 from ..keys.source import JWKMetadata
 from ..limits import format_size, parse_size
 from ._sinkfiles import connect_private_sqlite, open_sink_file, sqlite_transaction
-from .replay import REPLAY_SCHEMA, FileReplays, MemoryReplays, claim_sqlite
+from .replay import REPLAY_SCHEMA, FileReplays, MemoryReplays, claim_sqlite, replayed_id
 
 __all__ = [
     "DEFAULT_SINK",
@@ -262,7 +264,12 @@ class SQLiteSink:
         """Insert `records` in one transaction; a known idempotency key keeps its first row."""
         keys = [r.idempotency_key for r in records if r.idempotency_key is not None]
         with self._transaction():
-            replays = [claim_sqlite(self._db, r) for r in records]  # signed bodies' jtis
+            # Signed bodies' jtis. A retry (a claim naming its first id) is found, like an
+            # unsigned one, by its unique idempotency key: the payloads table has the last word.
+            replays = [
+                claim if claim is not None and replayed_id(claim) is not None else None
+                for claim in (claim_sqlite(self._db, r) for r in records)
+            ]
             self._db.executemany(
                 _INSERT,
                 [r.row() for r, replay in zip(records, replays, strict=True) if replay is None],
@@ -282,7 +289,8 @@ class SQLiteSink:
 class JSONLSink:
     """Payloads appended as JSON lines; each batch written, flushed and fsynced under a lock.
 
-    Signed bodies' jtis go to ``PATH.replays.db`` beside the file (`replay.FileReplays`).
+    Signed bodies' jtis go to ``PATH.replays.db`` beside the file (`replay.FileReplays`), so
+    a signed body's retry is answered with its first id and not appended again.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -321,14 +329,18 @@ class JSONLSink:
 
 
 def json_lines(records: Sequence[ReceivedPayload], replays: Sequence[str | None]) -> str:
-    """The JSON lines of the records to store: those without a replay marker."""
+    """The JSON lines of the records to store: those whose jti claim said nothing.
+
+    `replays` holds each record's claim (`replay.claim_sqlite`): a retry's first id or a
+    replay's marker, neither stored.
+    """
     return "".join(
         r.to_json_line() for r, replay in zip(records, replays, strict=True) if not replay
     )
 
 
 def own_ids(records: Sequence[ReceivedPayload], replays: Sequence[str | None]) -> list[str]:
-    """What a sink that stores every record returns: its replay marker, or its own id."""
+    """What a JSON-lines sink returns: a record's claim (first id or marker), or its own id."""
     return [replay or r.id for r, replay in zip(records, replays, strict=True)]
 
 

@@ -7,20 +7,27 @@ from the sink's own files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import json
 import sqlite3
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from request_crypto import JWKManager, RequestEncryptor, Signer
 from request_crypto.keyfile import write_jwks
 from request_crypto.keys.signing import generate_signing_jwk, public_key_set
-from request_crypto.receiver import create_app
+from request_crypto.receiver import JSONLSink, StdoutSink, create_app
 from request_crypto.receiver.testing import ReceiverThread
-from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, write_private_set
+from tests.cli.runner import ok
+from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, record, write_private_set
+from tests.receiver.processes import Server, console_script
 
 
 @pytest.fixture(scope="module")
@@ -188,36 +195,113 @@ def test_serve_takes_a_dir_set_opens_signed_dir_bodies_and_publishes_no_secret(
     )
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "archive"])
-def test_jsonl_sinks_refuse_a_replay_after_a_restart(files, keys, sender, kind) -> None:
-    """The jtis of the JSON-lines sinks are in a file beside them, not in one process's memory."""
-    write_jwks(files["db"].with_name("archive_public.json"), keys.get_public_jwks())
-    sink = (
-        f"jsonl:///{files['db'].with_suffix('.jsonl')}"
-        if kind == "jsonl"
-        else f"jsonl:///{files['db'].with_name('archive')}/?seal="
-        f"{files['db'].with_name('archive_public.json')}"
+def jsonl_sink(
+    files: dict[str, Path], keys: JWKManager, kind: str
+) -> tuple[Any, Callable[[], list[Any]]]:
+    """A JSON-lines sink of `kind` beside the test's files, and what reads its records back."""
+    if kind == "stdout":
+        stream = io.BytesIO()
+        return StdoutSink(stream), lambda: lines_of(stream.getvalue().decode())
+    if kind == "jsonl":
+        path = files["db"].with_suffix(".jsonl")
+        return f"jsonl:///{path}", lambda: lines_of(path.read_text())
+    public, directory = files["db"].with_name("archive_public.json"), files["db"].with_name("a")
+    write_jwks(public, keys.get_public_jwks())
+    # The archive's private set is the receiver's own set here.
+    return f"jsonl:///{directory}/?seal={public}", lambda: lines_of(
+        ok("open", "--jwks", files["keys"], directory).stdout
     )
+
+
+def lines_of(text: str) -> list[Any]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "archive"])
+def test_jsonl_sinks_store_a_signed_retry_once_and_refuse_a_replay_after_a_restart(
+    files, keys, sender, kind
+) -> None:
+    """The jtis of the JSON-lines sinks are in a file beside them, with the first body's id."""
+    sink, stored_records = jsonl_sink(files, keys, kind)
     token = RequestEncryptor(keys.get_public_jwks(), sign_with=sender).signer.sign({"n": 1})
     public = JWKManager(keys.get_public_jwks())
     bodies = [public.encrypt_jwe("rx-a", token.encode(), cty="JWT") for _ in range(2)]
+    unsigned = RequestEncryptor(keys.get_public_jwks(), format="jwe").encrypt("rx-a", {"u": 1})
     with serve(files, sink=sink) as receiver, client(receiver.url) as http:
         first = http.post(PAYLOADS, content=bodies[0])
-        assert first.status_code == 202
+        assert first.status_code == 202, first.text
+        again = http.post(PAYLOADS, content=bodies[0])  # the very same body: a retry
+        assert (again.status_code, again.json()["id"]) == (202, first.json()["id"])
     with serve(files, sink=sink) as receiver, client(receiver.url) as http:
         replayed = http.post(PAYLOADS, content=bodies[1])
         assert replayed.status_code == 409 and "replay" in replayed.json()["error"]
-        # The first body's retry is accepted (stored again: JSON lines are at least once).
-        assert http.post(PAYLOADS, content=bodies[0]).status_code == 202
+        again = http.post(PAYLOADS, content=bodies[0])  # a retry after the restart
+        assert (again.status_code, again.json()["id"]) == (202, first.json()["id"])
+        # An unsigned body has no jti to look up: JSON lines keep it at least once (stored
+        # again, a new id), as docs/receiver.md says; the SQLite sink would store it once.
+        ids = [http.post(PAYLOADS, content=unsigned).json()["id"] for _ in range(2)]
+        assert len(set(ids)) == 2
+    records = stored_records()
+    assert [r["id"] for r in records if "signer" in r] == [first.json()["id"]]
+    assert sorted(r["id"] for r in records if "signer" not in r) == sorted(ids)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "archive", "stdout"])
+def test_jsonl_sinks_store_concurrent_copies_of_a_signed_body_once(
+    files, keys, sender, kind
+) -> None:
+    """Copies that arrive together (one batch, or the next while the first is written)."""
+    sink, stored_records = jsonl_sink(files, keys, kind)
+    body = RequestEncryptor(keys.get_public_jwks(), sign_with=sender).encrypt("rx-a", {"n": 1})
+    with serve(files, sink=sink) as receiver:
+
+        def post(_: int) -> httpx.Response:
+            with client(receiver.url) as http:  # a connection each: they arrive together
+                return http.post(PAYLOADS, content=body)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(post, range(16)))
+    assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+    (first_id,) = {a.json()["id"] for a in answers}
+    assert [r["id"] for r in stored_records()] == [first_id]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "stdout"])
+def test_a_retry_in_the_same_batch_is_stored_once_and_a_failed_batch_stores_none(
+    tmp_path, monkeypatch, kind
+) -> None:
+    """The order the writer sees: a copy after the first in one batch, then after a failure."""
+    stream = io.BytesIO()
+    sink = JSONLSink(tmp_path / "p.jsonl") if kind == "jsonl" else StdoutSink(stream)
+    one = record({"n": 1}, body=b"one", jti="jti-1")
+    copy = dataclasses.replace(one, id="the-copy")  # the same body, received again
+    assert sink.write_batch([one, copy]) == [one.id, one.id]
+    assert sink.write_batch([dataclasses.replace(one, id="later")]) == [one.id]
+    two = record({"n": 2}, body=b"two", jti="jti-2")
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    if kind == "jsonl":
+        monkeypatch.setattr("os.fsync", full)
+    else:
+        monkeypatch.setattr(stream, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        sink.write_batch([two])
+    monkeypatch.undo()
+    # The failed batch held the first copy: its retry is stored now, under its own id.
+    retry = dataclasses.replace(two, id="the-retry")
+    assert sink.write_batch([retry]) == [retry.id]
+    sink.close()
+    text = (tmp_path / "p.jsonl").read_text() if kind == "jsonl" else stream.getvalue().decode()
+    assert [json.loads(line)["id"] for line in text.splitlines()] == [one.id, retry.id]
 
 
 def test_two_jsonl_sinks_share_the_replays_file_and_a_failed_batch_claims_nothing(
     tmp_path, monkeypatch
 ) -> None:
     """Two sinks on one file (two workers): a jti one stored is a replay at the other."""
-    from request_crypto.receiver import JSONLSink
     from request_crypto.receiver.replay import replayed_id
-    from tests.receiver.helpers import record
 
     path = tmp_path / "p.jsonl"
     first, second = JSONLSink(path), JSONLSink(path)
@@ -240,3 +324,37 @@ def test_two_jsonl_sinks_share_the_replays_file_and_a_failed_batch_claims_nothin
     first.close()
     second.close()
     assert [json.loads(line)["payload"]["n"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.slow
+def test_serve_with_two_workers_stores_a_signed_body_sent_to_both_once(
+    files, keys, sender, tmp_path
+) -> None:
+    """``serve --workers 2`` on one JSON-lines file: copies reach both workers, one is stored."""
+    out = tmp_path / "p.jsonl"
+    command = [
+        *console_script(),
+        *["serve", "--jwks", str(files["keys"]), "--port", "0", "--workers", "2"],
+        *["--sink", f"jsonl:///{out}", "--verify-with", str(files["senders"])],
+    ]
+    encryptor = RequestEncryptor(keys.get_public_jwks(), sign_with=sender)
+    bodies = [encryptor.encrypt("rx-a", {"i": i}) for i in range(4)]
+    server = Server(command, tmp_path)
+    try:
+        base = server.wait_listening()
+
+        def post(body: str) -> httpx.Response:
+            with httpx.Client(trust_env=False, timeout=30) as http:  # a new connection each
+                return http.post(f"{base}{PAYLOADS}", content=body)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(post, [b for b in bodies for _ in range(8)]))
+    finally:
+        code = server.stop()
+    assert code == 0, "".join(server.stderr)
+    assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+    ids = [{a.json()["id"] for a in answers[i * 8 : i * 8 + 8]} for i in range(4)]
+    assert [len(one) for one in ids] == [1] * 4  # every copy answered with the first id
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(one.pop() for one in ids)
+    assert sorted(r["payload"]["i"] for r in lines) == [0, 1, 2, 3]
