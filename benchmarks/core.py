@@ -111,6 +111,17 @@ def loop_rate(fn: Callable[[], object], seconds: float, per_call: int = 1) -> fl
             return done * per_call / (now - start)
 
 
+def cpu_rate(fn: Callable[[], object], seconds: float) -> float:
+    """Call `fn` for about `seconds` of wall time; return calls per second of this thread's CPU."""
+    done = 0
+    cpu_start, deadline = time.thread_time(), time.perf_counter() + seconds
+    while True:
+        fn()
+        done += 1
+        if time.perf_counter() >= deadline:
+            return done / max(time.thread_time() - cpu_start, 1e-9)
+
+
 @dataclass
 class JsCase:
     name: str

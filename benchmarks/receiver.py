@@ -52,6 +52,7 @@ from .core import (
     Row,
     Section,
     Target,
+    cpu_rate,
     fixture_jwks,
     serial_bound,
     telemetry,
@@ -313,17 +314,6 @@ def running(command: list[str], log: Path, env: dict[str, str]) -> Iterator[tupl
 
 
 # --- the measurement -------------------------------------------------------------------------
-
-
-def cpu_rate(fn: Callable[[], object], seconds: float) -> float:
-    """Call `fn` for about `seconds` of wall time; return calls per second of this thread's CPU."""
-    done = 0
-    cpu_start, deadline = time.thread_time(), time.perf_counter() + seconds
-    while True:
-        fn()
-        done += 1
-        if time.perf_counter() >= deadline:
-            return done / max(time.thread_time() - cpu_start, 1e-9)
 
 
 def crypto_seconds(private_jwks: dict[str, Any], kid: str, seconds: float) -> dict[str, float]:
