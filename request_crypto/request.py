@@ -27,6 +27,7 @@ from .errors import (
 )
 from .errors import RequestCryptoError as _Error
 from .formats import REGISTRY, Format, Opened, detect_format
+from .formats.jwe import JWE
 from .keyfile import read_jwks
 from .keys.jwks import JWKManager, JWKSInput, JWKSManager, load_jwks_document, public_halves
 from .keys.signing import (
@@ -444,7 +445,16 @@ class RequestDecryptor:
         return format, REGISTRY[format].open(self._keys, body, self.limits)
 
     def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
-        """The one path of every format: size, detect, open, verify, then the JSON budget."""
+        """The one path of every format: size, detect, open, verify, then the JSON budget.
+
+        A common `jwe` body (see `JweFormat.open_common`: within the size limit, five parts,
+        a header of only alg, enc and kid, so unsigned) skips the size, format and signature
+        steps, which it already answers; with `require_signature` it takes them all.
+        """
+        if not self.require_signature:
+            opened = JWE.open_common(self._keys, body, self.limits)
+            if opened is not None:
+                return self._loads(opened), Format.JWE, opened.metadata, None
         return self._finish(*self._open(body))
 
     def _finish(
