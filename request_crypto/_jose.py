@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto.jwa import JWA
 
-from ._b64 import ascii_bytes, b64url_decode, b64url_decode_canonical, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_decode_parts, b64url_encode
 from ._json import dumps_utf8, reject_constant
 from .errors import (
     DecryptionError,
@@ -246,12 +246,10 @@ def parse_common_compact(
         header = _COMMON_HEADERS.get(parts[0]) or _common_header(parts[0])
     if header is None:
         return None
-    encrypted_key = b64url_decode_canonical(parts[1])
-    iv = b64url_decode_canonical(parts[2])
-    ciphertext = b64url_decode_canonical(parts[3])
-    tag = b64url_decode_canonical(parts[4])
-    if encrypted_key is None or iv is None or ciphertext is None or tag is None:
+    decoded = b64url_decode_parts(raw, parts[1:])
+    if decoded is None:
         return None
+    encrypted_key, iv, ciphertext, tag = decoded
     if len(iv) != 12 or len(tag) != 16 or len(ciphertext) > max_plaintext:
         return None
     return CompactJWE(parts[0], dict(header), encrypted_key, iv, ciphertext, tag)

@@ -431,6 +431,9 @@ class RequestDecryptor:
 
     def decrypt(self, body: str | bytes) -> Any:
         """Decrypt a body of either format and return the JSON value it carries."""
+        opened = self._open_common(body)
+        if opened is not None:
+            return self._loads(opened)  # no metadata object: nobody asked for it
         return self._decrypt(body)[0]
 
     def decrypt_request(self, body: str | bytes) -> DecryptedRequest:
@@ -445,17 +448,22 @@ class RequestDecryptor:
         return format, REGISTRY[format].open(self._keys, body, self.limits)
 
     def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
-        """The one path of every format: size, detect, open, verify, then the JSON budget.
-
-        A common `jwe` body (see `JweFormat.open_common`: within the size limit, five parts,
-        a header of only alg, enc and kid, so unsigned) skips the size, format and signature
-        steps, which it already answers; with `require_signature` it takes them all.
-        """
-        if not self.require_signature:
-            opened = JWE.open_common(self._keys, body, self.limits)
-            if opened is not None:
-                return self._loads(opened), Format.JWE, opened.metadata, None
+        """The one path of every format: size, detect, open, verify, then the JSON budget."""
+        opened = self._open_common(body)
+        if opened is not None:
+            return self._loads(opened), Format.JWE, opened.metadata, None
         return self._finish(*self._open(body))
+
+    def _open_common(self, body: str | bytes) -> Opened | None:
+        """A common `jwe` body opened in one straight line (see `JweFormat.open_common`).
+
+        It is within the size limit, has five parts and a header of only alg, enc and kid (so
+        it is unsigned): the size, format and signature steps are already answered. With
+        `require_signature` every body takes them. None: no key was used, take the general path.
+        """
+        if self.require_signature:
+            return None
+        return JWE.open_common(self._keys, body, self.limits)
 
     def _finish(
         self, format: Format, opened: Opened

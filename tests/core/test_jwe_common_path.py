@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from request_crypto import RequestDecryptor, RequestEncryptor, _jose
+from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _jose
 from request_crypto.errors import RequestCryptoError
 from request_crypto.formats import jwe as jwe_format
 from request_crypto.formats.jwe import JWE
@@ -210,3 +211,31 @@ def test_common_headers_are_copies_and_bounded(kit: Kit) -> None:
         protected = base64.urlsafe_b64encode(text).rstrip(b"=").decode()
         common(protected + "." + rest)
         assert len(_jose._COMMON_HEADERS) <= 256
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["pybase64", "stdlib"])
+def test_decoding_the_parts_at_once_matches_each_part(
+    accelerated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if accelerated and _accel.pybase64 is None:
+        pytest.skip("pybase64 is not installed")
+    if not accelerated:
+        monkeypatch.setattr(_accel, "pybase64", None)
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=.!\u00e9 "
+    decoded_some = 0
+    for _ in range(3000):
+        parts = []
+        for _ in range(4):
+            text = base64.urlsafe_b64encode(os.urandom(rng.choice([0, 1, 2, 12, 16, 300])))
+            part = text.rstrip(b"=").decode()
+            if rng.random() < 0.3 and part:
+                position = rng.randrange(len(part))
+                part = part[:position] + rng.choice(alphabet) + part[position + 1 :]
+            parts.append(part.encode("utf-8"))
+        whole = b".".join([b"eyJ", *parts])
+        each = [_b64.b64url_decode_canonical(part) for part in parts]
+        expected = None if None in each else each
+        assert _b64.b64url_decode_parts(whole, parts) == expected
+        decoded_some += expected is not None
+    assert decoded_some > 300
