@@ -434,7 +434,7 @@ class RequestDecryptor:
         opened = self._open_common(body)
         if opened is not None:
             return self._loads(opened)  # no metadata object: nobody asked for it
-        return self._decrypt(body)[0]
+        return self._finish(*self._open(body))[0]
 
     def decrypt_request(self, body: str | bytes) -> DecryptedRequest:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
