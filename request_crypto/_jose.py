@@ -231,7 +231,8 @@ def parse_common_compact(
     after the RSA each function and object on the way costs several times its warm price.
     This path vouches only for what senders write: text or bytes of at most 64 KiB (and
     `max_token_size`), five canonical unpadded base64url parts, a header of exactly `alg`
-    (RSA-OAEP or RSA-OAEP-256), `enc` (A128GCM or A256GCM) and a string `kid`, a 12-byte IV,
+    (RSA-OAEP or RSA-OAEP-256), `enc` (A128GCM or A256GCM), a string `kid` and maybe a
+    string `cty` (a signed body's `JWT`, checked after opening as for any body), a 12-byte IV,
     a 16-byte tag and a ciphertext within `max_plaintext` (GCM: as long as the plaintext).
     For anything else, hostile bodies included, it returns None before any key is used, and
     `check_wire_jwe` + `parse_compact` give the error the body deserves. What it returns is
@@ -257,7 +258,7 @@ def parse_common_compact(
 
 #: Headers `parse_common_compact` vouches for, by their base64url text (bounded, as below).
 _COMMON_HEADERS: dict[bytes, dict[str, Any]] = {}
-_COMMON_MEMBERS = frozenset({"alg", "enc", "kid"})
+_COMMON_MEMBERS = (frozenset({"alg", "enc", "kid"}), frozenset({"alg", "enc", "kid", "cty"}))
 
 
 def _common_header(protected: bytes) -> dict[str, Any] | None:
@@ -267,10 +268,11 @@ def _common_header(protected: bytes) -> dict[str, Any] | None:
     except RequestCryptoError:
         return None  # the general path raises it again, in its own order of checks
     common = (
-        header.keys() == _COMMON_MEMBERS
+        header.keys() in _COMMON_MEMBERS
         and header["alg"] in KEY_MANAGEMENT_ALGORITHMS
         and header["enc"] in _GCM
         and isinstance(header["kid"], str)
+        and isinstance(header.get("cty", ""), str)
     )
     if not common:
         return None

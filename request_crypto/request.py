@@ -431,56 +431,41 @@ class RequestDecryptor:
 
     def decrypt(self, body: str | bytes) -> Any:
         """Decrypt a body of either format and return the JSON value it carries."""
-        opened = self._open_common(body)
-        if opened is not None:
-            return self._loads(opened)  # no metadata object: nobody asked for it
         return self._finish(*self._open(body))[0]
 
     def decrypt_request(self, body: str | bytes) -> DecryptedRequest:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
-        return DecryptedRequest(*self._decrypt(body))
+        format, opened = self._open(body)
+        payload, signer = self._finish(format, opened)
+        return DecryptedRequest(payload, format, opened.metadata, signer)
 
     def _open(self, body: str | bytes) -> tuple[Format, Opened]:
-        """Size, detect and open (authenticated decryption): nothing verified yet."""
+        """Size, detect and open (authenticated decryption): nothing verified yet.
+
+        A common `jwe` body (see `JweFormat.open_common`) is opened in one straight line:
+        it is within the size limit and has five parts, so it has answered the size and
+        format steps; everything after the opening is the same for every body.
+        """
+        opened = JWE.open_common(self._keys, body, self.limits)
+        if opened is not None:
+            return Format.JWE, opened
         format = self._check(body)
         if self.require_signature and format is Format.ELASTIC:
             raise UnsignedBodyError("the elastic format has no signatures")  # before its PBKDF2
         return format, REGISTRY[format].open(self._keys, body, self.limits)
 
-    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
-        """The one path of every format: size, detect, open, verify, then the JSON budget."""
-        opened = self._open_common(body)
-        if opened is not None:
-            return self._loads(opened), Format.JWE, opened.metadata, None
-        return self._finish(*self._open(body))
-
-    def _open_common(self, body: str | bytes) -> Opened | None:
-        """A common `jwe` body opened in one straight line (see `JweFormat.open_common`).
-
-        It is within the size limit, has five parts and a header of only alg, enc and kid (so
-        it is unsigned): the size, format and signature steps are already answered. With
-        `require_signature` every body takes them. None: no key was used, take the general path.
-        """
-        if self.require_signature:
-            return None
-        return JWE.open_common(self._keys, body, self.limits)
-
-    def _finish(
-        self, format: Format, opened: Opened
-    ) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
+    def _finish(self, format: Format, opened: Opened) -> tuple[Any, SignerInfo | None]:
         """Verify a signed body (or refuse an unsigned one if required), then parse it."""
-        metadata = opened.metadata  # built once: each access makes a new object
-        if format is Format.JWE and is_signed_header(metadata.header):
+        if format is Format.JWE and is_signed_header(opened.result.header):
             if self._verifier is None:
                 raise SignatureError(
                     "the body is a signed JWT (cty JWT) and this decryptor has no verification "
                     "keys: give verify_with (the sender's public signing set)"
                 )
-            claims, signer = self._verifier.verify(bytes(opened.plaintext), self.limits)
-            return claims, format, metadata, signer
+            return self._verifier.verify(bytes(opened.plaintext), self.limits)
         if self.require_signature:
             raise UnsignedBodyError(f"{format.value} format")
-        return self._loads(opened), format, metadata, None
+        return self._loads(opened), None
 
     def _loads(self, opened: Opened) -> Any:
         """The JSON budget, for every format; the plaintext is freed as soon as it is parsed."""
@@ -502,7 +487,8 @@ class RequestDecryptor:
         unverifiable = self._verifier is None and format is Format.JWE
         if unverifiable and is_signed_header(opened.metadata.header):
             return opened.metadata
-        return self._finish(format, opened)[2]
+        self._finish(format, opened)
+        return opened.metadata
 
     def describe_signer(self, body: str | bytes) -> dict[str, Any] | None:
         """A signed body's signer (kid, alg) and registered claims; None for an unsigned body.

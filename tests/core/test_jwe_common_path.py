@@ -25,8 +25,9 @@ from request_crypto.errors import RequestCryptoError
 from request_crypto.formats import jwe as jwe_format
 from request_crypto.formats.jwe import JWE
 from request_crypto.keys.jwks import JWKManager
+from request_crypto.keys.signing import generate_signing_jwk, public_key_set
 from request_crypto.limits import DEFAULT_LIMITS
-from tests.core.hostile import CASES, Kit, craft
+from tests.core.hostile import CASES, PLAIN, Kit, craft
 
 RSA_ALGS = tuple(_jose.KEY_MANAGEMENT_ALGORITHMS)
 PAYLOAD = {"a": [1, 2.5, None, True], "b": "\u00e9" * 40, "c": {"d": "x" * 500}}
@@ -125,15 +126,37 @@ def test_limits_hold_on_the_common_path(
     assert error is None or fast[1][0].__name__ == error
 
 
-def test_signed_or_required_signature_bodies_leave_the_common_path(
+def test_signed_and_required_signature_bodies_end_the_same(
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = kit.jwe.encrypt("kibana_1", PAYLOAD)
-    strict = RequestDecryptor(kit.keys, require_signature=True)
-    fast, general = both(strict, body, monkeypatch)
-    assert fast == general and fast[0] == "error"
-    parts = craft(kit, {"alg": "RSA-OAEP", "enc": "A256GCM", "kid": "kibana_1", "cty": "JWT"})
-    assert common(".".join(parts)) is None  # a cty member: not a common header
+    """Signed bodies (cty JWT) open on the common path too; what follows is shared."""
+    sender = {"keys": [generate_signing_jwk("s-1", "ES256")]}
+    other = {"keys": [generate_signing_jwk("s-2", "ES256")]}
+    public = kit.keys.get_public_jwks()
+    signed = RequestEncryptor(public, sign_with=sender).encrypt("kibana_1", PAYLOAD)
+    unsigned = kit.jwe.encrypt("kibana_1", PAYLOAD)
+    odd_cty = ".".join(craft(kit, {**header_of(unsigned), "cty": "text/plain"}, PLAIN))
+    assert common(signed) is not None and common(odd_cty) is not None
+    decryptors = [
+        kit.decryptor,  # no verification keys: a signed body is refused
+        RequestDecryptor(kit.keys, verify_with=public_key_set(sender)),
+        RequestDecryptor(kit.keys, verify_with=public_key_set(other)),
+        RequestDecryptor(kit.keys, require_signature=True),
+    ]
+    seen = set()
+    for decryptor in decryptors:
+        for body in (signed, unsigned, odd_cty):
+            fast, general = both(decryptor, body, monkeypatch)
+            assert fast == general
+            seen.add(fast[0] if fast[0] == "value" else fast[1][0].__name__)
+    assert {"value", "SignatureError", "UnsignedBodyError", "UnknownSignerError"} <= seen
+    cty_number = craft(kit, {**header_of(unsigned), "cty": 5}, PLAIN)
+    assert common(".".join(cty_number)) is None  # a cty that is not a string: general path
+
+
+def header_of(body: str) -> dict[str, Any]:
+    protected = body.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))  # type: ignore[no-any-return]
 
 
 def test_a_declined_or_failed_body_costs_at_most_one_rsa(
