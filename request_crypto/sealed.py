@@ -7,9 +7,11 @@ data as AES-256-GCM segments (STREAM, see `_stream`). docs/FILE-FORMAT.md gives 
 bytes; fixtures/sealed/ holds test vectors.
 
 - `seal(src, dst, recipients, kms=...)` and `open_sealed(src, dst, keys)` stream between
-  binary file objects (or to a path, which then appears only once complete). With `kms` (a
-  `DataKeySource`: `keys.aws_kms_data_key.KMSDataKey`), KMS `GenerateDataKey` makes the file
-  key; `keys` may then be that KMS key instead of a private key set.
+  binary file objects (or to a path, which then appears only once complete). `keys` is any
+  `KeySource` (a private key set, a PKCS#11 token, an RSA key in AWS KMS, a merged set:
+  `keys.uri.open_key_source`), which unwraps the recipient's content key wherever its private
+  key lives. With `kms` (a `DataKeySource`: `keys.aws_kms_data_key.KMSDataKey`), KMS
+  `GenerateDataKey` makes the file key; `keys` may then be that KMS key instead.
 - `SealedReader(src, keys)` is a seekable, readable file object over a sealed file: it
   decrypts only the segments a read touches.
 - `inspect_sealed(src)` reads the recipients' kids, the segment size and the plaintext
@@ -31,7 +33,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol, Union
+from typing import IO, Any, Protocol, Union, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -69,6 +71,7 @@ from .errors import (
     DecryptionError,
     HeaderAuthenticationError,
     InvalidArgumentError,
+    KeySourceError,
     NoRecipientKeyError,
     RequestCryptoError,
     SealedFormatError,
@@ -76,6 +79,7 @@ from .errors import (
     TruncatedError,
 )
 from .keys.jwks import JWKManager
+from .keys.source import KeySource, is_key_source, open_compact
 from .limits import DEFAULT_MAX_WRAPPED_KEY_SIZE
 
 __all__ = [
@@ -120,8 +124,9 @@ class DataKeySource(Protocol):
         ...
 
 
-#: What opens a sealed file: a private key set, or the KMS key of its aws-kms recipient.
-OpeningKeys = JWKManager | DataKeySource
+#: What opens a sealed file: any key source holding a recipient's private key, or the KMS
+#: key of its aws-kms recipient.
+OpeningKeys = KeySource | DataKeySource
 
 
 @dataclass(frozen=True)
@@ -174,18 +179,28 @@ def _header_mac(file_key: bytes, salt: bytes, authenticated: bytes) -> bytes:
     return hmac.new(_derive(file_key, salt, _HEADER_INFO), authenticated, hashlib.sha256).digest()
 
 
-def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
+def unwrap_file_key(keys: KeySource, recipient: str) -> bytes:
     """The file key inside one recipient's compact JWE: the one place a key is unwrapped.
 
-    A later key source (HSM, KMS) that can unwrap RSA-OAEP for a kid plugs in here.
+    `keys` may hold the private key anywhere (a file, an HSM, KMS): the source unwraps the
+    content key (`KeySource.unwrap`), the 32-byte file key is AES-GCM-decrypted here
+    (`open_compact`). Every way the key does not open it is the one
+    HeaderAuthenticationError, so no answer tells a wrong key from a forged JWE; a source
+    that cannot answer (KeySourceError, e.g. an unreachable HSM or KMS) is raised as such,
+    never taken for a wrong key.
     """
-    token = recipient
     try:
-        file_key = keys.decrypt(
-            token, max_token_size=DEFAULT_MAX_WRAPPED_KEY_SIZE, max_plaintext=FILE_KEY_SIZE
+        file_key = open_compact(
+            keys,
+            recipient,
+            what="a sealed file's recipient",
+            max_token_size=DEFAULT_MAX_WRAPPED_KEY_SIZE,
+            max_plaintext=FILE_KEY_SIZE,
         ).payload
     except DecryptionError:
         file_key = b""
+    except KeySourceError:
+        raise
     except RequestCryptoError as exc:  # a too-long plaintext, an alg the key is not for
         raise HeaderAuthenticationError() from exc
     if len(file_key) != FILE_KEY_SIZE:
@@ -194,17 +209,18 @@ def unwrap_file_key(keys: JWKManager, recipient: str) -> bytes:
 
 
 def _file_key(header: Header, keys: OpeningKeys) -> bytes:
-    """Unwrap with the KMS key, or the first recipient the set holds a private key for; then
-    check the MAC."""
+    """Unwrap with the first recipient the key source can decrypt for (or the KMS data key);
+    then check the MAC."""
     file_key = None
-    if not isinstance(keys, JWKManager):
-        for arn, blob in header.kms:
-            file_key = keys.unwrap(arn, blob, kms_context(header.salt)) or b""
-    else:
+    if is_key_source(keys):
         for kid, recipient in zip(header.kids, header.recipients, strict=True):
-            if keys.has_private_key(kid):
+            if keys.can_decrypt(kid):
                 file_key = unwrap_file_key(keys, recipient)
                 break
+    else:
+        data_key = cast(DataKeySource, keys)  # not a KeySource: the other OpeningKeys
+        for arn, blob in header.kms:
+            file_key = data_key.unwrap(arn, blob, kms_context(header.salt)) or b""
     if file_key is None:
         raise NoRecipientKeyError(
             [*header.kids, *(f"aws-kms:{arn}" for arn, _ in header.kms)] or ["(none)"]
@@ -397,8 +413,8 @@ def seal(
 
 
 def open_sealed(src: Any, dst: Destination, keys: OpeningKeys) -> int:
-    """Open a sealed file from `src` into `dst` with a private key set (or the KMS key of
-    its aws-kms recipient); returns its length.
+    """Open a sealed file from `src` into `dst` with a key source holding a recipient's
+    private key (or the KMS key of its aws-kms recipient); returns its length.
 
     Every piece reaches `dst` only after it was authenticated. A path `dst` appears only
     after the final segment was; a file object may hold a prefix of the data if a later

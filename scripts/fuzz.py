@@ -18,6 +18,9 @@ plus hostile ones (issue 11): a `jwe` body with `zip`, payloads over the tight r
 budget, and envelopes with extra and nested members. Crash inputs land in the directory above
 the corpus (`-artifact_prefix`).
 
+Given files instead of corpus directories (`python scripts/fuzz.py --target=sealed CRASH`),
+it runs each once and stops, as libFuzzer and atheris do: a crash file replays its crash.
+
 Without atheris (or with `--plain`) the same target runs under a plain random mutation fuzzer
 with the same `-runs=` / `-max_total_time=` interface: no coverage guidance, but the same
 oracle. tests/project/test_fuzz_harness.py runs the target on a few hundred inputs in CI so
@@ -491,6 +494,16 @@ def _flag(args: list[str], name: str, default: float) -> float:
 TARGETS = {"decrypt": (Target, mutate), "sealed": (SealedTarget, mutate_sealed)}
 
 
+def replay(target: Callable[[bytes], None], files: Sequence[Path]) -> int:
+    """Run the target once on each file (a crash input, say); a crash raises, with its
+    traceback. libFuzzer's own output lines, so tools that parse them still do."""
+    for path in files:
+        print(f"Running: {path}", file=sys.stderr)
+        target(path.read_bytes())
+        print(f"Executed {path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     plain = "--plain" in argv
     chosen = [a.partition("=")[2] for a in argv if a.startswith("--target=")] or ["decrypt"]
@@ -498,6 +511,12 @@ def main(argv: list[str]) -> int:
     make_target, mutator = TARGETS[chosen[-1]]
     target: Any = make_target()
     corpus_dirs = [a for a in args[1:] if not a.startswith("-")]
+    files = [Path(a) for a in corpus_dirs if Path(a).is_file()]
+    if files:
+        if len(files) != len(corpus_dirs):
+            print("give input files to replay, or corpus directories: not both", file=sys.stderr)
+            return 2
+        return replay(target, files)
     if not corpus_dirs:
         corpus_dirs = [str(DEFAULT_DIR / "corpus")]
         args.append(corpus_dirs[0])

@@ -1,18 +1,20 @@
 """Regenerate fixtures/sealed/: sealed-file test vectors, good and bad (docs/FILE-FORMAT.md).
 
-    .venv/bin/python scripts/make_sealed_vectors.py
+    .venv/bin/python scripts/make_sealed_vectors.py [--only other-version]
 
 Writes a fresh private key set (keys.json: test keys, never used elsewhere), then each
 vector as NAME.sealed, with NAME.plain for the good ones, and vectors.json saying what each
 one is and, for a bad one, which error opening it must raise. Sealing is randomized (file key,
 salt, RSA-OAEP), so every run writes different bytes; tests/core/test_sealed_vectors.py checks
-whatever is committed.
+whatever is committed. `--only other-version` rewrites just that vector from the committed
+`header-only` one (its header is the same file's), so the others stay byte-identical.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 from request_crypto import JWKManager, seal
@@ -20,6 +22,8 @@ from request_crypto import JWKManager, seal
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "sealed"
 SEGMENT = 1024
 TAG = 16
+#: A magic line of a version no reader knows (v2 is real: a KMS recipient). Same length as v1's.
+OTHER_VERSION = b"request-crypto-sealed/v9\n"
 
 
 def pattern(size: int) -> bytes:
@@ -36,7 +40,20 @@ def header_end(blob: bytes) -> int:
     return blob.index(b"\nmac ") + len(b"\nmac ") + 43 + 1
 
 
+def rewrite_other_version() -> None:
+    """other-version.sealed again, from the committed vectors: the header of `header-only`
+    (same base file) under OTHER_VERSION's magic, then the segments it had."""
+    old = (OUT / "other-version.sealed").read_bytes()
+    header = (OUT / "header-only.sealed").read_bytes()
+    assert old[len(OTHER_VERSION) : len(header)] == header[len(OTHER_VERSION) :]
+    (OUT / "other-version.sealed").write_bytes(OTHER_VERSION + old[len(OTHER_VERSION) :])
+    print(f"rewrote {OUT / 'other-version.sealed'}")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--only", "other-version"]:
+        rewrite_other_version()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     keys = JWKManager()
     keys.add_key("vectors-oaep256", alg="RSA-OAEP-256")
@@ -92,7 +109,7 @@ def main() -> None:
         "appended": (base + segments[-1], "SegmentError", "the final segment repeated at the end"),
         "bad-mac": (bytes(bad_mac), "HeaderAuthenticationError", "the header MAC altered"),
         "other-version": (
-            b"request-crypto-sealed/v2\n" + base[25:],
+            OTHER_VERSION + base[len(OTHER_VERSION) :],
             "SealedFormatError",
             "magic line of a version this reader does not know",
         ),

@@ -78,8 +78,9 @@ class SoftHSM:
 
     Tokens (TOKENS): `rc-test` holds the key `recv-1` (made by `generate_key`); the others
     start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) or breaks its
-    token (`rc-fault`, `rc-lost`: tests/receiver/test_hsm_faults.py; `rc-close`) so that test
-    order does not matter. Tokens are picked by label: SoftHSM numbers slots at random.
+    token (`rc-fault`, `rc-lost`: tests/receiver/test_hsm_faults.py; `rc-close`; `rc-sealed`:
+    tests/core/test_sealed_key_sources.py) so that test order does not matter. Tokens are
+    picked by label: SoftHSM numbers slots at random.
     """
 
     def __init__(self, pin_file: Path) -> None:
@@ -115,6 +116,7 @@ TOKENS = (
     "rc-fault",
     "rc-lost",
     "rc-close",
+    "rc-sealed",
 )
 
 

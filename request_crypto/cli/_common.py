@@ -27,7 +27,7 @@ from ..errors import CLIError, RequestCryptoError
 from ..formats import Format
 from ..keyfile import is_private_set, read_jwks, require_private_keys
 from ..keys.jwks import ENCRYPT_OPS, JWKManager, public_halves
-from ..keys.pbes2 import read_password_file
+from ..keys.pbes2 import PASSWORD_FILE_ENV, read_password_file
 from ..keys.signing import DirectKeySet
 from ..keys.source import KeySource
 from ..keys.uri import is_key_source_uri, open_key_source, refuse_unknown_scheme
@@ -71,8 +71,6 @@ __all__ = [
 ]
 
 PROG = "request-crypto"
-#: Where every command that reads or writes a private set finds its password file by default.
-PASSWORD_FILE_ENV = "REQUEST_CRYPTO_PASSWORD_FILE"  # noqa: S105 - a variable name
 _logger = logging.getLogger("request_crypto")
 
 

@@ -6,8 +6,10 @@ without Typer: on this machine Typer's option handling alone imports pydantic an
 `--help`, an unknown or malformed option) goes to the full Typer CLI, which owns help and
 usage errors; `sealed` declares the same options for it and calls the same functions.
 
-INPUT and OUTPUT may be `s3://BUCKET/KEY` (`request_crypto.s3`), and a recipient or the
-opening key `aws-kms:...` (`keys.aws_kms_data_key`): boto3 is imported only then.
+INPUT and OUTPUT may be `s3://BUCKET/KEY` (`request_crypto.s3`), a recipient `aws-kms:...`
+(`keys.aws_kms_data_key`), and the opening key any key source (`keys.uri.open_sealed_keys`:
+a key-set file, plain or encrypted at rest, `pkcs11:...`, `aws-kms:...`): boto3 and
+python-pkcs11 are imported only for those.
 """
 
 # Imports inside functions are deliberate here: start-up time is part of every file's time.
@@ -94,9 +96,11 @@ def _data_key(recipients: Sequence[str]) -> Any:
     return kms
 
 
-def open_files(jwks: Path | str, source: str, output: str) -> None:
-    """Open `source` (a path, s3://, a directory of sealed files, or -) with the private set
-    at `jwks` (or the KMS key `aws-kms:...`) into `output`.
+def open_files(
+    jwks: Path | str, source: str, output: str, *, password: bytes | None = None
+) -> None:
+    """Open `source` (a path, s3://, a directory of sealed files, or -) with the key source
+    `jwks` names (see `opening_keys`) into `output`.
 
     A directory (the receiver's sealed archive) gives every ``*.sealed`` file in it, in name
     order, one after the other; to a file, the output appears once the last one is open.
@@ -104,7 +108,7 @@ def open_files(jwks: Path | str, source: str, output: str) -> None:
     from .._atomic import atomic_output
     from ..sealed import open_sealed
 
-    keys = opening_keys(jwks)
+    keys = opening_keys(jwks, password)
     if source != STDIO and not source.startswith("s3://") and os.path.isdir(source):
         files = sealed_files(source)
         with _output(output, binary_to_terminal=True) as given, contextlib.ExitStack() as stack:
@@ -117,14 +121,18 @@ def open_files(jwks: Path | str, source: str, output: str) -> None:
         open_sealed(src, dst, keys)
 
 
-def opening_keys(jwks: Path | str) -> Any:
-    """What opens a sealed file: the KMS key for `aws-kms:...`, else the private key set."""
-    if str(jwks).startswith("aws-kms:"):
-        return _data_key([str(jwks)])
+def opening_keys(jwks: Path | str, password: bytes | None = None) -> Any:
+    """What opens a sealed file: any key source `jwks` names (a private set file, plain or
+    encrypted at rest with `password`; `pkcs11:...`; an RSA key `aws-kms:...`), or the
+    symmetric KMS key of an aws-kms recipient (`keys.uri.open_sealed_keys`)."""
     from ..keyfile import require_private_keys
+    from ..keys.jwks import JWKManager
+    from ..keys.uri import open_sealed_keys
 
-    keys = key_set(Path(jwks))
-    require_private_keys(keys, Path(jwks), "open")
+    with _naming(jwks):
+        keys = open_sealed_keys(jwks, password=password)
+    if isinstance(keys, JWKManager):
+        require_private_keys(keys, Path(jwks), "open")
     return keys
 
 
@@ -144,14 +152,25 @@ def sealed_files(directory: str) -> list[Path]:
 
 def key_set(path: Path) -> JWKManager:
     """The key set at `path`; errors name the file."""
-    from ..errors import InvalidJWKSError
     from ..keyfile import read_jwks
     from ..keys.jwks import JWKManager
 
-    try:
+    with _naming(path):
         return JWKManager(read_jwks(path))
+
+
+@contextlib.contextmanager
+def _naming(location: Path | str) -> Iterator[None]:
+    """An InvalidJWKSError raised inside names `location` (a URI without its PIN), once."""
+    from ..errors import InvalidJWKSError
+    from ..keys.uri import shown_location
+
+    try:
+        yield
     except InvalidJWKSError as exc:
-        raise InvalidJWKSError(f"{path}: {exc}") from None
+        where, message = shown_location(location), str(exc)
+        named = message if message.startswith(where) else f"{where}: {message}"
+        raise InvalidJWKSError(named) from None
 
 
 @contextlib.contextmanager
@@ -221,6 +240,7 @@ def _output(output: str, *, binary_to_terminal: bool) -> Iterator[Any]:
 
 _VALUED = {
     "--jwks": "jwks",
+    "--password-file": "password_file",
     "--kid": "kid",
     "--recipient": "recipient",
     "-o": "output",
@@ -232,8 +252,8 @@ def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
     """`seal`/`open` arguments when they are plainly well formed, else None (Typer's turn).
 
     None for anything unusual: `--help`, an unknown option, a value given twice or empty,
-    `--kid` or `--segment-size` on `open`, no `--jwks`. Typer then parses the same line and
-    answers with its help or usage error.
+    `--kid` or `--segment-size` on `open`, `--password-file` on `seal`, no `--jwks`. Typer
+    then parses the same line and answers with its help or usage error.
     """
     if not argv or argv[0] not in COMMANDS:
         return None
@@ -259,6 +279,9 @@ def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
             elif name in ("--kid", "--recipient"):
                 plain = sealing
                 found[_VALUED[name]].append(value)
+            elif name == "--password-file":
+                plain = not sealing and "password_file" not in found
+                found[_VALUED[name]] = value
             else:
                 plain = found.get(_VALUED[name], STDIO) == STDIO  # not given twice
                 found[_VALUED[name]] = value
@@ -270,6 +293,15 @@ def _plain_arguments(argv: Sequence[str]) -> dict[str, Any] | None:
     found["segment_size"] = int(segment_size)
     found["source"] = found["source"] or STDIO
     return found
+
+
+def _password(path: str | None) -> bytes | None:
+    """The password of `--password-file`, else of the file REQUEST_CRYPTO_PASSWORD_FILE
+    names (as the Typer option reads it), else None."""
+    from ..keys.pbes2 import PASSWORD_FILE_ENV, read_password_file
+
+    path = path or os.environ.get(PASSWORD_FILE_ENV) or None
+    return None if path is None else read_password_file(path)
 
 
 def main() -> None:
@@ -295,7 +327,12 @@ def main() -> None:
                 recipients=arguments["recipient"],
             )
         else:
-            open_files(arguments["jwks"], arguments["source"], arguments["output"])
+            open_files(
+                arguments["jwks"],
+                arguments["source"],
+                arguments["output"],
+                password=_password(arguments.get("password_file")),
+            )
     except RequestCryptoError as exc:
         from ._common import one_line  # only on this path: it imports the whole library
 

@@ -261,7 +261,7 @@ def inspect(
             "--jwks",
             metavar="PRIVATE_SET|URI",
             help="The receiver's private keys: a file or a key-source URI (optional for a "
-            "sealed file, which takes a file or its aws-kms: key).",
+            "sealed file, which also takes the symmetric KMS key of its aws-kms recipient).",
             show_default=False,
         ),
     ] = None,
@@ -276,7 +276,8 @@ def inspect(
     fails here as it would in decrypt. For a sealed file: its recipients' kids, segment size
     and plaintext length, with no key (unauthenticated), or authenticated with --jwks.
     """
-    sealed = describe_sealed(source, jwks)
+    password = None if jwks is None else password_of(password_file)
+    sealed = describe_sealed(source, jwks, password)
     if sealed is not None:
         echo_json(sealed)
         return
@@ -287,7 +288,7 @@ def inspect(
         )
     verify = _verify_options(verify_with, None, None, 0)
     body = _read_body(source, max_body)
-    echo_json(inspect_body(jwks, body, max_body, password_of(password_file), **verify))
+    echo_json(inspect_body(jwks, body, max_body, password, **verify))
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ import typer
 
 from ..errors import InputError
 from ..sealed import MAGIC, SealedReader, inspect_sealed, is_sealed
+from ._common import PasswordFile, password_of
 from ._fast import (
     DEFAULT_SEGMENT_SIZE,
     STDIO,
@@ -61,8 +62,10 @@ OpeningSet = Annotated[
     str,
     typer.Option(
         "--jwks",
-        metavar="PRIVATE_SET|aws-kms:KEY",
-        help="The receiver's private key set, or the KMS key of an aws-kms recipient.",
+        metavar="PRIVATE_SET|URI",
+        help="The receiver's private keys: a key-set file (plain, encrypted at rest or "
+        "KMS-wrapped), a key-source URI (pkcs11:..., aws-kms:... RSA key; see "
+        "docs/key-sources.md), or the symmetric KMS key of an aws-kms recipient.",
         show_default=False,
     ),
 ]
@@ -103,7 +106,12 @@ def seal_command(
     seal_files(jwks, source, kid or [], output, segment_size, recipients=recipient or [])
 
 
-def open_command(jwks: OpeningSet, source: SealedInput = STDIO, output: Output = STDIO) -> None:
+def open_command(
+    jwks: OpeningSet,
+    source: SealedInput = STDIO,
+    output: Output = STDIO,
+    password_file: PasswordFile = None,
+) -> None:
     """Open a sealed file: every byte is written only after it was authenticated.
 
     To a file, the data goes to a temporary file next to it, renamed into place after the
@@ -111,10 +119,12 @@ def open_command(jwks: OpeningSet, source: SealedInput = STDIO, output: Output =
     cut short still fails (exit 1) after the authenticated part was written. A directory
     (the receiver's sealed archive) opens every *.sealed file in it, in name order.
     """
-    open_files(jwks, source, output)
+    open_files(jwks, source, output, password=password_of(password_file))
 
 
-def describe_sealed(source: str, jwks: str | None = None) -> dict[str, Any] | None:
+def describe_sealed(
+    source: str, jwks: str | None = None, password: bytes | None = None
+) -> dict[str, Any] | None:
     """`inspect` of a sealed file: None if `source` is not one (it is then left unread).
 
     Without a key set, what the file says (unauthenticated); with one, the header and the
@@ -135,7 +145,7 @@ def describe_sealed(source: str, jwks: str | None = None) -> dict[str, Any] | No
         handle.seek(0)
         described = inspect_sealed(handle).to_dict()
         if jwks is not None:
-            with SealedReader(handle, opening_keys(jwks)) as reader:
+            with SealedReader(handle, opening_keys(jwks, password)) as reader:
                 described["plaintext_length"] = reader.length
                 described["authenticated"] = True
         return described

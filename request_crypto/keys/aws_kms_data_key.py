@@ -19,9 +19,21 @@ from typing import Any
 from ..errors import KeySourceError, KeySourceUnavailableError, NoRecipientKeyError
 from .aws_kms import DEFAULT_ATTEMPTS, kms_call, kms_client, parse_kms_uri
 
-__all__ = ["KMSDataKey"]
+__all__ = ["KMSDataKey", "is_data_key_uri"]
 
 DATA_KEY_SPEC = "AES_256"
+
+
+def is_data_key_uri(uri: str) -> bool:
+    """Whether `uri` names a symmetric KMS key (a sealed file's aws-kms recipient) rather than
+    an RSA one (`keys.aws_kms`): `DescribeKey`'s KeySpec; a `kid` or `alg` attribute (RSA
+    keys only) answers without asking. An unreachable KMS is KeySourceUnavailableError."""
+    key_id, query, _alias = parse_kms_uri(uri)
+    if set(query) - {"region"}:
+        return False
+    client = kms_client(uri, query.get("region"), DEFAULT_ATTEMPTS, 5.0)
+    metadata = kms_call(client, "DescribeKey", uri, KeyId=key_id)["KeyMetadata"]
+    return bool(metadata.get("KeySpec") == "SYMMETRIC_DEFAULT")
 
 
 class KMSDataKey:

@@ -33,6 +33,7 @@ __all__ = [
     "ENC",
     "MAX_ITERATIONS",
     "MIN_ITERATIONS",
+    "PASSWORD_FILE_ENV",
     "decrypt_key_set",
     "encrypt_key_set",
     "is_encrypted_key_set",
@@ -51,6 +52,8 @@ MAX_ITERATIONS = 5_000_000
 SALT_LENGTH = 16
 #: What a password file may hold; passwords are short.
 MAX_PASSWORD_FILE = 4096
+#: Where every command that reads a private set finds its password file by default.
+PASSWORD_FILE_ENV = "REQUEST_CRYPTO_PASSWORD_FILE"  # noqa: S105 - a variable name
 
 
 def read_password_file(path: str | os.PathLike[str]) -> bytes:

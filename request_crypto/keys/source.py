@@ -9,7 +9,7 @@ hardware module. `open_compact` is how every format opens a compact JWE through 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from .._jose import CompactJWE, decrypt_compact, parse_compact
 from ..errors import (
@@ -72,7 +72,7 @@ class KeySource(Protocol):
 _SOURCE_METHODS = ("kids", "can_decrypt", "public_jwk", "key_metadata", "unwrap", "health")
 
 
-def is_key_source(value: object) -> bool:
+def is_key_source(value: object) -> TypeGuard[KeySource]:
     """Whether `value` offers the `KeySource` methods (a set given as data does not)."""
     return all(callable(getattr(value, name, None)) for name in _SOURCE_METHODS)
 

@@ -7,7 +7,8 @@
 `open_key_source` picks the constructor from the scheme table `SCHEMES` (smallstep's
 registry shape), `open_signing_key` from `SIGNING_SCHEMES` (a signing key in a token or in
 KMS, for signing and for verifying), `open_data_key` from `DATA_KEY_SCHEMES` (a sealed
-file's KMS recipient); several locations are merged by kid (`MergedKeySource`).
+file's KMS recipient); `open_sealed_keys` whichever of a key source and a data key opens a
+sealed file; several locations are merged by kid (`MergedKeySource`).
 `is_signing_key_uri` tells a URI naming a signing key from one naming a decryption key (each
 scheme module's `is_signing_uri` asks the token or KMS). The HSM and KMS
 modules are imported only when their scheme is used, so the core needs neither
@@ -35,12 +36,14 @@ __all__ = [
     "DATA_KEY_SCHEMES",
     "SCHEMES",
     "SIGNING_SCHEMES",
+    "is_data_key_uri",
     "is_key_source_uri",
     "is_signing_key_uri",
     "is_signing_scheme",
     "open_data_key",
     "open_key_source",
     "open_key_sources",
+    "open_sealed_keys",
     "open_signing_key",
     "open_verification_keys",
     "refuse_unknown_scheme",
@@ -119,6 +122,25 @@ def open_data_key(location: str) -> Any:
         return None
     module = scheme_module(scheme, DATA_KEY_SCHEMES)
     return getattr(module, DATA_KEY_SCHEMES[scheme][1])(location)
+
+
+def is_data_key_uri(location: str) -> bool:
+    """Whether `location` names a key of DATA_KEY_SCHEMES that makes data keys (a symmetric
+    KMS key) rather than an RSA key of the same scheme (asks KMS which it is)."""
+    scheme, colon, _ = location.partition(":")
+    if not colon or scheme not in DATA_KEY_SCHEMES:
+        return False
+    return bool(scheme_module(scheme, DATA_KEY_SCHEMES).is_data_key_uri(location))
+
+
+def open_sealed_keys(location: str | os.PathLike[str], *, password: bytes | None = None) -> Any:
+    """What opens a sealed file: the data key of its aws-kms recipient when `location` names a
+    symmetric KMS key, else the key source `location` names (a file, `pkcs11:`, an RSA key
+    in KMS: `open_key_source`), which unwraps an RSA recipient's JWE."""
+    text = os.fspath(location)
+    if is_data_key_uri(text):
+        return open_data_key(text)
+    return open_key_source(text, password=password)
 
 
 def open_verification_keys(

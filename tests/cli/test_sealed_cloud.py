@@ -181,7 +181,9 @@ def test_seal_needs_jwks_or_a_kms_recipient(tmp_path: Path) -> None:
     assert "--jwks" in fails("seal", "--kid", "k1", tmp_path / "plain", "-o", tmp_path / "o")
 
 
-def test_local_files_do_not_import_boto3(key_files: dict[str, Path], tmp_path: Path) -> None:
+def test_local_files_do_not_import_boto3_or_pkcs11(
+    key_files: dict[str, Path], tmp_path: Path
+) -> None:
     (tmp_path / "plain").write_bytes(b"local")
     code = (
         "import sys\n"
@@ -190,7 +192,8 @@ def test_local_files_do_not_import_boto3(key_files: dict[str, Path], tmp_path: P
         "             ['open', '--jwks', sys.argv[2], sys.argv[4], '-o', sys.argv[5]]):\n"
         "    sys.argv = ['request-crypto', *argv]\n"
         "    main()\n"
-        "assert not [m for m in sys.modules if m.startswith(('boto', 'request_crypto.s3'))]\n"
+        "assert not [m for m in sys.modules if m.startswith(('boto', 'request_crypto.s3',\n"
+        "    'pkcs11', 'request_crypto.keys.pkcs11', 'request_crypto.keys.aws_kms'))]\n"
         "print('ok')\n"
     )
     result = subprocess.run(

@@ -198,3 +198,31 @@ def test_command_line_runs_the_sealed_target(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "#200 DONE plain fuzzer" in done.stderr
     assert "open_sealed outcomes" in done.stderr
+
+
+def test_a_crash_file_given_as_an_argument_is_replayed(
+    fuzz: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As libFuzzer and atheris: a file argument runs once (not made a corpus directory), and
+    replays the crash it holds."""
+    crash = tmp_path / "crash-1"
+    crash.write_bytes(b"request-crypto-sealed/v1\nsegment-size 1024\n")
+    environment = {**os.environ, "REQUEST_CRYPTO_FUZZ_DIR": str(tmp_path / "fuzz")}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--target=sealed", str(crash)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Executed {crash}" in done.stderr
+    assert crash.is_file() and not (tmp_path / "fuzz").exists()
+
+    def crashing(data: bytes, keys: Any) -> bytes:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(fuzz.SealedTarget, "_open", staticmethod(crashing))
+    with pytest.raises(KeyError, match="a bug"):
+        fuzz.main(["fuzz.py", "--target=sealed", str(crash)])
