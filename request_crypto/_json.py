@@ -127,20 +127,6 @@ def _fast_dumps(value: Any) -> bytes | None:
     return bytes(memoryview(out)) if len(out) >= _TRIM_FROM else out
 
 
-def _fast_loads(data: bytes | bytearray | memoryview) -> tuple[bool, Any]:
-    """(True, value) when msgspec parses `data`; (False, None) sends it to json.loads.
-
-    msgspec refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, trailing text)
-    and a few things json accepts (1e400, lone surrogate escapes, very deep nesting); what it
-    accepts, it reads to the same value (big integers included; tests compare the two).
-    """
-    assert _MSGSPEC_DECODER is not None
-    try:
-        return True, _MSGSPEC_DECODER.decode(data)
-    except Exception:  # msgspec.DecodeError / ValidationError, RecursionError, ...
-        return False, None
-
-
 _MSGSPEC_DECODER: Any = _accel.msgspec.json.Decoder() if _accel.msgspec is not None else None
 
 
@@ -162,6 +148,8 @@ def loads_payload(
     More than `max_values` values is a JSONBudgetError (a PayloadTooLargeError); nesting
     deeper than `max_depth`, or bad JSON, is a MalformedBodyError.
     """
+    if not isinstance(data, str) and within_by_bytes(data, max_values, max_depth):
+        return _loads(data) if len(data) < DEFER_GC_FROM else _loads_gc_deferred(data)
     shape = measure_json(data, max_values, max_depth)
     if shape.values > max_values:
         raise JSONBudgetError("the decrypted payload", shape.values, max_values, "max_json_values")
@@ -172,8 +160,10 @@ def loads_payload(
         )
     if not shape.balanced:
         raise MalformedBodyError(_NOT_JSON)
-    if len(data) < DEFER_GC_FROM:
-        return _loads(data)
+    return _loads(data) if len(data) < DEFER_GC_FROM else _loads_gc_deferred(data)
+
+
+def _loads_gc_deferred(data: bytes | bytearray | str) -> Any:
     with _gc_deferred():
         return _loads(data)
 
@@ -337,11 +327,18 @@ _gc_deferred = _GCPause()
 
 
 def _loads(data: bytes | bytearray | str) -> Any:
+    """msgspec's value when it parses `data`, else json's value or error.
+
+    msgspec refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, trailing text)
+    and a few things json accepts (1e400, lone surrogate escapes, very deep nesting); what it
+    accepts, it reads to the same value (big integers included; tests compare the two).
+    """
     # `_accel.msgspec` is checked too so that tests can switch the accelerator off.
     if _MSGSPEC_DECODER is not None and _accel.msgspec is not None and not isinstance(data, str):
-        parsed, value = _fast_loads(data)
-        if parsed:
-            return value
+        try:
+            return _MSGSPEC_DECODER.decode(data)
+        except Exception:  # noqa: S110 - msgspec.DecodeError, RecursionError, ...: json decides
+            pass
     try:
         # Strict UTF-8, as the JavaScript side reads it: json.loads(bytes) would also accept
         # UTF-16/32 and a BOM, which JSON.parse(buffer.toString("utf8")) refuses.

@@ -27,6 +27,7 @@ from .errors import (
 )
 from .errors import RequestCryptoError as _Error
 from .formats import REGISTRY, Format, Opened, detect_format
+from .formats.jwe import JWE
 from .keyfile import read_jwks
 from .keys.jwks import JWKManager, JWKSInput, JWKSManager, load_jwks_document, public_halves
 from .keys.signing import (
@@ -430,39 +431,41 @@ class RequestDecryptor:
 
     def decrypt(self, body: str | bytes) -> Any:
         """Decrypt a body of either format and return the JSON value it carries."""
-        return self._decrypt(body)[0]
+        return self._finish(*self._open(body))[0]
 
     def decrypt_request(self, body: str | bytes) -> DecryptedRequest:
         """Decrypt and also report the format and the key metadata (for logs and storage)."""
-        return DecryptedRequest(*self._decrypt(body))
+        format, opened = self._open(body)
+        payload, signer = self._finish(format, opened)
+        return DecryptedRequest(payload, format, opened.metadata, signer)
 
     def _open(self, body: str | bytes) -> tuple[Format, Opened]:
-        """Size, detect and open (authenticated decryption): nothing verified yet."""
+        """Size, detect and open (authenticated decryption): nothing verified yet.
+
+        A common `jwe` body (see `JweFormat.open_common`) is opened in one straight line:
+        it is within the size limit and has five parts, so it has answered the size and
+        format steps; everything after the opening is the same for every body.
+        """
+        opened = JWE.open_common(self._keys, body, self.limits)
+        if opened is not None:
+            return Format.JWE, opened
         format = self._check(body)
         if self.require_signature and format is Format.ELASTIC:
             raise UnsignedBodyError("the elastic format has no signatures")  # before its PBKDF2
         return format, REGISTRY[format].open(self._keys, body, self.limits)
 
-    def _decrypt(self, body: str | bytes) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
-        """The one path of every format: size, detect, open, verify, then the JSON budget."""
-        return self._finish(*self._open(body))
-
-    def _finish(
-        self, format: Format, opened: Opened
-    ) -> tuple[Any, Format, JWKMetadata, SignerInfo | None]:
+    def _finish(self, format: Format, opened: Opened) -> tuple[Any, SignerInfo | None]:
         """Verify a signed body (or refuse an unsigned one if required), then parse it."""
-        metadata = opened.metadata  # built once: each access makes a new object
-        if format is Format.JWE and is_signed_header(metadata.header):
+        if format is Format.JWE and is_signed_header(opened.result.header):
             if self._verifier is None:
                 raise SignatureError(
                     "the body is a signed JWT (cty JWT) and this decryptor has no verification "
                     "keys: give verify_with (the sender's public signing set)"
                 )
-            claims, signer = self._verifier.verify(bytes(opened.plaintext), self.limits)
-            return claims, format, metadata, signer
+            return self._verifier.verify(bytes(opened.plaintext), self.limits)
         if self.require_signature:
             raise UnsignedBodyError(f"{format.value} format")
-        return self._loads(opened), format, metadata, None
+        return self._loads(opened), None
 
     def _loads(self, opened: Opened) -> Any:
         """The JSON budget, for every format; the plaintext is freed as soon as it is parsed."""
@@ -484,7 +487,8 @@ class RequestDecryptor:
         unverifiable = self._verifier is None and format is Format.JWE
         if unverifiable and is_signed_header(opened.metadata.header):
             return opened.metadata
-        return self._finish(format, opened)[2]
+        self._finish(format, opened)
+        return opened.metadata
 
     def describe_signer(self, body: str | bytes) -> dict[str, Any] | None:
         """A signed body's signer (kid, alg) and registered claims; None for an unsigned body.

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .._jose import check_wire_jwe
+from .._jose import check_wire_jwe, parse_common_compact
 from ..keys.signing import DirectKeySet
-from ..keys.source import KeySource, open_compact
+from ..keys.source import KeySource, open_compact, open_parsed
 from ._protocol import Format, Opened
 
 if TYPE_CHECKING:
@@ -55,8 +55,30 @@ class JweFormat:
         """One compact JWE to `kid` (A256GCM, no compression)."""
         return keys.encrypt_jwe(kid, plaintext)
 
+    def open_common(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened | None:
+        """Open the common body (see `parse_common_compact`) in one straight line, or None.
+
+        None means no key was used: `open` then runs the general checks and parse, which
+        raise what the body deserves. Never for a `dir` key set (it opens only `dir` bodies).
+        Once a key is used, the answer is final: the same plaintext or the same error.
+        """
+        if isinstance(keys, DirectKeySet):
+            return None
+        common = parse_common_compact(
+            body, max_token_size=limits.max_body_size, max_plaintext=limits.max_inflated_size
+        )
+        if common is None:
+            return None
+        result = open_parsed(
+            keys, common, max_plaintext=limits.max_inflated_size, kid_optional=True
+        )
+        return Opened(result.payload, result)
+
     def open(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened:
         """Refuse `zip` and oversized ciphertext unread, then decrypt with the named key."""
+        opened = self.open_common(keys, body, limits)
+        if opened is not None:
+            return opened
         check_wire_jwe(body, max_plaintext=limits.max_inflated_size)
         result = open_compact(
             keys,

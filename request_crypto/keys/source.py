@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
-from .._jose import decrypt_compact, parse_compact
+from .._jose import CompactJWE, decrypt_compact, parse_compact
 from ..errors import (
     MalformedBodyError,
     MissingKidInBodyError,
@@ -26,6 +26,7 @@ __all__ = [
     "check_token",
     "is_key_source",
     "open_compact",
+    "open_parsed",
     "public_set",
 ]
 
@@ -138,6 +139,13 @@ def open_compact(
     """
     check_token(token, what, max_token_size)
     jwe = parse_compact(token, direct=direct)
+    return open_parsed(keys, jwe, max_plaintext=max_plaintext, kid_optional=kid_optional)
+
+
+def open_parsed(
+    keys: KeySource, jwe: CompactJWE, *, max_plaintext: int, kid_optional: bool = False
+) -> JWKDecryptResult:
+    """`open_compact` from its parsed token on: find the key, then decrypt (same errors)."""
     kid = jwe.kid
     if kid is None and kid_optional:
         kid = _only_fitting_kid(keys, jwe.alg)
