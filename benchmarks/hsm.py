@@ -28,9 +28,10 @@ from request_crypto import RequestDecryptor, RequestEncryptor
 
 from .core import Context, RatioTarget, Row, Section
 
-#: Bodies a decrypt_many call opens, and its threads (the receiver's default decrypt pool).
+#: Bodies a decrypt_many call opens, and its threads: the receiver's default decrypt pool
+#: (`serve --decrypt-threads`: one per core, at least 2; receiver/app.py).
 BATCH = 32
-THREADS = 4
+THREADS = max(2, os.cpu_count() or 1)
 
 
 def softhsm_source() -> tuple[Any, Any, Any] | None:
