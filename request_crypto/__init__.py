@@ -5,33 +5,12 @@ plus one standard compact JWE (`jwe` format), signed bodies (a JWT inside the `j
 sealed files (streams of any size). See
 README.md for examples. This module only re-exports the public names;
 tests/project/test_architecture.py pins them.
+
+Names are imported on first use (`_exports`); `__init__.pyi` types them.
 """
 
-from .formats import ElasticBody, Format, detect_format, pack_body, unpack_body
-from .formats.nodecrypto import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
-from .keys import (
-    DirectKeySet,
-    JWKDecryptResult,
-    JWKManager,
-    JWKMetadata,
-    JWKSInput,
-    JWKSManager,
-    KeySource,
-    RemoteJWKS,
-    SigningKeySet,
-    create_jwk_manager,
-)
-from .keyset import KeySetFile
-from .limits import DEFAULT_LIMITS, Limits
-from .nested import Signer, SignerInfo, Verifier
-from .request import (
-    DecryptedRequest,
-    RequestDecryptor,
-    RequestEncryptor,
-    create_request_decryptor,
-    create_request_encryptor,
-)
-from .sealed import FileSealer, SealedInfo, SealedReader, inspect_sealed, open_sealed, seal
+from ._exports import __dir__ as __dir__
+from ._exports import __getattr__ as __getattr__
 
 __all__ = [
     "DEFAULT_LIMITS",

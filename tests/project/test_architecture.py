@@ -246,3 +246,36 @@ def test_no_source_or_test_file_is_over_600_lines() -> None:
     assert "tests/conftest.py" in sizes
     over = {path: lines for path, lines in sizes.items() if lines > MAX_LINES}
     assert over == {}, "split these files"
+
+
+def test_lazy_exports_match_the_type_stub() -> None:
+    """`_exports.HOMES` (what the package imports on first use) and `__init__.pyi` (what type
+    checkers see) name the same objects from the same modules, and `__all__` lists them."""
+    from request_crypto._exports import HOMES
+
+    stub = ast.parse((PACKAGE / "__init__.pyi").read_text())
+    stubbed = {
+        alias.asname or alias.name: (node.module or "").lstrip(".")
+        for node in stub.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert stubbed == HOMES
+    assert set(request_crypto.__all__) == {*HOMES, "__version__"}
+
+
+def test_importing_the_package_loads_no_request_machinery() -> None:
+    """`import request_crypto` (and so every `request-crypto` command) starts without jwcrypto,
+    x509 or asyncio until a name that needs them is used."""
+    script = (
+        "import sys, request_crypto\n"
+        "heavy = ('jwcrypto', 'cryptography.x509', 'asyncio')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "request_crypto.RequestEncryptor\n"
+        "print('jwcrypto' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]
