@@ -3,8 +3,10 @@
 Command against command, start-up included: each round runs every pair back to back on the
 same file (interleaved, who goes first alternating, so load from elsewhere hits both alike),
 and the table shows the median (and best) MiB/s, their ratio and each command's peak RSS
-(wait4 of that child). File outputs vary a lot on a shared machine: the first large write
-after a while can spend seconds in the kernel (sys time) whichever tool makes it. Then the
+(wait4 of that child). Every command starts from the same page-cache state (`same_start`):
+without that, file outputs varied by seconds, the kernel reclaiming the previous command's
+gigabyte of page cache during whichever tool wrote next (sys time 0.3-2.6 s for the same
+`dd`). Then the
 constant-memory check: a stream of --pipe-gib GiB piped through `seal | open`, each
 process's peak RSS shown.
 
@@ -47,6 +49,27 @@ def run(
     if process.returncode:
         raise SystemExit(f"failed ({process.returncode}): {' '.join(argv)}")
     return elapsed, usage.ru_maxrss / 1024
+
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def same_start(inputs: list[Path]) -> str:
+    """Give every command the same page-cache state: no dirty pages, the clean page cache
+    dropped (root on Linux) and the command's input read back in, so a run neither pays for
+    reclaiming the previous command's gigabyte nor reads its input from disk. Returns how."""
+    os.sync()
+    how = "sync only (dropping the page cache needs root on Linux)"
+    try:
+        DROP_CACHES.write_text("1")
+        how = "sync, page cache dropped, input read back in"
+    except OSError:
+        pass
+    for path in inputs:
+        with path.open("rb") as source:
+            while source.read(8 * MIB):
+                pass
+    return how
 
 
 def make_input(path: Path, size: int) -> None:
@@ -110,6 +133,7 @@ def compare(work: Path, keys: dict[str, str], size: int, rounds: int) -> None:
     run([RC, "seal", "--jwks", keys["public"], str(plain), "-o", str(work / "in.sealed")])
     run(["age", "-r", keys["age_recipient"], "-o", str(work / "in.age"), str(plain)])
     table = pairs(work, keys, plain)
+    start_state = ""
     results: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {
         name: ([], [], [], []) for name in table
     }
@@ -124,7 +148,8 @@ def compare(work: Path, keys: dict[str, str], size: int, rounds: int) -> None:
             order = [("ours", ours), ("age", theirs)]
             for label, argv in order if round_number % 2 == 0 else reversed(order):
                 (work / "out.bin").unlink(missing_ok=True)
-                os.sync()
+                inputs = [Path(arg) for arg in argv if arg.startswith(str(work) + "/in.")]
+                start_state = same_start(inputs)
                 measured[label] = run(argv)
             row = results[name]
             row[0].append(measured["ours"][0])
@@ -133,6 +158,7 @@ def compare(work: Path, keys: dict[str, str], size: int, rounds: int) -> None:
             row[3].append(measured["age"][1])
     mib = size / MIB
     print(f"\n{mib:.0f} MiB, {rounds} interleaved rounds, start-up included; median (best)")
+    print(f"before each command: {start_state}")
     print("| operation | request-crypto MiB/s | age MiB/s | ratio | request-crypto RSS | age RSS |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, (ours, theirs, ours_rss, age_rss) in results.items():
