@@ -86,12 +86,29 @@ class SlowClientDeadlines:
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
 
-    def init_deadlines(self, header_timeout: float, drain_timeout: float) -> None:
-        """Set up the deadlines (from the protocol's ``__init__``, after Uvicorn's)."""
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        drain_timeout: float = DEFAULT_BODY_TIMEOUT,
+        **uvicorn_arguments: Any,
+    ) -> None:
+        """Uvicorn's protocol first (next in the MRO), then the deadlines."""
+        super().__init__(*args, **uvicorn_arguments)
         self.header_timeout = header_timeout
         self.drain_timeout = drain_timeout
         self._deadline: asyncio.TimerHandle | None = None
         self._phase: Phase | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Uvicorn's, then ``TCP_NODELAY`` and the head deadline."""
+        super().connection_made(transport)  # type: ignore[misc]  # Uvicorn's, next in the MRO
+        set_nodelay(transport)
+        self.follow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        super().connection_lost(exc)  # type: ignore[misc]  # Uvicorn's, next in the MRO
 
     @classmethod
     def configured(cls, *, header_timeout: float, drain_timeout: float) -> functools.partial[Any]:
@@ -148,25 +165,6 @@ class SlowClientDeadlines:
 
 class ReceiverH11Protocol(SlowClientDeadlines, H11Protocol):
     """`H11Protocol` plus a request-head deadline, a bounded drain, and ``TCP_NODELAY``."""
-
-    def __init__(
-        self,
-        *args: Any,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        drain_timeout: float = DEFAULT_BODY_TIMEOUT,
-        **uvicorn_arguments: Any,
-    ) -> None:
-        super().__init__(*args, **uvicorn_arguments)
-        self.init_deadlines(header_timeout, drain_timeout)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        set_nodelay(transport)
-        self.follow()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

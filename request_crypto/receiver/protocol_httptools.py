@@ -10,13 +10,11 @@ Separate from `protocol` because it imports httptools, which is optional.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .config import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
-from .protocol import HEAD_LIMIT, Phase, SlowClientDeadlines, set_nodelay
+from .protocol import HEAD_LIMIT, Phase, SlowClientDeadlines
 
 __all__ = ["ReceiverHttpToolsProtocol"]
 
@@ -29,27 +27,11 @@ _HEAD_TOO_LARGE = (
 class ReceiverHttpToolsProtocol(SlowClientDeadlines, HttpToolsProtocol):
     """`HttpToolsProtocol` plus a head deadline and size limit, a bounded drain, TCP_NODELAY."""
 
-    def __init__(
-        self,
-        *args: Any,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        drain_timeout: float = DEFAULT_BODY_TIMEOUT,
-        **uvicorn_arguments: Any,
-    ) -> None:
-        super().__init__(*args, **uvicorn_arguments)
-        self.init_deadlines(header_timeout, drain_timeout)
+    def __init__(self, *args: Any, **arguments: Any) -> None:
+        super().__init__(*args, **arguments)  # the deadlines' keywords, then Uvicorn's
         #: Where the parser is in the request it reads (it may be ahead of the app's cycle).
         self._reading: Literal["idle", "head", "body"] = "idle"
         self._head_bytes = 0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        set_nodelay(transport)
-        self.follow()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._reading != "body":
