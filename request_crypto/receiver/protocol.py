@@ -107,6 +107,7 @@ class SlowClientDeadlines:
         self.follow()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """No deadline outlives its connection; then Uvicorn's."""
         self.disarm()
         super().connection_lost(exc)  # type: ignore[misc]  # Uvicorn's, next in the MRO
 
