@@ -101,6 +101,8 @@ class Module:
         #: Reinitialise before the next login: in a forked child (the state is the parent's),
         #: or after a token was not found (the module reads its tokens only at C_Initialize).
         self.stale = False
+        #: Calls the token thread ran (those that found the module busy).
+        self.served = 0
         self._reset_thread()
 
     def _reset_thread(self) -> None:
@@ -127,7 +129,8 @@ class Module:
                 )
                 self.thread.start()
         self._queued.release()
-        return job.result()
+        result: _T = job.result()
+        return result
 
     def stop(self) -> threading.Thread | None:
         """Have the token thread end once what is queued is done (a later call starts one);
@@ -153,6 +156,7 @@ class Module:
                     job = jobs.popleft()
                     if job is not None:
                         job.run()
+                        self.served += 1
                     elif self._end():  # stop(), and nothing queued since
                         return
                     if not queued.acquire(blocking=False):
@@ -183,7 +187,7 @@ class _Job:
         """Run the call, keeping what it returned or raised (the thread itself never fails)."""
         try:
             self.value = self.action()
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller, raised there)
+        except BaseException as exc:  # handed to the caller, raised there
             self.error = exc
         self.done.release()
 
