@@ -1,15 +1,15 @@
 """The RSA-OAEP unwrap's two PKCS#11 calls made straight through the module's function list.
 
 Why not python-pkcs11 here: its decrypt releases the GIL three times (C_DecryptInit, a length
-query, C_Decrypt). While the token is busy the other decrypt threads run their Python (~60 µs a
-body); at each short release one of them takes the GIL and the token then waits for it
-(measured: 2 threads did no better than 1). Here C_DecryptInit runs holding the GIL, the output
-is one modulus long (no query) and only C_Decrypt releases it, so the GIL changes hands once,
-while the token works. Same loaded library, session and key handles as python-pkcs11's (one
-dlopen per process); answers become python-pkcs11's exception classes, so callers classify
-them as before. Where the ABI assumed here does not hold (Windows packs PKCS#11 structures to
-one byte) or the function list cannot be read, `direct_decrypt` is None and python-pkcs11 is
-used.
+query, C_Decrypt). The module's token thread (`_pkcs11_session.Module`) wakes a decrypt thread
+as a call ends and starts the next call; at each short release that woken thread may take the
+GIL for its ~60 µs of Python while the token waits. Here C_DecryptInit runs holding the GIL,
+the output is one modulus long (no query) and only C_Decrypt releases it, so the GIL changes
+hands once, while the token works (docs/performance.md: 0.98 -> 1.00 of the token's rate in
+the model). Same loaded library, session and key handles as python-pkcs11's (one dlopen per
+process); answers become python-pkcs11's exception classes, so callers classify them as
+before. Where the ABI assumed here does not hold (Windows packs PKCS#11 structures to one
+byte) or the function list cannot be read, `direct_decrypt` is None and python-pkcs11 is used.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The PKCS#11 session of each token in this process, behind its module's lock (`keys.pkcs11`).
 
 python-pkcs11 initialises a module without OS locking and releases the GIL during calls, so
-every call into a module holds that module's lock; each token has one logged-in session per
-process, shared by the sources opened on it, logged out when the last one closes. A session
-or device error drops the session: the next call logs in again, at most once per
-RECONNECT_INTERVAL, reinitialising the module first (modules rescan their devices only in
-C_Initialize). A forked child never uses its parent's session: it reinitialises the module
-and logs in itself (PKCS#11 sessions do not survive fork).
+every call into a module holds that module's lock (a call finding the module busy is run by
+the module's token thread: `Module`); each token has one logged-in session per process,
+shared by the sources opened on it, logged out when the last one closes. A session or device
+error drops the session: the next call logs in again, at most once per RECONNECT_INTERVAL,
+reinitialising the module first (modules rescan their devices only in C_Initialize). A forked
+child never uses its parent's session or token thread: it reinitialises the module and logs
+in itself (PKCS#11 sessions do not survive fork).
 """
 
 from __future__ import annotations
