@@ -50,13 +50,14 @@ def sign_compact(key: SigningKey, payload: bytes, *, typ: str | None = "JWT") ->
 
 
 def _split(token: str | bytes) -> list[bytes]:
-    raw = ascii_bytes(token, "the signed JWT")
-    if raw.count(b".") != 2:
+    raw = token if type(token) is bytes else ascii_bytes(token, "the signed JWT")
+    parts = raw.split(b".")  # one pass: three parts exactly when there are two dots
+    if len(parts) != 3:
         raise MalformedBodyError(
             "the signed body is not a compact JWS (3 dot-separated parts): "
             "the JWT inside the jwe must be header.payload.signature"
         )
-    return raw.split(b".")
+    return parts
 
 
 def read_unverified(token: str | bytes) -> tuple[dict[str, Any], bytes]:
@@ -76,7 +77,7 @@ def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
             "the algorithm is fixed by the key, never by the token"
         )
     signature_bytes = b64url_decode(signature, "the JWS signature")
-    if not key.verify(protected + b"." + payload, signature_bytes):
+    if not key.verify(b".".join((protected, payload)), signature_bytes):  # one copy, not two
         raise SignatureError(
             f"the signature does not verify with key {key.kid!r}: the body was not signed "
             "by that sender, or it was altered in transit"

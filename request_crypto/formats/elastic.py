@@ -20,6 +20,7 @@ from .._b64 import (
     Decline,
     b64encode_standard,
     b64url_decode,
+    b64url_decode_canonical,
     b64url_encode,
     b64url_encode_padded,
     decode_standard_quads,
@@ -167,7 +168,13 @@ def _pack(
     return str(memoryview(out)[: (total * 4 + 2) // 3], "ascii")
 
 
-def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
+#: Bodies up to this length are unpacked whole (`_unpack_whole`), larger ones a piece at a
+#: time: on a 1 KB body the pieces' generators and joins cost ~10 us of the ~45 us that the
+#: library adds to PBKDF2 and RSA, the whole-text pass ~3 us.
+_WHOLE_UP_TO = 64 * 1024
+
+
+def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytes | bytearray] | None:
     """`unpack_body` then the standard-base64 decode of the payload, in bounded extra memory.
 
     For a body in packBody's canonical form (what both implementations write) this returns the
@@ -176,9 +183,39 @@ def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
     caller takes that general path, which raises the error the body deserves.
     """
     try:
+        if type(body) in (str, bytes) and len(body) <= _WHOLE_UP_TO:
+            return _unpack_whole(body)
         return _unpack_streaming(body)
     except Decline:
         return None
+
+
+def _unpack_whole(body: str | bytes) -> tuple[str, bytes]:
+    """`_unpack_streaming` of a small body: each layer decoded in one call (same Declines).
+
+    Only the unpadded canonical base64url of packBody's exact text is taken. Its members
+    are found by hand, not by `_CANONICAL` (~3 us on 1 KB): the key is checked against its
+    alphabet, and the payload's alphabet by its decoders, as in `_unpack_streaming`.
+    """
+    raw = body.encode("ascii") if type(body) is str and body.isascii() else body
+    decoded = b64url_decode_canonical(raw) if type(raw) is bytes else None
+    if decoded is None or not decoded.startswith(_PREFIX) or not decoded.endswith(_SUFFIX):
+        raise Decline
+    separator = decoded.find(_SEPARATOR, len(_PREFIX))
+    start, end = separator + len(_SEPARATOR), len(decoded) - len(_SUFFIX)
+    key = decoded[len(_PREFIX) : separator]
+    if separator < 0 or start > end or key.translate(None, _KEY_ALPHABET):
+        raise Decline
+    payload = decoded[start:end]
+    cut = max(len(payload) - 8, 0) & ~3  # whole groups of the alphabet, then the padded end
+    head = decode_standard_quads(payload[:cut])
+    try:
+        # As in `_unpack_streaming`: the head was whole groups of the alphabet only, so this
+        # decoder's verdict on the end is decode_standard_base64's on the whole text.
+        tail = base64.b64decode(payload[cut:], validate=True)
+    except ValueError:  # binascii.Error
+        raise Decline from None
+    return key.decode("ascii"), head + tail
 
 
 def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:

@@ -97,12 +97,16 @@ def mutations(body: str, rng: random.Random) -> Iterator[str | bytes]:
 KEYS = ["", "a.b.c.d.e", "eyJ.x-y_z.QQ", "k" * 700]
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "streamed"])
 @pytest.mark.parametrize("chunk", [8, 12, 64, _b64.CHUNK])
 def test_streaming_envelope_matches_the_general_path(
-    backend: str, monkeypatch: pytest.MonkeyPatch, chunk: int
+    backend: str, monkeypatch: pytest.MonkeyPatch, chunk: int, whole: bool
 ) -> None:
+    """Small bodies are unpacked whole by default; `streamed` forces the piecewise path."""
     monkeypatch.setattr(_b64, "CHUNK", chunk)
     monkeypatch.setattr(envelope, "CHUNK", chunk)
+    if not whole:
+        monkeypatch.setattr(envelope, "_WHOLE_UP_TO", -1)
     rng = random.Random(chunk)
     fast_seen = 0
     for round_ in range(60):
@@ -121,6 +125,46 @@ def test_streaming_envelope_matches_the_general_path(
                 fast_seen += 1
                 assert (fast[0], bytes(fast[1])) == general(candidate), candidate[:60]
     assert fast_seen > 200  # the streaming path did take the ordinary bodies
+
+
+def test_small_bodies_are_unpacked_whole_and_large_ones_streamed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards the test above: its `whole` cases would otherwise test the streaming path."""
+    calls: list[str] = []
+    for name in ("_unpack_whole", "_unpack_streaming"):
+        real = getattr(envelope, name)
+        monkeypatch.setattr(
+            envelope, name, lambda body, real=real, name=name: calls.append(name) or real(body)
+        )
+    small = pack_encrypted_payload("a.b.c.d.e", os.urandom(1000))
+    large = pack_encrypted_payload("a.b.c.d.e", os.urandom(60 * 1024))
+    for body in (small, small.encode(), large, bytearray(small.encode())):
+        assert unpack_encrypted_payload(body) is not None
+    assert calls == ["_unpack_whole", "_unpack_whole", "_unpack_streaming", "_unpack_streaming"]
+
+
+def test_the_whole_unpack_declines_what_the_regex_refuses(backend: str) -> None:
+    """Hand-found members: overlapping prefix, separator and suffix; bytes out of place."""
+    layout = base64.b64encode(os.urandom(300)).decode()
+    texts = [
+        '{"encryptedAESKey":"","encryptedPayload":"}',
+        '{"encryptedAESKey":"k","encryptedPayload":"',
+        '{"encryptedAESKey":"k\"","encryptedPayload":"' + layout + '"}',
+        '{"encryptedAESKey":"k","encryptedPayload":"' + layout + '","x":""}',
+        '{"encryptedAESKey":"k","encryptedPayload":"' + layout[:-8] + '"' + layout[-7:] + '"}',
+        '{"encryptedAESKey":"k","encryptedPayload":"' + layout[:8] + "=" + layout[9:] + '"}',
+        '{"encryptedAESKey":"k","encryptedPayload":"' + layout + '"} ',
+        ' {"encryptedAESKey":"k","encryptedPayload":"' + layout + '"}',
+        '{"encryptedAESKey":"k","encryptedPayload":"' + layout + '"}',
+    ]
+    for text in texts:
+        body = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+        fast = unpack_encrypted_payload(body)
+        assert (None if fast is None else (fast[0], bytes(fast[1]))) in (general(body), None)
+        if fast is None:
+            assert general(body) is None or not envelope._CANONICAL.fullmatch(text.encode())
+    assert unpack_encrypted_payload(body) is not None  # the last, canonical one
 
 
 def test_keys_that_need_json_escaping_take_the_general_pack(backend: str) -> None:
