@@ -150,7 +150,7 @@ def test_the_whole_unpack_declines_what_the_regex_refuses(backend: str) -> None:
     texts = [
         '{"encryptedAESKey":"","encryptedPayload":"}',
         '{"encryptedAESKey":"k","encryptedPayload":"',
-        '{"encryptedAESKey":"k\"","encryptedPayload":"' + layout + '"}',
+        '{"encryptedAESKey":"k\\"","encryptedPayload":"' + layout + '"}',
         '{"encryptedAESKey":"k","encryptedPayload":"' + layout + '","x":""}',
         '{"encryptedAESKey":"k","encryptedPayload":"' + layout[:-8] + '"' + layout[-7:] + '"}',
         '{"encryptedAESKey":"k","encryptedPayload":"' + layout[:8] + "=" + layout[9:] + '"}',
