@@ -248,10 +248,12 @@ def parse_common_compact(
     raw = token.encode("ascii") if type(token) is str and token.isascii() else token
     if type(raw) is not bytes or len(raw) > min(max_token_size, _ONE_SHOT_GCM):
         return None
-    if raw.count(b".") != 4:  # an `elastic` body: counted, not split (~0.8 us less at 1 KB)
+    if b"." not in raw:  # an `elastic` body: not split (~0.8 us less at 1 KB)
         return None
     parts = raw.split(b".")
-    header = _COMMON_HEADERS.get(parts[0]) or _common_header(parts[0])
+    header = None
+    if len(parts) == 5:
+        header = _COMMON_HEADERS.get(parts[0]) or _common_header(parts[0])
     if header is None:
         return None
     decoded = b64url_decode_parts(raw, parts[1:])
