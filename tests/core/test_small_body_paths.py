@@ -15,11 +15,17 @@ import random
 import zlib
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from request_crypto import _b64, _jose
+from request_crypto import PassphraseCipher, _b64, _jose
 from request_crypto.errors import RequestCryptoError
 from request_crypto.formats import elastic as envelope
-from request_crypto.formats.elastic import pack_encrypted_payload, unpack_encrypted_payload
+from request_crypto.formats import nodecrypto
+from request_crypto.formats.elastic import (
+    pack_encrypted_payload,
+    pack_sealed,
+    unpack_encrypted_payload,
+)
 from tests.core.test_fast_paths import general
 
 
@@ -158,3 +164,41 @@ def test_parse_compact_decodes_the_parts_at_once_as_one_by_one(
             is not None
         )
     assert at_once > 50
+
+
+def test_small_layouts_seal_and_pack_whole_as_in_pieces(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One AESGCM call and whole base64 layers against the streamed encryptor and pieces:
+    with the same salt and IV drawn, the very same body, for every key shape."""
+    cipher = PassphraseCipher(b"p" * 32)
+    rng = random.Random(3)
+    for key in ("", "k", "kk", "a.b_c-d", 'quote"d', "k" * 700):
+        for size in (0, 1, 2, 3, 8, 9, 100, 101, 102, 1_000, 3_001, 64 * 1024 - 93):
+            plaintext = rng.randbytes(size)
+            bodies = []
+            for whole in (True, False):
+                with monkeypatch.context() as patch:
+                    draws = iter([b"s" * 64, b"i" * 12])
+                    patch.setattr(nodecrypto.os, "urandom", lambda n, d=draws: next(d))
+                    if not whole:
+                        patch.setattr(envelope, "_WHOLE_UP_TO", -1)
+                        patch.setattr(nodecrypto, "_ONE_SHOT", -1)
+                    bodies.append(pack_sealed(key, cipher, plaintext))
+            assert bodies[0] == bodies[1], (key, size)
+            fast = unpack_encrypted_payload(bodies[0])
+            assert fast is not None or key == 'quote"d'
+            assert cipher.decrypt_bytes(general(bodies[0])[1]) == plaintext  # type: ignore[index]
+
+
+def test_small_layouts_take_the_one_call_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the test above: without these paths it would compare the pieces with themselves."""
+    monkeypatch.setattr(
+        PassphraseCipher, "seal_pieces", lambda *a: pytest.fail("small layouts are whole")
+    )
+    calls = []
+    monkeypatch.setattr(nodecrypto, "AESGCM", lambda key: calls.append(key) or AESGCM(key))
+    cipher = PassphraseCipher(b"p" * 32)
+    body = pack_sealed("k", cipher, b"x" * 1000)
+    assert len(calls) == 1
+    assert cipher.decrypt_bytes(general(body)[1]) == b"x" * 1000  # type: ignore[index]
