@@ -202,3 +202,21 @@ def test_small_layouts_take_the_one_call_paths(monkeypatch: pytest.MonkeyPatch) 
     body = pack_sealed("k", cipher, b"x" * 1000)
     assert len(calls) == 1
     assert cipher.decrypt_bytes(general(body)[1]) == b"x" * 1000  # type: ignore[index]
+
+
+def test_small_plaintexts_deflate_to_the_default_stream() -> None:
+    """The small window and hash table write what zlib's defaults write (a random passphrase:
+    one stored block), and any small input inflates back."""
+    rng = random.Random(9)
+    for size in [32] * 300 + list(range(65)) * 5:
+        data = (
+            os.urandom(size)
+            if rng.random() < 0.5
+            else rng.choice([b"a", b"ab", b"abc"]) * (size // 3)
+        )
+        default = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        expected = default.compress(data) + default.flush()
+        assert _jose._deflate(data) == expected
+        assert _jose._inflate(_jose._deflate(data), len(data)) == data
+    large = os.urandom(5000) + b"a" * 5000
+    assert _jose._inflate(_jose._deflate(large), len(large)) == large
