@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._b64 import ascii_bytes, b64url_decode, b64url_decode_parts, b64url_encode
-from ._json import dumps_utf8, reject_constant
+from ._json import dumps_utf8_standard, reject_constant
 from .errors import (
     DecryptionError,
     InternalSignal,
@@ -143,7 +143,7 @@ def _protected_text(header: Mapping[str, str]) -> str:
     members = tuple(header.items())
     text = _PROTECTED_TEXT.get(members)
     if text is None:
-        text = b64url_encode(dumps_utf8(dict(header)))  # as JSON.stringify writes it
+        text = b64url_encode(dumps_utf8_standard(dict(header)))  # as JSON.stringify writes it
         if len(_PROTECTED_TEXT) >= _HEADER_CACHE_SIZE:
             _PROTECTED_TEXT.clear()
         _PROTECTED_TEXT[members] = text

@@ -195,7 +195,7 @@ def test_local_files_do_not_import_boto3_pkcs11_or_jwcrypto(
         "    main()\n"
         "loaded = [m for m in sys.modules if m.startswith(('boto', 'request_crypto.s3',\n"
         "    'pkcs11', 'request_crypto.keys.pkcs11', 'request_crypto.keys.aws_kms',\n"
-        "    'jwcrypto', 'cryptography.x509', 'typer'))]\n"
+        "    'jwcrypto', 'cryptography.x509', 'typer', 'orjson', 'msgspec'))]\n"
         "assert not loaded, loaded\n"
         "print('ok')\n"
     )
