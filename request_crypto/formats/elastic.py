@@ -20,6 +20,7 @@ from .._b64 import (
     Decline,
     b64encode_standard,
     b64url_decode,
+    b64url_decode_canonical,
     b64url_encode,
     b64url_encode_padded,
     decode_standard_quads,
@@ -94,6 +95,12 @@ _KEY_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _MAX_HEAD = 64 * 1024
 
 
+#: Bodies (and sealed layouts) up to this length are unpacked (packed) whole, larger ones a
+#: piece at a time: on a 1 KB body the pieces' generators and joins cost ~10 us (decrypt) and
+#: ~5 us (encrypt) of the ~45 us that the library adds to PBKDF2 and RSA.
+_WHOLE_UP_TO = 64 * 1024
+
+
 #: Layout pieces for `_pack`: given (head, step), ``layout[head:head+step]``, the next `step`
 #: bytes, ..., then ``layout[:head]`` last.
 LayoutPieces = Callable[[int, int], Iterator["bytes | memoryview"]]
@@ -121,7 +128,8 @@ def pack_sealed(encrypted_aes_key: str, cipher: PassphraseCipher, plaintext: byt
 
     The ciphertext is encrypted, base64-encoded twice and written into the body a piece at a
     time, so a 5 MB encrypt holds the plaintext and the body, not also the layout (peak
-    beyond input and result: 3.8x -> 2.8x the payload, tracemalloc).
+    beyond input and result: 3.8x -> 2.8x the payload, tracemalloc). Up to `_WHOLE_UP_TO`
+    the layout is made whole: at that size the pieces cost more than the copies.
     """
     return _pack(
         encrypted_aes_key,
@@ -142,6 +150,8 @@ def _pack(
     if key.translate(None, _KEY_ALPHABET):  # would need JSON escaping: the general path
         return pack_body(encrypted_aes_key, b64encode_standard(whole()).decode("ascii"))
     prefix = _PREFIX + key + _SEPARATOR
+    if size <= _WHOLE_UP_TO:  # small: each layer in one call (~5 us less than in pieces)
+        return b64url_encode(b"".join((prefix, b64encode_standard(whole()), _SUFFIX)))
     total = len(prefix) + 4 * ((size + 2) // 3) + len(_SUFFIX)
     out = bytearray(4 * ((total + 2) // 3))  # exactly the padded body: no growth, no slack
 
@@ -167,7 +177,7 @@ def _pack(
     return str(memoryview(out)[: (total * 4 + 2) // 3], "ascii")
 
 
-def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
+def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytes | bytearray] | None:
     """`unpack_body` then the standard-base64 decode of the payload, in bounded extra memory.
 
     For a body in packBody's canonical form (what both implementations write) this returns the
@@ -176,9 +186,39 @@ def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
     caller takes that general path, which raises the error the body deserves.
     """
     try:
+        if type(body) in (str, bytes) and len(body) <= _WHOLE_UP_TO:
+            return _unpack_whole(body)
         return _unpack_streaming(body)
     except Decline:
         return None
+
+
+def _unpack_whole(body: str | bytes) -> tuple[str, bytes]:
+    """`_unpack_streaming` of a small body: each layer decoded in one call (same Declines).
+
+    Only the unpadded canonical base64url of packBody's exact text is taken. Its members
+    are found by hand, not by `_CANONICAL` (~3 us on 1 KB): the key is checked against its
+    alphabet, and the payload's alphabet by its decoders, as in `_unpack_streaming`.
+    """
+    raw = body.encode("ascii") if type(body) is str and body.isascii() else body
+    decoded = b64url_decode_canonical(raw) if type(raw) is bytes else None
+    if decoded is None or not decoded.startswith(_PREFIX) or not decoded.endswith(_SUFFIX):
+        raise Decline
+    separator = decoded.find(_SEPARATOR, len(_PREFIX))
+    start, end = separator + len(_SEPARATOR), len(decoded) - len(_SUFFIX)
+    key = decoded[len(_PREFIX) : separator]
+    if separator < 0 or start > end or key.translate(None, _KEY_ALPHABET):
+        raise Decline
+    payload = decoded[start:end]
+    cut = max(len(payload) - 8, 0) & ~3  # whole groups of the alphabet, then the padded end
+    head = decode_standard_quads(payload[:cut])
+    try:
+        # As in `_unpack_streaming`: the head was whole groups of the alphabet only, so this
+        # decoder's verdict on the end is decode_standard_base64's on the whole text.
+        tail = base64.b64decode(payload[cut:], validate=True)
+    except ValueError:  # binascii.Error
+        raise Decline from None
+    return key.decode("ascii"), head + tail
 
 
 def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:

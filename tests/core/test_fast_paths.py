@@ -50,22 +50,6 @@ from request_crypto.formats.elastic import (
 from request_crypto.formats.nodecrypto import decode_standard_base64
 from request_crypto.keys.jwks import JWKManager
 
-ACCELERATORS = {"stdlib": False, "accelerated": True}
-
-
-@pytest.fixture(params=list(ACCELERATORS), ids=list(ACCELERATORS))
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run a test on the standard library, then on the accelerators (when installed)."""
-    if ACCELERATORS[request.param]:
-        if _accel.pybase64 is None:
-            pytest.skip("pybase64 is not installed")
-    else:
-        monkeypatch.setattr(_accel, "pybase64", None)
-        monkeypatch.setattr(_accel, "orjson", None)
-        monkeypatch.setattr(_accel, "msgspec", None)
-    monkeypatch.setattr(_b64, "_ACCELERATE_FROM", 8)  # accelerate even the small pieces
-    yield request.param
-
 
 def general(body: str | bytes) -> tuple[str, bytes] | None:
     try:
@@ -98,12 +82,16 @@ def mutations(body: str, rng: random.Random) -> Iterator[str | bytes]:
 KEYS = ["", "a.b.c.d.e", "eyJ.x-y_z.QQ", "k" * 700]
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "streamed"])
 @pytest.mark.parametrize("chunk", [8, 12, 64, _b64.CHUNK])
 def test_streaming_envelope_matches_the_general_path(
-    backend: str, monkeypatch: pytest.MonkeyPatch, chunk: int
+    backend: str, monkeypatch: pytest.MonkeyPatch, chunk: int, whole: bool
 ) -> None:
+    """Small bodies are unpacked whole by default; `streamed` forces the piecewise path."""
     monkeypatch.setattr(_b64, "CHUNK", chunk)
     monkeypatch.setattr(envelope, "CHUNK", chunk)
+    if not whole:
+        monkeypatch.setattr(envelope, "_WHOLE_UP_TO", -1)
     rng = random.Random(chunk)
     fast_seen = 0
     for round_ in range(60):
