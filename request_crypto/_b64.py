@@ -34,6 +34,11 @@ def b64url_encode(data: bytes) -> str:
     return str(memoryview(encoded)[: (len(data) * 4 + 2) // 3], "ascii")
 
 
+def b64url_uint(value: int) -> str:
+    """A non-negative integer as JWK writes one (RFC 7518 §2): big-endian, fewest bytes."""
+    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
+
+
 def b64url_encode_padded(data: bytes | bytearray | memoryview) -> bytes:
     """base64url with ``=`` padding (the building block of the unpadded form)."""
     if _accel.pybase64 is not None and len(data) >= _ACCELERATE_FROM:
@@ -152,6 +157,16 @@ def b64url_decode_parts(text: bytes, parts: list[bytes]) -> list[bytes] | None:
     return out
 
 
+def ascii_piece(piece: str | bytes | bytearray) -> bytes:
+    """A short piece of a body as bytes; Decline if a str piece is not ASCII."""
+    if isinstance(piece, str):
+        try:
+            return piece.encode("ascii")
+        except UnicodeEncodeError:
+            raise Decline from None
+    return bytes(piece)
+
+
 class Decline(InternalSignal):
     """Internal: a fast path met input it does not vouch for, so the general path decides.
 
@@ -160,31 +175,54 @@ class Decline(InternalSignal):
     """
 
 
-def _decode_url_quads(raw: bytes) -> bytes:
-    """Decode whole groups of url-alphabet base64 (no padding), refusing anything else."""
-    if _accel.pybase64 is not None and len(raw) >= _ACCELERATE_FROM:
+def _decode_url_quads(
+    data: bytes | bytearray | str, start: int = 0, stop: int | None = None
+) -> bytes:
+    """Decode ``data[start:stop]``, whole groups of url-alphabet base64 (no padding),
+    refusing anything else.
+
+    Bytes are read through a view and a str as a slice, never copied to ASCII bytes: the SIMD
+    decoder refuses a non-ASCII character as it refuses any other byte outside its alphabet.
+    """
+    stop = len(data) if stop is None else stop
+    if _accel.pybase64 is not None and stop - start >= _ACCELERATE_FROM:
         # validate=True refuses every byte outside the alphabet except these three (it takes
         # the standard alphabet too, and padding at the end): memchr-speed checks for them.
-        if b"+" in raw or b"/" in raw or b"=" in raw:
+        unsafe = _UNSAFE_STR if isinstance(data, str) else _UNSAFE_BYTES
+        if any(data.find(char, start, stop) >= 0 for char in unsafe):  # type: ignore[arg-type]
             raise Decline
         try:
-            return bytes(_accel.pybase64.b64decode(raw, altchars=b"-_", validate=True))
-        except ValueError:  # binascii.Error
+            if isinstance(data, str):
+                return bytes(_accel.pybase64.b64decode(data[start:stop], b"-_", True))
+            with memoryview(data) as view:
+                return bytes(_accel.pybase64.b64decode(view[start:stop], b"-_", True))
+        except ValueError:  # binascii.Error; UnicodeEncodeError for a lone surrogate
             raise Decline from None
+    raw = ascii_piece(data[start:stop])
     if raw.translate(None, _URL_ALPHABET):
         raise Decline
     return binascii.a2b_base64(raw.translate(_URL_TO_STANDARD))
 
 
-def decode_standard_quads(raw: bytes) -> bytes:
-    """Decode whole groups of standard base64 without padding; Decline on any other byte."""
-    if _accel.pybase64 is not None and len(raw) >= _ACCELERATE_FROM:
-        if b"=" in raw:  # the one byte outside the alphabet validate=True lets through
+#: What `_decode_url_quads` must look for itself, as str and as bytes.
+_UNSAFE_STR = ("+", "/", "=")
+_UNSAFE_BYTES = (b"+", b"/", b"=")
+
+
+def decode_standard_quads(text: bytes, start: int = 0, stop: int | None = None) -> bytes:
+    """Decode ``text[start:stop]``, whole groups of standard base64 without padding; Decline
+    on any other byte. The range is read through a view: a large text is not copied."""
+    stop = len(text) if stop is None else stop
+    if _accel.pybase64 is not None and stop - start >= _ACCELERATE_FROM:
+        # `=` is the one byte outside the alphabet that validate=True lets through.
+        if text.find(b"=", start, stop) >= 0:
             raise Decline
         try:
-            return bytes(_accel.pybase64.b64decode(raw, validate=True))
+            with memoryview(text) as view:
+                return bytes(_accel.pybase64.b64decode(view[start:stop], validate=True))
         except ValueError:  # binascii.Error
             raise Decline from None
+    raw = text[start:stop]
     if raw.translate(None, _STANDARD_ALPHABET):
         raise Decline
     return binascii.a2b_base64(raw)
@@ -197,31 +235,18 @@ def iter_b64url_decode(data: str | bytes | bytearray) -> Iterator[bytes]:
     b64url_decode would raise, so a caller can fall back to it for the exact error. Keep the
     rules here in step with b64url_decode; tests compare the two on mutated bodies.
     """
-    if isinstance(data, str):
-
-        def piece(start: int, stop: int) -> bytes:
-            try:
-                return data[start:stop].encode("ascii")
-            except UnicodeEncodeError:
-                raise Decline from None
-
-    elif isinstance(data, (bytes, bytearray)):
-
-        def piece(start: int, stop: int) -> bytes:
-            return bytes(data[start:stop])
-
-    else:
+    if not isinstance(data, (str, bytes, bytearray)):
         raise Decline
-    tail = piece(len(data) - min(len(data), 3), len(data))
+    tail = ascii_piece(data[len(data) - min(len(data), 3) :])
     padding = len(tail) - len(tail.rstrip(b"="))
     end = len(data) - padding
     if padding == 3 or (padding and padding != -end % 4) or end % 4 == 1:
         raise Decline
     whole = end - end % 4
     for start in range(0, whole, CHUNK):
-        yield _decode_url_quads(piece(start, min(start + CHUNK, whole)))
+        yield _decode_url_quads(data, start, min(start + CHUNK, whole))
     if end > whole:
-        last = piece(whole, end)
+        last = ascii_piece(data[whole:end])
         if last.translate(None, _URL_ALPHABET) or _INDEX[last[-1]] & _UNUSED_BITS[len(last)]:
             raise Decline
         yield binascii.a2b_base64(last.translate(_URL_TO_STANDARD) + b"=" * (-len(last) % 4))

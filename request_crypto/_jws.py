@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._b64 import ascii_bytes, b64url_decode, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_decode_parts, b64url_encode
 from ._jose import MAX_PROTECTED_HEADER, parse_json_header, shown
 from ._json import dumps_utf8
 from .errors import MalformedBodyError, SignatureError, UnknownSignerError
@@ -50,13 +50,14 @@ def sign_compact(key: SigningKey, payload: bytes, *, typ: str | None = "JWT") ->
 
 
 def _split(token: str | bytes) -> list[bytes]:
-    raw = ascii_bytes(token, "the signed JWT")
-    if raw.count(b".") != 2:
+    raw = token if type(token) is bytes else ascii_bytes(token, "the signed JWT")
+    parts = raw.split(b".")  # one pass: three parts exactly when there are two dots
+    if len(parts) != 3:
         raise MalformedBodyError(
             "the signed body is not a compact JWS (3 dot-separated parts): "
             "the JWT inside the jwe must be header.payload.signature"
         )
-    return raw.split(b".")
+    return parts
 
 
 def read_unverified(token: str | bytes) -> tuple[dict[str, Any], bytes]:
@@ -67,7 +68,8 @@ def read_unverified(token: str | bytes) -> tuple[dict[str, Any], bytes]:
 
 def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
     """Check the header, pick the key (see the module docstring), verify the signature."""
-    protected, payload, signature = _split(token)
+    raw = token if type(token) is bytes else ascii_bytes(token, "the signed JWT")
+    protected, payload, signature = _split(raw)
     header, alg = _checked_header(protected)
     key = _verifying_key(header, alg, keys)
     if key.alg != alg:
@@ -75,13 +77,17 @@ def verify_compact(token: str | bytes, keys: VerificationKeys) -> VerifiedJWS:
             f"the JWT is signed with {shown(alg)}, but key {key.kid!r} verifies {key.alg} only; "
             "the algorithm is fixed by the key, never by the token"
         )
-    signature_bytes = b64url_decode(signature, "the JWS signature")
-    if not key.verify(protected + b"." + payload, signature_bytes):
+    # Both parts in one call when canonical (what signers write); else one at a time, in the
+    # order whose errors callers see: the signature's before verifying, the payload's after.
+    decoded = b64url_decode_parts(raw, [payload, signature])
+    signature_bytes = decoded[1] if decoded else b64url_decode(signature, "the JWS signature")
+    if not key.verify(b".".join((protected, payload)), signature_bytes):  # one copy, not two
         raise SignatureError(
             f"the signature does not verify with key {key.kid!r}: the body was not signed "
             "by that sender, or it was altered in transit"
         )
-    return VerifiedJWS(header, b64url_decode(payload, "the JWS payload"), key)
+    payload_bytes = decoded[0] if decoded else b64url_decode(payload, "the JWS payload")
+    return VerifiedJWS(header, payload_bytes, key)
 
 
 #: Checked headers by their base64url text: one sender signs every body with the same header,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from .._b64 import (
     Decline,
     b64encode_standard,
     b64url_decode,
+    b64url_decode_canonical,
     b64url_encode,
     b64url_encode_padded,
     decode_standard_quads,
@@ -94,6 +96,12 @@ _KEY_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _MAX_HEAD = 64 * 1024
 
 
+#: Bodies (and sealed layouts) up to this length are unpacked (packed) whole, larger ones a
+#: piece at a time: on a 1 KB body the pieces' generators and joins cost ~10 us (decrypt) and
+#: ~5 us (encrypt) of the ~45 us that the library adds to PBKDF2 and RSA.
+_WHOLE_UP_TO = 64 * 1024
+
+
 #: Layout pieces for `_pack`: given (head, step), ``layout[head:head+step]``, the next `step`
 #: bytes, ..., then ``layout[:head]`` last.
 LayoutPieces = Callable[[int, int], Iterator["bytes | memoryview"]]
@@ -121,7 +129,8 @@ def pack_sealed(encrypted_aes_key: str, cipher: PassphraseCipher, plaintext: byt
 
     The ciphertext is encrypted, base64-encoded twice and written into the body a piece at a
     time, so a 5 MB encrypt holds the plaintext and the body, not also the layout (peak
-    beyond input and result: 3.8x -> 2.8x the payload, tracemalloc).
+    beyond input and result: 3.8x -> 2.8x the payload, tracemalloc). Up to `_WHOLE_UP_TO`
+    the layout is made whole: at that size the pieces cost more than the copies.
     """
     return _pack(
         encrypted_aes_key,
@@ -142,6 +151,8 @@ def _pack(
     if key.translate(None, _KEY_ALPHABET):  # would need JSON escaping: the general path
         return pack_body(encrypted_aes_key, b64encode_standard(whole()).decode("ascii"))
     prefix = _PREFIX + key + _SEPARATOR
+    if size <= _WHOLE_UP_TO:  # small: each layer in one call (~5 us less than in pieces)
+        return b64url_encode(b"".join((prefix, b64encode_standard(whole()), _SUFFIX)))
     total = len(prefix) + 4 * ((size + 2) // 3) + len(_SUFFIX)
     out = bytearray(4 * ((total + 2) // 3))  # exactly the padded body: no growth, no slack
 
@@ -167,7 +178,7 @@ def _pack(
     return str(memoryview(out)[: (total * 4 + 2) // 3], "ascii")
 
 
-def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
+def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytes | bytearray] | None:
     """`unpack_body` then the standard-base64 decode of the payload, in bounded extra memory.
 
     For a body in packBody's canonical form (what both implementations write) this returns the
@@ -176,9 +187,39 @@ def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytearray] | None:
     caller takes that general path, which raises the error the body deserves.
     """
     try:
+        if type(body) in (str, bytes) and len(body) <= _WHOLE_UP_TO:
+            return _unpack_whole(body)
         return _unpack_streaming(body)
     except Decline:
         return None
+
+
+def _unpack_whole(body: str | bytes) -> tuple[str, bytes]:
+    """`_unpack_streaming` of a small body: each layer decoded in one call (same Declines).
+
+    Only the unpadded canonical base64url of packBody's exact text is taken. Its members
+    are found by hand, not by `_CANONICAL` (~3 us on 1 KB): the key is checked against its
+    alphabet, and the payload's alphabet by its decoders, as in `_unpack_streaming`.
+    """
+    raw = body.encode("ascii") if type(body) is str and body.isascii() else body
+    decoded = b64url_decode_canonical(raw) if type(raw) is bytes else None
+    if decoded is None or not decoded.startswith(_PREFIX) or not decoded.endswith(_SUFFIX):
+        raise Decline
+    separator = decoded.find(_SEPARATOR, len(_PREFIX))
+    start, end = separator + len(_SEPARATOR), len(decoded) - len(_SUFFIX)
+    key = decoded[len(_PREFIX) : separator]
+    if separator < 0 or start > end or key.translate(None, _KEY_ALPHABET):
+        raise Decline
+    payload = decoded[start:end]
+    cut = max(len(payload) - 8, 0) & ~3  # whole groups of the alphabet, then the padded end
+    head = decode_standard_quads(payload[:cut])
+    try:
+        # As in `_unpack_streaming`: the head was whole groups of the alphabet only, so this
+        # decoder's verdict on the end is decode_standard_base64's on the whole text.
+        tail = base64.b64decode(payload[cut:], validate=True)
+    except ValueError:  # binascii.Error
+        raise Decline from None
+    return key.decode("ascii"), head + tail
 
 
 def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
@@ -196,39 +237,51 @@ def _unpack_streaming(body: str | bytes) -> tuple[str, bytearray]:
     key = head[len(_PREFIX) : separator]
     if not head.startswith(_PREFIX) or key.translate(None, _KEY_ALPHABET):
         raise Decline
-    pending = head[separator + len(_SEPARATOR) :]
-    del head
     # The decoded body is at most 3/4 of the body's length; the payload at most 3/4 of that.
     out = bytearray((max(len(body) * 3 // 4 - separator, 0) * 3) // 4 + 3)
     view = memoryview(out)
+    # Each piece is decoded where it lies, through a view, but for its last 8 to 11 characters
+    # (the padding and the suffix may be there), carried over to the next: a few bytes joined
+    # per piece instead of a copy of every piece.
+    pending, text, start = b"", head, separator + len(_SEPARATOR)
     position = 0
-    for decoded in pieces:
-        data = pending + decoded
-        cut = (len(data) - 8) & ~3  # hold back the end: padding and the suffix live there
-        if cut > 0:
-            chunk = decode_standard_quads(data[:cut])
-            if position + len(chunk) > len(out):  # pragma: no cover - sized above
-                raise Decline
-            view[position : position + len(chunk)] = chunk
-            position += len(chunk)
-            pending = data[cut:]
-        else:
-            pending = data
-    if not pending.endswith(_SUFFIX):
+    for decoded in itertools.chain(pieces, [b""]):
+        cut = (len(pending) + len(text) - start - 8) & ~3
+        if len(text) - start <= 64:  # short: join it to what is carried
+            data = pending + text[start:]
+            if cut > 0:
+                position = _put(view, position, decode_standard_quads(data, 0, cut))
+            pending = data[max(cut, 0) :]
+        elif cut > 0:  # pending holds < 12 characters, so cut reaches well into `text`
+            joined = -len(pending) % 4
+            if pending:  # the group cut by the last piece's end, and any whole ones before
+                first = pending + text[start : start + joined]
+                position = _put(view, position, decode_standard_quads(first))
+            stop = start + cut - len(pending)
+            position = _put(view, position, decode_standard_quads(text, start + joined, stop))
+            pending = text[stop:]
+        text, start = decoded, 0
+    tail = pending
+    if not tail.endswith(_SUFFIX):
         raise Decline
     try:
         # The very decoder of decode_standard_base64: the chunks before were whole groups of
         # the alphabet only, so its verdict on this tail is its verdict on the whole text.
-        chunk = base64.b64decode(pending[: -len(_SUFFIX)], validate=True)
+        chunk = base64.b64decode(tail[: -len(_SUFFIX)], validate=True)
     except ValueError:  # binascii.Error
         raise Decline from None
-    if position + len(chunk) > len(out):  # pragma: no cover - sized above
-        raise Decline
-    view[position : position + len(chunk)] = chunk
-    position += len(chunk)
+    position = _put(view, position, chunk)
     view.release()
     del out[position:]
     return key.decode("ascii"), out
+
+
+def _put(view: memoryview, position: int, chunk: bytes) -> int:
+    """Write `chunk` at `position` of the output; where the next one goes."""
+    if position + len(chunk) > len(view):  # pragma: no cover - sized in _unpack_streaming
+        raise Decline
+    view[position : position + len(chunk)] = chunk
+    return position + len(chunk)
 
 
 #: The envelope's own JSON budget. It holds two strings; the JavaScript side ignores any other

@@ -23,7 +23,6 @@ from typing import Any, Literal, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
-from jwcrypto.jwk import JWK
 
 from .._b64 import b64url_decode, b64url_encode
 from ..errors import (
@@ -120,6 +119,19 @@ def _signing_alg(jwk: Mapping[str, Any], where: str) -> str:
     return str(alg)
 
 
+def _der_signature(r: bytes, s: bytes) -> bytes:
+    """`utils.encode_dss_signature` of big-endian `r` and `s` of at most 60 bytes each (JOSE's
+    ECDSA halves), written directly: ~0.4 us less than two ints and the call (tests compare).
+
+    DER (X.690): a SEQUENCE of two INTEGERs, each in the fewest bytes, a leading zero byte
+    when the high bit is set; every length here fits the one-byte short form.
+    """
+    r, s = r.lstrip(b"\0") or b"\0", s.lstrip(b"\0") or b"\0"
+    r = b"\0" + r if r[0] & 0x80 else r
+    s = b"\0" + s if s[0] & 0x80 else s
+    return b"".join((bytes((0x30, len(r) + len(s) + 4, 2, len(r))), r, bytes((2, len(s))), s))
+
+
 class SigningKey:
     """One signing JWK: its algorithm (fixed at load) and its `cryptography` key objects."""
 
@@ -148,6 +160,9 @@ class SigningKey:
             self.jwk.update({m: jwk[m] for m in jwk if m not in self.jwk and m != "key_ops"})
 
     def _load_asymmetric(self, jwk: Mapping[str, Any], where: str) -> None:
+        # Imported here: jwcrypto (with x509) adds ~40 ms to every command that loads none.
+        from jwcrypto.jwk import JWK  # noqa: PLC0415
+
         members = {m: v for m, v in jwk.items() if m not in ("alg", "use", "key_ops")}
         try:
             loaded = JWK(**members)
@@ -214,9 +229,7 @@ class SigningKey:
             size = _CURVES[self.alg][1]
             if len(signature) != 2 * size:
                 raise InvalidSignature
-            r = int.from_bytes(signature[:size], "big")
-            s = int.from_bytes(signature[size:], "big")
-            public.verify(utils.encode_dss_signature(r, s), data, ecdsa)
+            public.verify(_der_signature(signature[:size], signature[size:]), data, ecdsa)
         elif self.alg == "EdDSA":
             if not isinstance(public, ed25519.Ed25519PublicKey) or len(signature) != 64:
                 raise InvalidSignature
@@ -487,6 +500,8 @@ def generate_signing_jwk(kid: str, alg: str, *, size: int = MIN_KEY_SIZE) -> dic
             private = ed25519.Ed25519PrivateKey.generate()
         else:
             private = rsa.generate_private_key(65537, size)
+        from jwcrypto.jwk import JWK  # noqa: PLC0415 - see _load_asymmetric
+
         members = dict(JWK.from_pyca(private).export(as_dict=True))
         members.pop("kid", None)
     return {**members, "kid": kid, "use": "sig", "alg": alg}

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import random
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -262,3 +263,27 @@ def test_decoding_the_parts_at_once_matches_each_part(
         assert _b64.b64url_decode_parts(whole, parts) == expected
         decoded_some += expected is not None
     assert decoded_some > 300
+
+
+def test_a_large_body_is_refused_by_the_common_path_before_it_is_copied() -> None:
+    """The common path takes bodies of at most 64 KiB: a 5 MB `elastic` body (a str) used to
+    be copied to ASCII bytes first, to be refused after (a body-sized allocation per decrypt)."""
+    body = "A" * (5 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        common = _jose.parse_common_compact(
+            body, max_token_size=DEFAULT_LIMITS.max_body_size, max_plaintext=1 << 24
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert common is None
+    assert peak < 64 * 1024
+
+
+@pytest.mark.parametrize(
+    "body", [None, 5, ["a.b.c.d.e"], bytearray(b"a.b.c.d.e"), memoryview(b"x")]
+)
+def test_the_common_path_declines_what_is_not_str_or_bytes(body: Any) -> None:
+    assert _jose.parse_common_compact(body, max_token_size=1 << 20, max_plaintext=1 << 20) is None

@@ -5,6 +5,7 @@
   long parts with every byte at several places;
 - the aligned `elastic` packing against pack_body, for every residue of the prefix length
   and payloads around every piece boundary; sealing in pieces against sealing whole;
+- the streaming base64's str slices and ranged views against the bytes answers;
 - the JSON budget's byte-count shortcut against the full scan and the exact count;
 - the paused GC after a large parse: restored, objects promoted, an application's own frozen
   objects and its own disabled GC left alone.
@@ -200,3 +201,56 @@ def test_the_byte_count_shortcut_only_passes_what_the_scan_and_the_count_pass() 
                     continue
                 assert values <= max_values and depth <= max_depth, text
     assert taken > 1000
+
+
+@pytest.mark.parametrize("length", [8, 300, 4000])
+def test_url_quads_of_a_str_refuse_what_the_bytes_refuse(backend: str, length: int) -> None:
+    """A str body's pieces go to the decoder as str slices (no ASCII copy): each answer is
+    the one the same text as bytes gets, for every byte at every place, and non-ASCII text
+    (a lone surrogate too) is declined, not an error that escapes."""
+    good = base64.urlsafe_b64encode(os.urandom(length * 3 // 4)).decode()
+    assert len(good) == length
+    odd = [chr(c) for c in range(128)] + ["\u00e9", "\ud800", "\U0001f600"]
+    for place in sorted({0, 1, length // 2, length - 2, length - 1}):
+        for char in odd:
+            text = good[:place] + char + good[place + 1 :]
+            try:
+                expected: bytes | None = _b64._decode_url_quads(text.encode("ascii"))
+            except (UnicodeEncodeError, _b64.Decline):
+                expected = None
+            try:
+                got: bytes | None = _b64._decode_url_quads(text)
+            except _b64.Decline:
+                got = None
+            assert got == expected, (place, char)
+            # the same through a range of a longer text, as iter_b64url_decode reads a body
+            framed = "." + text + "!"
+            try:
+                ranged: bytes | None = _b64._decode_url_quads(framed, 1, 1 + length)
+            except _b64.Decline:
+                ranged = None
+            assert ranged == expected, (place, char)
+
+
+def test_standard_quads_of_a_range_are_those_of_its_slice(backend: str) -> None:
+    """decode_standard_quads(text, start, stop) reads the range through a view: the same
+    bytes, or the same refusal, as the slice; `=` anywhere in the range is refused (the SIMD
+    decoder would take it as padding at the end) and `=` outside it does not matter."""
+    good = base64.b64encode(os.urandom(600))
+    for start, stop in [(0, 800), (4, 800), (0, 400), (100, 700), (396, 400)]:
+        assert _b64.decode_standard_quads(good, start, stop) == base64.b64decode(good[start:stop])
+        for place in range(start, stop, 7 if stop - start > 8 else 1):
+            for byte in b"=-_*":
+                bad = bytearray(good)
+                bad[place] = byte
+                with pytest.raises(_b64.Decline):
+                    _b64.decode_standard_quads(bytes(bad), start, stop)
+        for place in range(stop - 2, stop):
+            bad = bytearray(good)
+            bad[place] = ord("=")
+            with pytest.raises(_b64.Decline):
+                _b64.decode_standard_quads(bytes(bad), start, stop)
+        padded = b"==" + good[start:stop] + b"=="
+        assert _b64.decode_standard_quads(padded, 2, 2 + stop - start) == base64.b64decode(
+            good[start:stop]
+        )
