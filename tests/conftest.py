@@ -79,8 +79,8 @@ class SoftHSM:
     Tokens (TOKENS): `rc-test` holds the key `recv-1` (made by `generate_key`); the others
     start empty, one per test that counts a token's keys (`rc-whole`, `rc-cli`) or breaks its
     token (`rc-fault`, `rc-lost`: tests/receiver/test_hsm_faults.py; `rc-close`; `rc-sealed`:
-    tests/core/test_sealed_key_sources.py) so that test order does not matter. Tokens are
-    picked by label: SoftHSM numbers slots at random.
+    tests/core/test_sealed_key_sources.py; `rc-thread`: tests/core/test_pkcs11_threads.py) so
+    that test order does not matter. Tokens are picked by label: SoftHSM numbers slots at random.
     """
 
     def __init__(self, pin_file: Path) -> None:
@@ -117,6 +117,7 @@ TOKENS = (
     "rc-lost",
     "rc-close",
     "rc-sealed",
+    "rc-thread",
 )
 
 

@@ -1,16 +1,18 @@
 """The PKCS#11 session of each token in this process, behind its module's lock (`keys.pkcs11`).
 
 python-pkcs11 initialises a module without OS locking and releases the GIL during calls, so
-every call into a module holds that module's lock; each token has one logged-in session per
-process, shared by the sources opened on it, logged out when the last one closes. A session
-or device error drops the session: the next call logs in again, at most once per
-RECONNECT_INTERVAL, reinitialising the module first (modules rescan their devices only in
-C_Initialize). A forked child never uses its parent's session: it reinitialises the module
-and logs in itself (PKCS#11 sessions do not survive fork).
+every call into a module holds that module's lock (a call finding the module busy is run by
+the module's token thread: `Module`); each token has one logged-in session per process,
+shared by the sources opened on it, logged out when the last one closes. A session or device
+error drops the session: the next call logs in again, at most once per RECONNECT_INTERVAL,
+reinitialising the module first (modules rescan their devices only in C_Initialize). A forked
+child never uses its parent's session or token thread: it reinitialises the module and logs
+in itself (PKCS#11 sessions do not survive fork).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -31,6 +33,8 @@ __all__ = [
     "GONE",
     "OPEN_ATTEMPTS",
     "RECONNECT_INTERVAL",
+    "THREAD_IDLE",
+    "Module",
     "PinRefused",
     "Token",
     "TokenFault",
@@ -61,6 +65,8 @@ GONE = (
 RECONNECT_INTERVAL = 1.0
 #: Attempts to reach a token when a source opens (`Token.opening`).
 OPEN_ATTEMPTS = 3
+#: Seconds a module's token thread waits for work before it ends (`Module`).
+THREAD_IDLE = 10.0
 
 
 class TokenNotFound(KeySourceError):
@@ -76,7 +82,18 @@ class TokenFault(InternalSignal):
 
 
 class Module:
-    """One PKCS#11 module in this process: its lock, and how often it was reinitialised."""
+    """One PKCS#11 module in this process: its lock, its token thread, how often it was
+    reinitialised.
+
+    Every call into the module runs holding `lock` (`run`). When the module is idle the caller
+    runs its call itself; when it is busy the call is queued for the module's token thread,
+    which holds the lock while it works through the queue. With the lock handed from thread to
+    thread instead, the next holder waits for the GIL while the previous one runs its Python
+    (~60 µs a body), and the token idles; the token thread keeps the lock and picks the next
+    call with the GIL in hand (`_pkcs11_direct`: it gives the GIL away only inside C_Decrypt).
+    The thread stops after THREAD_IDLE seconds without work, when the last source on the
+    module closes (`stop`), and is not inherited by a forked child; it starts again on demand.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -85,6 +102,103 @@ class Module:
         #: Reinitialise before the next login: in a forked child (the state is the parent's),
         #: or after a token was not found (the module reads its tokens only at C_Initialize).
         self.stale = False
+        #: Calls the token thread ran (those that found the module busy).
+        self.served = 0
+        self._reset_thread()
+
+    def _reset_thread(self) -> None:
+        """No token thread, nothing queued (at creation, and in a forked child)."""
+        self._jobs: collections.deque[_Job | None] = collections.deque()
+        self._queued = threading.Semaphore(0)
+        self._guard = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def run(self, action: Callable[[], _T]) -> _T:
+        """`action()` holding the module's lock: here if the lock is free (or this thread holds
+        it already: the token thread, a nested call), else on the token thread, waiting."""
+        if self.lock.acquire(blocking=False):
+            try:
+                return action()
+            finally:
+                self.lock.release()
+        job = _Job(action)
+        with self._guard:
+            self._jobs.append(job)
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._serve, name="request-crypto-pkcs11", daemon=True
+                )
+                self.thread.start()
+        self._queued.release()
+        result: _T = job.result()
+        return result
+
+    def stop(self) -> threading.Thread | None:
+        """Have the token thread end once what is queued is done (a later call starts one);
+        the thread, to join, or None."""
+        with self._guard:
+            thread = self.thread
+            if thread is not None:
+                self._jobs.append(None)
+        if thread is not None:
+            self._queued.release()
+        return thread
+
+    def _serve(self) -> None:
+        """The token thread: holds the lock while calls are queued, runs them in turn."""
+        jobs, queued = self._jobs, self._queued
+        while True:
+            if not queued.acquire(timeout=THREAD_IDLE):
+                if self._end():
+                    return
+                continue  # queued as the wait ended: its release follows
+            with self.lock:
+                while True:
+                    job = jobs.popleft()
+                    if job is not None:
+                        job.run()
+                        self.served += 1
+                    elif self._end():  # stop(), and nothing queued since
+                        return
+                    if not queued.acquire(blocking=False):
+                        break
+
+    def _end(self) -> bool:
+        """Whether the token thread may end: nothing is queued (then it is forgotten)."""
+        with self._guard:
+            if self._jobs:
+                return False
+            self.thread = None
+            return True
+
+
+class _Job:
+    """One call queued for a token thread; the caller waits on `done` (a cheap lock)."""
+
+    __slots__ = ("action", "done", "error", "value")
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        self.action = action
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """Run the call, keeping what it returned or raised (the thread itself never fails)."""
+        try:
+            self.value = self.action()
+        except BaseException as exc:  # handed to the caller, raised there
+            self.error = exc
+        self.done.release()
+
+    def result(self) -> Any:
+        """Wait for the token thread; what the call returned, or raise what it raised."""
+        self.done.acquire()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return self.value
 
 
 class Token:
@@ -127,6 +241,7 @@ class Token:
             session, self.session = self.session, None
             with contextlib.suppress(p11.PKCS11Error):
                 session.close()
+        self.module.stop()
 
     def opening(self, action: Callable[[Any], _T]) -> _T:
         """`call(action)` for a source that opens: a token unavailable or not found is tried
@@ -143,20 +258,22 @@ class Token:
         raise AssertionError("unreachable")
 
     def call(self, action: Callable[[Any], _T]) -> _T:
-        """Run `action(session)` under the module lock; a gone or failing token is
-        unavailable."""
-        with self.lock:
-            failure: str
-            try:
-                return action(self._session())
-            except GONE as exc:
-                failure = f"the token answered {_code(exc)}"
-            except AMBIGUOUS as exc:  # outside a decrypt, nothing a body did
-                failure = f"the token answered {_code(exc)}"
-            except TokenFault as exc:
-                failure = str(exc)
-            self._drop(failure)
-            raise KeySourceUnavailableError(self.uri.name, failure)
+        """Run `action(session)` under the module lock (`Module.run`); a gone or failing token
+        is unavailable."""
+        return self.module.run(lambda: self._call(action))
+
+    def _call(self, action: Callable[[Any], _T]) -> _T:
+        failure: str
+        try:
+            return action(self._session())
+        except GONE as exc:
+            failure = f"the token answered {_code(exc)}"
+        except AMBIGUOUS as exc:  # outside a decrypt, nothing a body did
+            failure = f"the token answered {_code(exc)}"
+        except TokenFault as exc:
+            failure = str(exc)
+        self._drop(failure)
+        raise KeySourceUnavailableError(self.uri.name, failure)
 
     def _session(self) -> Any:
         if self._epoch != self.module.epoch:  # another token reinitialised the module
@@ -259,6 +376,7 @@ def _forget_after_fork() -> None:
     _REGISTRY_LOCK = threading.Lock()
     for module in _MODULES.values():
         module.lock = threading.RLock()
+        module._reset_thread()  # the parent's token thread does not exist here
         module.epoch += 1
         module.stale = True
     for token in _TOKENS.values():

@@ -41,6 +41,7 @@ from pkcs11 import exceptions as p11
 
 from .._b64 import b64url_decode
 from ..errors import KeySourceError, PinInURIWarning
+from ._pkcs11_direct import direct_decrypt, oaep_mechanism
 from ._pkcs11_session import AMBIGUOUS, TokenFault, token_for
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 from .jwks import JWKManager
@@ -62,6 +63,8 @@ _OAEP = {
     "RSA-OAEP": (Mechanism.SHA_1, MGF.SHA1, hashes.SHA1),
     "RSA-OAEP-256": (Mechanism.SHA256, MGF.SHA256, hashes.SHA256),
 }
+#: The same, as the structures `_pkcs11_direct` passes to C_DecryptInit (built once).
+_DIRECT_OAEP = {alg: oaep_mechanism(h, m) for alg, (h, m, _) in _OAEP.items()}
 #: What a token answers for a ciphertext its key does not open, and only for that.
 _REFUSED = (
     p11.EncryptedDataInvalid,
@@ -208,6 +211,7 @@ class PKCS11KeySource(ExternalKeySource):
         self.uri = PKCS11URI.parse(uri)
         self.name = self.uri.name
         self._token = token_for(self.uri)
+        self._direct = direct_decrypt(self.uri.module_path)
         self._handles: dict[str, Any] = {}
         self._generation = -1
         #: Per kid: a ciphertext made to its public key, and what it must open to.
@@ -285,11 +289,21 @@ class PKCS11KeySource(ExternalKeySource):
     def _oaep(self, session: Any, key: ExternalKey, encrypted_key: bytes) -> bytes:
         mechanism_hash, mgf, _ = _OAEP[key.alg]
         try:
-            plaintext: bytes = self._handle(session, key.kid).decrypt(
-                encrypted_key,
-                mechanism=Mechanism.RSA_PKCS_OAEP,
-                mechanism_param=(mechanism_hash, mgf, None),
-            )
+            handle = self._handle(session, key.kid)
+            if self._direct is not None:  # one GIL hand-over, inside C_Decrypt
+                plaintext = self._direct.decrypt(
+                    session.handle,
+                    handle.handle,
+                    _DIRECT_OAEP[key.alg],
+                    encrypted_key,
+                    len(encrypted_key),  # one modulus: room for any OAEP plaintext
+                )
+            else:
+                plaintext = handle.decrypt(
+                    encrypted_key,
+                    mechanism=Mechanism.RSA_PKCS_OAEP,
+                    mechanism_param=(mechanism_hash, mgf, None),
+                )
         except _UNSUPPORTED:
             pass
         else:
