@@ -193,7 +193,9 @@ class _Receiver:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.workers = WorkerThreads(self.decrypt_threads, "request-crypto-decrypt")
+        # One thread more than decrypt at once: at most one of them writes to the sink at a
+        # time (`SinkWriter`'s leader), so a slow sink never takes a decrypt thread away.
+        self.workers = WorkerThreads(self.decrypt_threads + 1, "request-crypto-decrypt")
         self.workers.start()
         self.large_body_slots = anyio.Semaphore(self.large_bodies)
         owned = isinstance(self.sink_spec, str)
@@ -202,7 +204,6 @@ class _Receiver:
         else:
             self.sink = self.sink_spec
         self.writer = SinkWriter(self.sink, self.max_batch, self.metrics)
-        self.writer.start()
         try:
             async with anyio.create_task_group() as tasks:
                 if self.key_file is not None and self.reload_interval:
