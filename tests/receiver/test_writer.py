@@ -147,9 +147,7 @@ def test_close_waits_for_the_running_commit_then_refuses() -> None:
     async def scenario() -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        leader = threading.Thread(
-            target=writer.hand_over, args=(rec, Waiter(loop, future), "kept")
-        )
+        leader = threading.Thread(target=writer.hand_over, args=(rec, Waiter(loop, future), "kept"))
         leader.start()
         assert await asyncio.to_thread(sink.entered.wait, 60)
         closing = threading.Thread(target=writer.close)
