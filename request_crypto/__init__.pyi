@@ -2,18 +2,10 @@
 
 from .formats import ElasticBody, Format, detect_format, pack_body, unpack_body
 from .formats.nodecrypto import KEY_LENGTH_IN_BYTES, PassphraseCipher, generate_passphrase
-from .keys import (
-    DirectKeySet,
-    JWKDecryptResult,
-    JWKManager,
-    JWKMetadata,
-    JWKSInput,
-    JWKSManager,
-    KeySource,
-    RemoteJWKS,
-    SigningKeySet,
-    create_jwk_manager,
-)
+from .keys.jwks import JWKManager, JWKSInput, JWKSManager, create_jwk_manager
+from .keys.remote import RemoteJWKS
+from .keys.signing import DirectKeySet, SigningKeySet
+from .keys.source import JWKDecryptResult, JWKMetadata, KeySource
 from .keyset import KeySetFile
 from .limits import DEFAULT_LIMITS, Limits
 from .nested import Signer, SignerInfo, Verifier

@@ -9,14 +9,21 @@ When these packages are installed (``pip install 'request_crypto[fast]'``), the 
 them; every use is guarded so the result is the one the standard library gives, and anything
 the guards cannot vouch for takes the standard path (see _json.py and _b64.py). Setting
 ``REQUEST_CRYPTO_ACCELERATORS=0`` turns them off (tests and scripts/bench.py compare both).
+
+Each is imported on first use (PEP 562): orjson and msgspec together cost ~20 ms of start-up,
+which `request-crypto seal`, whose header needs neither, should not pay.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 __all__ = ["describe", "msgspec", "orjson", "pybase64"]
+
+_ACCELERATORS = ("orjson", "msgspec", "pybase64")
 
 
 def _optional(name: str) -> ModuleType | None:
@@ -28,9 +35,19 @@ def _optional(name: str) -> ModuleType | None:
         return None
 
 
-orjson: ModuleType | None = _optional("orjson")
-msgspec: ModuleType | None = _optional("msgspec")
-pybase64: ModuleType | None = _optional("pybase64")
+if TYPE_CHECKING:
+    orjson: ModuleType | None
+    msgspec: ModuleType | None
+    pybase64: ModuleType | None
+else:
+
+    def __getattr__(name: str) -> ModuleType | None:
+        """Import an accelerator on first use and keep it (or None) as a plain attribute."""
+        if name not in _ACCELERATORS:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module = _optional(name)
+        setattr(sys.modules[__name__], name, module)
+        return module
 
 
 def describe() -> dict[str, str]:
@@ -39,6 +56,8 @@ def describe() -> dict[str, str]:
     def version(module: ModuleType) -> str:
         return str(getattr(module, "__version__", "?"))
 
+    this = sys.modules[__name__]
+    orjson, msgspec, pybase64 = (getattr(this, name) for name in _ACCELERATORS)
     return {
         "json": f"orjson {version(orjson)}" if orjson else "json (stdlib)",
         "json reading": f"msgspec {version(msgspec)}" if msgspec else "json (stdlib)",

@@ -34,6 +34,11 @@ def b64url_encode(data: bytes) -> str:
     return str(memoryview(encoded)[: (len(data) * 4 + 2) // 3], "ascii")
 
 
+def b64url_uint(value: int) -> str:
+    """A non-negative integer as JWK writes one (RFC 7518 §2): big-endian, fewest bytes."""
+    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
+
+
 def b64url_encode_padded(data: bytes | bytearray | memoryview) -> bytes:
     """base64url with ``=`` padding (the building block of the unpadded form)."""
     if _accel.pybase64 is not None and len(data) >= _ACCELERATE_FROM:

@@ -3,45 +3,47 @@
 `request-crypto seal`/`open` and a sender's `import request_crypto` then load only the modules
 they use: the request machinery (jwcrypto, x509, asyncio) costs ~0.1 s of start-up, which a
 command that seals a file in 0.3 s should not pay. `__init__.pyi` gives type checkers the same
-names eagerly; tests/project/test_architecture.py checks the two agree.
+names eagerly; tests/project/test_architecture.py checks the two agree. `lazy_names` does the
+same for a subpackage (`request_crypto.keys`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["HOMES", "__dir__", "__getattr__"]
+__all__ = ["HOMES", "__dir__", "__getattr__", "lazy_names"]
 
 #: Each public name and the module (relative to the package) that defines it.
 HOMES: dict[str, str] = {
     "DEFAULT_LIMITS": "limits",
     "DecryptedRequest": "request",
-    "DirectKeySet": "keys",
+    "DirectKeySet": "keys.signing",
     "ElasticBody": "formats",
     "FileSealer": "sealed",
     "Format": "formats",
-    "JWKDecryptResult": "keys",
-    "JWKManager": "keys",
-    "JWKMetadata": "keys",
-    "JWKSInput": "keys",
-    "JWKSManager": "keys",
+    "JWKDecryptResult": "keys.source",
+    "JWKManager": "keys.jwks",
+    "JWKMetadata": "keys.source",
+    "JWKSInput": "keys.jwks",
+    "JWKSManager": "keys.jwks",
     "KEY_LENGTH_IN_BYTES": "formats.nodecrypto",
     "KeySetFile": "keyset",
-    "KeySource": "keys",
+    "KeySource": "keys.source",
     "Limits": "limits",
     "PassphraseCipher": "formats.nodecrypto",
-    "RemoteJWKS": "keys",
+    "RemoteJWKS": "keys.remote",
     "RequestDecryptor": "request",
     "RequestEncryptor": "request",
     "SealedInfo": "sealed",
     "SealedReader": "sealed",
     "Signer": "nested",
     "SignerInfo": "nested",
-    "SigningKeySet": "keys",
+    "SigningKeySet": "keys.signing",
     "Verifier": "nested",
-    "create_jwk_manager": "keys",
+    "create_jwk_manager": "keys.jwks",
     "create_request_decryptor": "request",
     "create_request_encryptor": "request",
     "detect_format": "formats",
@@ -54,16 +56,25 @@ HOMES: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The package's module `__getattr__`: import the name's home, keep the name."""
-    home = HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'request_crypto' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"request_crypto.{home}"), name)
-    setattr(sys.modules["request_crypto"], name, value)
-    return value
+def lazy_names(
+    package: str, homes: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module `__getattr__` and `__dir__` (PEP 562) for `package`: each name of `homes` is
+    imported from its module (relative to `package`) on first use, then kept as an attribute,
+    so later lookups cost nothing."""
+
+    def getattr_(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{home}"), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def dir_() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *homes})
+
+    return getattr_, dir_
 
 
-def __dir__() -> list[str]:
-    """The package's names, the lazy ones included."""
-    return sorted({*vars(sys.modules["request_crypto"]), *HOMES})
+__getattr__, __dir__ = lazy_names("request_crypto", HOMES)

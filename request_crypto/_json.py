@@ -7,6 +7,7 @@ non-ASCII, lone surrogates escaped) keeps bodies comparable across the two imple
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import marshal
@@ -37,6 +38,12 @@ def dumps_utf8(value: Any) -> bytes:
         fast = _fast_dumps(value)
         if fast is not None:
             return fast
+    return dumps_utf8_standard(value)
+
+
+def dumps_utf8_standard(value: Any) -> bytes:
+    """`dumps_utf8` by the standard library alone (the same bytes), for small values on cold
+    paths (a JWE header, once): it does not import orjson."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -52,14 +59,17 @@ def dumps_utf8(value: Any) -> bytes:
 
 # --- the accelerated paths: used only where they mean exactly what the standard ones do ----
 
-#: orjson passes these to `default`, which declines: the standard path decides for them.
-_ORJSON_OPTIONS = 0
-if _accel.orjson is not None:
-    _ORJSON_OPTIONS = (
-        _accel.orjson.OPT_PASSTHROUGH_SUBCLASS
-        | _accel.orjson.OPT_PASSTHROUGH_DATACLASS
-        | _accel.orjson.OPT_PASSTHROUGH_DATETIME
+
+@functools.cache
+def _orjson_options(orjson: Any) -> int:
+    """What orjson passes to `default`, which declines: the standard path decides for them."""
+    return int(
+        orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
     )
+
+
 #: Floats in marshal's output are a type byte, `g` (or `g` | FLAG_REF = 0xe7), then the 8
 #: little-endian bytes of the double; the last two hold the sign and the exponent bits.
 #: Exponent bits all ones: NaN or Infinity.
@@ -115,9 +125,10 @@ def _fast_dumps(value: Any) -> bytes | None:
     the standard path then gives its bytes or its error. Float text may differ in form, never
     in value: orjson writes 1e-7 where json writes 1e-07 (JSON.stringify writes 1e-7 too).
     """
-    assert _accel.orjson is not None
+    orjson = _accel.orjson
+    assert orjson is not None
     try:
-        out: bytes = _accel.orjson.dumps(value, default=_decline, option=_ORJSON_OPTIONS)
+        out: bytes = orjson.dumps(value, default=_decline, option=_orjson_options(orjson))
         exact_types = marshal.dumps(value, 4)  # raises for anything but exact built-in types
     except Exception:  # orjson.JSONEncodeError (a TypeError), marshal's ValueError, ...
         return None
@@ -127,7 +138,10 @@ def _fast_dumps(value: Any) -> bytes | None:
     return bytes(memoryview(out)) if len(out) >= _TRIM_FROM else out
 
 
-_MSGSPEC_DECODER: Any = _accel.msgspec.json.Decoder() if _accel.msgspec is not None else None
+@functools.cache
+def _msgspec_decoder(msgspec: Any) -> Any:
+    """One decoder, built on first use (not at import: msgspec is imported on first use)."""
+    return msgspec.json.Decoder()
 
 
 def _escape_surrogates(text: str) -> str:
@@ -333,10 +347,11 @@ def _loads(data: bytes | bytearray | str) -> Any:
     and a few things json accepts (1e400, lone surrogate escapes, very deep nesting); what it
     accepts, it reads to the same value (big integers included; tests compare the two).
     """
-    # `_accel.msgspec` is checked too so that tests can switch the accelerator off.
-    if _MSGSPEC_DECODER is not None and _accel.msgspec is not None and not isinstance(data, str):
+    # `_accel.msgspec` is read on each call so that tests can switch the accelerator off.
+    msgspec = _accel.msgspec
+    if msgspec is not None and not isinstance(data, str):
         try:
-            return _MSGSPEC_DECODER.decode(data)
+            return _msgspec_decoder(msgspec).decode(data)
         except Exception:  # noqa: S110 - msgspec.DecodeError, RecursionError, ...: json decides
             pass
     try:

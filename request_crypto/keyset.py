@@ -24,8 +24,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jwcrypto.jwk import JWK
-
 from ._b64 import b64url_decode
 from .errors import InvalidArgumentError, InvalidJWKSError, KeyFileError
 from .keyfile import is_private_set, locked, read_jwks, read_key_set_bytes, update_jwks, write_jwks
@@ -42,7 +40,7 @@ from .keys.signing import (
     key_set_kind,
     public_key_set,
 )
-from .kids import next_kid, validate_kid
+from .kids import next_kid, thumbprint, validate_kid
 
 __all__ = ["KeySetFile", "parse_key_set"]
 
@@ -80,11 +78,6 @@ def _set_kids(path: str | os.PathLike[str], document: dict[str, Any]) -> list[st
 
 def _rsa_bits(jwk: dict[str, Any]) -> int:
     return len(b64url_decode(jwk["n"], "n")) * 8
-
-
-def thumbprint(public: dict[str, Any]) -> str:
-    """RFC 7638 SHA-256 thumbprint of a public JWK (of its required members only)."""
-    return str(JWK(**public).thumbprint())
 
 
 def _new_private_jwk(size: int, alg: str) -> dict[str, Any]:

@@ -163,11 +163,12 @@ def key_set(path: Path) -> JWKManager:
 def _naming(location: Path | str) -> Iterator[None]:
     """An InvalidJWKSError raised inside names `location` (a URI without its PIN), once."""
     from ..errors import InvalidJWKSError
-    from ..keys.uri import shown_location
 
     try:
         yield
     except InvalidJWKSError as exc:
+        from ..keys.uri import shown_location  # not before it is needed: it loads every source
+
         where, message = shown_location(location), str(exc)
         named = message if message.startswith(where) else f"{where}: {message}"
         raise InvalidJWKSError(named) from None

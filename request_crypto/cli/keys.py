@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from jwcrypto.jwk import JWK
 
 from ..keyfile import write_jwks
 from ..keys.jwks import DEFAULT_ALG, JWKManager
@@ -25,6 +24,7 @@ from ..keys.uri import (
     scheme_module,
 )
 from ..keyset import KeySetFile
+from ..kids import thumbprint
 from ._common import (
     PROG,
     STDOUT,
@@ -191,10 +191,6 @@ def public_of_uri(location: str) -> dict[str, Any]:
     return public_set(open_key_source(location))
 
 
-def _thumbprint(jwk: dict[str, Any]) -> str:
-    return str(JWK(kty="RSA", n=jwk["n"], e=jwk["e"]).thumbprint())
-
-
 def key_rows(manager: KeySource) -> list[dict[str, Any]]:
     """What `keys list` shows; never a private parameter."""
     kids = manager.kids()
@@ -215,7 +211,7 @@ def key_rows(manager: KeySource) -> list[dict[str, Any]]:
                 "use": meta["use"],
                 "size": meta["length"],
                 "private": private,
-                "thumbprint": _thumbprint(jwk),
+                "thumbprint": thumbprint(jwk),
                 "newest": kid == kids[-1],
             }
         )

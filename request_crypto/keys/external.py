@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from jwcrypto.jwk import JWK
-
-from .._b64 import b64url_encode
+from .._b64 import b64url_uint
 from .._jose import KEY_MANAGEMENT_ALGORITHMS
 from ..errors import (
     DecryptionError,
@@ -24,6 +22,7 @@ from ..errors import (
     NoKeyFoundError,
     UnsupportedAlgorithmError,
 )
+from ..kids import thumbprint as jwk_thumbprint
 from ..kids import validate_kid
 
 __all__ = ["ExternalKey", "ExternalKeySource", "parse_attributes", "thumbprint"]
@@ -31,11 +30,7 @@ __all__ = ["ExternalKey", "ExternalKeySource", "parse_attributes", "thumbprint"]
 
 def thumbprint(n: int, e: int) -> str:
     """The RFC 7638 SHA-256 thumbprint of an RSA public key, base64url: the fallback kid."""
-    return str(JWK(kty="RSA", n=_b64_int(n), e=_b64_int(e)).thumbprint())
-
-
-def _b64_int(value: int) -> str:
-    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
+    return jwk_thumbprint({"kty": "RSA", "n": b64url_uint(n), "e": b64url_uint(e)})
 
 
 def parse_attributes(text: str, separator: str, uri: str) -> dict[str, str]:
@@ -74,8 +69,8 @@ class ExternalKey:
             "kid": self.kid,
             "use": "enc",
             "alg": self.alg,
-            "e": _b64_int(self.e),
-            "n": _b64_int(self.n),
+            "e": b64url_uint(self.e),
+            "n": b64url_uint(self.n),
         }
 
     @property

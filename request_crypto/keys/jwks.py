@@ -13,9 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, Union
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwcrypto.jwk import JWK
 
-from .._b64 import b64url_decode
+from .._b64 import b64url_decode, b64url_uint
 from .._jose import CONTENT_ENCRYPTION_ALGORITHMS, KEY_MANAGEMENT_ALGORITHMS, encrypt_compact
 from ..errors import (
     DecryptionError,
@@ -26,7 +25,7 @@ from ..errors import (
     NoKeyFoundError,
     UnsupportedAlgorithmError,
 )
-from ..kids import validate_kid
+from ..kids import thumbprint, validate_kid
 from ..limits import DEFAULT_MAX_BODY_SIZE
 from .source import JWKDecryptResult, JWKMetadata, open_compact
 
@@ -149,7 +148,7 @@ class _Key:
 
     def thumbprint(self) -> str:
         """RFC 7638 SHA-256 thumbprint, base64url (of kty, e and n only)."""
-        return str(JWK(**{m: self.jwk[m] for m in ("kty", *RSA_PUBLIC_NUMBERS)}).thumbprint())
+        return thumbprint(self.jwk)
 
     def __repr__(self) -> str:
         private = "private" if self.private_key else "public"
@@ -302,9 +301,14 @@ def _generate(kid: str, size: int, alg: str, use: str) -> dict[str, str]:
         raise InvalidArgumentError(f"key size {size!r} refused: use at least {MIN_KEY_SIZE} bits")
     if not isinstance(alg, str) or alg not in KEY_MANAGEMENT_ALGORITHMS:
         raise InvalidArgumentError(f"alg {alg!r} refused: use RSA-OAEP or RSA-OAEP-256")
-    numbers = JWK.from_pyca(rsa.generate_private_key(65537, size)).export(as_dict=True)
+    key = rsa.generate_private_key(65537, size).private_numbers()
+    public = key.public_numbers
+    numbers = {"e": public.e, "n": public.n, "d": key.d, "p": key.p, "q": key.q}
+    numbers.update(dp=key.dmp1, dq=key.dmq1, qi=key.iqmp)
     members = {"kty": "RSA", "kid": kid, "use": use, "alg": alg}
-    members.update((name, numbers[name]) for name in (*RSA_PUBLIC_NUMBERS, *PRIVATE_MEMBERS))
+    members.update(
+        (name, b64url_uint(numbers[name])) for name in (*RSA_PUBLIC_NUMBERS, *PRIVATE_MEMBERS)
+    )
     return members
 
 

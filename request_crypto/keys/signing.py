@@ -23,7 +23,6 @@ from typing import Any, Literal, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
-from jwcrypto.jwk import JWK
 
 from .._b64 import b64url_decode, b64url_encode
 from ..errors import (
@@ -148,6 +147,9 @@ class SigningKey:
             self.jwk.update({m: jwk[m] for m in jwk if m not in self.jwk and m != "key_ops"})
 
     def _load_asymmetric(self, jwk: Mapping[str, Any], where: str) -> None:
+        # Imported here: jwcrypto (with x509) adds ~40 ms to every command that loads none.
+        from jwcrypto.jwk import JWK  # noqa: PLC0415
+
         members = {m: v for m, v in jwk.items() if m not in ("alg", "use", "key_ops")}
         try:
             loaded = JWK(**members)
@@ -487,6 +489,8 @@ def generate_signing_jwk(kid: str, alg: str, *, size: int = MIN_KEY_SIZE) -> dic
             private = ed25519.Ed25519PrivateKey.generate()
         else:
             private = rsa.generate_private_key(65537, size)
+        from jwcrypto.jwk import JWK  # noqa: PLC0415 - see _load_asymmetric
+
         members = dict(JWK.from_pyca(private).export(as_dict=True))
         members.pop("kid", None)
     return {**members, "kid": kid, "use": "sig", "alg": alg}

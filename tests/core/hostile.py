@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from jwcrypto.jwa import JWA
 from jwcrypto.jwk import JWK
 
 from request_crypto import (
@@ -111,7 +112,7 @@ def craft(
     if enc is None:
         enc = claimed if isinstance(claimed, str) and claimed in IV_LENGTHS else "A256GCM"
     aad = b64url_encode(raw)
-    content = CONTENT_ENCRYPTION_ALGORITHMS[enc]
+    content = JWA.encryption_alg(enc)
     cek = os.urandom(content.wrap_key_size // 8) if cek is None else cek
     public = kit.public(to)
     carried = cek if wrapped is None else wrapped

@@ -264,6 +264,25 @@ def test_lazy_exports_match_the_type_stub() -> None:
     assert set(request_crypto.__all__) == {*HOMES, "__version__"}
 
 
+def test_the_keys_package_names_load_on_first_use() -> None:
+    """`request_crypto.keys` imports a name's module when it is first used: `seal` needs only
+    `keys.jwks`, not the signing, remote and merged sources (nor jwcrypto)."""
+    script = (
+        "import sys\n"
+        "from request_crypto.keys import JWKManager\n"
+        "others = ('request_crypto.keys.signing', 'request_crypto.keys.remote', 'jwcrypto')\n"
+        "print(sorted(m for m in others if m in sys.modules))\n"
+        "import request_crypto.keys as keys\n"
+        "print(all(getattr(keys, name) is not None for name in keys.__all__))\n"
+        "print(set(keys.__all__) <= set(dir(keys)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["[]", "True", "True"]
+
+
 def test_importing_the_package_loads_no_request_machinery() -> None:
     """`import request_crypto` (and so every `request-crypto` command) starts without jwcrypto,
     x509 or asyncio until a name that needs them is used."""
@@ -272,7 +291,7 @@ def test_importing_the_package_loads_no_request_machinery() -> None:
         "heavy = ('jwcrypto', 'cryptography.x509', 'asyncio')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "request_crypto.RequestEncryptor\n"
-        "print('jwcrypto' in sys.modules)\n"
+        "print('request_crypto.request' in sys.modules)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
