@@ -108,7 +108,8 @@ def connect_private_sqlite(
     """
     fd = open_sink_file(path, os.O_RDWR, f"the {purpose}", _SQLITE_SIDE_FILES)
     try:
-        # One writer thread uses the connection, but not the thread that opened it.
+        # One thread at a time uses the connection (the sink writer's leader of the moment),
+        # not the thread that opened it.
         db = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )

@@ -3,7 +3,8 @@
 The receiver's event loop is its bottleneck (one thread runs every request's HTTP, routing and
 logging), so each hop off it and back is made as cheap as it can be: a `SimpleQueue.put` out,
 and one ``call_soon_threadsafe`` back per *batch* of answers (`settle_soon`), not per request.
-`WorkerThreads` is a fixed set of threads (the decrypt threads) fed that way.
+`WorkerThreads` is a fixed set of threads (the decrypt threads) fed that way; one of them at a
+time may also be writing a batch to the sink (`_writer`'s leader commit).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class WorkerThreads:
         """On the loop: a future of ``call(*args)`` run on one of the threads.
 
         `call` gets the request's `Waiter` as its last argument and must settle it once; it may
-        hand it on to another thread (the sink writer), which then answers the request from
-        there, in one hop back. An exception `call` raises settles it too.
+        hand it on to the sink writer, which answers the request, in one hop back, from the
+        thread that writes its batch (this one, or the one writing when it arrived). An
+        exception `call` raises settles it too.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

@@ -50,8 +50,9 @@ answers ``503`` until a reload succeeds.
 
 ``POST /v1/payloads`` is the busy route, so it skips Starlette's middleware stack and router
 (`ReceiverApp`), and each body makes one hop off the event loop: a decrypt thread decrypts it,
-builds its record and hands it to the sink writer, whose thread answers the request once the
-batch is stored (`_threads`). Every other request is routed as usual.
+builds its record and hands it to the sink writer; the thread that writes its batch (this one
+when the sink is idle: a leader commit, `_writer`) answers the request once the batch is
+stored (`_threads`). Every other request is routed as usual.
 
 Here: the routes and the state behind them. Reading bodies, refusals and the access log are in
 `_http`; the key generations and the key-file reload in `_keys`; the sink writer in `_writer`.
@@ -193,7 +194,9 @@ class _Receiver:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.workers = WorkerThreads(self.decrypt_threads, "request-crypto-decrypt")
+        # One thread more than decrypt at once: at most one of them writes to the sink at a
+        # time (`SinkWriter`'s leader), so a slow sink never takes a decrypt thread away.
+        self.workers = WorkerThreads(self.decrypt_threads + 1, "request-crypto-decrypt")
         self.workers.start()
         self.large_body_slots = anyio.Semaphore(self.large_bodies)
         owned = isinstance(self.sink_spec, str)
@@ -202,7 +205,6 @@ class _Receiver:
         else:
             self.sink = self.sink_spec
         self.writer = SinkWriter(self.sink, self.max_batch, self.metrics)
-        self.writer.start()
         try:
             async with anyio.create_task_group() as tasks:
                 if self.key_file is not None and self.reload_interval:
@@ -332,7 +334,8 @@ class _Receiver:
         first id of the same body stored before); every refusal is a `Refused`.
 
         One hop off the event loop per body: a decrypt thread decrypts, builds the record and
-        hands it to the sink writer, whose thread answers this request when it is stored.
+        hands it to the sink writer; the thread writing its batch answers this request once
+        it is stored.
         """
         writer, workers, slots = self.writer, self.workers, self.large_body_slots
         if writer is None or workers is None or slots is None:
@@ -410,7 +413,8 @@ class _Receiver:
         waiter: Waiter,
     ) -> None:
         """On a decrypt thread: `_decrypt` (timed into the histogram), the record, and on to
-        the sink writer, which settles `waiter` with ``(record, stored id or None)``."""
+        the sink writer (written here if it is idle), which settles `waiter` with ``(record,
+        stored id or None)``."""
         started = time.perf_counter()
         try:
             decrypted, payload_json = _decrypt(decryptor, body)

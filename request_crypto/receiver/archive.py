@@ -8,7 +8,7 @@ private half, so a stolen disk or backup of the archive shows no payload.
 
 Why one file per batch: a sealed file's last segment is marked final and authenticated as
 such, so a file cannot be extended (appending is detected, by design), and sealing a segment
-again under the same key and nonce would be GCM nonce reuse. So each batch the writer thread
+again under the same key and nonce would be GCM nonce reuse. So each batch the sink writer
 commits becomes one or more complete files, each with a fresh file key (`FileSealer`):
 
 1. sealed into ``.NAME.part`` in the directory (created 0600, no link followed), fsynced;

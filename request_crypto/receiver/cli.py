@@ -391,7 +391,8 @@ def serve(
         typer.Option(
             "--decrypt-threads",
             min=1,
-            help="Bodies each worker decrypts at once (default: the cores, at least 2).",
+            help="Bodies each worker decrypts at once (default: the cores, at least 2); one "
+            "thread more runs, for the one writing a batch to the sink.",
             show_default=False,
         ),
     ] = None,

@@ -255,7 +255,8 @@ class ReceiverConfig:
     read at every load), `sink` (a
     URL, or a `Sink` object the caller keeps and closes), `max_body` (bytes; larger bodies get
     413), `jwks_max_age` (seconds of ``Cache-Control`` on the well-known set),
-    `decrypt_threads` (bodies decrypted at once; None: the cores, at least 2), `large_bodies`
+    `decrypt_threads` (bodies decrypted at once; None: the cores, at least 2; one thread more
+    runs, for the one writing a batch to the sink), `large_bodies`
     (bodies over 256 KiB read at once; None: twice `decrypt_threads`), `max_batch` (records
     per sink write), `body_timeout` + 1 s per `min_body_rate` bytes (else 408),
     `key_reload_grace` (seconds a failing key file is tolerated before /healthz says 503).

@@ -23,10 +23,10 @@
   connection comes within `wait_timeout`, it raises `SinkUnavailableError` (the receiver
   answers ``503`` with ``Retry-After``). The pool (psycopg_pool) reconnects in the background.
 
-psycopg 3 rather than asyncpg: the receiver writes from one synchronous writer thread (the
-`Sink` protocol is synchronous so that SQLite, files and queues fit it), which psycopg's
-blocking API and its thread-safe pool serve directly; asyncpg would need an event loop of
-its own in that thread. Needs the ``postgres`` extra (psycopg, psycopg_pool).
+psycopg 3 rather than asyncpg: the receiver writes one batch at a time from a synchronous
+thread (the `Sink` protocol is synchronous so that SQLite, files and queues fit it), which
+psycopg's blocking API and its thread-safe pool serve directly; asyncpg would need an event
+loop of its own in each such thread. Needs the ``postgres`` extra (psycopg, psycopg_pool).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Where accepted payloads go: a small protocol, three built-in sinks, and URLs to pick one.
 
-The receiver hands every accepted payload to one writer thread, which groups whatever is waiting
+The receiver hands every accepted payload to its sink writer, which groups whatever is waiting
 into a batch and calls ``sink.write_batch(records)``. A sink must have made the whole batch
 durable when that call returns, because each request's ``202`` is sent only afterwards; if it
 raises, every request of the batch is answered ``503`` and nothing of it counts as accepted.
-Calls never overlap (one writer thread per process), so a sink needs no locking of its own,
-but with several worker processes each has its own sink instance.
+Calls never overlap (one batch at a time per process), so a sink needs no locking of its own,
+but they come from whichever decrypt thread leads the commit, not always the same thread (no
+thread-local state), and with several worker processes each has its own sink instance.
 
 Built in, chosen by URL (the path after ``scheme://`` starts with ``/``, as in SQLAlchemy:
 ``sqlite:///payloads.db`` is relative to the working directory, ``sqlite:////var/lib/x.db``
@@ -210,7 +211,8 @@ class ReceivedPayload:
 class Sink(Protocol):
     """What the receiver needs from a place to put payloads.
 
-    ``write_batch`` is called from one thread at a time with one or more records and must not
+    ``write_batch`` is called by one thread at a time (not always the same) with one or more
+    records and must not
     return before they are durable (committed, fsynced, acknowledged by the queue...); raising
     rejects the whole batch (raise `SinkUnavailableError` for "down, retry later"). It returns
     the id stored for each record, in order (see the module docstring), or None when every

@@ -78,7 +78,7 @@ class ReceiverThread:
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Graceful shutdown: in-flight requests finish, the sink writer drains and stops.
+        """Graceful shutdown: in-flight requests finish, the sink writer drains and closes.
 
         Safe before `start` (it only closes the socket) and after a failed `start`.
         """
