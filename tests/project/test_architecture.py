@@ -264,6 +264,15 @@ def test_lazy_exports_match_the_type_stub() -> None:
     assert set(request_crypto.__all__) == {*HOMES, "__version__"}
 
 
+def fresh_python(script: str) -> list[str]:
+    """The lines `script` prints in a new interpreter (which modules are loaded is the point)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")
+
+
 def test_the_keys_package_names_load_on_first_use() -> None:
     """`request_crypto.keys` imports a name's module when it is first used: `seal` needs only
     `keys.jwks`, not the signing, remote and merged sources (nor jwcrypto)."""
@@ -276,11 +285,7 @@ def test_the_keys_package_names_load_on_first_use() -> None:
         "print(all(getattr(keys, name) is not None for name in keys.__all__))\n"
         "print(set(keys.__all__) <= set(dir(keys)))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:3] == ["[]", "True", "True"]
+    assert fresh_python(script)[:3] == ["[]", "True", "True"]
 
 
 def test_importing_the_package_loads_no_request_machinery() -> None:
@@ -293,8 +298,4 @@ def test_importing_the_package_loads_no_request_machinery() -> None:
         "request_crypto.RequestEncryptor\n"
         "print('request_crypto.request' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["[]", "True"]
+    assert fresh_python(script)[:2] == ["[]", "True"]
