@@ -34,6 +34,7 @@ __all__ = [
     "OPEN_ATTEMPTS",
     "RECONNECT_INTERVAL",
     "THREAD_IDLE",
+    "THREAD_LINGER",
     "Module",
     "PinRefused",
     "Token",
@@ -67,6 +68,10 @@ RECONNECT_INTERVAL = 1.0
 OPEN_ATTEMPTS = 3
 #: Seconds a module's token thread waits for work before it ends (`Module`).
 THREAD_IDLE = 10.0
+#: Seconds the token thread keeps the module's lock once its queue is empty, waiting for the
+#: next call: about one body's Python on a decrypt thread. Released at once, the lock went to
+#: the next caller directly, and the hand-over waiting for the GIL came back (`Module`).
+THREAD_LINGER = 0.0005
 
 
 class TokenNotFound(KeySourceError):
@@ -87,7 +92,8 @@ class Module:
 
     Every call into the module runs holding `lock` (`run`). When the module is idle the caller
     runs its call itself; when it is busy the call is queued for the module's token thread,
-    which holds the lock while it works through the queue. With the lock handed from thread to
+    which holds the lock while it works through the queue and for THREAD_LINGER after it (so
+    that callers keep queueing while the threads are busy). With the lock handed from thread to
     thread instead, the next holder waits for the GIL while the previous one runs its Python
     (~60 µs a body), and the token idles; the token thread keeps the lock and picks the next
     call with the GIL in hand (`_pkcs11_direct`: it gives the GIL away only inside C_Decrypt).
@@ -160,7 +166,7 @@ class Module:
                         self.served += 1
                     elif self._end():  # stop(), and nothing queued since
                         return
-                    if not queued.acquire(blocking=False):
+                    if not queued.acquire(timeout=THREAD_LINGER):
                         break
 
     def _end(self) -> bool:

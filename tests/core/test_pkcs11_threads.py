@@ -113,6 +113,26 @@ def test_a_busy_module_queues_calls_for_one_thread_that_survives_their_errors() 
     assert results == ["after"] and module.thread is thread
 
 
+def test_the_token_thread_keeps_the_lock_a_moment_for_the_next_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within THREAD_LINGER of its queue emptying, the next call is still the token thread's:
+    the lock is not handed back (to wait for the GIL) between two bodies."""
+    monkeypatch.setattr(_pkcs11_session, "THREAD_LINGER", WAIT)
+    module = Module()
+    with _busy(module):
+        threads, results = _callers(module, [lambda: 1])
+    _join(threads)
+    assert results == [1]
+    assert module.run(lambda: threading.current_thread().name) == "request-crypto-pkcs11"
+    assert module.served == 2
+    thread = module.stop()
+    assert thread is not None
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert module.run(threading.current_thread) is threading.current_thread()  # idle: inline
+
+
 def test_a_call_made_from_a_queued_call_runs_at_once() -> None:
     module = Module()
     with _busy(module):
