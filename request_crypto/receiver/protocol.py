@@ -85,6 +85,7 @@ class SlowClientDeadlines:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
+    cycle: Any  # Uvicorn's request-response cycle (h11's or httptools'), None between requests
 
     def __init__(
         self,
@@ -118,13 +119,23 @@ class SlowClientDeadlines:
             cast(Any, cls), header_timeout=header_timeout, drain_timeout=drain_timeout
         )
 
+    def on_response_complete(self) -> None:
+        """Re-arm the deadline for what the connection waits for next (see `follow`)."""
+        super().on_response_complete()  # type: ignore[misc]  # Uvicorn's, next in the MRO
+        self.follow()
+
     def waiting_for(self) -> Phase | None:
-        """What the connection waits for now that a deadline covers (None: nothing)."""
+        """What the parser waits for from the client that a deadline covers (None: nothing);
+        asked only while no response is under way."""
         raise NotImplementedError
 
     def follow(self) -> None:
-        """Arm, keep or drop the deadline for what the connection is waiting for now."""
-        phase = None if self.transport.is_closing() else self.waiting_for()
+        """Arm, keep or drop the deadline for what the connection is waiting for now.
+
+        While a response is under way nothing is timed here: a body being read is the app's.
+        """
+        answering = self.cycle is not None and not self.cycle.response_complete
+        phase = None if self.transport.is_closing() or answering else self.waiting_for()
         if phase == self._phase:
             return  # a deadline runs from the phase's start, not from the latest byte
         self.disarm()
@@ -171,14 +182,7 @@ class ReceiverH11Protocol(SlowClientDeadlines, H11Protocol):
         super().data_received(data)
         self.follow()
 
-    def on_response_complete(self) -> None:
-        """Re-arm the deadline for what the connection waits for next (see `follow`)."""
-        super().on_response_complete()
-        self.follow()
-
     def waiting_for(self) -> Phase | None:
-        if self.cycle is not None and not self.cycle.response_complete:
-            return None  # answering: a body being read is the app's to time
         their_state = self.conn.their_state
         if their_state is h11.IDLE:
             # Idle between requests is Uvicorn's keep-alive timer's; a head started is ours.

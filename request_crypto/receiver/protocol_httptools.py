@@ -59,14 +59,7 @@ class ReceiverHttpToolsProtocol(SlowClientDeadlines, HttpToolsProtocol):
         self._head_bytes = 0
         super().on_message_complete()
 
-    def on_response_complete(self) -> None:
-        """Re-arm the deadline for what the connection waits for next (see `follow`)."""
-        super().on_response_complete()
-        self.follow()
-
     def waiting_for(self) -> Phase | None:
-        if self.cycle is not None and not self.cycle.response_complete:
-            return None  # answering: a body being read is the app's to time
         if self._reading == "body":
             return "drain"
         if self._reading == "head":
