@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,18 @@ def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def post_each(url: str, bodies: Sequence[str], *, threads: int = 8) -> list[httpx.Response]:
+    """POST each body to `url` on its own new connection, `threads` at a time (so a server's
+    workers all get some), answers in order."""
+
+    def post(body: str) -> httpx.Response:
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            return http.post(url, content=body)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(post, bodies))
 
 
 def console_script() -> list[str]:

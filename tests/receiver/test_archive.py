@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from request_crypto import JWKManager, RequestEncryptor
@@ -30,7 +29,7 @@ from request_crypto.receiver.sinks import describe_sink, parse_sink_url
 from request_crypto.receiver.testing import ReceiverThread
 from tests.cli.runner import fails, ok
 from tests.receiver.helpers import PAYLOADS, client, record, write_private_set
-from tests.receiver.processes import Server, clean_env, console_script
+from tests.receiver.processes import Server, clean_env, console_script, post_each
 
 
 @pytest.fixture(scope="module")
@@ -251,18 +250,12 @@ def test_serve_with_two_workers_relative_archive_and_shared_replays(
     server = Server(command, tmp_path)
     try:
         base = server.wait_listening()
-
-        def post(body: str) -> httpx.Response:
-            with httpx.Client(trust_env=False, timeout=30) as http:  # a new connection each
-                return http.post(f"{base}{PAYLOADS}", content=body)
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            answers = list(pool.map(post, bodies))
+        answers = post_each(f"{base}{PAYLOADS}", bodies)
         assert [a.status_code for a in answers] == [202] * 40
         assert {r["id"] for r in read_archive(archive)} == {a.json()["id"] for a in answers}
-        assert post(signed[0]).status_code == 202
-        with ThreadPoolExecutor(max_workers=4) as pool:  # whichever worker answers: 409
-            assert [a.status_code for a in pool.map(post, signed[1:])] == [409] * 8
+        assert post_each(f"{base}{PAYLOADS}", signed[:1])[0].status_code == 202
+        replays = post_each(f"{base}{PAYLOADS}", signed[1:], threads=4)
+        assert [a.status_code for a in replays] == [409] * 8  # whichever worker answers
     finally:
         code = server.stop()
     assert code == 0, "".join(server.stderr)

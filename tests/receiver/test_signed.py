@@ -27,7 +27,7 @@ from request_crypto.receiver import JSONLSink, StdoutSink, create_app
 from request_crypto.receiver.testing import ReceiverThread
 from tests.cli.runner import ok
 from tests.receiver.helpers import PAYLOADS, WELL_KNOWN, client, record, write_private_set
-from tests.receiver.processes import Server, console_script
+from tests.receiver.processes import Server, console_script, post_each
 
 
 @pytest.fixture(scope="module")
@@ -342,13 +342,7 @@ def test_serve_with_two_workers_stores_a_signed_body_sent_to_both_once(
     server = Server(command, tmp_path)
     try:
         base = server.wait_listening()
-
-        def post(body: str) -> httpx.Response:
-            with httpx.Client(trust_env=False, timeout=30) as http:  # a new connection each
-                return http.post(f"{base}{PAYLOADS}", content=body)
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            answers = list(pool.map(post, [b for b in bodies for _ in range(8)]))
+        answers = post_each(f"{base}{PAYLOADS}", [b for b in bodies for _ in range(8)])
     finally:
         code = server.stop()
     assert code == 0, "".join(server.stderr)
