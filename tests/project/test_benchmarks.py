@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,15 +131,20 @@ def test_receiver_benchmark_runs_without_wrk() -> None:
     assert figures["accepted"] >= figures["stored"] > 0
 
 
-@pytest.mark.slow
-def test_bench_script_runs_the_package_and_writes_json(tmp_path: Path) -> None:
+def run_section(tmp_path: Path, section: str) -> tuple[str, dict[str, Any]]:
+    """`scripts/bench.py --only SECTION` for one short round: its table and its JSON."""
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "jwe"]
+    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", section]
     command += ["--rounds", "1", "--seconds", "0.05", "--no-node", "--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr
-    assert "jwe decrypt 1KB" in done.stdout and "Targets" in done.stdout
-    document = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_script_runs_the_package_and_writes_json(tmp_path: Path) -> None:
+    table, document = run_section(tmp_path, "jwe")
+    assert "jwe decrypt 1KB" in table and "Targets" in table
     assert document["best"]["jwe.decrypt.1KB"] > 0
     assert document["best"]["bound.rsa.decrypt"] > 0
     names = {t["name"]: t for t in document["targets"]}
@@ -148,12 +154,7 @@ def test_bench_script_runs_the_package_and_writes_json(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_nested_benchmark_section_runs(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "nested"]
-    command += ["--rounds", "1", "--seconds", "0.05", "--no-node", "--json", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, done.stderr
-    document = json.loads(out.read_text())
+    _, document = run_section(tmp_path, "nested")
     for alg in ("ES256", "EdDSA"):
         assert document["best"][f"nested.decrypt.{alg}.1KB"] > 0
         assert document["best"][f"bound.{alg}.verify"] > 0
@@ -164,12 +165,7 @@ def test_nested_benchmark_section_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_batch_section_measures_decrypt_async_against_the_cores_bound(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    command = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "batch"]
-    command += ["--rounds", "1", "--seconds", "0.05", "--no-node", "--json", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, done.stderr
-    document = json.loads(out.read_text())
+    _, document = run_section(tmp_path, "batch")
     assert document["best"]["decrypt_async"] > 0
     names = {t["name"]: t for t in document["targets"]}
     async_target = next(t for name, t in names.items() if name.startswith("decrypt_async"))

@@ -133,10 +133,11 @@ def test_target_accepts_library_errors(
     target(seeds[0])
 
 
-def test_command_line_runs_the_plain_fuzzer(tmp_path: Path) -> None:
-    environment = {**os.environ, "REQUEST_CRYPTO_FUZZ_DIR": str(tmp_path)}
+def run_fuzzer(fuzz_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/fuzz.py with `args`, its corpus and crashes under `fuzz_dir`; it must succeed."""
+    environment = {**os.environ, "REQUEST_CRYPTO_FUZZ_DIR": str(fuzz_dir)}
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--plain", "-runs=200", "-seed=1"],
+        [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -144,6 +145,11 @@ def test_command_line_runs_the_plain_fuzzer(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_command_line_runs_the_plain_fuzzer(tmp_path: Path) -> None:
+    done = run_fuzzer(tmp_path, "--plain", "-runs=200", "-seed=1")
     assert "#200 DONE plain fuzzer" in done.stderr
     assert any((tmp_path / "corpus").iterdir())
 
@@ -186,16 +192,7 @@ def test_sealed_target_reports_a_forgery(
 
 
 def test_command_line_runs_the_sealed_target(tmp_path: Path) -> None:
-    environment = {**os.environ, "REQUEST_CRYPTO_FUZZ_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--plain", "--target=sealed", "-runs=200", "-seed=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_fuzzer(tmp_path, "--plain", "--target=sealed", "-runs=200", "-seed=1")
     assert "#200 DONE plain fuzzer" in done.stderr
     assert "open_sealed outcomes" in done.stderr
 
@@ -207,16 +204,7 @@ def test_a_crash_file_given_as_an_argument_is_replayed(
     replays the crash it holds."""
     crash = tmp_path / "crash-1"
     crash.write_bytes(b"request-crypto-sealed/v1\nsegment-size 1024\n")
-    environment = {**os.environ, "REQUEST_CRYPTO_FUZZ_DIR": str(tmp_path / "fuzz")}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--target=sealed", str(crash)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_fuzzer(tmp_path / "fuzz", "--target=sealed", str(crash))
     assert f"Executed {crash}" in done.stderr
     assert crash.is_file() and not (tmp_path / "fuzz").exists()
 
