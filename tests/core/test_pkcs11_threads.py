@@ -212,6 +212,22 @@ class _Counting:
                 self.inside -= 1
 
 
+def _run_with(
+    source: PKCS11KeySource, stand_in: Any, work: Callable[[int], None], count: int
+) -> None:
+    """`work(0)` .. `work(count - 1)` on threads of their own, the source unwrapping through
+    `stand_in` (which calls its real DirectCalls) meanwhile."""
+    real = source._direct
+    source._direct = stand_in
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+        for thread in threads:
+            thread.start()
+        _join(threads)
+    finally:
+        source._direct = real
+
+
 def test_many_threads_get_their_own_plaintexts_on_a_bounded_pool(
     thread_source: PKCS11KeySource,
 ) -> None:
@@ -237,14 +253,7 @@ def test_many_threads_get_their_own_plaintexts_on_a_bounded_pool(
             except DecryptionError as exc:
                 results[-1 - i] = type(exc)
 
-    thread_source._direct = counting  # type: ignore[assignment]
-    try:
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        _join(threads)
-    finally:
-        thread_source._direct = real
+    _run_with(thread_source, counting, work, 8)
     assert [results[i] for i in range(len(bodies))] == [{"i": i} for i in range(len(bodies))]
     assert [results[-1 - i] for i in range(len(bodies))] == [DecryptionError] * len(bodies)
     assert len(login.sessions) <= 3 and counting.most <= 3
@@ -276,14 +285,7 @@ def test_two_threads_are_inside_the_token_at_once(thread_source: PKCS11KeySource
         except Exception as exc:
             results[i] = exc
 
-    thread_source._direct = Meeting()  # type: ignore[assignment]
-    try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        _join(threads)
-    finally:
-        thread_source._direct = real
+    _run_with(thread_source, Meeting(), work, 2)
     assert results == {0: {"i": 0}, 1: {"i": 1}} and len(sessions) == 2
 
 
