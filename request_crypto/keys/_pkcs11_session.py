@@ -177,17 +177,17 @@ class Module:
             self.gate.notify_all()
 
     @contextlib.contextmanager
-    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
-        """No call inside the module meanwhile: new ones wait, those inside end first (or
-        `timeout` passes: a fork does not wait for a hung device forever)."""
-        self.close_gate(timeout)
+    def exclusive(self) -> Iterator[None]:
+        """No call inside the module meanwhile: new ones wait, those inside end first."""
+        self.close_gate()
         try:
             yield
         finally:
             self.open_gate()
 
     def close_gate(self, timeout: float | None = None) -> None:
-        """Hold new calls back, and wait for those inside to end."""
+        """Hold new calls back, and wait for those inside to end (at most `timeout`: a fork
+        does not wait for a hung device for ever)."""
         with self.gate:
             while self.closed:
                 self.gate.wait()
@@ -205,13 +205,14 @@ class _Login:
     """One login to a token: its python-pkcs11 token, its sessions (the first one logged in)
     and the free ones; `limit` is lowered if the token allows fewer sessions than SESSIONS."""
 
-    __slots__ = ("free", "limit", "opened", "sessions", "token")
+    __slots__ = ("busy", "free", "limit", "opened", "sessions", "token")
 
     def __init__(self, token: Any, first: Any) -> None:
         self.token = token
         self.sessions = [first]
         self.free = [first]
         self.opened = 1  # with those being opened
+        self.busy = 0  # taken by calls
         self.limit = SESSIONS
 
 
@@ -252,21 +253,23 @@ class Token:
 
     def release(self) -> None:
         """One source on the token closed; the last one closes the sessions (logging out)."""
-        with self._logging_in:
-            with self.module.gate:
+        self.module.call(self._release)
+        self.module.serial.stop()
+
+    def _release(self) -> None:
+        with self._logging_in:  # no new login until this one is closed (C_Logout ends all)
+            module = self.module
+            with module.gate:
                 self.users -= 1
                 login = self.login
                 if self.users > 0 or login is None:
                     return
-                self.login = None
-            self.module.call(lambda: self._close(login))
-        self.module.serial.stop()
-
-    def _close(self, login: _Login) -> None:
-        with self.module.inside():
-            for session in [*login.sessions[1:], login.sessions[0]]:  # the logged-in one last
-                with contextlib.suppress(p11.PKCS11Error):
-                    session.close()
+                self.login = None  # new calls wait for _logging_in
+                module.gate.wait_for(lambda: login.busy == 0)  # other users' calls end
+            with module.inside():
+                for session in [*login.sessions[1:], login.sessions[0]]:  # logged-in one last
+                    with contextlib.suppress(p11.PKCS11Error):
+                        session.close()
 
     def opening(self, action: Callable[[Any], _T]) -> _T:
         """`call(action)` for a source that opens: a token unavailable or not found is tried
@@ -319,6 +322,7 @@ class Token:
                         module.gate.wait()  # every session is in use: one comes back
                         continue
                     module.active += 1
+                    login.busy += 1
                     if login.free:
                         return login.free.pop(), login
                     login.opened += 1  # counted inside, one more session reserved
@@ -341,6 +345,7 @@ class Token:
         except BaseException as exc:
             with self.module.gate:
                 login.opened -= 1
+                login.busy -= 1
                 if isinstance(exc, p11.SessionCount):
                     login.limit = max(1, login.opened)
             self.module.leave()
@@ -356,6 +361,7 @@ class Token:
         with self.module.gate:
             if login is self.login:
                 login.free.append(session)
+            login.busy -= 1
             self.module.active -= 1
             self.module.gate.notify_all()
 

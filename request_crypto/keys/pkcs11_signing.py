@@ -170,7 +170,8 @@ class PKCS11SigningKey(SigningKey):
             handle = self._handles.get(session.handle)
             if handle is None:  # another session of the pool
                 template = _signing_template(self.uri, ObjectClass.PRIVATE_KEY)
-                handle = self._handles[session.handle] = list(session.get_objects(template))[0]
+                (handle,) = session.get_objects(template)  # one, checked when the key opened
+                self._handles[session.handle] = handle
             return bytes(handle.sign(message, mechanism=mechanism, mechanism_param=parameter))
 
         signature = self._token.call(sign)
