@@ -313,6 +313,32 @@ def test_closing_the_last_source_on_a_token_closes_its_sessions(thread_uri: str)
     again.close()
 
 
+def test_closing_the_last_source_waits_for_the_calls_in_flight(thread_uri: str) -> None:
+    """A call on the token (a signing key's, say: it holds no source open) keeps its session
+    until it ends; only then are the sessions closed (closed under it, the call failed)."""
+    source = PKCS11KeySource(thread_uri)
+    token = source._token
+    inside, leave = threading.Event(), threading.Event()
+    answers: list[Any] = []
+
+    def slow(session: Any) -> Any:
+        inside.set()
+        leave.wait(WAIT)
+        return session.generate_random(64)  # bits
+
+    caller = threading.Thread(target=lambda: answers.append(token.call(slow)))
+    caller.start()
+    assert inside.wait(WAIT)
+    closer = threading.Thread(target=source.close)
+    closer.start()
+    closer.join(0.3)
+    waited = closer.is_alive()
+    leave.set()
+    _join([caller, closer])
+    assert waited and len(answers) == 1 and len(answers[0]) == 8
+    assert token.login is None
+
+
 def test_a_fork_waits_for_the_calls_inside_the_module(thread_source: PKCS11KeySource) -> None:
     """A thread inside the module at fork could hold one of the module's own locks, held for
     ever in the child: the fork waits for it to leave."""
