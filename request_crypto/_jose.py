@@ -265,9 +265,11 @@ def parse_common_compact(
     """
     if type(token) not in (str, bytes) or len(token) > min(max_token_size, _ONE_SHOT_GCM):
         return None  # checked before the ASCII copy: a 5 MB body is not copied to be refused
+    # An `elastic` body (no dot): neither copied to ASCII nor split (~1 us less at 1 KB).
+    if ("." if type(token) is str else b".") not in token:  # type: ignore[operator]
+        return None
     raw = token.encode("ascii") if type(token) is str and token.isascii() else token
-    # Not ASCII text, or an `elastic` body (no dot: not split, ~0.8 us less at 1 KB).
-    if type(raw) is not bytes or b"." not in raw:
+    if type(raw) is not bytes:  # not ASCII text
         return None
     jwe = _parse_common(raw, _COMMON_HEADERS, _is_common_header)
     if jwe is None or len(jwe.iv) != 12 or len(jwe.tag) != 16:
