@@ -27,6 +27,7 @@ from .errors import (
 )
 from .errors import RequestCryptoError as _Error
 from .formats import REGISTRY, Format, Opened, detect_format
+from .formats.elastic import ELASTIC
 from .formats.jwe import JWE
 from .keyfile import read_jwks
 from .keys.jwks import JWKManager, JWKSInput, JWKSManager, load_jwks_document, public_halves
@@ -464,7 +465,12 @@ class RequestDecryptor:
         return self._open_general(body)
 
     def _open_general(self, body: str | bytes) -> tuple[Format, Opened]:
-        """`_open` of a body the common path declined: size, detect, then the format's open."""
+        """`_open` of a body the `jwe` common path declined: the canonical `elastic` body in
+        one straight line, else size, detect, then the format's open."""
+        if not self.require_signature:  # else refused below, before any PBKDF2
+            opened = ELASTIC.open_common(self._keys, body, self.limits)
+            if opened is not None:
+                return Format.ELASTIC, opened
         format = self._check(body)
         if self.require_signature and format is Format.ELASTIC:
             raise UnsignedBodyError("the elastic format has no signatures")  # before its PBKDF2
