@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,7 +75,7 @@ GONE = (
 #: Seconds between two attempts to log in again to a token that was lost.
 RECONNECT_INTERVAL = 1.0
 #: Attempts to reach a token when a source opens (`Token.opening`).
-OPEN_ATTEMPTS = 3
+OPEN_ATTEMPTS = 4
 #: Sessions a token's pool opens at most (threads beyond wait for a free one): more than the
 #: receiver's decrypt threads on the machines it runs on; fewer if the token allows fewer.
 SESSIONS = 8
@@ -273,16 +274,17 @@ class Token:
 
     def opening(self, action: Callable[[Any], _T]) -> _T:
         """`call(action)` for a source that opens: a token unavailable or not found is tried
-        OPEN_ATTEMPTS times, RECONNECT_INTERVAL apart, since processes starting together race
-        on some modules (SoftHSM reads a token file another process's login is rewriting).
-        A refused PIN is never tried again (it would count towards locking it)."""
+        OPEN_ATTEMPTS times, 1-2 RECONNECT_INTERVALs apart, since processes starting together
+        race on some modules (SoftHSM reads a token file another process's login is
+        rewriting); the random part keeps them from meeting again at each try. A refused PIN
+        is never tried again (it would count towards locking it)."""
         for attempt in range(1, OPEN_ATTEMPTS + 1):
             try:
                 return self.call(action)
             except (KeySourceUnavailableError, TokenNotFound):
                 if attempt == OPEN_ATTEMPTS:
                     raise
-            time.sleep(RECONNECT_INTERVAL)
+            time.sleep(RECONNECT_INTERVAL * (1 + random.random()))  # noqa: S311 - not a secret
         raise AssertionError("unreachable")
 
     def call(self, action: Callable[[Any], _T]) -> _T:
