@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 import random
 import types
 from collections.abc import Iterator
@@ -179,3 +180,56 @@ def test_log_config_uses_the_request_line_handler_for_both_formats() -> None:
         assert handler["class"].endswith(".RequestLineHandler")
         name = config["formatters"][handler["formatter"]]["()"]
         assert name.endswith("." + formatter.__name__)
+
+
+@pytest.fixture
+def serve_logging() -> Iterator[io.StringIO]:
+    """Logging as `serve` configures it (`log_config` through dictConfig), its request handler
+    writing to a StringIO; the loggers it touches are put back afterwards."""
+    config = log_config("info")
+    names = ["request_crypto", "request_crypto.receiver", *config["loggers"]]
+    saved = {
+        name: (lg.handlers[:], lg.propagate, lg.level, lg.disabled)
+        for name in names
+        for lg in [logging.getLogger(name)]
+    }
+    logging.config.dictConfig(config)
+    handler = logging.getLogger("request_crypto").handlers[0]
+    assert isinstance(handler, RequestLineHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        for name, (handlers, propagate, level, disabled) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+            lg.setLevel(level)
+
+
+def test_serves_logging_writes_request_lines_without_a_record(
+    serve_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `serve`'s own logging config a request line takes `request_line` (no LogRecord):
+    the handler sits on ``request_crypto``, a parent of the receiver's logger."""
+    served = logging.getLogger("request_crypto")
+    served.handlers[:] = [
+        h for h in served.handlers if type(h) is RequestLineHandler
+    ]  # not pytest's
+    made = []
+    monkeypatch.setattr(logging.Logger, "makeRecord", lambda *a, **k: made.append(a))
+    _http.log_request({"method": "POST", "path": "/v1/payloads", "size": 3}, 202, 2.0)
+    assert made == []
+    assert "method=POST path=/v1/payloads status=202 size=3" in serve_logging.getvalue()
+
+
+def test_a_second_handler_up_the_hierarchy_gets_the_record(
+    serve_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where another handler would see the line too, it is logged as a record, to both."""
+    extra = logging.StreamHandler(io.StringIO())
+    receiver_logger = logging.getLogger("request_crypto.receiver")
+    receiver_logger.addHandler(extra)
+    _http.log_request({"method": "POST", "path": "/v1/payloads"}, 400, 2.0)
+    assert "status=400" in serve_logging.getvalue()
+    assert "status=400" in extra.stream.getvalue()
