@@ -312,13 +312,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
 # Logging: one line per request
 
 
+#: Text values as logged, for those that repeat line after line (method, path, kid, format).
+_LOGGED: dict[str, str] = {}
+_LOGGED_MAX = 1024
+
+
 def _log_value(value: object) -> str:
     if type(value) is int or type(value) is float:
         return str(value)  # digits, "-", ".", "e", "inf", "nan": nothing to escape
     text = str(value)
-    if _SAFE_LOG_VALUE.fullmatch(text):
-        return text
-    return json.dumps(text[:128])  # quoted and escaped: no line breaks, no spoofed fields
+    logged = _LOGGED.get(text)
+    if logged is None:
+        # Quoted and escaped unless plainly safe: no line breaks, no spoofed fields.
+        logged = text if _SAFE_LOG_VALUE.fullmatch(text) else json.dumps(text[:128])
+        if len(text) <= 128:  # a hostile kid may be long: never kept
+            if len(_LOGGED) >= _LOGGED_MAX:
+                _LOGGED.clear()  # ids never repeat: start again rather than grow
+            _LOGGED[text] = logged
+    return logged
 
 
 _LOG_ORDER = ("method", "path", "status", "kid", "format", "size", "duration_ms", "id", "error")

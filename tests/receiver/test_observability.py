@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from request_crypto.receiver import _http
+from request_crypto.receiver import _http, observability
 from request_crypto.receiver.observability import (
     JSONLogFormatter,
     ReceiverMetrics,
@@ -233,3 +234,51 @@ def test_a_second_handler_up_the_hierarchy_gets_the_record(
     _http.log_request({"method": "POST", "path": "/v1/payloads"}, 400, 2.0)
     assert "status=400" in serve_logging.getvalue()
     assert "status=400" in extra.stream.getvalue()
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_request_lines_on_a_loop_are_written_together_in_order_with_other_records() -> None:
+    stream = CountingStream()
+    handler = RequestLineHandler(stream)
+    handler.setFormatter(RequestLineFormatter())
+
+    def line(n: int) -> None:
+        assert handler.request_line(logging.INFO, "r", f"n={n}", {"n": n})
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("r", logging.ERROR, __file__, 0, message, None, None)
+
+    async def main() -> None:
+        line(1)
+        line(2)
+        assert stream.getvalue() == ""  # waiting for the loop's next write
+        handler.handle(record("boom"))  # any other record: the waiting lines first
+        assert stream.writes == 2
+        line(3)
+        line(4)
+        await asyncio.sleep(observability.LINE_DELAY * 20)
+        assert stream.writes == 3  # lines 3 and 4 in one write
+        line(5)
+
+    asyncio.run(main())
+    handler.flush()  # the loop is gone: flush writes what waits
+    text = stream.getvalue()
+    assert [row.split(" ", 4)[-1] for row in text.splitlines()] == [
+        "n=1",
+        "n=2",
+        "boom",
+        "n=3",
+        "n=4",
+        "n=5",
+    ]
+    line(6)  # off any loop: written at once
+    assert stream.getvalue().endswith("n=6\n")
