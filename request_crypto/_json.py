@@ -7,11 +7,13 @@ non-ASCII, lone surrogates escaped) keeps bodies comparable across the two imple
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import gc
 import json
-import marshal
+import math
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -33,7 +35,7 @@ _PAYLOAD_DECODER = json.JSONDecoder(parse_constant=reject_constant)
 
 
 def dumps_utf8(value: Any) -> bytes:
-    """Serialize like JSON.stringify and encode as UTF-8; NaN and Infinity are refused."""
+    """Serialize like JSON.stringify and encode as UTF-8 (what it writes: `dumps_utf8_standard`)."""
     if _accel.orjson is not None:
         fast = _fast_dumps(value)
         if fast is not None:
@@ -42,19 +44,65 @@ def dumps_utf8(value: Any) -> bytes:
 
 
 def dumps_utf8_standard(value: Any) -> bytes:
-    """`dumps_utf8` by the standard library alone (the same bytes), for small values on cold
-    paths (a JWE header, once): it does not import orjson."""
+    """`dumps_utf8` by the standard library alone (the same bytes); it does not import orjson.
+
+    What JSON cannot hold is written as orjson, msgspec and JSON.stringify write it: NaN and
+    Infinity as null, an Enum member as its value, a UUID as its text (and an orjson.Fragment
+    as the JSON it holds). Everything else json refuses is refused: one InvalidArgumentError.
+    """
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            text = _dumps_text(value)
+        except ValueError:  # NaN or Infinity somewhere (or a cycle: the walk then refuses it)
+            text = _dumps_text(_finite(value))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgumentError(
-            f"the payload must be a JSON value (dict, list, str, int, float, bool or None) "
-            f"without NaN or Infinity: {type(exc).__name__}"
+            "the payload must be a JSON value (dict, list, tuple, str, int, float, bool or None; "
+            f"an Enum member or a UUID is written as its value): {type(exc).__name__}"
         ) from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _escape_surrogates(text).encode("utf-8")
+
+
+def _dumps_text(value: Any) -> str:
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_form
+    )
+
+
+def _json_form(value: Any) -> Any:
+    """json's `default`: the value orjson writes for the three types it takes and json does not.
+
+    Their modules are looked up, not imported: no UUID or Fragment exists before its module.
+    """
+    if isinstance(value, enum.Enum):
+        return value.value
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(value, uuid.UUID):
+        return str(value)
+    orjson = sys.modules.get("orjson")
+    if orjson is not None and isinstance(value, orjson.Fragment):
+        return _PAYLOAD_DECODER.decode(orjson.dumps(value).decode("utf-8"))
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN and Infinity replaced by None, as orjson and JSON.stringify write
+    them (the rare path: json refused the value as it was)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    try:
+        return _finite(_json_form(value))
+    except TypeError:
+        return value  # json refuses it in its turn
 
 
 # --- the accelerated paths: used only where they mean exactly what the standard ones do ----
@@ -70,44 +118,10 @@ def _orjson_options(orjson: Any) -> int:
     )
 
 
-#: Floats in marshal's output are a type byte, `g` (or `g` | FLAG_REF = 0xe7), then the 8
-#: little-endian bytes of the double; the last two hold the sign and the exponent bits.
-#: Exponent bits all ones: NaN or Infinity.
-_FLOAT_TYPES = (ord("g"), ord("g") | 0x80)
-_SIGN_AND_TOP_EXPONENT = (0x7F, 0xFF)
-#: `non_finite_in_marshal` looks at each byte that could end a non-finite float (memchr finds
-#: them); past this many it leaves the rest to one regex pass, whose cost does not grow with them.
-_MAX_CANDIDATES = 4096
-#: The same pattern as regexes, one per type byte: a literal first byte keeps them at memchr speed.
-_NON_FINITE = tuple(
-    re.compile(prefix + rb"[\x00-\xff]{6}[\xf0-\xff][\x7f\xff]", re.DOTALL)
-    for prefix in (rb"g", rb"\xe7")
-)
 #: orjson's output from this size is copied to an exact-size object: orjson leaves up to ~2/3
 #: of spare capacity in the bytes it returns (tracemalloc: 8.3 MB held for a 5 MB text), which
 #: a 5 MB encrypt would otherwise carry to its peak (3.5x -> 2.9x the payload).
 _TRIM_FROM = 1024 * 1024
-
-
-def non_finite_in_marshal(data: bytes) -> bool:
-    """Whether marshal's bytes may hold a NaN or an Infinity (True also for look-alikes).
-
-    Each candidate is found by its last byte, 0x7f or 0xff, which few bytes of a marshal dump
-    are (UTF-8 text never holds 0xff, rarely 0x7f): at memchr speed, ~1 ms for 4 MB where a
-    regex keyed on the type byte `g` (common in text) took ~4 ms. True exactly when the
-    regexes `_NON_FINITE` match: the same pattern, found from its other end.
-    """
-    candidates = 0
-    for top in _SIGN_AND_TOP_EXPONENT:
-        position = data.find(top, 8)
-        while position >= 0:
-            if data[position - 1] >= 0xF0 and data[position - 8] in _FLOAT_TYPES:
-                return True
-            candidates += 1
-            if candidates > _MAX_CANDIDATES:
-                return any(pattern.search(data) for pattern in _NON_FINITE)
-            position = data.find(top, position + 1)
-    return False
 
 
 def _decline(value: Any) -> Any:
@@ -115,26 +129,22 @@ def _decline(value: Any) -> Any:
 
 
 def _fast_dumps(value: Any) -> bytes | None:
-    """orjson's bytes when they mean exactly what json.dumps' mean; otherwise None.
+    """orjson's bytes, which mean what `dumps_utf8_standard` writes; None: use that instead.
 
-    orjson differs from json.dumps in three ways that matter, each guarded here: it accepts
-    types json refuses (Enum, UUID: marshal, which takes only exact built-in types, rules
-    them out); it writes NaN and Infinity as null (so `null` in the output sends us to look
-    for a non-finite float in marshal's bytes); and it refuses what it cannot write exactly
-    (big ints, non-str keys, lone surrogates, deep nesting), raising. Any doubt returns None:
-    the standard path then gives its bytes or its error. Float text may differ in form, never
-    in value: orjson writes 1e-7 where json writes 1e-07 (JSON.stringify writes 1e-7 too).
+    orjson writes NaN, Infinity, Enum and UUID values as the standard path does (above). What
+    it would write differently goes to `_decline` (subclasses of built-in types, dataclasses,
+    dates: the options below) or makes it raise (big ints, non-str keys, lone surrogates, deep
+    nesting); both return None, and the standard path gives its bytes or its error. Float text
+    may differ in form, never in value: orjson writes 1e-7 where json writes 1e-07
+    (JSON.stringify writes 1e-7 too). An orjson.Fragment is written as it is, unchecked (the
+    standard path parses it first).
     """
     orjson = _accel.orjson
     assert orjson is not None
     try:
         out: bytes = orjson.dumps(value, default=_decline, option=_orjson_options(orjson))
-        exact_types = marshal.dumps(value, 4)  # raises for anything but exact built-in types
-    except Exception:  # orjson.JSONEncodeError (a TypeError), marshal's ValueError, ...
+    except Exception:  # orjson.JSONEncodeError, a TypeError
         return None
-    if b"null" in out and non_finite_in_marshal(exact_types):
-        return None
-    del exact_types
     return bytes(memoryview(out)) if len(out) >= _TRIM_FROM else out
 
 

@@ -8,9 +8,12 @@ node's JSON.stringify is in test_interop.py.
 from __future__ import annotations
 
 import base64
+import datetime
+import enum
 import gc
 import json
 import math
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -102,12 +105,34 @@ def nested(depth: int) -> list[Any]:
 
 @pytest.mark.parametrize(
     "value",
-    [math.nan, math.inf, -math.inf, {"x": [math.nan]}, {1, 2}, object(), b"bytes", nested(10**5)],
-    ids=["nan", "inf", "-inf", "nested-nan", "set", "object", "bytes", "too-deep"],
+    [{1, 2}, object(), b"bytes", nested(10**5), datetime.date(2026, 1, 1), [1, {"x": {1, 2}}]],
+    ids=["set", "object", "bytes", "too-deep", "date", "nested-set"],
 )
 def test_values_json_cannot_hold_are_refused(value: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="must be a JSON value"):
         PassphraseCipher(PASSPHRASE).encrypt(value)
+
+
+class Shade(enum.Enum):
+    DARK = (1, math.nan)
+    LIGHT = uuid.UUID(int=2)
+
+
+NOT_JSON_NUMBERS_AND_TYPES = (
+    [math.nan, math.inf, -math.inf, {"x": [math.nan]}, Shade.DARK, Shade.LIGHT, uuid.UUID(int=1)],
+    b'[null,null,null,{"x":[null]},[1,null],"00000000-0000-0000-0000-000000000002",'
+    b'"00000000-0000-0000-0000-000000000001"]',
+)
+
+
+@pytest.mark.parametrize("dumps", [_json.dumps_utf8, _json.dumps_utf8_standard])
+def test_nan_infinity_enum_and_uuid_are_written_as_json_stringify_and_orjson_write(
+    dumps: Any,
+) -> None:
+    value, expected = NOT_JSON_NUMBERS_AND_TYPES
+    assert dumps(value) == expected
+    cipher = PassphraseCipher(PASSPHRASE)
+    assert cipher.decrypt(cipher.encrypt(value)) == json.loads(expected)
 
 
 def _large_document() -> bytes:
