@@ -30,8 +30,23 @@ def reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def finite_float(text: str) -> float:
+    """A json `parse_float` hook: a number out of a double's range (1e400) is refused, as
+    msgspec refuses it, rather than read as Infinity, which has no JSON form to store."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
 #: Built once: json.loads with a hook would build a decoder (and its scanner) per payload.
-_PAYLOAD_DECODER = json.JSONDecoder(parse_constant=reject_constant)
+_PAYLOAD_DECODER = json.JSONDecoder(parse_constant=reject_constant, parse_float=finite_float)
+
+
+def loads_text(text: str) -> Any:
+    """Parse JSON text as payloads are parsed: NaN, Infinity and out-of-range numbers refused
+    (a ValueError, json.JSONDecodeError for bad syntax)."""
+    return _PAYLOAD_DECODER.decode(text)
 
 
 def dumps_utf8(value: Any) -> bytes:
@@ -239,7 +254,13 @@ def within_by_bytes(raw: bytes | bytearray, max_values: int, max_depth: int) -> 
     """
     if len(raw) >= max_values:
         return False
-    return len(raw) <= max_depth or raw.count(b"[") + raw.count(b"{") <= max_depth
+    # One translate keeping only the brackets: 0.6 us against 1.0 for two counts at 1 KB,
+    # 43 against 80 us at 100 KB.
+    return len(raw) <= max_depth or len(raw.translate(None, _NOT_OPENING)) <= max_depth
+
+
+#: Every byte but `[` and `{` (deleted by `within_by_bytes` to count the two at once).
+_NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{")
 
 
 def scan_json(raw: bytes | bytearray, max_values: int, max_depth: int) -> JSONShape:
@@ -353,8 +374,8 @@ _gc_deferred = _GCPause()
 def _loads(data: bytes | bytearray | str) -> Any:
     """msgspec's value when it parses `data`, else json's value or error.
 
-    msgspec refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, trailing text)
-    and a few things json accepts (1e400, lone surrogate escapes, very deep nesting); what it
+    msgspec refuses whatever json.loads refuses here (bad UTF-8, a BOM, NaN, 1e400, trailing
+    text) and a few things json accepts (lone surrogate escapes, very deep nesting); what it
     accepts, it reads to the same value (big integers included; tests compare the two).
     """
     # `_accel.msgspec` is read on each call so that tests can switch the accelerator off.

@@ -32,6 +32,7 @@ __all__ = [
     "Verifier",
     "describe_unverified",
     "is_signed_header",
+    "signer_info",
 ]
 
 #: A signed body's lifetime unless the sender says otherwise: one hour.
@@ -79,6 +80,11 @@ class SignerInfo:
 
 def _registered(claims: Mapping[str, Any]) -> dict[str, Any]:
     return {name: claims[name] for name in _REGISTERED if name in claims}
+
+
+def signer_info(key: SigningKey, claims: Mapping[str, Any]) -> SignerInfo:
+    """The `SignerInfo` of verified `claims`, signed by `key` (see `Verifier.verified_claims`)."""
+    return SignerInfo(key.kid, key.alg, claims.get("iss"), claims.get("jti"), _registered(claims))
 
 
 def describe_unverified(token: bytes | str, limits: Limits) -> dict[str, Any]:
@@ -212,6 +218,14 @@ class Verifier:
 
     def verify(self, token: bytes | str, limits: Limits) -> tuple[dict[str, Any], SignerInfo]:
         """Verify `token` and check its claims; returns the claims set and the signer."""
+        claims, key = self.verified_claims(token, limits)
+        return claims, signer_info(key, claims)
+
+    def verified_claims(
+        self, token: bytes | str, limits: Limits
+    ) -> tuple[dict[str, Any], SigningKey]:
+        """`verify` without building the `SignerInfo`: the claims set and the key that
+        verified it, for callers that keep only the claims (`RequestDecryptor.decrypt`)."""
         verified = verify_compact(token, self.keys)
         claims = loads_payload(
             verified.payload, max_values=limits.max_json_values, max_depth=limits.max_json_depth
@@ -219,9 +233,7 @@ class Verifier:
         if not isinstance(claims, dict):
             raise MalformedBodyError("the signed JWT's payload is not a JSON object")
         self.check_claims(claims)
-        jti, iss = claims.get("jti"), claims.get("iss")
-        info = SignerInfo(verified.key.kid, verified.key.alg, iss, jti, _registered(claims))
-        return claims, info
+        return claims, verified.key
 
     def check_claims(self, claims: Mapping[str, Any]) -> None:
         """exp (required), nbf, iat, iss, aud and jti, each with an actionable message."""

@@ -23,6 +23,7 @@ from typing import IO, Annotated, Any, BinaryIO, Literal, NoReturn, TextIO
 import typer
 
 from .._files import file_kind
+from .._json import loads_text
 from ..errors import CLIError, RequestCryptoError
 from ..formats import Format
 from ..keyfile import is_private_set, read_jwks, require_private_keys
@@ -289,18 +290,23 @@ def read_json_input(source: str, command: str) -> Any:
     data = read_input(source)
     name = input_name(source)
     try:
-        return json.loads(data)
+        # Decoded as json.loads(bytes) decodes (UTF-8, -16 or -32; a BOM allowed).
+        return loads_text(data.decode(json.detect_encoding(data), "surrogatepass"))
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise CLIError(
             f"{name} is not valid JSON ({exc.msg} at {where}); {command} takes one JSON document"
         ) from None
+    except UnicodeDecodeError:
+        raise CLIError(f"{name} is not UTF-8 JSON; {command} takes one JSON document") from None
+    except ValueError as exc:  # NaN, Infinity, 1e400 (json.loads would read them as floats)
+        raise CLIError(
+            f"{name} is not a JSON value ({exc}); {command} takes one JSON document"
+        ) from None
     except RecursionError:
         raise CLIError(
             f"{name} is nested too deeply to parse; {command} takes one JSON document"
         ) from None
-    except ValueError:
-        raise CLIError(f"{name} is not UTF-8 JSON; {command} takes one JSON document") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .._jose import check_wire_jwe, parse_common_compact
+from .._jose import CompactJWE, check_wire_jwe, parse_common_compact
 from ..keys.signing import DirectKeySet
 from ..keys.source import KeySource, open_compact, open_parsed
 from ._protocol import Format, Opened
@@ -55,18 +55,23 @@ class JweFormat:
         """One compact JWE to `kid` (A256GCM, no compression)."""
         return keys.encrypt_jwe(kid, plaintext)
 
-    def open_common(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened | None:
-        """Open the common body (see `parse_common_compact`) in one straight line, or None.
+    def parse_common(self, keys: KeySource, body: str | bytes, limits: Limits) -> CompactJWE | None:
+        """The common body (see `parse_common_compact`) parsed and checked, or None.
 
         None means no key was used: `open` then runs the general checks and parse, which
         raise what the body deserves. Never for a `dir` key set (it opens only `dir` bodies).
-        Once a key is used, the answer is final: the same plaintext or the same error.
+        What follows is `decrypt_parsed`/`open_parsed`: once a key is used, the answer is
+        final, the same plaintext or the same error as the general path's.
         """
         if isinstance(keys, DirectKeySet):
             return None
-        common = parse_common_compact(
+        return parse_common_compact(
             body, max_token_size=limits.max_body_size, max_plaintext=limits.max_inflated_size
         )
+
+    def open_common(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened | None:
+        """Open the common body in one straight line (see `parse_common`), or None."""
+        common = self.parse_common(keys, body, limits)
         if common is None:
             return None
         result = open_parsed(

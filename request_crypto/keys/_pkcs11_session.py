@@ -1,40 +1,50 @@
-"""The PKCS#11 session of each token in this process, behind its module's lock (`keys.pkcs11`).
+"""The PKCS#11 sessions of each token in this process (`keys.pkcs11`).
 
-python-pkcs11 initialises a module without OS locking and releases the GIL during calls, so
-every call into a module holds that module's lock (a call finding the module busy is run by
-the module's token thread: `Module`); each token has one logged-in session per process,
-shared by the sources opened on it, logged out when the last one closes. A session or device
-error drops the session: the next call logs in again, at most once per RECONNECT_INTERVAL,
-reinitialising the module first (modules rescan their devices only in C_Initialize). A forked
-child never uses its parent's session or token thread: it reinitialises the module and logs
-in itself (PKCS#11 sessions do not survive fork).
+A module is loaded once per process and, before any session exists, initialised again with OS
+locking (`Module.load`: CKF_OS_LOCKING_OK, through `_pkcs11_direct`). Then each token has one
+login and a pool of sessions shared by the threads: a call takes a free session (opening
+another, up to SESSIONS, when none is free), uses it and gives it back, with no lock held
+across the call, so the decrypt threads are inside the module at once. A module that refuses
+OS locking, or where `_pkcs11_direct`'s ABI does not hold, keeps python-pkcs11's initialisation
+without locking, and every call into it holds its lock (`_pkcs11_serial.ModuleLock`, with its
+token thread): one call at a time, so one session per token in practice.
+
+Either way, a session or device error drops the token's sessions: the next call logs in again,
+at most once per RECONNECT_INTERVAL, reinitialising the module first (modules rescan their
+devices only in C_Initialize) once no call is inside it (`Module.exclusive`). The last source
+closed on a token logs out. A forked child never uses its parent's sessions or token thread: it
+reinitialises the module and logs in itself (PKCS#11 sessions do not survive fork); a fork
+waits (up to FORK_WAIT) for the calls inside a module to end, so that the child inherits none
+of the module's own locks held.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pkcs11
 from pkcs11 import exceptions as p11
 
 from ..errors import InternalSignal, KeySourceError, KeySourceUnavailableError
+from ._pkcs11_direct import CKR_CRYPTOKI_NOT_INITIALIZED, DirectCalls, direct_calls
+from ._pkcs11_serial import ModuleLock
 
 if TYPE_CHECKING:
     from .pkcs11 import PKCS11URI
 
 __all__ = [
     "AMBIGUOUS",
+    "FORK_WAIT",
     "GONE",
     "OPEN_ATTEMPTS",
     "RECONNECT_INTERVAL",
-    "THREAD_IDLE",
-    "THREAD_LINGER",
+    "SESSIONS",
     "Module",
     "PinRefused",
     "Token",
@@ -65,13 +75,12 @@ GONE = (
 #: Seconds between two attempts to log in again to a token that was lost.
 RECONNECT_INTERVAL = 1.0
 #: Attempts to reach a token when a source opens (`Token.opening`).
-OPEN_ATTEMPTS = 3
-#: Seconds a module's token thread waits for work before it ends (`Module`).
-THREAD_IDLE = 10.0
-#: Seconds the token thread keeps the module's lock once its queue is empty, waiting for the
-#: next call: about one body's Python on a decrypt thread. Released at once, the lock went to
-#: the next caller directly, and the hand-over waiting for the GIL came back (`Module`).
-THREAD_LINGER = 0.0005
+OPEN_ATTEMPTS = 4
+#: Sessions a token's pool opens at most (threads beyond wait for a free one): more than the
+#: receiver's decrypt threads on the machines it runs on; fewer if the token allows fewer.
+SESSIONS = 8
+#: Seconds a fork waits for the calls inside a module to end before it goes ahead anyway.
+FORK_WAIT = 10.0
 
 
 class TokenNotFound(KeySourceError):
@@ -87,130 +96,131 @@ class TokenFault(InternalSignal):
 
 
 class Module:
-    """One PKCS#11 module in this process: its lock, its token thread, how often it was
-    reinitialised.
+    """One PKCS#11 module in this process: loaded once, with or without OS locking (`load`).
 
-    Every call into the module runs holding `lock` (`run`). When the module is idle the caller
-    runs its call itself; when it is busy the call is queued for the module's token thread,
-    which holds the lock while it works through the queue and for THREAD_LINGER after it (so
-    that callers keep queueing while the threads are busy). With the lock handed from thread to
-    thread instead, the next holder waits for the GIL while the previous one runs its Python
-    (~60 µs a body), and the token idles; the token thread keeps the lock and picks the next
-    call with the GIL in hand (`_pkcs11_direct`: it gives the GIL away only inside C_Decrypt).
-    The thread stops after THREAD_IDLE seconds without work, when the last source on the
-    module closes (`stop`), and is not inherited by a forked child; it starts again on demand.
+    `gate` counts the calls inside the module (`inside`) and holds new ones back while
+    `exclusive` reinitialises it (or a fork happens): C_Finalize under a call in flight would
+    pull its session from under it. Without OS locking every call also holds `serial`'s lock.
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lib: Any = None
+        self.direct: DirectCalls | None = None
+        #: Initialised with CKF_OS_LOCKING_OK: calls run at once, on pooled sessions.
+        self.os_locking = False
+        #: The lock and token thread of a module without OS locking.
+        self.serial = ModuleLock()
         #: Bumped at each C_Finalize/C_Initialize (and fork): sessions opened before are gone.
         self.epoch = 0
         #: Reinitialise before the next login: in a forked child (the state is the parent's),
         #: or after a token was not found (the module reads its tokens only at C_Initialize).
         self.stale = False
-        #: Calls the token thread ran (those that found the module busy).
-        self.served = 0
-        self._reset_thread()
+        self.reset_gate()
 
-    def _reset_thread(self) -> None:
-        """No token thread, nothing queued (at creation, and in a forked child)."""
-        self._jobs: collections.deque[_Job | None] = collections.deque()
-        self._queued = threading.Semaphore(0)
-        self._guard = threading.Lock()
-        self.thread: threading.Thread | None = None
+    def reset_gate(self) -> None:
+        """No call inside, none held back (at creation, and in a forked child)."""
+        self.gate = threading.Condition(threading.Lock())
+        self.active = 0
+        self.closed = False
 
-    def run(self, action: Callable[[], _T]) -> _T:
-        """`action()` holding the module's lock: here if the lock is free (or this thread holds
-        it already: the token thread, a nested call), else on the token thread, waiting."""
-        if self.lock.acquire(blocking=False):
-            try:
-                return action()
-            finally:
-                self.lock.release()
-        job = _Job(action)
-        with self._guard:
-            self._jobs.append(job)
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self._serve, name="request-crypto-pkcs11", daemon=True
-                )
-                self.thread.start()
-        self._queued.release()
-        result: _T = job.result()
-        return result
-
-    def stop(self) -> threading.Thread | None:
-        """Have the token thread end once what is queued is done (a later call starts one);
-        the thread, to join, or None."""
-        with self._guard:
-            thread = self.thread
-            if thread is not None:
-                self._jobs.append(None)
-        if thread is not None:
-            self._queued.release()
-        return thread
-
-    def _serve(self) -> None:
-        """The token thread: holds the lock while calls are queued, runs them in turn."""
-        jobs, queued = self._jobs, self._queued
-        while True:
-            if not queued.acquire(timeout=THREAD_IDLE):
-                if self._end():
-                    return
-                continue  # queued as the wait ended: its release follows
-            with self.lock:
-                while True:
-                    job = jobs.popleft()
-                    if job is not None:
-                        job.run()
-                        self.served += 1
-                    elif self._end():  # stop(), and nothing queued since
-                        return
-                    if not queued.acquire(timeout=THREAD_LINGER):
-                        break
-
-    def _end(self) -> bool:
-        """Whether the token thread may end: nothing is queued (then it is forgotten)."""
-        with self._guard:
-            if self._jobs:
-                return False
-            self.thread = None
-            return True
-
-
-class _Job:
-    """One call queued for a token thread; the caller waits on `done` (a cheap lock)."""
-
-    __slots__ = ("action", "done", "error", "value")
-
-    def __init__(self, action: Callable[[], Any]) -> None:
-        self.action = action
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        """Run the call, keeping what it returned or raised (the thread itself never fails)."""
+    def load(self, name: str) -> None:
+        """Load the module and initialise it again with OS locking, before any session of
+        ours exists; a refusal (any answer but CKR_OK) keeps it as python-pkcs11 had it."""
         try:
-            self.value = self.action()
-        except BaseException as exc:  # handed to the caller, raised there
-            self.error = exc
-        self.done.release()
+            self.lib = pkcs11.lib(self.path)
+        except Exception as exc:  # a missing or broken .so: configuration, not an outage
+            raise KeySourceError(f"{name}: cannot load the PKCS#11 module: {exc}") from None
+        self.direct = direct = direct_calls(self.path)
+        if direct is None or direct.finalize() != 0:
+            return  # no ctypes calls, or still initialised as it was: the serialised path
+        if direct.initialize(os_locking=True) == 0:
+            self.os_locking = True
+            return
+        answer = direct.initialize(os_locking=False)  # CKR_CANT_LOCK, say: as it was
+        if answer != 0:
+            raise KeySourceError(f"{name}: the PKCS#11 module's C_Initialize answered {answer:#x}")
 
-    def result(self) -> Any:
-        """Wait for the token thread; what the call returned, or raise what it raised."""
-        self.done.acquire()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        return self.value
+    def reinitialize(self) -> None:
+        """C_Finalize, then C_Initialize as the module was initialised (under `exclusive`);
+        raises the module's refusal (then the next attempt tries again)."""
+        self.epoch += 1
+        if not self.os_locking:
+            self.lib.reinitialize()
+            return
+        assert self.direct is not None
+        answer = self.direct.finalize()
+        if answer in (0, CKR_CRYPTOKI_NOT_INITIALIZED):
+            answer = self.direct.initialize(os_locking=True)
+        if answer != 0:
+            raise p11.PKCS11Error(f"reinitialising the module: {answer:#x}")
+
+    def call(self, action: Callable[[], _T]) -> _T:
+        """`action()`, holding the module's lock unless it was initialised with OS locking."""
+        return action() if self.os_locking else self.serial.run(action)
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Counted as a call inside the module (waits while the gate is closed)."""
+        with self.gate:
+            while self.closed:
+                self.gate.wait()
+            self.active += 1
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def leave(self) -> None:
+        """The call ended: wake whoever waits for a session or for the module to be idle."""
+        with self.gate:
+            self.active -= 1
+            self.gate.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No call inside the module meanwhile: new ones wait, those inside end first."""
+        self.close_gate()
+        try:
+            yield
+        finally:
+            self.open_gate()
+
+    def close_gate(self, timeout: float | None = None) -> None:
+        """Hold new calls back, and wait for those inside to end (at most `timeout`: a fork
+        does not wait for a hung device for ever)."""
+        with self.gate:
+            while self.closed:
+                self.gate.wait()
+            self.closed = True
+            self.gate.wait_for(lambda: self.active == 0, timeout)
+
+    def open_gate(self) -> None:
+        """Let calls in again."""
+        with self.gate:
+            self.closed = False
+            self.gate.notify_all()
+
+
+class _Login:
+    """One login to a token: its python-pkcs11 token, its sessions (the first one logged in)
+    and the free ones; `limit` is lowered if the token allows fewer sessions than SESSIONS."""
+
+    __slots__ = ("busy", "free", "limit", "opened", "sessions", "token")
+
+    def __init__(self, token: Any, first: Any) -> None:
+        self.token = token
+        self.sessions = [first]
+        self.free = [first]
+        self.opened = 1  # with those being opened
+        self.busy = 0  # taken by calls
+        self.limit = SESSIONS
 
 
 class Token:
-    """One token's logged-in session, shared by every source on it, behind its module's lock.
+    """One token's login and its pool of sessions, shared by every source on it.
 
-    After a session or device error (or a failed probe) the session is dropped. The next call
+    After a session or device error (or a failed probe) the sessions are dropped. The next call
     logs in again, at most once per RECONNECT_INTERVAL (calls in between are unavailable at
     once), reinitialising the module first (C_Finalize, C_Initialize: a module does not see a
     device that came back otherwise), so a token that comes back is used again without a
@@ -220,94 +230,170 @@ class Token:
     def __init__(self, uri: PKCS11URI, module: Module) -> None:
         self.uri = uri
         self.module = module
-        self.session: Any = None
+        #: The current login and its sessions, or None (not logged in, or lost).
+        self.login: _Login | None = None
+        #: Bumped at each login: sources find their keys' handles again when it changes.
         self.generation = 0
         #: Logins by this process (a forked child starts again at 0), and sources open on it.
         self.logins = 0
         self.users = 0
         self.description = uri.token or uri.serial or "?"
         self._epoch = module.epoch
+        #: One thread logs in at a time; the others wait for its login.
+        self._logging_in = threading.Lock()
         #: Why the token was lost, and when it was last tried; None while it is connected.
         self._lost: str | None = None
         self._tried = 0.0
         #: Why logging in is not tried again (the PIN was refused after a loss), or None.
         self._stopped: str | None = None
 
-    @property
-    def lock(self) -> threading.RLock:
-        """The module's lock (a new one in a forked child)."""
-        return self.module.lock
+    def use(self) -> None:
+        """One more source is open on the token."""
+        with self.module.gate:
+            self.users += 1
 
     def release(self) -> None:
-        """One source on the token closed; the last one logs out and closes the session."""
-        with self.lock:
-            self.users -= 1
-            if self.users > 0 or self.session is None:
-                return
-            session, self.session = self.session, None
-            with contextlib.suppress(p11.PKCS11Error):
-                session.close()
-        self.module.stop()
+        """One source on the token closed; the last one closes the sessions (logging out)."""
+        self.module.call(self._release)
+        self.module.serial.stop()
+
+    def _release(self) -> None:
+        with self._logging_in:  # no new login until this one is closed (C_Logout ends all)
+            module = self.module
+            with module.gate:
+                self.users -= 1
+                login = self.login
+                if self.users > 0 or login is None:
+                    return
+                self.login = None  # new calls wait for _logging_in
+                module.gate.wait_for(lambda: login.busy == 0)  # other users' calls end
+            with module.inside():
+                for session in [*login.sessions[1:], login.sessions[0]]:  # logged-in one last
+                    with contextlib.suppress(p11.PKCS11Error):
+                        session.close()
 
     def opening(self, action: Callable[[Any], _T]) -> _T:
         """`call(action)` for a source that opens: a token unavailable or not found is tried
-        OPEN_ATTEMPTS times, RECONNECT_INTERVAL apart, since processes starting together race
-        on some modules (SoftHSM reads a token file another process's login is rewriting).
-        A refused PIN is never tried again (it would count towards locking it)."""
+        OPEN_ATTEMPTS times, 1-2 RECONNECT_INTERVALs apart, since processes starting together
+        race on some modules (SoftHSM reads a token file another process's login is
+        rewriting); the random part keeps them from meeting again at each try. A refused PIN
+        is never tried again (it would count towards locking it)."""
         for attempt in range(1, OPEN_ATTEMPTS + 1):
             try:
                 return self.call(action)
             except (KeySourceUnavailableError, TokenNotFound):
                 if attempt == OPEN_ATTEMPTS:
                     raise
-            time.sleep(RECONNECT_INTERVAL)
+            time.sleep(RECONNECT_INTERVAL * (1 + random.random()))  # noqa: S311 - not a secret
         raise AssertionError("unreachable")
 
     def call(self, action: Callable[[Any], _T]) -> _T:
-        """Run `action(session)` under the module lock (`Module.run`); a gone or failing token
-        is unavailable."""
-        return self.module.run(lambda: self._call(action))
+        """Run `action(session)` on a session of the pool (holding the module's lock if it has
+        no OS locking: `Module.call`); a gone or failing token is unavailable."""
+        return self.module.call(lambda: self._call(action))
 
     def _call(self, action: Callable[[Any], _T]) -> _T:
         failure: str
+        login = None
         try:
-            return action(self._session())
+            session, login = self._take()
+            try:
+                return action(session)
+            finally:
+                self._give(session, login)
         except GONE as exc:
             failure = f"the token answered {_code(exc)}"
         except AMBIGUOUS as exc:  # outside a decrypt, nothing a body did
             failure = f"the token answered {_code(exc)}"
         except TokenFault as exc:
             failure = str(exc)
-        self._drop(failure)
+        self._drop(failure, login)
         raise KeySourceUnavailableError(self.uri.name, failure)
 
-    def _session(self) -> Any:
-        if self._epoch != self.module.epoch:  # another token reinitialised the module
-            self.session, self._epoch = None, self.module.epoch
-        if self.session is not None:
-            return self.session
+    def _take(self) -> tuple[Any, _Login]:
+        """A free session of the current login, counted inside the module; another one
+        opened if none is free (up to the limit, else wait); a login first if there is none."""
+        module = self.module
+        while True:
+            with module.gate:
+                while module.closed:
+                    module.gate.wait()
+                login = self.login
+                if login is not None and self._epoch == module.epoch:
+                    if not login.free and login.opened >= login.limit:
+                        module.gate.wait()  # every session is in use: one comes back
+                        continue
+                    module.active += 1
+                    login.busy += 1
+                    if login.free:
+                        return login.free.pop(), login
+                    login.opened += 1  # counted inside, one more session reserved
+                else:
+                    login = None
+            if login is not None:
+                session = self._open_another(login)
+                if session is not None:
+                    return session, login
+                continue  # the token's limit: wait for a free one
+            with self._logging_in:
+                if self.login is None or self._epoch != module.epoch:
+                    self._log_in()
+
+    def _open_another(self, login: _Login) -> Any:
+        """One more session (logged in: a login is the application's), counted inside; None
+        if the token allows no more (then the pool stays at what it has)."""
+        try:
+            session = login.token.open(rw=True)
+        except BaseException as exc:
+            with self.module.gate:
+                login.opened -= 1
+                login.busy -= 1
+                if isinstance(exc, p11.SessionCount):
+                    login.limit = max(1, login.opened)
+            self.module.leave()
+            if isinstance(exc, p11.SessionCount):
+                return None
+            raise
+        with self.module.gate:
+            login.sessions.append(session)
+        return session
+
+    def _give(self, session: Any, login: _Login) -> None:
+        """The call ended: its session goes back to the pool (unless dropped meanwhile)."""
+        with self.module.gate:
+            if login is self.login:
+                login.free.append(session)
+            login.busy -= 1
+            self.module.active -= 1
+            self.module.gate.notify_all()
+
+    def _log_in(self) -> None:
+        """Log in (under `_logging_in`): the first login's errors say what to fix; later ones
+        (after a loss, or after another token reinitialised the module) are rate-limited."""
         if self._stopped is not None:
             raise KeySourceUnavailableError(self.uri.name, self._stopped)
         if self._lost is None and self.generation == 0:
-            self.session = self._login()  # the first login: errors say what to fix
+            login = self._open_login()
         else:
-            self.session = self._reconnect()
-        self.generation += 1
-        self._lost = None
-        return self.session
+            login = self._reconnect()
+        with self.module.gate:
+            self.login = login
+            self.generation += 1
+            self._lost = None
 
-    def _reconnect(self) -> Any:
+    def _reconnect(self) -> _Login:
         """Log in again after a loss, reinitialising the module; rate-limited."""
         now = time.monotonic()
         if self._lost is not None and now - self._tried < RECONNECT_INTERVAL:
             raise KeySourceUnavailableError(self.uri.name, self._lost)
         self._tried = now
+        module = self.module
         try:
-            if self._lost is not None and self._epoch == self.module.epoch:
-                pkcs11.lib(self.uri.module_path).reinitialize()
-                self.module.epoch += 1
-                self._epoch = self.module.epoch
-            return self._login()
+            if self._lost is not None and self._epoch == module.epoch:
+                with module.exclusive():
+                    if self._epoch == module.epoch:  # not done by another token meanwhile
+                        module.reinitialize()
+            return self._open_login()
         except PinRefused as exc:  # never tried again: each try counts towards locking it
             self._stopped = f"{exc}; fix the PIN and restart"
             raise KeySourceUnavailableError(self.uri.name, self._stopped) from None
@@ -315,30 +401,34 @@ class Token:
             self._lost = f"logging in again failed ({_code(exc)})"
             raise KeySourceUnavailableError(self.uri.name, self._lost) from None
 
-    def _drop(self, reason: str) -> None:
-        """Forget the session (never closed: the device may hang on it); log in again later."""
-        self.session = None
-        self._lost = reason
-        self._tried = time.monotonic()
+    def _drop(self, reason: str, login: _Login | None) -> None:
+        """Forget the login's sessions (never closed: the device may hang on them); log in
+        again later. A failure of an older login (already replaced) changes nothing."""
+        with self.module.gate:
+            if login is not None and login is not self.login:
+                return
+            self.login = None
+            self._lost = reason
+            self._tried = time.monotonic()
 
-    def _login(self) -> Any:
-        session = self._open_session()
+    def _open_login(self) -> _Login:
+        module = self.module
+        if module.stale:  # PKCS#11: a child of fork must initialise the module anew
+            with module.exclusive():
+                if module.stale:
+                    module.reinitialize()
+                    module.stale = False
+        with module.inside():
+            epoch = module.epoch
+            token, session = self._open_session()
         self.logins += 1
-        return session
+        self._epoch = epoch
+        return _Login(token, session)
 
-    def _open_session(self) -> Any:
+    def _open_session(self) -> tuple[Any, Any]:
         uri = self.uri
         try:
-            lib = pkcs11.lib(uri.module_path)
-        except Exception as exc:  # a missing or broken .so: configuration, not an outage
-            raise KeySourceError(f"{uri.name}: cannot load the PKCS#11 module: {exc}") from None
-        if self.module.stale:  # PKCS#11: a child of fork must initialise the module anew
-            lib.reinitialize()
-            self.module.stale = False
-            self.module.epoch += 1
-            self._epoch = self.module.epoch
-        try:
-            token = lib.get_token(token_label=uri.token, token_serial=uri.serial)
+            token = self.module.lib.get_token(token_label=uri.token, token_serial=uri.serial)
         except p11.MultipleTokensReturned:
             raise KeySourceError(
                 f"{uri.name}: several tokens match; add serial= to pick one"
@@ -353,9 +443,9 @@ class Token:
             f"firmware {_version(token.firmware_version)})"
         )
         try:
-            return token.open(user_pin=uri.pin, rw=True)
+            return token, token.open(user_pin=uri.pin, rw=True)
         except p11.UserAlreadyLoggedIn:  # another session of this process logged in
-            return token.open(rw=True)
+            return token, token.open(rw=True)
         except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
             raise PinRefused(f"{uri.name}: the token refused the PIN") from None
         except p11.PinLocked:
@@ -375,29 +465,51 @@ _MODULES: dict[str, Module] = {}
 _TOKENS: dict[tuple[str, str | None, str | None], Token] = {}
 
 
+def _before_fork() -> None:
+    """No call inside a module while the process forks (the child would inherit the module's
+    own locks held by threads it does not have): wait for them, up to FORK_WAIT."""
+    for module in list(_MODULES.values()):
+        module.close_gate(FORK_WAIT)
+
+
+def _after_fork_in_parent() -> None:
+    for module in list(_MODULES.values()):
+        module.open_gate()
+
+
 def _forget_after_fork() -> None:
     """In a forked child: no lock, session or login of the parent is used (PKCS#11 sessions
     do not survive fork); each module is reinitialised, each token logged into anew."""
     global _REGISTRY_LOCK  # noqa: PLW0603 (the parent's may have been held at fork)
     _REGISTRY_LOCK = threading.Lock()
     for module in _MODULES.values():
-        module.lock = threading.RLock()
-        module._reset_thread()  # the parent's token thread does not exist here
+        module.serial.reset()  # the parent's token thread does not exist here
+        module.reset_gate()
         module.epoch += 1
         module.stale = True
     for token in _TOKENS.values():
-        token.session = None
+        token.login = None
         token.logins = 0
+        token._logging_in = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_forget_after_fork,
+)
 
 
 def token_for(uri: PKCS11URI) -> Token:
-    """The process's one `Token` for the URI's token (one login per token per process)."""
+    """The process's one `Token` for the URI's token (one login per token per process); the
+    module is loaded (and initialised with OS locking if it can be) the first time."""
     path = os.path.realpath(uri.module_path)
     with _REGISTRY_LOCK:
-        module = _MODULES.setdefault(path, Module())
+        module = _MODULES.get(path)
+        if module is None:
+            module = Module(uri.module_path)
+            module.load(uri.name)
+            _MODULES[path] = module
         key = (path, uri.token, uri.serial)
         if key not in _TOKENS:
             _TOKENS[key] = Token(uri, module)

@@ -17,9 +17,11 @@ plus unpadding here, which would make the process a padding oracle. A key whose 
 token cannot do (SoftHSM 2.6.1 has OAEP with SHA-1 only) is refused when the source opens,
 with one error naming the token.
 
-Sessions (`_pkcs11_session`): one logged-in session per token per process, every call under
-its module's lock (python-pkcs11 does not lock modules, and two threads in one crash it); a
-token that is gone is logged into again by itself; a forked child logs in itself. An answer
+Sessions (`_pkcs11_session`): one login per token per process and a pool of sessions the
+decrypt threads share, the module initialised with OS locking (where it refuses, every call
+holds its module's lock instead: python-pkcs11 initialises modules without locking, and two
+threads in one crash it); a token that is gone is logged into again by itself; a forked child
+logs in itself. An answer
 that may mean a bad body or a failing device (CKR_GENERAL_ERROR) is judged by a known-good
 probe (`PKCS11KeySource`).
 """
@@ -27,6 +29,7 @@ probe (`PKCS11KeySource`).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,7 +44,7 @@ from pkcs11 import exceptions as p11
 
 from .._b64 import b64url_decode
 from ..errors import KeySourceError, PinInURIWarning
-from ._pkcs11_direct import direct_decrypt, oaep_mechanism
+from ._pkcs11_direct import oaep_mechanism
 from ._pkcs11_session import AMBIGUOUS, TokenFault, token_for
 from .external import ExternalKey, ExternalKeySource, check_alg, choose_kid, parse_attributes
 from .jwks import JWKManager
@@ -211,7 +214,9 @@ class PKCS11KeySource(ExternalKeySource):
         self.uri = PKCS11URI.parse(uri)
         self.name = self.uri.name
         self._token = token_for(self.uri)
-        self._direct = direct_decrypt(self.uri.module_path)
+        self._direct = self._token.module.direct
+        #: One known-good probe at a time, whichever threads meet an ambiguous answer.
+        self._probing = threading.Lock()
         self._handles: dict[str, Any] = {}
         self._generation = -1
         #: Per kid: a ciphertext made to its public key, and what it must open to.
@@ -225,8 +230,7 @@ class PKCS11KeySource(ExternalKeySource):
             key = self.key(kid)
             assert key is not None
             self._probe(key)
-        with self._token.lock:
-            self._token.users += 1
+        self._token.use()
         self._open = True
 
     @property
@@ -334,7 +338,11 @@ class PKCS11KeySource(ExternalKeySource):
 
     def _token_decrypts(self, session: Any, key: ExternalKey) -> bool:
         """Whether the token opens the known-good ciphertext of `key` (the last verdict if it
-        is under PROBE_TTL old). Runs under the module lock: one probe at a time."""
+        is under PROBE_TTL old); one probe at a time."""
+        with self._probing:
+            return self._probed_verdict(session, key)
+
+    def _probed_verdict(self, session: Any, key: ExternalKey) -> bool:
         now = time.monotonic()
         if self._verdict is not None and now - self._verdict[0] < PROBE_TTL:
             return self._verdict[1]

@@ -13,8 +13,8 @@ object's label.
 Mechanisms: ES256 is CKM_ECDSA over a SHA-256 digest made here (the token's answer is the
 fixed-length r || s, which is checked to be 64 bytes: the JOSE form, no DER), RS256
 CKM_SHA256_RSA_PKCS, PS256 CKM_SHA256_RSA_PKCS_PSS with MGF1-SHA256 and a 32-byte salt (RFC
-7518 3.5). Every call goes through the token's one logged-in session under its module's lock
-(`keys.pkcs11.token_for`: python-pkcs11 on SoftHSM crashes on concurrent calls).
+7518 3.5). Every call takes a session of the token's pool (`keys.pkcs11.token_for`), the key's
+handle looked up once per session (python-pkcs11 signs in the session the handle came from).
 
 Verifying needs only the public key, read from the token when the key opens: a receiver given
 the same URI verifies locally, without the token's help.
@@ -85,7 +85,8 @@ class PKCS11SigningKey(SigningKey):
             raise KeySourceError(f"{self.name}: name the signing key with object=LABEL (or id=)")
         self._token = token_for(self.uri)
         self._generation = -1
-        self._handle: Any = None
+        #: The private key's object per session handle (of the current login).
+        self._handles: dict[int, Any] = {}
         label, public = self._token.call(self._find)
         self.kid = validate_kid(self.uri.kid or label)
         self.alg = self._alg_of(public)
@@ -107,7 +108,7 @@ class PKCS11SigningKey(SigningKey):
                 "with object= (make one with: request-crypto keys init URI --alg ES256)"
             )
         handle = found[0]
-        self._handle, self._generation = handle, self._token.generation
+        self._handles, self._generation = {session.handle: handle}, self._token.generation
         key_type = handle[Attribute.KEY_TYPE]
         if key_type == KeyType.EC:
             public_objects = list(
@@ -166,7 +167,12 @@ class PKCS11SigningKey(SigningKey):
         def sign(session: Any) -> bytes:
             if self._generation != self._token.generation:  # logged in again: find it again
                 self._find(session)
-            return bytes(self._handle.sign(message, mechanism=mechanism, mechanism_param=parameter))
+            handle = self._handles.get(session.handle)
+            if handle is None:  # another session of the pool
+                template = _signing_template(self.uri, ObjectClass.PRIVATE_KEY)
+                (handle,) = session.get_objects(template)  # one, checked when the key opened
+                self._handles[session.handle] = handle
+            return bytes(handle.sign(message, mechanism=mechanism, mechanism_param=parameter))
 
         signature = self._token.call(sign)
         if self.alg == "ES256" and len(signature) != 2 * _COORDINATE:

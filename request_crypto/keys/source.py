@@ -24,6 +24,7 @@ __all__ = [
     "JWKMetadata",
     "KeySource",
     "check_token",
+    "decrypt_parsed",
     "is_key_source",
     "open_compact",
     "open_parsed",
@@ -146,14 +147,27 @@ def open_parsed(
     keys: KeySource, jwe: CompactJWE, *, max_plaintext: int, kid_optional: bool = False
 ) -> JWKDecryptResult:
     """`open_compact` from its parsed token on: find the key, then decrypt (same errors)."""
+    payload, metadata = decrypt_parsed(
+        keys, jwe, max_plaintext=max_plaintext, kid_optional=kid_optional
+    )
+    return JWKDecryptResult(payload, metadata, jwe.header, list(jwe.header))
+
+
+def decrypt_parsed(
+    keys: KeySource, jwe: CompactJWE, *, max_plaintext: int, kid_optional: bool = False
+) -> tuple[bytes, dict[str, Any]]:
+    """`open_parsed`'s work without its result object: the payload and the key's metadata.
+
+    For callers that keep only the payload (`RequestDecryptor.decrypt`): same lookups, same
+    decryption, same errors.
+    """
     kid = jwe.kid
     if kid is None and kid_optional:
         kid = _only_fitting_kid(keys, jwe.alg)
     metadata = keys.key_metadata(kid) if kid is not None and keys.can_decrypt(kid) else None
     if kid is None or metadata is None:
         raise NoKeyFoundError(jwe.kid)
-    payload = decrypt_compact(jwe, keys, kid, max_plaintext=max_plaintext)
-    return JWKDecryptResult(payload, metadata, jwe.header, list(jwe.header))
+    return decrypt_compact(jwe, keys, kid, max_plaintext=max_plaintext), metadata
 
 
 def check_token(token: object, what: str, max_token_size: int) -> None:

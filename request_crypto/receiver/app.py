@@ -138,8 +138,9 @@ def _decrypt(decryptor: RequestDecryptor, body: bytes) -> tuple[DecryptedRequest
     try:
         payload_json = dumps_utf8(decrypted.payload).decode("utf-8")
     except InvalidArgumentError:
-        # e.g. a number like 1e999, which parses to infinity and has no JSON form.
-        raise MalformedBodyError("the decrypted payload holds a number out of range") from None
+        # Not expected: a parsed payload is JSON (1e999 is refused by the parse). Kept so that
+        # a value with no JSON form could never reach the sink.
+        raise MalformedBodyError("the decrypted payload has no JSON form to store") from None
     return decrypted, payload_json
 
 

@@ -162,6 +162,7 @@ def test_encrypt_errors(made: SimpleNamespace, tmp_path: Path) -> None:
     assert NEW in message  # the kids it could have used
     assert "line 1 column 9" in fails("encrypt", "--jwks", made.public, stdin='{"a": 1,}')
     assert "JSON value" in fails("encrypt", "--jwks", made.public, stdin='{"a": NaN}')
+    assert "out of range" in fails("encrypt", "--jwks", made.public, stdin='{"a": -1e400}')
     assert "not UTF-8" in fails("encrypt", "--jwks", made.public, stdin=b"\xff\xfe\xfa")
     assert "no such file" in fails("encrypt", "--jwks", made.public, tmp_path / "nope.json")
 

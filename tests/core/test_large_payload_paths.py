@@ -190,7 +190,9 @@ def test_the_byte_count_shortcut_only_passes_what_the_scan_and_the_count_pass() 
     for text in texts:
         for max_values in (3, 8, 20, 61):
             for max_depth in (1, 3, 6):
-                if not _json.within_by_bytes(text, max_values, max_depth):
+                within = _json.within_by_bytes(text, max_values, max_depth)
+                assert within == _json.within_by_bytes(bytearray(text), max_values, max_depth)
+                if not within:
                     continue
                 taken += 1
                 shape = _json.scan_json(text, max_values, max_depth)

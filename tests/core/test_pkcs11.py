@@ -175,8 +175,9 @@ def test_pin_is_never_in_the_source_name(softhsm: Any) -> None:
 def test_many_threads_on_two_tokens_of_one_module_do_not_crash(
     softhsm: Any, source: PKCS11KeySource
 ) -> None:
-    """python-pkcs11 does not lock the module (C_Initialize without OS locking, calls made
-    without the GIL): two sessions of one module at once crash SoftHSM without our lock."""
+    """python-pkcs11 initialises the module without OS locking and calls it without the GIL:
+    two sessions of one module at once crash SoftHSM unless the module is initialised again
+    with OS locking (or, where it refuses, every call holds the module's lock)."""
     second_uri = softhsm.uri("conc-1", token="rc-other")
     import_key(second_uri, _fresh_private("conc-1"))
     second = PKCS11KeySource(second_uri)

@@ -71,7 +71,7 @@ def test_a_decryption_key_is_not_a_signing_key_and_the_other_way_round(softhsm: 
 def test_threads_signing_and_decrypting_on_one_module_do_not_crash(
     softhsm: Any, signers: dict[str, PKCS11SigningKey]
 ) -> None:
-    """Signing shares the module lock with decrypting: SoftHSM crashes on concurrent calls."""
+    """Signing and decrypting threads inside one module at once (OS locking) do not crash it."""
     source = PKCS11KeySource(softhsm.uri("recv-1"))
     public = RequestDecryptor(source).get_well_knowns()
     manager = JWKManager()
@@ -102,3 +102,30 @@ def test_threads_signing_and_decrypting_on_one_module_do_not_crash(
         thread.join()
     assert errors == []
     assert results == {i: i for i in range(120)}
+
+
+def test_a_signature_is_made_in_the_session_the_call_took(softhsm: Any) -> None:
+    """With one session of the pool busy on another thread, signing takes another session and
+    signs in it (python-pkcs11 signs in the session a handle came from: it is looked up there)."""
+    uri = softhsm.uri("pool-sign", token=TOKEN)
+    generate_signing_key(uri, "ES256")
+    key = PKCS11SigningKey(uri)
+    token = key._token
+    busy, leave = threading.Event(), threading.Event()
+    held: list[int] = []
+
+    def hold(session: Any) -> None:
+        held.append(session.handle)
+        busy.set()
+        leave.wait(30)
+
+    holder = threading.Thread(target=token.call, args=(hold,))
+    holder.start()
+    try:
+        assert busy.wait(30)
+        signature = key.sign(b"data")
+    finally:
+        leave.set()
+        holder.join(30)
+    assert key.verify(b"data", signature)
+    assert len(key._handles) == 2 and held[0] in key._handles

@@ -2,7 +2,7 @@
 
 - `elastic` bodies up to `_WHOLE_UP_TO` are unpacked whole, not streamed (formats/elastic.py);
   tests/core/test_fast_paths.py compares both with the general path on mutated bodies.
-- A wrapped key's inflate in one call (`_jose._inflate_at_once`) against the sliced loop,
+- A wrapped key's inflate in one call (`_inflate._inflate_at_once`) against the sliced loop,
   on valid, truncated, trailing, corrupt and oversized DEFLATE streams.
 - `parse_compact`'s four parts decoded at once against one by one (padding, bad bytes).
 """
@@ -17,7 +17,7 @@ import zlib
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from request_crypto import PassphraseCipher, _b64, _jose
+from request_crypto import PassphraseCipher, _b64, _inflate, _jose
 from request_crypto.errors import RequestCryptoError
 from request_crypto.formats import elastic as envelope
 from request_crypto.formats import nodecrypto
@@ -76,7 +76,7 @@ def deflated(data: bytes) -> bytes:
 
 def inflate_outcome(data: bytes, limit: int) -> tuple[str, object]:
     try:
-        return "value", _jose._inflate(data, limit)
+        return "value", _inflate.inflate(data, limit)
     except RequestCryptoError as exc:
         return "error", (type(exc), str(exc), exc.__context__, exc.__cause__)
 
@@ -99,7 +99,7 @@ def test_a_small_inflate_in_one_call_matches_the_sliced_loop(
         for limit in (1, 31, 32, 33, 99, 100, 4999, 5000):
             at_once = inflate_outcome(stream, limit)
             with monkeypatch.context() as patch:
-                patch.setattr(_jose, "_INFLATE_PIECE", limit)  # more than one piece: the loop
+                patch.setattr(_inflate, "_INFLATE_PIECE", limit)  # more than one piece: the loop
                 looped = inflate_outcome(stream, limit)
             assert at_once == looped, (stream[:20], limit)
             kinds.add(at_once[0] if at_once[0] == "value" else at_once[1][0].__name__)  # type: ignore[index]
@@ -109,14 +109,14 @@ def test_a_small_inflate_in_one_call_matches_the_sliced_loop(
 def test_a_wrapped_key_is_inflated_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards the test above: without this path it would compare the loop with itself."""
     calls = []
-    at_once = _jose._inflate_at_once
+    at_once = _inflate._inflate_at_once
     monkeypatch.setattr(
-        _jose, "_inflate_at_once", lambda *args: calls.append(args[2]) or at_once(*args)
+        _inflate, "_inflate_at_once", lambda *args: calls.append(args[2]) or at_once(*args)
     )
-    assert _jose._inflate(deflated(b"k" * 32), 32) == b"k" * 32
+    assert _inflate.inflate(deflated(b"k" * 32), 32) == b"k" * 32
     with monkeypatch.context() as patch:
-        patch.setattr(_jose, "_INFLATE_PIECE", 32)
-        assert _jose._inflate(deflated(b"k" * 32), 32) == b"k" * 32
+        patch.setattr(_inflate, "_INFLATE_PIECE", 32)
+        assert _inflate.inflate(deflated(b"k" * 32), 32) == b"k" * 32
     assert calls == [32]
 
 
@@ -217,6 +217,6 @@ def test_small_plaintexts_deflate_to_the_default_stream() -> None:
         default = zlib.compressobj(wbits=-zlib.MAX_WBITS)
         expected = default.compress(data) + default.flush()
         assert _jose._deflate(data) == expected
-        assert _jose._inflate(_jose._deflate(data), len(data)) == data
+        assert _inflate.inflate(_jose._deflate(data), len(data)) == data
     large = os.urandom(5000) + b"a" * 5000
-    assert _jose._inflate(_jose._deflate(large), len(large)) == large
+    assert _inflate.inflate(_jose._deflate(large), len(large)) == large
