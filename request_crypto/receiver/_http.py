@@ -8,15 +8,16 @@ messages never quote the body or keys. `AccessLog` writes one line per request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
-import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -112,7 +113,7 @@ async def read_body(
     while reading: fails as soon as it passes `limit` (at once when `declared`, the
     Content-Length, says it will). A body that passes SMALL_BODY awaits `take_slot()` before
     reading on; the wait does not count against `pace` (`BodyTooSlow` when the body falls
-    behind it). One cancel scope times the whole body, its deadline moved as bytes arrive.
+    behind it). One `_PaceTimer` times the whole body, its deadline moved as bytes arrive.
     """
     if declared is not None and declared > limit:
         raise BodyTooLarge()
@@ -122,7 +123,8 @@ async def read_body(
     chunks: list[bytes] = []
     size = 0
     start = time.monotonic()
-    with anyio.CancelScope(deadline=start + pace.timeout) as timer:
+    timer = _PaceTimer(start + pace.timeout)
+    try:
         while True:
             message = await receive()
             if message["type"] != "http.request":
@@ -141,10 +143,66 @@ async def read_body(
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-            timer.deadline = start + pace.timeout + size / pace.min_rate
-    if timer.cancelled_caught:
-        raise BodyTooSlow()
+            timer.move(start + pace.timeout + size / pace.min_rate)
+    except asyncio.CancelledError:
+        if timer.expired and timer.withdraw():
+            raise BodyTooSlow() from None
+        raise
+    finally:
+        timer.stop()
     return _joined(chunks), size
+
+
+class _PaceTimer:
+    """A body's deadline: cancels the reading task once `deadline` (`time.monotonic`) passes.
+
+    What ``anyio.CancelScope(deadline=...)`` did here, at a fraction of its cost (~1.5 us
+    against ~9 us per body): one loop timer, armed once; moving the deadline later only
+    stores it, and a timer that fires early re-arms itself for the rest. Its cancel is told
+    from any other by `expired`, and withdrawn (`withdraw`) before `BodyTooSlow` is raised.
+    """
+
+    __slots__ = ("_handle", "_loop", "_task", "deadline", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI app runs in a task
+        self._task = task
+        self.deadline = deadline
+        self.expired = False
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(
+            deadline - time.monotonic(), self._fire
+        )
+
+    def move(self, deadline: float) -> None:
+        """A new deadline; armed now if the timer slept while `deadline` was infinite."""
+        self.deadline = deadline
+        if self._handle is None and not self.expired:
+            self._handle = self._loop.call_later(deadline - time.monotonic(), self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self.deadline == math.inf:
+            return  # waiting for a slot: `move` arms it again
+        remaining = self.deadline - time.monotonic()
+        if remaining > 0:  # moved since it was armed (or the loop's clock ran early)
+            self._handle = self._loop.call_later(remaining, self._fire)
+            return
+        self.expired = True
+        self._task.cancel()
+
+    def withdraw(self) -> bool:
+        """Take this timer's cancel back from the task (Python 3.11+ counts cancels); False
+        when another cancel is pending as well, which then goes on."""
+        if sys.version_info >= (3, 11):
+            return self._task.uncancel() == 0
+        return True
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _joined(chunks: Sequence[bytes]) -> bytes:
@@ -254,13 +312,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
 # Logging: one line per request
 
 
+#: Text values as logged, for those that repeat line after line (method, path, kid, format).
+_LOGGED: dict[str, str] = {}
+_LOGGED_MAX = 1024
+
+
 def _log_value(value: object) -> str:
     if type(value) is int or type(value) is float:
         return str(value)  # digits, "-", ".", "e", "inf", "nan": nothing to escape
     text = str(value)
-    if _SAFE_LOG_VALUE.fullmatch(text):
-        return text
-    return json.dumps(text[:128])  # quoted and escaped: no line breaks, no spoofed fields
+    logged = _LOGGED.get(text)
+    if logged is None:
+        # Quoted and escaped unless plainly safe: no line breaks, no spoofed fields.
+        logged = text if _SAFE_LOG_VALUE.fullmatch(text) else json.dumps(text[:128])
+        if len(text) <= 128:  # a hostile kid may be long: never kept
+            if len(_LOGGED) >= _LOGGED_MAX:
+                _LOGGED.clear()  # ids never repeat: start again rather than grow
+            _LOGGED[text] = logged
+    return logged
 
 
 _LOG_ORDER = ("method", "path", "status", "kid", "format", "size", "duration_ms", "id", "error")
@@ -279,13 +348,11 @@ def log_request(fields: dict[str, object], status: int, start: float) -> None:
     fields["duration_ms"] = round((time.perf_counter() - start) * 1000, 2)
     ordered = {key: fields[key] for key in _LOG_ORDER if key in fields}
     line = " ".join([f"{key}={_log_value(value)}" for key, value in ordered.items()])
-    handlers = logger.handlers
-    if len(handlers) == 1 and not logger.propagate and not logger.filters:
-        handler = handlers[0]  # serve's own (observability.log_config): no record needed
-        if type(handler) is RequestLineHandler and handler.request_line(
-            level, logger.name, line, ordered
-        ):
-            return
+    handler = _sole_handler(logger)
+    if type(handler) is RequestLineHandler and handler.request_line(  # serve's own: no record
+        level, logger.name, line, ordered
+    ):
+        return
     # Made and handled directly: `logger.log` would walk the stack for the caller's file and
     # line (findCaller), ~25% of this function's cost, to report this very place anyway.
     record = logger.makeRecord(
@@ -300,6 +367,27 @@ def log_request(fields: dict[str, object], status: int, start: float) -> None:
         {"request_crypto": ordered},
     )
     logger.handle(record)
+
+
+def _sole_handler(origin: logging.Logger) -> logging.Handler | None:
+    """The one handler a record logged on `origin` reaches, when nothing else decides about it
+    (no filter on `origin`, one handler up the hierarchy as far as it propagates); else None.
+
+    `log_config` puts serve's handler on ``request_crypto``, a parent of this module's logger.
+    """
+    if origin.filters:
+        return None
+    found = None
+    logger: logging.Logger | None = origin
+    while logger is not None:
+        for handler in logger.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return found
 
 
 def start_log(scope: Scope) -> dict[str, object]:

@@ -29,6 +29,7 @@ second cached. Needs the ``server`` extra (prometheus-client).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -216,10 +217,29 @@ def _split_time(created: float) -> tuple[int, int]:
     return whole, micros
 
 
+#: Request lines written by an event loop wait at most this long (seconds) to be written
+#: together, or until this many characters are waiting.
+LINE_DELAY = 0.01
+LINE_BUFFER = 64 * 1024
+
+
 class RequestLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A `logging.StreamHandler` that also takes request lines ready-made (`request_line`)."""
+    """A `logging.StreamHandler` that also takes request lines ready-made (`request_line`).
+
+    Lines given on an event loop's thread are written together, at most `LINE_DELAY` s later
+    (one ``write`` for many requests rather than one each: every write is a system call, and
+    the loop lets go of the GIL for it, to a decrypt thread it then waits for). Any other
+    record, `flush` and `close` write them first, so the order of lines is kept.
+    """
 
     _FORMATTERS = (RequestLineFormatter, JSONLogFormatter)
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._waiting = 0  # characters in `_lines`
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def request_line(self, level: int, name: str, line: str, fields: Mapping[str, object]) -> bool:
         """Write a request's line (logger `name`, text `line`, JSON `fields`) as a record of it
@@ -229,16 +249,58 @@ class RequestLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if level < self.level or self.filters or type(formatter) not in self._FORMATTERS:
             return False
         assert isinstance(formatter, (RequestLineFormatter, JSONLogFormatter))
-        text = formatter.request_text(time.time(), level, name, line, fields)
+        text = formatter.request_text(time.time(), level, name, line, fields) + self.terminator
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         self.acquire()
         try:
-            self.stream.write(text + self.terminator)
-            self.flush()
-        except Exception:  # as `emit` does: logging never breaks the request
-            self.handleError(logging.makeLogRecord({"name": name, "msg": line}))
+            self._lines.append(text)
+            self._waiting += len(text)
+            if self._timer is not None and self._timer_loop is not loop:
+                self._write_lines()  # another loop's timer, which may never run now
+            if loop is None or self._waiting >= LINE_BUFFER or loop.is_closed():
+                self._write_lines()
+            elif self._timer is None:
+                self._timer = loop.call_later(LINE_DELAY, self._write_lines)
+                self._timer_loop = loop
         finally:
             self.release()
         return True
+
+    def _write_lines(self) -> None:
+        """Write the waiting request lines, in one write (the handler's lock is reentrant)."""
+        self.acquire()
+        try:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not self._lines:
+                return
+            text = "".join(self._lines)
+            self._lines.clear()
+            self._waiting = 0
+            try:
+                self.stream.write(text)
+                super().flush()
+            except Exception:  # as `emit` does: logging never breaks the request
+                self.handleError(logging.makeLogRecord({"msg": text}))
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """The waiting request lines, then `record`."""
+        self._write_lines()
+        super().emit(record)
+
+    def flush(self) -> None:
+        self._write_lines()
+        super().flush()
+
+    def close(self) -> None:
+        self._write_lines()
+        super().close()
 
 
 def log_config(level: str, log_format: str = "text") -> dict[str, Any]:

@@ -263,8 +263,18 @@ class SQLiteSink:
         return sqlite_transaction(self._db)
 
     def write_batch(self, records: Sequence[ReceivedPayload]) -> list[str]:
-        """Insert `records` in one transaction; a known idempotency key keeps its first row."""
+        """Insert `records` in one transaction; a known idempotency key keeps its first row.
+
+        A batch of retries only (every record unsigned and its key stored before) is answered
+        from one read, without a write transaction: inserting would change nothing. A retry
+        storm (senders resending bodies whose answers were lost) then costs one statement per
+        batch rather than four.
+        """
         keys = [r.idempotency_key for r in records if r.idempotency_key is not None]
+        if len(keys) == len(records) and all(r.jti is None for r in records):
+            first = dict(self._db.execute(_STORED_IDS, (json.dumps(keys),)))
+            if len(first) == len(set(keys)):
+                return stored_ids(records, first)
         with self._transaction():
             # Signed bodies' jtis. A retry (a claim naming its first id) is found, like an
             # unsigned one, by its unique idempotency key: the payloads table has the last word.
@@ -272,11 +282,11 @@ class SQLiteSink:
                 claim if claim is not None and replayed_id(claim) is not None else None
                 for claim in (claim_sqlite(self._db, r) for r in records)
             ]
-            self._db.executemany(
-                _INSERT,
-                [r.row() for r, replay in zip(records, replays, strict=True) if replay is None],
-            )
-            first = dict(self._db.execute(_STORED_IDS, (json.dumps(keys),))) if keys else {}
+            rows = [r.row() for r, replay in zip(records, replays, strict=True) if replay is None]
+            inserted = self._db.executemany(_INSERT, rows).rowcount
+            # Every row inserted: no key was known, each record keeps its own id.
+            known = keys and inserted != len(rows)
+            first = dict(self._db.execute(_STORED_IDS, (json.dumps(keys),))) if known else {}
         ids = stored_ids(records, first)
         return [replay or id_ for replay, id_ in zip(replays, ids, strict=True)]
 

@@ -70,6 +70,31 @@ def test_sqlite_stores_a_retried_body_once_and_returns_the_first_id(tmp_path: Pa
     assert [r[0] for r in rows if r[1] == idempotency_key(b"body-1")] == [first.id]
 
 
+def test_sqlite_a_new_body_twice_in_one_batch_is_stored_once(tmp_path: Path) -> None:
+    sink = SQLiteSink(tmp_path / "p.db")
+    twice = [record({"n": 3}, body=b"body-3"), record({"n": 3}, body=b"body-3")]
+    assert sink.write_batch(twice) == [twice[0].id] * 2
+    sink.close()
+    assert [r[0] for r in sqlite_rows(tmp_path / "p.db")] == [twice[0].id]
+
+
+def test_sqlite_answers_retries_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    """A batch of retries only is answered from a read: it waits for no writer (WAL readers
+    never do), where a write transaction would wait out the busy timeout and fail."""
+    sink = SQLiteSink(tmp_path / "p.db", busy_timeout=0.2)
+    first = record({"n": 1}, body=b"body-1")
+    assert sink.write_batch([first]) == [first.id]
+    with contextlib.closing(sqlite3.connect(tmp_path / "p.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # another worker process, mid-batch
+        retries = [record({"n": 1}, body=b"body-1"), record({"n": 1}, body=b"body-1")]
+        assert sink.write_batch(retries) == [first.id] * 2
+        with pytest.raises(sqlite3.OperationalError, match="locked"):  # a new body must wait
+            sink.write_batch([record({"n": 2}, body=b"body-2")])
+        writer.execute("ROLLBACK")
+    sink.close()
+    assert len(sqlite_rows(tmp_path / "p.db")) == 1
+
+
 def test_sqlite_records_without_a_key_are_each_stored(tmp_path: Path) -> None:
     sink = SQLiteSink(tmp_path / "p.db")
     records = [record({"same": True}), record({"same": True})]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import logging.config
 import random
 import types
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from request_crypto.receiver import _http
+from request_crypto.receiver import _http, observability
 from request_crypto.receiver.observability import (
     JSONLogFormatter,
     ReceiverMetrics,
@@ -179,3 +181,104 @@ def test_log_config_uses_the_request_line_handler_for_both_formats() -> None:
         assert handler["class"].endswith(".RequestLineHandler")
         name = config["formatters"][handler["formatter"]]["()"]
         assert name.endswith("." + formatter.__name__)
+
+
+@pytest.fixture
+def serve_logging() -> Iterator[io.StringIO]:
+    """Logging as `serve` configures it (`log_config` through dictConfig), its request handler
+    writing to a StringIO; the loggers it touches are put back afterwards."""
+    config = log_config("info")
+    names = ["request_crypto", "request_crypto.receiver", *config["loggers"]]
+    saved = {
+        name: (lg.handlers[:], lg.propagate, lg.level, lg.disabled)
+        for name in names
+        for lg in [logging.getLogger(name)]
+    }
+    logging.config.dictConfig(config)
+    handler = logging.getLogger("request_crypto").handlers[0]
+    assert isinstance(handler, RequestLineHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        for name, (handlers, propagate, level, disabled) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+            lg.setLevel(level)
+
+
+def test_serves_logging_writes_request_lines_without_a_record(
+    serve_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `serve`'s own logging config a request line takes `request_line` (no LogRecord):
+    the handler sits on ``request_crypto``, a parent of the receiver's logger."""
+    served = logging.getLogger("request_crypto")
+    served.handlers[:] = [
+        h for h in served.handlers if type(h) is RequestLineHandler
+    ]  # not pytest's
+    made = []
+    monkeypatch.setattr(logging.Logger, "makeRecord", lambda *a, **k: made.append(a))
+    _http.log_request({"method": "POST", "path": "/v1/payloads", "size": 3}, 202, 2.0)
+    assert made == []
+    assert "method=POST path=/v1/payloads status=202 size=3" in serve_logging.getvalue()
+
+
+def test_a_second_handler_up_the_hierarchy_gets_the_record(
+    serve_logging: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where another handler would see the line too, it is logged as a record, to both."""
+    extra = logging.StreamHandler(io.StringIO())
+    receiver_logger = logging.getLogger("request_crypto.receiver")
+    receiver_logger.addHandler(extra)
+    _http.log_request({"method": "POST", "path": "/v1/payloads"}, 400, 2.0)
+    assert "status=400" in serve_logging.getvalue()
+    assert "status=400" in extra.stream.getvalue()
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_request_lines_on_a_loop_are_written_together_in_order_with_other_records() -> None:
+    stream = CountingStream()
+    handler = RequestLineHandler(stream)
+    handler.setFormatter(RequestLineFormatter())
+
+    def line(n: int) -> None:
+        assert handler.request_line(logging.INFO, "r", f"n={n}", {"n": n})
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("r", logging.ERROR, __file__, 0, message, None, None)
+
+    async def main() -> None:
+        line(1)
+        line(2)
+        assert stream.getvalue() == ""  # waiting for the loop's next write
+        handler.handle(record("boom"))  # any other record: the waiting lines first
+        assert stream.writes == 2
+        line(3)
+        line(4)
+        await asyncio.sleep(observability.LINE_DELAY * 20)
+        assert stream.writes == 3  # lines 3 and 4 in one write
+        line(5)
+
+    asyncio.run(main())
+    handler.flush()  # the loop is gone: flush writes what waits
+    text = stream.getvalue()
+    assert [row.split(" ", 4)[-1] for row in text.splitlines()] == [
+        "n=1",
+        "n=2",
+        "boom",
+        "n=3",
+        "n=4",
+        "n=5",
+    ]
+    line(6)  # off any loop: written at once
+    assert stream.getvalue().endswith("n=6\n")
