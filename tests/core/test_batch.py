@@ -229,3 +229,27 @@ def test_async_helpers_round_trip_large_payloads_concurrently(
 
     with pytest.raises(MalformedBodyError):
         asyncio.run(failing())
+
+
+def test_async_helpers_run_on_one_thread_per_core(
+    encryptor: RequestEncryptor, decryptor: RequestDecryptor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the loop's default executor (cpu_count + 4 threads): a burst of gathered calls
+    must not run more PBKDF2s at once than there are cores, nor block the loop."""
+    seen: set[str] = set()
+    decrypt = RequestDecryptor.decrypt
+
+    def noting(self: RequestDecryptor, body: str | bytes) -> Any:
+        seen.add(threading.current_thread().name)
+        return decrypt(self, body)
+
+    monkeypatch.setattr(RequestDecryptor, "decrypt", noting)
+    body = encryptor.encrypt(KID, {"a": 1})
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(decryptor.decrypt_async(body) for _ in range(24)))
+
+    assert asyncio.run(main()) == [{"a": 1}] * 24
+    assert threading.current_thread().name not in seen
+    assert all(name.startswith("request-crypto") for name in seen), seen
+    assert len(seen) <= (os.cpu_count() or 1)
