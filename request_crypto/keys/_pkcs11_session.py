@@ -450,6 +450,10 @@ class Token:
             raise PinRefused(f"{uri.name}: the token refused the PIN") from None
         except p11.PinLocked:
             raise PinRefused(f"{uri.name}: the token's user PIN is locked") from None
+        except p11.UserPinNotInitialized:  # or, on SoftHSM, its file half rewritten by a login
+            raise KeySourceUnavailableError(
+                uri.name, "the token has no user PIN (set one as the token is initialised)"
+            ) from None
 
 
 def _version(value: Any) -> str:

@@ -20,11 +20,11 @@ import pytest
 from pkcs11 import exceptions as p11
 
 from request_crypto import RequestDecryptor, RequestEncryptor
-from request_crypto.errors import DecryptionError
+from request_crypto.errors import DecryptionError, KeySourceUnavailableError
 from request_crypto.keys import _pkcs11_serial, _pkcs11_session
 from request_crypto.keys._pkcs11_direct import DirectCalls, direct_calls
 from request_crypto.keys._pkcs11_serial import ModuleLock
-from request_crypto.keys.pkcs11 import PKCS11KeySource, generate_key
+from request_crypto.keys.pkcs11 import PKCS11URI, PKCS11KeySource, generate_key
 from tests.core.test_key_source_processes import _in_child
 
 WAIT = 30.0  # generous: the machine is shared
@@ -431,3 +431,47 @@ def test_the_direct_decrypt_answers_as_python_pkcs11(thread_source: PKCS11KeySou
     with pytest.raises(p11.SessionHandleInvalid):  # a CKR_ code becomes python-pkcs11's class
         direct.decrypt(0xDEAD, 1, _DIRECT_OAEP["RSA-OAEP"], b"\0" * 256, 256)
     assert direct_calls("/nonexistent/libnothing.so") is None  # python-pkcs11 is used
+
+
+class _PinlessToken:
+    """A token (python-pkcs11's shape) whose user PIN reads as not set for `failures` logins:
+    what SoftHSM answers while another process's login rewrites the token's file."""
+
+    label, manufacturer_id, model, firmware_version = "t", "test", "fake", (1, 0)
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def open(self, user_pin: str | None = None, rw: bool = False) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise p11.UserPinNotInitialized()
+        return "session"
+
+
+class _Lib:
+    def __init__(self, token: _PinlessToken) -> None:
+        self.token = token
+
+    def get_token(self, **_: Any) -> _PinlessToken:
+        return self.token
+
+
+@pytest.mark.parametrize("failures", [2, 10])
+def test_a_token_without_a_user_pin_is_tried_again_then_unavailable(
+    failures: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A source opening retries it (SoftHSM's race between processes); one that never gets
+    a PIN is a KeySourceUnavailableError naming the fix, never python-pkcs11's exception."""
+    monkeypatch.setattr(_pkcs11_session, "RECONNECT_INTERVAL", 0.01)
+    pin = tmp_path / "pin"
+    pin.write_text("1234")
+    uri = PKCS11URI.parse(f"pkcs11:token=t;object=o?module-path=/fake.so&pin-source=file:{pin}")
+    module = _pkcs11_session.Module("/fake.so")
+    module.lib = _Lib(_PinlessToken(failures))
+    token = _pkcs11_session.Token(uri, module)
+    if failures < _pkcs11_session.OPEN_ATTEMPTS:
+        assert token.opening(lambda session: session) == "session"
+    else:
+        with pytest.raises(KeySourceUnavailableError, match="no user PIN"):
+            token.opening(lambda session: session)
