@@ -99,15 +99,19 @@ class PKCS11SigningKey(SigningKey):
         self.jwk = {"kty": self.kty, "kid": self.kid, "use": "sig", "alg": self.alg}
         self.jwk.update({m: members[m] for m in kept})
 
-    def _find(self, session: Any) -> tuple[str, Any]:
-        """The one matching private signing key (kept as the handle), its label, public key."""
+    def _private_handle(self, session: Any) -> Any:
+        """The one matching private signing key's handle in `session`."""
         found = list(session.get_objects(_signing_template(self.uri, ObjectClass.PRIVATE_KEY)))
         if len(found) != 1:
             raise KeySourceError(
                 f"{self.name}: {len(found) or 'no'} private signing keys match; name one "
                 "with object= (make one with: request-crypto keys init URI --alg ES256)"
             )
-        handle = found[0]
+        return found[0]
+
+    def _find(self, session: Any) -> tuple[str, Any]:
+        """The one matching private signing key (kept as the handle), its label, public key."""
+        handle = self._private_handle(session)
         self._handles, self._generation = {session.handle: handle}, self._token.generation
         key_type = handle[Attribute.KEY_TYPE]
         if key_type == KeyType.EC:
@@ -169,9 +173,7 @@ class PKCS11SigningKey(SigningKey):
                 self._find(session)
             handle = self._handles.get(session.handle)
             if handle is None:  # another session of the pool
-                template = _signing_template(self.uri, ObjectClass.PRIVATE_KEY)
-                (handle,) = session.get_objects(template)  # one, checked when the key opened
-                self._handles[session.handle] = handle
+                handle = self._handles[session.handle] = self._private_handle(session)
             return bytes(handle.sign(message, mechanism=mechanism, mechanism_param=parameter))
 
         signature = self._token.call(sign)
