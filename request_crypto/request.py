@@ -377,8 +377,17 @@ class RequestDecryptor:
         keys, limits = self._keys, self.limits
         common = JWE.parse_common(keys, body, limits)
         if common is None:
-            format, opened = self._open_general(body)
-            return self._payload(format, opened.result.header, opened.plaintext)[0]
+            # The canonical `elastic` body, as `_open_general` opens it, without the result
+            # objects; an `elastic` payload is never signed, so `_payload` would only parse it.
+            opened = None if self.require_signature else ELASTIC.decrypt_common(keys, body, limits)
+            if opened is not None:
+                return loads_payload(
+                    opened.plaintext,
+                    max_values=limits.max_json_values,
+                    max_depth=limits.max_json_depth,
+                )
+            format, general = self._open_general(body, elastic_tried=True)
+            return self._payload(format, general.result.header, general.plaintext)[0]
         # The common `jwe` body, as `_open` opens it, without the result objects `decrypt`
         # would throw away (Opened, JWKDecryptResult, SignerInfo: ~0.5 us each).
         plaintext = decrypt_parsed(
@@ -405,10 +414,13 @@ class RequestDecryptor:
             return Format.JWE, opened
         return self._open_general(body)
 
-    def _open_general(self, body: str | bytes) -> tuple[Format, Opened]:
+    def _open_general(
+        self, body: str | bytes, *, elastic_tried: bool = False
+    ) -> tuple[Format, Opened]:
         """`_open` of a body the `jwe` common path declined: the canonical `elastic` body in
-        one straight line, else size, detect, then the format's open."""
-        if not self.require_signature:  # else refused below, before any PBKDF2
+        one straight line (unless `elastic_tried`: it declined), else size, detect, then the
+        format's open."""
+        if not self.require_signature and not elastic_tried:  # else refused below
             opened = ELASTIC.open_common(self._keys, body, self.limits)
             if opened is not None:
                 return Format.ELASTIC, opened

@@ -27,7 +27,7 @@ from .._b64 import (
     decode_standard_quads,
     iter_b64url_decode,
 )
-from .._jose import CompactJWE, parse_common_wrapped_key, parse_compact
+from .._jose import CompactJWE, decrypt_common_wrapped_key, parse_common_wrapped_key, parse_compact
 from .._json import dumps_utf8, measure_json
 from ..errors import DecryptionError, MalformedBodyError, PayloadTooLargeError
 from ..keys.signing import DirectKeySet
@@ -39,6 +39,7 @@ from .nodecrypto import (
     PassphraseCipher,
     check_layout,
     decode_standard_base64,
+    decrypt_layout,
     generate_passphrase,
 )
 
@@ -58,6 +59,15 @@ __all__ = [
     "unpack_encrypted_payload",
     "unwrap_passphrase",
 ]
+
+
+class CommonlyOpened(NamedTuple):
+    """What `ElasticFormat.decrypt_common` opened: the plaintext, and how (for metadata)."""
+
+    plaintext: bytes
+    passphrase: bytes
+    wrapped_key: CompactJWE
+    key_metadata: dict[str, Any]
 
 
 class ElasticBody(NamedTuple):
@@ -217,7 +227,7 @@ def _unpack_whole(body: str | bytes) -> tuple[bytes, bytes]:
         raise Decline
     payload = decoded[start:end]
     cut = max(len(payload) - 8, 0) & ~3  # whole groups of the alphabet, then the padded end
-    head = decode_standard_quads(payload[:cut])
+    head = decode_standard_quads(payload, 0, cut)
     try:
         # As in `_unpack_streaming`: the head was whole groups of the alphabet only, so this
         # decoder's verdict on the end is decode_standard_base64's on the whole text.
@@ -360,7 +370,9 @@ class ElasticFormat:
         # layout in between: the ciphertext goes through both base64 layers a piece at a time.
         return pack_sealed(keys.encrypt(kid, passphrase), PassphraseCipher(passphrase), plaintext)
 
-    def open_common(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened | None:
+    def decrypt_common(
+        self, keys: KeySource, body: str | bytes, limits: Limits
+    ) -> CommonlyOpened | None:
         """Open the body both implementations write in one straight line, or None.
 
         Why: a 1 KB body's own work runs on caches the 4 ms PBKDF2 leaves cold, where each
@@ -370,7 +382,8 @@ class ElasticFormat:
         `parse_common_wrapped_key` vouches for; anything else gets None before any key is
         used, and `open` raises what it deserves. Once a key is used, the answer is `open`'s:
         the same plaintext or the same error. The caller refuses first what `open` would
-        refuse before this point for its own reasons (a required signature).
+        refuse before this point for its own reasons (a required signature). `decrypt()`
+        keeps only the plaintext; `open_common` builds the result objects from the rest.
         """
         if (
             type(body) not in (str, bytes)
@@ -387,8 +400,17 @@ class ElasticFormat:
         wrapped_key = parse_common_wrapped_key(token, max_token_size=limits.max_wrapped_key_size)
         if wrapped_key is None:
             return None
-        wrapped = open_passphrase(keys, wrapped_key)
-        return Opened(PassphraseCipher(wrapped.payload).decrypt_bytes(raw), wrapped)
+        passphrase, metadata = decrypt_common_wrapped_key(keys, wrapped_key, KEY_LENGTH_IN_BYTES)
+        return CommonlyOpened(decrypt_layout(passphrase, raw), passphrase, wrapped_key, metadata)
+
+    def open_common(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened | None:
+        """`decrypt_common` with the result objects `decrypt_request` reports."""
+        common = self.decrypt_common(keys, body, limits)
+        if common is None:
+            return None
+        plaintext, passphrase, wrapped_key, metadata = common
+        header = wrapped_key.header
+        return Opened(plaintext, JWKDecryptResult(passphrase, metadata, header, list(header)))
 
     def open(self, keys: KeySource, body: str | bytes, limits: Limits) -> Opened:
         """Check the payload's structure and size, unwrap the passphrase, then decrypt.

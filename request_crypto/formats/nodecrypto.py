@@ -30,6 +30,7 @@ __all__ = [
     "PassphraseCipher",
     "check_layout",
     "decode_standard_base64",
+    "decrypt_layout",
     "generate_passphrase",
 ]
 
@@ -187,24 +188,38 @@ class PassphraseCipher:
 
     def decrypt_bytes(self, raw: bytes | bytearray | memoryview, aad: bytes | None = None) -> bytes:
         """Decrypt the decoded ``salt || iv || tag || ciphertext`` layout to plaintext bytes."""
-        check_layout(raw)
-        view = memoryview(raw)
-        salt = view[:SALT_LENGTH_IN_BYTES]
-        iv = bytes(view[SALT_LENGTH_IN_BYTES : SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES])
-        tag = bytes(view[SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES : HEADER_LENGTH])
-        plaintext: bytes | None
-        try:
-            key = _derive_key(self._password, salt)
-            if len(view) - HEADER_LENGTH <= _ONE_SHOT:
-                plaintext = AESGCM(key).decrypt(iv, bytes(view[HEADER_LENGTH:]) + tag, aad)
-            else:
-                decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, tag)).decryptor()
-                if aad is not None:
-                    decryptor.authenticate_additional_data(aad)
-                plaintext = decryptor.update(view[HEADER_LENGTH:])
-                decryptor.finalize()
-        except (InvalidTag, ValueError):
-            plaintext = None
-        if plaintext is None:  # raised here, so no __context__ tells which step failed
-            raise DecryptionError()
-        return plaintext
+        return decrypt_layout(self._password, raw, aad)
+
+
+def decrypt_layout(
+    password: bytes, raw: bytes | bytearray | memoryview, aad: bytes | None = None
+) -> bytes:
+    """`PassphraseCipher(password).decrypt_bytes(raw, aad)` for a non-empty bytes `password`.
+
+    One function, not the cipher object and its helpers: the `elastic` common path calls it
+    right after the PBKDF2 has left the caches cold, where each frame costs several times its
+    warm price.
+    """
+    if len(raw) < HEADER_LENGTH:
+        check_layout(raw)  # raises
+    view = memoryview(raw)
+    iv = bytes(view[SALT_LENGTH_IN_BYTES : SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES])
+    tag = bytes(view[SALT_LENGTH_IN_BYTES + IV_LENGTH_IN_BYTES : HEADER_LENGTH])
+    plaintext: bytes | None
+    try:
+        key = PBKDF2HMAC(
+            _SHA512, KEY_LENGTH_IN_BYTES, bytes(view[:SALT_LENGTH_IN_BYTES]), KEY_ITERATIONS
+        ).derive(password)
+        if len(view) - HEADER_LENGTH <= _ONE_SHOT:
+            plaintext = AESGCM(key).decrypt(iv, bytes(view[HEADER_LENGTH:]) + tag, aad)
+        else:
+            decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, tag)).decryptor()
+            if aad is not None:
+                decryptor.authenticate_additional_data(aad)
+            plaintext = decryptor.update(view[HEADER_LENGTH:])
+            decryptor.finalize()
+    except (InvalidTag, ValueError):
+        plaintext = None
+    if plaintext is None:  # raised here, so no __context__ tells which step failed
+        raise DecryptionError()
+    return plaintext
