@@ -135,9 +135,12 @@ def encrypt_compact(
     enc = header["enc"]
     if header.get("zip") == DEFLATE:
         plaintext = _deflate(plaintext)
-    cek = os.urandom(CONTENT_ENCRYPTION_ALGORITHMS[enc])
+    cek_length, iv_length, _ = _LENGTHS[enc]
+    # The CEK and the IV from one getrandom call: a system call less per body.
+    fresh = os.urandom(cek_length + iv_length)
+    cek, iv = fresh[:cek_length], fresh[cek_length:]
     encrypted_key = public_key.encrypt(cek, KEY_MANAGEMENT_ALGORITHMS[header["alg"]])
-    iv, ciphertext, tag = _seal_content(enc, cek, protected.encode("ascii"), plaintext)
+    ciphertext, tag = _seal_content(enc, cek, iv, protected.encode("ascii"), plaintext)
     return ".".join(
         (protected, *(b64url_encode(part) for part in (encrypted_key, iv, ciphertext, tag)))
     )
@@ -175,20 +178,21 @@ def _protected_text(header: Mapping[str, str]) -> str:
     return text
 
 
-def _seal_content(enc: str, cek: bytes, aad: bytes, plaintext: bytes) -> tuple[bytes, ...]:
-    """(iv, ciphertext, tag): GCM in one call when small, else streamed (no copy to split off
-    the tag); CBC + HMAC."""
+def _seal_content(
+    enc: str, cek: bytes, iv: bytes, aad: bytes, plaintext: bytes
+) -> tuple[bytes, bytes]:
+    """(ciphertext, tag) under a fresh `iv`: GCM in one call when small, else streamed (no copy
+    to split off the tag); CBC + HMAC."""
     if enc in _CBC_HMAC:
-        return _seal_cbc_hmac(_CBC_HMAC[enc], cek, aad, plaintext)
-    iv = os.urandom(12)
+        return _seal_cbc_hmac(_CBC_HMAC[enc], cek, iv, aad, plaintext)
     if len(plaintext) <= _ONE_SHOT_GCM:
         sealed = AESGCM(cek).encrypt(iv, plaintext, aad)
-        return iv, sealed[:-16], sealed[-16:]
+        return sealed[:-16], sealed[-16:]
     encryptor = Cipher(algorithms.AES(cek), modes.GCM(iv)).encryptor()
     encryptor.authenticate_additional_data(aad)
     ciphertext = encryptor.update(plaintext)
     encryptor.finalize()
-    return iv, ciphertext, encryptor.tag
+    return ciphertext, encryptor.tag
 
 
 def _cbc_mac(
@@ -201,15 +205,14 @@ def _cbc_mac(
 
 
 def _seal_cbc_hmac(
-    algorithm: hashes.HashAlgorithm, cek: bytes, aad: bytes, plaintext: bytes
-) -> tuple[bytes, ...]:
+    algorithm: hashes.HashAlgorithm, cek: bytes, iv: bytes, aad: bytes, plaintext: bytes
+) -> tuple[bytes, bytes]:
     """AES-CBC + HMAC-SHA2 (RFC 7518 §5.2.2.1), PKCS#7 padded: what jwcrypto's JWA writes."""
     half = len(cek) // 2
-    iv = os.urandom(16)
     pad = 16 - len(plaintext) % 16
     encryptor = Cipher(algorithms.AES(cek[half:]), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
-    return iv, ciphertext, _cbc_mac(algorithm, cek[:half], aad, iv, ciphertext)
+    return ciphertext, _cbc_mac(algorithm, cek[:half], aad, iv, ciphertext)
 
 
 def encrypt_direct(secret: bytes, header: Mapping[str, str], plaintext: bytes) -> str:

@@ -1,10 +1,11 @@
 """The canonical `elastic` body's straight-line path gives what the general path gives.
 
-`ElasticFormat.open_common` (with `parse_common_wrapped_key`) against the same decryptor with
-it switched off: the same value, or the same error class and message, on valid bodies, on
-every hostile case of tests/core/hostile.py, on mutations, on limits and on random wrapped-key
-headers (a hypothesis property). It declines before any key is used, and whatever it answers
-costs at most one RSA operation.
+`ElasticFormat.decrypt_common` (with `parse_common_wrapped_key` and
+`decrypt_common_wrapped_key`), through `decrypt_request` and through `decrypt()`, against the
+same decryptor with it switched off: the same value, or the same error class and message, on
+valid bodies, on every hostile case of tests/core/hostile.py, on mutations, on limits and on
+random wrapped-key headers (a hypothesis property). It declines before any key is used, and
+whatever it answers costs at most one RSA operation.
 """
 
 from __future__ import annotations
@@ -53,15 +54,26 @@ def outcome(decryptor: RequestDecryptor, body: Any) -> tuple[str, Any]:
     return "value", (request.payload, request.format, request.metadata, request.signer)
 
 
+def decrypted(decryptor: RequestDecryptor, body: Any) -> tuple[str, Any]:
+    """`decrypt()`'s outcome: it opens the common body without `decrypt_request`'s objects."""
+    try:
+        return "value", decryptor.decrypt(body)
+    except RequestCryptoError as exc:
+        return "error", (type(exc), str(exc))
+
+
 def both(
     decryptor: RequestDecryptor, body: Any, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[tuple[str, Any], tuple[str, Any]]:
-    """The outcome with the common path, then with it switched off."""
-    fast = outcome(decryptor, body)
+    """The outcome with the common path, then with it switched off: `decrypt_request`'s,
+    then `decrypt()`'s, which must be the payload (or the error) of the first."""
+    fast = outcome(decryptor, body), decrypted(decryptor, body)
     with monkeypatch.context() as patch:
-        patch.setattr(ElasticFormat, "open_common", lambda *args: None)
-        general = outcome(decryptor, body)
-    return fast, general
+        patch.setattr(ElasticFormat, "decrypt_common", lambda *args: None)
+        general = outcome(decryptor, body), decrypted(decryptor, body)
+    for request, value in (fast, general):
+        assert value == (request if request[0] == "error" else ("value", request[1][0]))
+    return fast[0], general[0]
 
 
 def taken(kit: Kit, body: Any, **limits: int) -> bool:
@@ -202,9 +214,26 @@ def test_a_declined_or_failed_body_costs_at_most_one_rsa(
     parts = key.split(".")
     tampered_key = ".".join([*parts[:3], flip(parts[3]), parts[4]])
     for candidate in (body, pack(tampered_key, payload), pack(key, flip_standard(payload, rng))):
-        calls.clear()
-        result = outcome(kit.decryptor, candidate)
-        assert len(calls) == 1, result
+        for open_body in (outcome, decrypted):
+            calls.clear()
+            result = open_body(kit.decryptor, candidate)
+            assert len(calls) == 1, result
+
+
+def test_decrypt_opens_the_common_body_without_the_result_objects(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`decrypt()` keeps only the payload: neither `open_common` nor `open` is called."""
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("decrypt() took a path that builds result objects")
+
+    monkeypatch.setattr(ElasticFormat, "open_common", refuse)
+    monkeypatch.setattr(ElasticFormat, "open", refuse)
+    for kid in ("kibana_1", "oaep256"):
+        body = kit.elastic.encrypt(kid, PAYLOAD)
+        assert kit.decryptor.decrypt(body) == PAYLOAD
+        assert kit.decryptor.decrypt(body.encode()) == PAYLOAD
 
 
 RSA_ALGS = tuple(_jose.KEY_MANAGEMENT_ALGORITHMS)

@@ -179,7 +179,7 @@ def test_small_layouts_seal_and_pack_whole_as_in_pieces(
             bodies = []
             for whole in (True, False):
                 with monkeypatch.context() as patch:
-                    draws = iter([b"s" * 64, b"i" * 12])
+                    draws = iter([b"s" * 64 + b"i" * 12])  # salt and IV: one draw
                     patch.setattr(nodecrypto.os, "urandom", lambda n, d=draws: next(d))
                     if not whole:
                         patch.setattr(envelope, "_WHOLE_UP_TO", -1)
