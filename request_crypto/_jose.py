@@ -11,8 +11,8 @@ the RSA bound; and the `elastic` format needs its header bytes in one exact memb
 this module parses and checks the compact form itself and hands every cryptographic step to
 a library: RSA-OAEP, AES-GCM, AES-CBC and the CBC algorithms' HMAC to `cryptography`. (Not
 even jwcrypto's JWA registry is imported: it pulls in x509 and costs every command ~40 ms of
-start-up.) Everything here is tested against jwcrypto, joserfc and the
-npm `jose` in both directions.
+start-up.) Everything here is tested against jwcrypto, joserfc and the npm `jose` in both
+directions.
 """
 
 from __future__ import annotations
