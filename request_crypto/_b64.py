@@ -165,7 +165,7 @@ _LAST_ALLOWED = (frozenset(range(256)), frozenset(), *_CANONICAL_LAST[2:])
 def b64url_decode_jwe(text: bytes, parts: list[bytes]) -> tuple[bytes, bytes, bytes, bytes] | None:
     """`b64url_decode_parts` of the last four of a compact JWE's five `parts` (of `text`).
 
-    The same rules and answers (None for empty parts too: the general decode takes those),
+    The same rules and answers (or None for an empty part: the general decode takes it),
     written out for exactly four parts: no loop, list or per-part branch, ~0.6 us less per
     1 KB body than the loop.
     """
