@@ -99,9 +99,6 @@ MAX_PROTECTED_HEADER = 4096
 MAX_HEADER_DEPTH = 8
 
 
-_new_tuple = tuple.__new__
-
-
 class CompactJWE(NamedTuple):
     """A compact JWE whose structure and header have been checked, not yet decrypted."""
 
@@ -293,15 +290,12 @@ def parse_common_compact(
     # One function, not a layer per step: with caches cold after the RSA, each call on the
     # way costs several times its warm price.
     decoded = None if header is None else b64url_decode_jwe(raw, parts)
-    if (
-        decoded is None
-        or len(decoded[1]) != iv_length
-        or len(decoded[3]) != 16
-        or len(decoded[2]) > max_plaintext
-    ):
+    if decoded is None or len(decoded[1]) != iv_length or len(decoded[3]) != 16:
+        return None
+    if len(decoded[2]) > max_plaintext:
         return None
     # tuple.__new__: the NamedTuple's own __new__ is a Python function (~0.15 us more).
-    return _new_tuple(CompactJWE, (parts[0], dict(header), *decoded))  # type: ignore[arg-type]
+    return tuple.__new__(CompactJWE, (parts[0], dict(header), *decoded))  # type: ignore[arg-type]
 
 
 def parse_common_wrapped_key(token: bytes, *, max_token_size: int) -> CompactJWE | None:
@@ -311,10 +305,9 @@ def parse_common_wrapped_key(token: bytes, *, max_token_size: int) -> CompactJWE
     general path costs several times its warm price. It vouches only for the key packBody
     writes: at most `max_token_size` bytes (and 64 KiB), five canonical unpadded base64url
     parts, a header of exactly `alg` (RSA-OAEP or RSA-OAEP-256), `enc` A128CBC-HS256, `zip`
-    DEF and a string `kid`, a 16-byte IV and tag and at most 64 bytes of ciphertext (a
-    32-byte passphrase, deflated and padded, is 48). For anything else it returns None before
-    any key is used; what it returns is what `parse_compact` returns for the same token
-    (tests compare them).
+    DEF and a string `kid`, a 16-byte IV and tag and at most 64 bytes of ciphertext (a 32-byte
+    passphrase, deflated and padded, is 48). Anything else: None before any key is used; what
+    it returns, `parse_compact` returns for the same token (tests compare them).
     """
     return parse_common_compact(
         token, max_token_size=max_token_size, max_plaintext=64, shape=_WRAPPED_KEY
