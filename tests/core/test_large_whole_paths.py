@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _json
-from request_crypto.errors import MalformedBodyError
+from request_crypto.errors import JSONBudgetError, MalformedBodyError
 from request_crypto.formats import elastic as envelope
 from request_crypto.formats.elastic import pack_body, pack_encrypted_payload
 from request_crypto.formats.nodecrypto import decode_standard_base64
@@ -160,4 +160,28 @@ def test_a_large_decrypt_from_bytes_peaks_within_3x_the_payload(
     finally:
         tracemalloc.stop()
     assert result == payload
+    assert peak - after <= 3 * size, (peak - after) / size
+
+
+def test_a_refused_payload_of_structure_only_peaks_within_3x(
+    private_jwks: dict[str, Any], public_jwks: dict[str, Any]
+) -> None:
+    """The budget scan of `[{"a":[{"b":[1]}]},...]`, over max_json_values, held three
+    reductions of nearly its size at once beside it: 3.6x the payload (now 2.7x)."""
+    kid = public_jwks["keys"][0]["kid"]
+    payload = [{"a": [{"b": [1]}]}] * 60_000  # ~1 MB, 480k values
+    size = len(json.dumps(payload, separators=(",", ":")))
+    body = RequestEncryptor(public_jwks, format="elastic").encrypt(kid, payload)
+    decryptor = RequestDecryptor(private_jwks, max_json_values=100_000)
+    with pytest.raises(JSONBudgetError):
+        decryptor.decrypt(body)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        with pytest.raises(JSONBudgetError):
+            decryptor.decrypt(body)
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert peak - after <= 3 * size, (peak - after) / size
