@@ -187,7 +187,8 @@ def _pack(
 
 
 def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytes | bytearray] | None:
-    """`unpack_body` then the standard-base64 decode of the payload, in bounded extra memory.
+    """`unpack_body` then the standard-base64 decode of the payload, within 2.3x the payload
+    in extra memory (a str that cannot be viewed: in pieces, ~1x).
 
     For a body in packBody's canonical form (what both implementations write) this returns the
     wrapped key and the decoded payload (salt, IV, tag, ciphertext), exactly what
