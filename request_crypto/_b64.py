@@ -6,6 +6,7 @@ Python's lenient decoders silently skip bad characters; these check the whole in
 
 from __future__ import annotations
 
+import base64
 import binascii
 from collections.abc import Iterator
 
@@ -157,6 +158,43 @@ def b64url_decode_parts(text: bytes, parts: list[bytes]) -> list[bytes] | None:
     return out
 
 
+#: `_CANONICAL_LAST` with any byte allowed after whole groups (the decoder checks those) and
+#: none after a lone character: one membership test per part, whatever its length.
+_LAST_ALLOWED = (frozenset(range(256)), frozenset(), *_CANONICAL_LAST[2:])
+
+
+def b64url_decode_jwe(text: bytes, parts: list[bytes]) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """`b64url_decode_parts` of the last four of a compact JWE's five `parts` (of `text`).
+
+    The same rules and answers (or None for an empty part: the general decode takes it),
+    written out for exactly four parts: no loop, list or per-part branch, ~0.6 us less per
+    1 KB body than the loop.
+    """
+    decode = _accel.pybase64.b64decode if _accel.pybase64 is not None else None
+    if decode is None or b"+" in text or b"/" in text or b"=" in text:
+        decoded = b64url_decode_parts(text, parts[1:])
+        return None if decoded is None else (decoded[0], decoded[1], decoded[2], decoded[3])
+    _, key, iv, ciphertext, tag = parts
+    k, i, c, t = len(key) % 4, len(iv) % 4, len(ciphertext) % 4, len(tag) % 4
+    last, completion = _LAST_ALLOWED, _COMPLETION
+    try:
+        if not (
+            key[-1] in last[k]
+            and iv[-1] in last[i]
+            and ciphertext[-1] in last[c]
+            and tag[-1] in last[t]
+        ):
+            return None
+        return (
+            decode(key + completion[k], b"-_", True),
+            decode(iv + completion[i], b"-_", True),
+            decode(ciphertext + completion[c], b"-_", True),
+            decode(tag + completion[t], b"-_", True),
+        )
+    except (ValueError, IndexError):  # binascii.Error: a byte outside the alphabet; an empty part
+        return None
+
+
 def ascii_piece(piece: str | bytes | bytearray) -> bytes:
     """A short piece of a body as bytes; Decline if a str piece is not ASCII."""
     if isinstance(piece, str):
@@ -204,6 +242,69 @@ def _decode_url_quads(
     return binascii.a2b_base64(raw.translate(_URL_TO_STANDARD))
 
 
+def decode_url_groups(data: str | bytes | bytearray, stop: int) -> bytes:
+    """Decode ``data[:stop]``, whole groups of url-alphabet base64 (no padding), in one SIMD
+    call; Decline on any other byte. Needs pybase64 (the caller checks), and for a str,
+    `stop` at its end: a str cannot be viewed, and a copy of 9 MB of text would take a 5 MB
+    decrypt's peak over 3x the payload (`iter_b64url_decode` takes those a piece at a time).
+
+    Why: at 5 MB the pieces of `iter_b64url_decode` cost ~0.4 ms more than one call.
+    """
+    decode = _accel.pybase64.b64decode  # type: ignore[union-attr]
+    unsafe = _UNSAFE_STR if isinstance(data, str) else _UNSAFE_BYTES
+    if any(data.find(char, 0, stop) >= 0 for char in unsafe):  # type: ignore[arg-type]
+        raise Decline
+    try:
+        if isinstance(data, str):
+            if stop != len(data):
+                raise Decline
+            return bytes(decode(data, b"-_", True))
+        with memoryview(data) as view:
+            return bytes(decode(view[:stop], b"-_", True))
+    except ValueError:  # binascii.Error; UnicodeEncodeError for a non-ASCII str
+        raise Decline from None
+
+
+def decode_url_tail(text: str | bytes | bytearray) -> bytes:
+    """The last, partial group of an unpadded canonical base64url text (0, 2 or 3
+    characters) decoded; Decline for a 1-character group, padding, a byte outside the
+    alphabet or nonzero unused bits, as `iter_b64url_decode` refuses them."""
+    if not text:
+        return b""
+    last = ascii_piece(text)
+    if (
+        len(last) not in _UNUSED_BITS
+        or last.translate(None, _URL_ALPHABET)
+        or _INDEX[last[-1]] & _UNUSED_BITS[len(last)]
+    ):
+        raise Decline
+    return binascii.a2b_base64(last.translate(_URL_TO_STANDARD) + _COMPLETION[len(last)])
+
+
+def decode_standard_text(data: bytes | bytearray, start: int, stop: int) -> bytes:
+    """Strict standard base64 (node-crypto's, padded) of ``data[start:stop]`` in one SIMD
+    call, read through a view: exactly the bytes `nodecrypto.decode_standard_base64` gives
+    for that slice, or Decline wherever they might differ. Needs pybase64.
+
+    All but the last 8 to 11 characters must be whole groups of the alphabet (no `=`, the
+    one byte outside it that validate=True lets through); that end, where padding may be,
+    goes to the standard decoder itself, and pybase64's answer must end with its bytes. So
+    the bytes are the standard decoder's on the whole text, without joining two parts.
+    """
+    cut = start + (max(stop - start - 8, 0) & ~3)
+    if data.find(b"=", start, cut) >= 0:
+        raise Decline
+    try:
+        end = base64.b64decode(data[cut:stop], validate=True)
+        with memoryview(data) as view:
+            out = bytes(_accel.pybase64.b64decode(view[start:stop], validate=True))  # type: ignore[union-attr]
+    except ValueError:  # binascii.Error
+        raise Decline from None
+    if len(out) != (cut - start) // 4 * 3 + len(end) or not out.endswith(end):
+        raise Decline
+    return out
+
+
 #: What `_decode_url_quads` must look for itself, as str and as bytes.
 _UNSAFE_STR = ("+", "/", "=")
 _UNSAFE_BYTES = (b"+", b"/", b"=")
@@ -228,6 +329,18 @@ def decode_standard_quads(text: bytes, start: int = 0, stop: int | None = None) 
     return binascii.a2b_base64(raw)
 
 
+def url_padding(data: str | bytes | bytearray) -> int:
+    """How many `=` end a base64url text that is otherwise checked piece by piece: none, or
+    exactly those completing its last group (as `b64url_decode` accepts); Decline for any
+    other padding and for a text whose last group would be one character."""
+    tail = ascii_piece(data[len(data) - min(len(data), 3) :])
+    padding = len(tail) - len(tail.rstrip(b"="))
+    end = len(data) - padding
+    if padding == 3 or (padding and padding != -end % 4) or end % 4 == 1:
+        raise Decline
+    return padding
+
+
 def iter_b64url_decode(data: str | bytes | bytearray) -> Iterator[bytes]:
     """`b64url_decode`, a piece at a time: the same strict rules, in bounded memory.
 
@@ -237,11 +350,7 @@ def iter_b64url_decode(data: str | bytes | bytearray) -> Iterator[bytes]:
     """
     if not isinstance(data, (str, bytes, bytearray)):
         raise Decline
-    tail = ascii_piece(data[len(data) - min(len(data), 3) :])
-    padding = len(tail) - len(tail.rstrip(b"="))
-    end = len(data) - padding
-    if padding == 3 or (padding and padding != -end % 4) or end % 4 == 1:
-        raise Decline
+    end = len(data) - url_padding(data)
     whole = end - end % 4
     for start in range(0, whole, CHUNK):
         yield _decode_url_quads(data, start, min(start + CHUNK, whole))

@@ -3,7 +3,7 @@
 Kept apart from `_jose` (which calls it) so each stays a readable size. The MAC is
 cryptography's HMAC, not the stdlib's: no Python layer, and the OpenSSL that RSA and PBKDF2
 keep in cache instead of the system libcrypto (a wrapped key's MAC right after the RSA: 15-21
--> 10-11 us in situ, docs/performance.md "Round 9").
+-> 10-11 us in situ, docs/performance.md "Round 11").
 """
 
 from __future__ import annotations

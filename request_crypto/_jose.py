@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._b64 import ascii_bytes, b64url_decode, b64url_decode_parts, b64url_encode
+from ._b64 import ascii_bytes, b64url_decode, b64url_decode_jwe, b64url_encode
 from ._cbc_hmac import CBC_HMAC, open_cbc_hmac, seal_cbc_hmac
 from ._inflate import inflate
 from ._json import dumps_utf8_standard, reject_constant
@@ -219,7 +219,7 @@ def parse_compact(token: str | bytes, *, direct: bool = False) -> CompactJWE:
         )
     # The four parts in one go when all are canonical (what senders write); else one by one,
     # which accepts padding and raises the first bad part's error.
-    decoded = b64url_decode_parts(raw, parts[1:]) or [
+    decoded = b64url_decode_jwe(raw, parts) or [
         b64url_decode(part, what) for part, what in zip(parts[1:], _PART_NAMES, strict=True)
     ]
     return CompactJWE(protected, header, *decoded)
@@ -228,8 +228,21 @@ def parse_compact(token: str | bytes, *, direct: bool = False) -> CompactJWE:
 _PART_NAMES = ("the JWE encrypted key", "the JWE IV", "the JWE ciphertext", "the JWE tag")
 
 
+class CommonShape(NamedTuple):
+    """What a common parse vouches for besides five canonical parts: a header that `fits`
+    (remembered by its text in `cache`), an IV of `iv_length` bytes and a 16-byte tag."""
+
+    cache: dict[bytes, dict[str, Any]]
+    fits: Callable[[dict[str, Any]], bool]
+    iv_length: int
+
+
 def parse_common_compact(
-    token: str | bytes | bytearray, *, max_token_size: int, max_plaintext: int
+    token: str | bytes | bytearray,
+    *,
+    max_token_size: int,
+    max_plaintext: int,
+    shape: CommonShape | None = None,
 ) -> CompactJWE | None:
     """The common `jwe` body, parsed in one straight line; None for anything else.
 
@@ -243,7 +256,8 @@ def parse_common_compact(
     a 16-byte tag and a ciphertext within `max_plaintext` (GCM: as long as the plaintext).
     For anything else, hostile bodies included, it returns None before any key is used, and
     `check_wire_jwe` + `parse_compact` give the error the body deserves. What it returns is
-    what `parse_compact` returns for the same token (tests compare the two).
+    what `parse_compact` returns for the same token (tests compare the two). Another `shape`
+    vouches for another common token (`parse_common_wrapped_key`).
     """
     if type(token) not in (str, bytes) or len(token) > min(max_token_size, _ONE_SHOT_GCM):
         return None  # checked before the ASCII copy: a 5 MB body is not copied to be refused
@@ -253,10 +267,20 @@ def parse_common_compact(
     raw = token.encode("ascii") if type(token) is str and token.isascii() else token
     if type(raw) is not bytes:  # not ASCII text
         return None
-    jwe = _parse_common(raw, _COMMON_HEADERS, _is_common_header)
-    if jwe is None or len(jwe.iv) != 12 or len(jwe.tag) != 16:
+    cache, fits, iv_length = shape or _COMMON_BODY
+    parts = raw.split(b".")
+    header = None
+    if len(parts) == 5:
+        header = cache.get(parts[0]) or _common_header(parts[0], cache, fits)
+    # One function, not a layer per step: with caches cold after the RSA, each call on the
+    # way costs several times its warm price.
+    decoded = None if header is None else b64url_decode_jwe(raw, parts)
+    if decoded is None or len(decoded[1]) != iv_length or len(decoded[3]) != 16:
         return None
-    return jwe if len(jwe.ciphertext) <= max_plaintext else None
+    if len(decoded[2]) > max_plaintext:
+        return None
+    # tuple.__new__: the NamedTuple's own __new__ is a Python function (~0.15 us more).
+    return tuple.__new__(CompactJWE, (parts[0], dict(header), *decoded))  # type: ignore[arg-type]
 
 
 def parse_common_wrapped_key(token: bytes, *, max_token_size: int) -> CompactJWE | None:
@@ -264,37 +288,15 @@ def parse_common_wrapped_key(token: bytes, *, max_token_size: int) -> CompactJWE
 
     Why, as for `parse_common_compact`: with caches cold after the PBKDF2, each layer of the
     general path costs several times its warm price. It vouches only for the key packBody
-    writes: at most `max_token_size` bytes, five canonical unpadded base64url parts, a header
-    of exactly `alg` (RSA-OAEP or RSA-OAEP-256), `enc` A128CBC-HS256, `zip` DEF and a string
-    `kid`, a 16-byte IV and tag and at most 64 bytes of ciphertext (a 32-byte passphrase,
-    deflated and padded, is 48). For anything else it returns None before any key is used;
-    what it returns is what `parse_compact` returns for the same token (tests compare them).
+    writes: at most `max_token_size` bytes (and 64 KiB), five canonical unpadded base64url
+    parts, a header of exactly `alg` (RSA-OAEP or RSA-OAEP-256), `enc` A128CBC-HS256, `zip`
+    DEF and a string `kid`, a 16-byte IV and tag and at most 64 bytes of ciphertext (a 32-byte
+    passphrase, deflated and padded, is 48). Anything else: None before any key is used; what
+    it returns, `parse_compact` returns for the same token (tests compare them).
     """
-    if len(token) > max_token_size or b"." not in token:
-        return None
-    jwe = _parse_common(token, _WRAPPED_KEY_HEADERS, _is_wrapped_key_header)
-    if jwe is None or len(jwe.iv) != 16 or len(jwe.tag) != 16 or len(jwe.ciphertext) > 64:
-        return None
-    return jwe
-
-
-def _parse_common(
-    raw: bytes,
-    cache: dict[bytes, dict[str, Any]],
-    fits: Callable[[dict[str, Any]], bool],
-) -> CompactJWE | None:
-    """Five parts, a header that `fits` (remembered in `cache`), the rest canonical; or None."""
-    parts = raw.split(b".")
-    header = None
-    if len(parts) == 5:
-        header = cache.get(parts[0]) or _common_header(parts[0], cache, fits)
-    if header is None:
-        return None
-    decoded = b64url_decode_parts(raw, parts[1:])
-    if decoded is None:
-        return None
-    encrypted_key, iv, ciphertext, tag = decoded
-    return CompactJWE(parts[0], dict(header), encrypted_key, iv, ciphertext, tag)
+    return parse_common_compact(
+        token, max_token_size=max_token_size, max_plaintext=64, shape=_WRAPPED_KEY
+    )
 
 
 #: Headers the common parses vouch for, by their base64url text (bounded, as below): `jwe`
@@ -323,6 +325,11 @@ def _is_wrapped_key_header(header: dict[str, Any]) -> bool:
         and header["zip"] == DEFLATE
         and isinstance(header["kid"], str)
     )
+
+
+#: The two common tokens: a `jwe` body, an `elastic` wrapped key.
+_COMMON_BODY = CommonShape(_COMMON_HEADERS, _is_common_header, 12)
+_WRAPPED_KEY = CommonShape(_WRAPPED_KEY_HEADERS, _is_wrapped_key_header, 16)
 
 
 def _common_header(
@@ -512,10 +519,11 @@ def decrypt_compact(jwe: CompactJWE, keys: KeySource, kid: str, *, max_plaintext
     source raises other than DecryptionError (an unknown kid, a source that is down). The error
     is raised outside any exception handler, so it carries no `__context__` naming the step.
     """
-    enc = jwe.header["enc"]
+    header = jwe.header
+    enc = header["enc"]
     cek_length, iv_length, tag_length = _LENGTHS[enc]
     try:
-        cek = keys.unwrap(kid, jwe.alg, jwe.encrypted_key)
+        cek = keys.unwrap(kid, header["alg"], jwe.encrypted_key)
     except DecryptionError:  # the source's one "this key cannot open it": see below
         cek = b""
     authentic = len(cek) == cek_length
@@ -526,13 +534,18 @@ def decrypt_compact(jwe: CompactJWE, keys: KeySource, kid: str, *, max_plaintext
     authentic = authentic and len(jwe.iv) == iv_length and len(jwe.tag) == tag_length
     plaintext: bytes | None = None
     try:
-        plaintext = _open_content(enc, cek, jwe)
+        # The common GCM body here, not in `_open_content`: with caches cold after the RSA,
+        # each call on the way costs several times its warm price.
+        if enc in _GCM and len(jwe.ciphertext) <= _ONE_SHOT_GCM:
+            plaintext = AESGCM(cek).decrypt(jwe.iv, jwe.ciphertext + jwe.tag, jwe.protected)
+        else:
+            plaintext = _open_content(enc, cek, jwe)
     except Exception:  # a bad tag, IV or padding: the one error below
         authentic = False
     del cek
     if not authentic or plaintext is None:
         raise DecryptionError()
-    if jwe.header.get("zip") == DEFLATE:
+    if header.get("zip") == DEFLATE:
         return inflate(plaintext, max_plaintext)
     if len(plaintext) > max_plaintext:
         raise PayloadTooLargeError("the JWE plaintext", len(plaintext), max_plaintext)
@@ -545,11 +558,10 @@ def decrypt_common_wrapped_key(
     """The passphrase a wrapped key `parse_common_wrapped_key` vouched for wraps, and the
     metadata of the key that opened it, in one straight line.
 
-    Why: this runs right after the RSA operation on caches a 4 ms PBKDF2 leaves cold, where
-    each function of the general path (`open_parsed`, `decrypt_compact` and theirs) costs
-    several times its warm price. The same lookups, in the same order, and the same errors as
-    `open_parsed(keys, jwe, max_plaintext=length)`, except that any plaintext other than
-    exactly `length` bytes is the one DecryptionError (what the `elastic` format makes of it).
+    Why: this runs right after the RSA on caches a 4 ms PBKDF2 leaves cold, where each function
+    of the general path (`open_parsed`, `decrypt_compact` and theirs) costs several times its
+    warm price. The same lookups, in the same order, and the same errors as `open_parsed(keys,
+    jwe, max_plaintext=length)`, but any plaintext not `length` bytes is the DecryptionError.
     """
     kid = jwe.header["kid"]  # a str: the common header has one
     metadata = keys.key_metadata(kid) if keys.can_decrypt(kid) else None
@@ -577,9 +589,8 @@ def decrypt_common_wrapped_key(
 
 
 def _open_content(enc: str, cek: bytes, jwe: CompactJWE) -> bytes:
-    """Authenticate and decrypt the content (any failure raises; the caller maps it)."""
-    if enc in _GCM and len(jwe.ciphertext) <= _ONE_SHOT_GCM:
-        return AESGCM(cek).decrypt(jwe.iv, jwe.ciphertext + jwe.tag, jwe.protected)
+    """Authenticate and decrypt the content but a small GCM one (any failure raises; the caller
+    maps it)."""
     if enc in CBC_HMAC:
         return open_cbc_hmac(enc, cek, jwe.protected, jwe.iv, jwe.ciphertext, tag=jwe.tag)
     decryptor = Cipher(algorithms.AES(cek), modes.GCM(jwe.iv, jwe.tag)).decryptor()

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import _accel
 from .._b64 import (
     CHUNK,
     Decline,
@@ -25,7 +26,11 @@ from .._b64 import (
     b64url_encode,
     b64url_encode_padded,
     decode_standard_quads,
+    decode_standard_text,
+    decode_url_groups,
+    decode_url_tail,
     iter_b64url_decode,
+    url_padding,
 )
 from .._jose import CompactJWE, decrypt_common_wrapped_key, parse_common_wrapped_key, parse_compact
 from .._json import dumps_utf8, measure_json
@@ -192,7 +197,8 @@ def _pack(
 
 
 def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytes | bytearray] | None:
-    """`unpack_body` then the standard-base64 decode of the payload, in bounded extra memory.
+    """`unpack_body` then the standard-base64 decode of the payload, within 2.3x the payload
+    in extra memory (a str that cannot be viewed: in pieces, ~1x).
 
     For a body in packBody's canonical form (what both implementations write) this returns the
     wrapped key and the decoded payload (salt, IV, tag, ciphertext), exactly what
@@ -203,9 +209,41 @@ def unpack_encrypted_payload(body: str | bytes) -> tuple[str, bytes | bytearray]
         if type(body) in (str, bytes) and len(body) <= _WHOLE_UP_TO:
             key, raw = _unpack_whole(body)
             return key.decode("ascii"), raw
+        if _accel.pybase64 is not None and isinstance(body, (str, bytes, bytearray)):
+            return _unpack_large(body)
         return _unpack_streaming(body)
     except Decline:
         return None
+
+
+def _unpack_large(body: str | bytes | bytearray) -> tuple[str, bytes | bytearray]:
+    """`_unpack_streaming` of a large body, each layer decoded whole by pybase64 (the same
+    Declines, and a few more: a payload text that is not whole groups, such as `QUJD=`).
+
+    Why: on a 5 MB payload sent as bytes, ~1.8 ms against ~2.2 ms in pieces. The payload's
+    text is decoded through a view of the decoded body, never copied; the peak is that
+    body (1.33x the payload) and the layout (1x). A str body ending in a partial group (3
+    in 4) cannot be viewed and is still unpacked in pieces (see decode_url_groups).
+    """
+    end = len(body) - url_padding(body)
+    stop = end - end % 4
+    if isinstance(body, str) and stop < len(body):  # see decode_url_groups
+        return _unpack_streaming(body)
+    tail = decode_url_tail(body[stop:end])  # the bytes of a partial last group: 0 to 2
+    decoded = decode_url_groups(body, stop)
+    separator = decoded.find(_SEPARATOR, len(_PREFIX), _MAX_HEAD + len(_SEPARATOR))
+    start, end = separator + len(_SEPARATOR), len(decoded) + len(tail) - len(_SUFFIX)
+    key = decoded[len(_PREFIX) : separator]
+    if (
+        separator < 0
+        or start > end
+        or not decoded.startswith(_PREFIX)
+        or not (decoded[-len(_SUFFIX) :] + tail).endswith(_SUFFIX)
+        or key.translate(None, _KEY_ALPHABET)
+    ):
+        raise Decline
+    # The suffix is 2 bytes and `tail` at most 2: the payload's text ends within `decoded`.
+    return key.decode("ascii"), decode_standard_text(decoded, start, end)
 
 
 def _unpack_whole(body: str | bytes) -> tuple[bytes, bytes]:

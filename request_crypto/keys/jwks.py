@@ -380,7 +380,7 @@ class JWKSManager:
 
     def can_decrypt(self, kid: str) -> bool:
         """Whether `kid` may unwrap: a private key whose `key_ops` (if any) allow it."""
-        key = self._get(kid)
+        key = self._keys.get(kid) if isinstance(kid, str) else None  # `_get`, on every body
         return key is not None and key.private_key is not None and key.decrypts
 
     def public_jwk(self, kid: str) -> dict[str, Any] | None:
@@ -496,7 +496,7 @@ class JWKManager(JWKSManager):
 
     def unwrap(self, kid: str, alg: str, encrypted_key: bytes) -> bytes:
         """RSA-OAEP decrypt a wrapped content key with `kid` (see `KeySource.unwrap`)."""
-        key = self._get(kid)
+        key = self._keys.get(kid) if isinstance(kid, str) else None  # `_get`, on every body
         if key is None or key.private_key is None or not key.decrypts:
             raise NoKeyFoundError(kid)
         if alg != key.alg:

@@ -40,7 +40,8 @@ class KeySource(Protocol):
         ...
 
     def can_decrypt(self, kid: str) -> bool:
-        """Whether `kid` names a private key this source may unwrap with."""
+        """Whether `kid` names a private key this source may unwrap with (so `key_metadata`
+        describes it: `RequestDecryptor.decrypt`, which returns no metadata, asks only this)."""
         ...
 
     def public_jwk(self, kid: str) -> dict[str, Any] | None:

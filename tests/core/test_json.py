@@ -13,6 +13,7 @@ import enum
 import gc
 import json
 import math
+import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,10 +25,12 @@ from request_crypto import (
     JWKManager,
     PassphraseCipher,
     RequestEncryptor,
+    _accel,
     _json,
     unpack_body,
 )
-from request_crypto.errors import InvalidArgumentError
+from request_crypto.errors import InvalidArgumentError, RequestCryptoError
+from tests.core.test_fast_paths import LOAD_CASES
 
 # (value, the bytes JSON.stringify + UTF-8 gives for it)
 STRINGIFY_CASES: list[tuple[Any, bytes]] = [
@@ -162,3 +165,45 @@ def test_overlapping_large_parses_on_threads_leave_the_gc_enabled() -> None:
         results = list(pool.map(_json.loads_payload, [data] * 8))
     assert all(len(r) == 70_000 for r in results)
     assert gc.isenabled()
+
+
+def payload_outcome(data: bytes | bytearray, max_values: int, max_depth: int) -> tuple[str, Any]:
+    try:
+        value = _json.loads_payload(data, max_values=max_values, max_depth=max_depth)
+    except RequestCryptoError as exc:
+        return "error", (type(exc), str(exc))
+    return "value", (repr(value), type(value))
+
+
+@pytest.mark.skipif(_accel.msgspec is None, reason="msgspec is not installed")
+def test_a_small_payload_in_one_line_ends_as_on_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`loads_payload`'s one line for small bytes (budget by the bytes alone, then msgspec,
+    else json) against the general path, which bytearray takes: the same value, or the same
+    error class and message, on every load case and on payloads at the budget's edges."""
+    rng = random.Random(5)
+    cases = [(data, 1_000_000, 256) for data in LOAD_CASES]
+    for _ in range(600):
+        depth, width = rng.randrange(1, 12), rng.randrange(0, 12)
+        inner = b"[" + b",".join([b"1"] * width) + b"]"
+        data = b"[" * depth + inner + b"]" * depth
+        if rng.random() < 0.3:  # a bracket inside a string, a bad byte, a cut
+            position = rng.randrange(len(data) + 1)
+            data = data[:position] + rng.choice([b'"[["', b"x", b"", b'"\\"']) + data[position:]
+        cases.append((data, rng.randrange(1, 40), rng.randrange(1, 14)))
+    declined: list[bytes | bytearray] = []
+    within = _json.within_by_bytes
+
+    def watching(raw: bytes | bytearray, max_values: int, max_depth: int) -> bool:
+        declined.append(raw)
+        return within(raw, max_values, max_depth)
+
+    monkeypatch.setattr(_json, "within_by_bytes", watching)
+    one_line = 0
+    for data, max_values, max_depth in cases:
+        declined.clear()
+        fast = payload_outcome(bytes(data), max_values, max_depth)
+        one_line += not declined
+        assert fast == payload_outcome(bytearray(data), max_values, max_depth), data[:60]
+    assert one_line > 100
