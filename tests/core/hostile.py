@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,20 @@ def flip(part: str, index: int = -1, bit: int = 0) -> str:
     raw = bytearray(b64url_decode(part))
     raw[index] ^= 1 << bit
     return b64url_encode(bytes(raw))
+
+
+def character_edits(body: str, rng: random.Random, count: int = 40) -> Iterator[str]:
+    """`count` copies of `body`, each with one character replaced or inserted at random (from
+    both base64 alphabets, padding, separators and non-ASCII)."""
+    for _ in range(count):
+        chars = list(body)
+        position = rng.randrange(len(chars))
+        char = rng.choice(["A", "/", "+", "-", "_", "=", ".", " ", "\u00e9", "Q", "B"])
+        if rng.random() < 0.5:
+            chars[position] = char
+        else:
+            chars.insert(position, char)
+        yield "".join(chars)
 
 
 URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -44,6 +44,7 @@ from tests.core.hostile import (
     token,
     url_alphabet_body,
 )
+from tests.core.outcomes import FAST_PATHS, compare_paths
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -69,6 +70,18 @@ def test_hostile_body_gets_exactly_its_error(kit: Kit, bodies: dict[str, Any], c
         with pytest.raises(RequestCryptoError) as direct:
             kit.keys.decrypt(body)
         assert type(direct.value) is (case.token_error or case.error)
+
+
+@pytest.mark.parametrize("path", FAST_PATHS)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_cases_get_the_same_error_with_each_fast_path_off(
+    case: Case, path: str, kit: Kit, bodies: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each format's fast path refuses every hostile body as the general path does."""
+    decryptor = RequestDecryptor(kit.keys, **case.limits)
+    fast, general = compare_paths(decryptor, bodies[case.id], monkeypatch, path)
+    assert fast == general
+    assert fast[0] == "error" and issubclass(fast[1][0], case.error)
 
 
 MESSAGES = {

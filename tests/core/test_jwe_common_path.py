@@ -22,55 +22,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from request_crypto import RequestDecryptor, RequestEncryptor, _accel, _b64, _jose
-from request_crypto.errors import RequestCryptoError
 from request_crypto.formats import Opened
-from request_crypto.formats import jwe as jwe_format
 from request_crypto.formats.jwe import JWE
 from request_crypto.keys.jwks import JWKManager
 from request_crypto.keys.signing import generate_signing_jwk, public_key_set
 from request_crypto.keys.source import JWKDecryptResult
 from request_crypto.limits import DEFAULT_LIMITS
 from request_crypto.nested import SignerInfo
-from tests.core.hostile import CASES, PLAIN, Kit, craft
+from tests.core.hostile import PLAIN, Kit, character_edits, craft
+from tests.core.outcomes import compare_paths, count_unwraps, outcome, plain_outcome
 from tests.core.strategies import header_members
 
 RSA_ALGS = tuple(_jose.KEY_MANAGEMENT_ALGORITHMS)
 PAYLOAD = {"a": [1, 2.5, None, True], "b": "\u00e9" * 40, "c": {"d": "x" * 500}}
 
 
-def outcome(decryptor: RequestDecryptor, body: Any) -> tuple[str, Any]:
-    try:
-        request = decryptor.decrypt_request(body)
-    except RequestCryptoError as exc:
-        return "error", (type(exc), str(exc))
-    return "value", (request.payload, request.format, request.metadata, request.signer)
-
-
-def plain_outcome(decryptor: RequestDecryptor, body: Any) -> tuple[str, Any]:
-    """`decrypt`'s value or error: it opens the common body without the result objects."""
-    try:
-        return "value", decryptor.decrypt(body)
-    except RequestCryptoError as exc:
-        return "error", (type(exc), str(exc))
-
-
-def checked_outcome(decryptor: RequestDecryptor, body: Any) -> tuple[str, Any]:
-    """`outcome`, once `decrypt` is seen to end the same (its value: the payload)."""
-    full = outcome(decryptor, body)
-    plain = plain_outcome(decryptor, body)
-    assert plain == (full if full[0] == "error" else ("value", full[1][0]))
-    return full
-
-
 def both(
     decryptor: RequestDecryptor, body: Any, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[tuple[str, Any], tuple[str, Any]]:
-    """The outcome with the common path, then with it switched off."""
-    fast = checked_outcome(decryptor, body)
-    with monkeypatch.context() as patch:
-        patch.setattr(jwe_format, "parse_common_compact", lambda *a, **k: None)
-        general = checked_outcome(decryptor, body)
-    return fast, general
+    """The outcome with the `jwe` common path, then with it switched off."""
+    return compare_paths(decryptor, body, monkeypatch, "jwe")
 
 
 def common(token: Any, limits: Any = DEFAULT_LIMITS) -> _jose.CompactJWE | None:
@@ -87,15 +58,7 @@ def mutations(body: str, rng: random.Random) -> Iterator[str | bytes]:
         yield ".".join(p + "=" * (i == index) for i, p in enumerate(parts))  # padding
         yield ".".join(p[:-1] if i == index else p for i, p in enumerate(parts))
         yield ".".join(p + "A" if i == index else p for i, p in enumerate(parts))
-    for _ in range(40):
-        chars = list(body)
-        position = rng.randrange(len(chars))
-        char = rng.choice(["A", "/", "+", "-", "_", "=", ".", " ", "\u00e9", "Q", "B"])
-        if rng.random() < 0.5:
-            chars[position] = char
-        else:
-            chars.insert(position, char)
-        yield "".join(chars)
+    yield from character_edits(body, rng)
 
 
 def test_the_common_body_takes_the_common_path(kit: Kit) -> None:
@@ -121,16 +84,6 @@ def test_valid_and_mutated_bodies_open_the_same(kit: Kit, monkeypatch: pytest.Mo
             fast, general = both(kit.decryptor, candidate, monkeypatch)
             assert fast == general, candidate[:80]
     assert taken > 20
-
-
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_hostile_cases_get_the_same_error(
-    case: Any, kit: Kit, bodies: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    decryptor = RequestDecryptor(kit.keys, **case.limits)
-    fast, general = both(decryptor, bodies[case.id], monkeypatch)
-    assert fast == general
-    assert fast[0] == "error" and issubclass(fast[1][0], case.error)
 
 
 @pytest.mark.parametrize(
@@ -239,14 +192,7 @@ def header_of(body: str) -> dict[str, Any]:
 def test_a_declined_or_failed_body_costs_at_most_one_rsa(
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str] = []
-    unwrap = JWKManager.unwrap
-
-    def counting(self: JWKManager, kid: str, alg: str, encrypted_key: bytes) -> bytes:
-        calls.append(kid)
-        return unwrap(self, kid, alg, encrypted_key)
-
-    monkeypatch.setattr(JWKManager, "unwrap", counting)
+    calls = count_unwraps(monkeypatch)
     parts = kit.jwe.encrypt("kibana_1", PAYLOAD).split(".")
     middle = len(parts[3]) // 2
     flipped = "A" if parts[3][middle] != "A" else "B"
