@@ -317,11 +317,15 @@ def _is_common_header(header: dict[str, Any]) -> bool:
     )
 
 
+#: The content encryption of every wrapped key packBody writes (the common one's only `enc`).
+_WRAPPED_KEY_ENC = "A128CBC-HS256"
+
+
 def _is_wrapped_key_header(header: dict[str, Any]) -> bool:
     return (
         header.keys() == _WRAPPED_KEY_MEMBERS
         and header["alg"] in KEY_MANAGEMENT_ALGORITHMS
-        and header["enc"] == "A128CBC-HS256"
+        and header["enc"] == _WRAPPED_KEY_ENC
         and header["zip"] == DEFLATE
         and isinstance(header["kid"], str)
     )
@@ -534,8 +538,7 @@ def decrypt_compact(jwe: CompactJWE, keys: KeySource, kid: str, *, max_plaintext
     authentic = authentic and len(jwe.iv) == iv_length and len(jwe.tag) == tag_length
     plaintext: bytes | None = None
     try:
-        # The common GCM body here, not in `_open_content`: with caches cold after the RSA,
-        # each call on the way costs several times its warm price.
+        # Small GCM here, not in `_open_content`: a call costs more on caches the RSA cooled.
         if enc in _GCM and len(jwe.ciphertext) <= _ONE_SHOT_GCM:
             plaintext = AESGCM(cek).decrypt(jwe.iv, jwe.ciphertext + jwe.tag, jwe.protected)
         else:
@@ -555,14 +558,11 @@ def decrypt_compact(jwe: CompactJWE, keys: KeySource, kid: str, *, max_plaintext
 def decrypt_common_wrapped_key(
     keys: KeySource, jwe: CompactJWE, length: int
 ) -> tuple[bytes, dict[str, Any]]:
-    """The passphrase a wrapped key `parse_common_wrapped_key` vouched for wraps, and the
-    metadata of the key that opened it, in one straight line.
-
-    Why: this runs right after the RSA on caches a 4 ms PBKDF2 leaves cold, where each function
-    of the general path (`open_parsed`, `decrypt_compact` and theirs) costs several times its
-    warm price. The same lookups, in the same order, and the same errors as `open_parsed(keys,
-    jwe, max_plaintext=length)`, but any plaintext not `length` bytes is the DecryptionError.
-    """
+    """The passphrase in a wrapped key `parse_common_wrapped_key` vouched for, and its key's
+    metadata: `open_parsed(keys, jwe, max_plaintext=length)` in one straight line (the same
+    lookups, order and errors; a plaintext not `length` bytes is the DecryptionError). Why:
+    each function of the general path costs several times its warm price on the caches a 4 ms
+    PBKDF2 leaves cold."""
     kid = jwe.header["kid"]  # a str: the common header has one
     metadata = keys.key_metadata(kid) if keys.can_decrypt(kid) else None
     if metadata is None:
@@ -571,13 +571,14 @@ def decrypt_common_wrapped_key(
         cek = keys.unwrap(kid, jwe.header["alg"], jwe.encrypted_key)
     except DecryptionError:  # as in decrypt_compact: the same path as a bad tag
         cek = b""
-    authentic = len(cek) == 32  # A128CBC-HS256, the one `enc` the common header has
+    cek_length = CONTENT_ENCRYPTION_ALGORITHMS[_WRAPPED_KEY_ENC]
+    authentic = len(cek) == cek_length
     if not authentic:
-        cek = os.urandom(32)
+        cek = os.urandom(cek_length)
     plaintext: bytes | None = None
     try:
         opened = open_cbc_hmac(
-            "A128CBC-HS256", cek, jwe.protected, jwe.iv, jwe.ciphertext, tag=jwe.tag
+            _WRAPPED_KEY_ENC, cek, jwe.protected, jwe.iv, jwe.ciphertext, tag=jwe.tag
         )
         plaintext = inflate(opened, length)
     except Exception:  # a bad tag or padding, a bad stream, more than `length` bytes
@@ -589,8 +590,7 @@ def decrypt_common_wrapped_key(
 
 
 def _open_content(enc: str, cek: bytes, jwe: CompactJWE) -> bytes:
-    """Authenticate and decrypt the content but a small GCM one (any failure raises; the caller
-    maps it)."""
+    """Authenticate and decrypt all but small GCM content (any failure raises; caller maps it)."""
     if enc in CBC_HMAC:
         return open_cbc_hmac(enc, cek, jwe.protected, jwe.iv, jwe.ciphertext, tag=jwe.tag)
     decryptor = Cipher(algorithms.AES(cek), modes.GCM(jwe.iv, jwe.tag)).decryptor()
